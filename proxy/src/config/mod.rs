@@ -1,0 +1,540 @@
+//! Warden's configuration: one TOML file.
+//!
+//! Loading is two pure steps and no I/O beyond reading the file: [`Config::parse`] decodes the
+//! document (unknown keys and wrong types are errors) and validates it (addresses, references
+//! between sections, limits), returning *every* problem with its key path and line so an operator
+//! fixes them all at once. `warden check-config FILE` runs exactly this offline.
+//!
+//! The commented example at `proxy/warden.example.toml` documents every key.
+
+mod reader;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+pub use reader::ConfigError;
+use reader::{Errors, Table};
+
+use crate::keys::KeyHash;
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub logging: LoggingConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Proxy listener (OpenAI-compatible API).
+    pub listen: SocketAddr,
+    /// Worker threads for the proxy service.
+    pub threads: usize,
+    /// Largest request body accepted; larger → 413.
+    pub max_body_bytes: usize,
+    /// After SIGTERM/SIGINT: how long in-flight requests (streams included) may take to finish.
+    pub grace_period: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Admin listener: health, readiness, metrics. Loopback by default.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `warden=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub models: Vec<String>,
+    pub connect_timeout: Duration,
+    /// Longest wait for any read from the upstream: the first token, and each one after it.
+    pub read_timeout: Duration,
+    pub health_path: String,
+    pub health_interval: Duration,
+    /// Ask the upstream for `usage` on streams (`stream_options.include_usage`) so token quotas
+    /// are reconciled exactly; the extra event is removed again if the client did not ask for it.
+    pub stream_usage: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub name: String,
+    pub api_keys: Vec<KeyHash>,
+    /// Models this tenant may use; `["*"]` allows every configured model.
+    pub models: Vec<String>,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    /// Cap on `max_tokens` / `max_completion_tokens`; also the value used when a request sets none.
+    pub max_tokens: u32,
+}
+
+/// The config failed to load; `errors` lists every problem found.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub file: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}: {} problem(s)", self.file, self.errors.len())?;
+        for e in &self.errors {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+const MIB: u64 = 1024 * 1024;
+
+// === impl Config ===
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: file.clone(),
+            errors: vec![ConfigError {
+                path: "(file)".into(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Config::parse(&src).map_err(|errors| ConfigErrors { file, errors })
+    }
+
+    /// Decode and validate a config document, reporting every problem.
+    pub fn parse(src: &str) -> Result<Config, Vec<ConfigError>> {
+        let mut errs = Errors::new(src);
+        let doc = match toml_edit::ImDocument::parse(src) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let message = e.message().trim().to_string();
+                errs.push("(syntax)", e.span(), message);
+                return Err(errs.list);
+            }
+        };
+        let mut root = Table::root(doc.as_table());
+        let config = decode(&mut root, &mut errs);
+        root.finish(&mut errs);
+        if errs.list.is_empty() {
+            Ok(config)
+        } else {
+            errs.list.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            Err(errs.list)
+        }
+    }
+}
+
+fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
+    let server = match root.table(errs, "server") {
+        Some(mut t) => {
+            let s = decode_server(&mut t, errs);
+            t.finish(errs);
+            s
+        }
+        None => decode_server(&mut Table::root(&toml_edit::Table::new()), errs),
+    };
+    let admin = match root.table(errs, "admin") {
+        Some(mut t) => {
+            let a = decode_admin(&mut t, errs);
+            t.finish(errs);
+            a
+        }
+        None => AdminConfig {
+            listen: default_addr(9090),
+        },
+    };
+    let logging = match root.table(errs, "logging") {
+        Some(mut t) => {
+            let l = decode_logging(&mut t, errs);
+            t.finish(errs);
+            l
+        }
+        None => LoggingConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        },
+    };
+
+    let mut upstreams = Vec::new();
+    let mut upstream_names = HashSet::new();
+    let upstream_tables = root.tables(errs, "upstreams");
+    if upstream_tables.is_empty() {
+        errs.push("upstreams", None, "at least one [[upstreams]] entry is required");
+    }
+    for mut t in upstream_tables {
+        if let Some(u) = decode_upstream(&mut t, errs) {
+            if !upstream_names.insert(u.name.clone()) {
+                errs.push(
+                    &t.child_path("name"),
+                    t.value_span("name"),
+                    format!("duplicate upstream name {:?}", u.name),
+                );
+            }
+            upstreams.push(u);
+        }
+        t.finish(errs);
+    }
+    let served: HashSet<&str> = upstreams
+        .iter()
+        .flat_map(|u| u.models.iter().map(String::as_str))
+        .collect();
+
+    let mut tenants = Vec::new();
+    let mut tenant_names = HashSet::new();
+    let mut key_owner: HashMap<KeyHash, String> = HashMap::new();
+    let tenant_tables = root.tables(errs, "tenants");
+    if tenant_tables.is_empty() {
+        errs.push("tenants", None, "at least one [[tenants]] entry is required");
+    }
+    for mut t in tenant_tables {
+        if let Some(tenant) = decode_tenant(&mut t, errs, &served) {
+            if !tenant_names.insert(tenant.name.clone()) {
+                errs.push(
+                    &t.child_path("name"),
+                    t.value_span("name"),
+                    format!("duplicate tenant name {:?}", tenant.name),
+                );
+            }
+            for key in &tenant.api_keys {
+                if let Some(other) = key_owner.insert(key.clone(), tenant.name.clone()) {
+                    errs.push(
+                        &t.child_path("api_keys"),
+                        t.value_span("api_keys"),
+                        format!("API key hash is also used by tenant {other:?}"),
+                    );
+                }
+            }
+            tenants.push(tenant);
+        }
+        t.finish(errs);
+    }
+
+    if server.listen == admin.listen {
+        errs.push(
+            "admin.listen",
+            None,
+            format!("must differ from server.listen ({})", server.listen),
+        );
+    }
+
+    Config {
+        server,
+        admin,
+        logging,
+        upstreams,
+        tenants,
+    }
+}
+
+fn default_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn socket_addr(t: &mut Table<'_>, errs: &mut Errors<'_>, key: &'static str) -> Option<SocketAddr> {
+    let raw = t.string(errs, key)?;
+    match raw.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            errs.push(
+                &t.child_path(key),
+                t.value_span(key),
+                format!("{raw:?} is not an IP:port address (e.g. \"127.0.0.1:8080\")"),
+            );
+            None
+        }
+    }
+}
+
+fn millis(t: &mut Table<'_>, errs: &mut Errors<'_>, key: &'static str, default_ms: u64) -> Duration {
+    match t.uint(errs, key, 3_600_000) {
+        Some(0) => {
+            errs.push(&t.child_path(key), t.value_span(key), "must be greater than 0");
+            Duration::from_millis(default_ms)
+        }
+        Some(ms) => Duration::from_millis(ms),
+        None => Duration::from_millis(default_ms),
+    }
+}
+
+fn decode_server(t: &mut Table<'_>, errs: &mut Errors<'_>) -> ServerConfig {
+    let listen = socket_addr(t, errs, "listen").unwrap_or_else(|| default_addr(8080));
+    let threads = match t.uint(errs, "threads", 256) {
+        Some(0) => {
+            errs.push(&t.child_path("threads"), t.value_span("threads"), "must be at least 1");
+            1
+        }
+        Some(n) => n as usize,
+        None => 2,
+    };
+    let max_body_bytes = match t.uint(errs, "max_body_bytes", 64 * MIB) {
+        Some(n) if n < 1024 => {
+            errs.push(
+                &t.child_path("max_body_bytes"),
+                t.value_span("max_body_bytes"),
+                "must be at least 1024",
+            );
+            MIB as usize
+        }
+        Some(n) => n as usize,
+        None => MIB as usize,
+    };
+    let grace_period = Duration::from_secs(t.uint(errs, "grace_period_s", 3600).unwrap_or(30));
+    ServerConfig {
+        listen,
+        threads,
+        max_body_bytes,
+        grace_period,
+    }
+}
+
+fn decode_admin(t: &mut Table<'_>, errs: &mut Errors<'_>) -> AdminConfig {
+    AdminConfig {
+        listen: socket_addr(t, errs, "listen").unwrap_or_else(|| default_addr(9090)),
+    }
+}
+
+fn decode_logging(t: &mut Table<'_>, errs: &mut Errors<'_>) -> LoggingConfig {
+    let format = match t.string(errs, "format").as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            errs.push(
+                &t.child_path("format"),
+                t.value_span("format"),
+                format!("{other:?} is not one of \"text\", \"json\""),
+            );
+            LogFormat::Text
+        }
+    };
+    let level = t.string(errs, "level").unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        errs.push(
+            &t.child_path("level"),
+            t.value_span("level"),
+            format!("{level:?} is not a valid log filter (e.g. \"info\", \"warden_proxy=debug\")"),
+        );
+    }
+    LoggingConfig { format, level }
+}
+
+fn required_name(t: &mut Table<'_>, errs: &mut Errors<'_>) -> Option<String> {
+    match t.string(errs, "name") {
+        Some(n) if !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+            Some(n)
+        }
+        Some(n) => {
+            errs.push(
+                &t.child_path("name"),
+                t.value_span("name"),
+                format!("{n:?}: names use letters, digits, '-', '_' and '.' only"),
+            );
+            None
+        }
+        None => {
+            errs.push(&t.child_path("name"), t.span(), "missing required key");
+            None
+        }
+    }
+}
+
+fn decode_upstream(t: &mut Table<'_>, errs: &mut Errors<'_>) -> Option<UpstreamConfig> {
+    let name = required_name(t, errs);
+    let address = socket_addr(t, errs, "address");
+    if !has_key(t, "address") {
+        errs.push(&t.child_path("address"), t.span(), "missing required key");
+    }
+    let models = t.string_list(errs, "models").unwrap_or_default();
+    if models.is_empty() {
+        errs.push(&t.child_path("models"), t.span(), "list at least one model this upstream serves");
+    }
+    let connect_timeout = millis(t, errs, "connect_timeout_ms", 1_000);
+    let read_timeout = millis(t, errs, "read_timeout_ms", 60_000);
+    let health_path = t.string(errs, "health_path").unwrap_or_else(|| "/v1/models".into());
+    if !health_path.starts_with('/') {
+        errs.push(&t.child_path("health_path"), t.value_span("health_path"), "must start with '/'");
+    }
+    let health_interval = millis(t, errs, "health_interval_ms", 2_000);
+    let stream_usage = t.boolean(errs, "stream_usage").unwrap_or(true);
+    Some(UpstreamConfig {
+        name: name?,
+        address: address?,
+        models,
+        connect_timeout,
+        read_timeout,
+        health_path,
+        health_interval,
+        stream_usage,
+    })
+}
+
+fn has_key(t: &Table<'_>, key: &str) -> bool {
+    t.value_span(key).is_some()
+}
+
+fn decode_tenant(t: &mut Table<'_>, errs: &mut Errors<'_>, served: &HashSet<&str>) -> Option<TenantConfig> {
+    let name = required_name(t, errs);
+    let raw_keys = t.string_list(errs, "api_keys").unwrap_or_default();
+    if raw_keys.is_empty() {
+        errs.push(
+            &t.child_path("api_keys"),
+            t.span(),
+            "list at least one API key hash (make one with `warden keys hash`)",
+        );
+    }
+    let mut api_keys = Vec::new();
+    for (i, raw) in raw_keys.iter().enumerate() {
+        match KeyHash::parse(raw) {
+            Ok(k) => api_keys.push(k),
+            Err(msg) => errs.push(&format!("{}[{i}]", t.child_path("api_keys")), t.value_span("api_keys"), msg),
+        }
+    }
+    let models = t.string_list(errs, "models").unwrap_or_else(|| vec!["*".into()]);
+    for (i, m) in models.iter().enumerate() {
+        if m != "*" && !served.contains(m.as_str()) {
+            errs.push(
+                &format!("{}[{i}]", t.child_path("models")),
+                t.value_span("models"),
+                format!("model {m:?} is not served by any upstream"),
+            );
+        }
+    }
+    let requests_per_minute = positive(t, errs, "requests_per_minute", u32::MAX as u64).map(|n| n as u32);
+    let tokens_per_minute = positive(t, errs, "tokens_per_minute", u64::from(u32::MAX));
+    let max_tokens = positive(t, errs, "max_tokens", 1_000_000).map_or(4096, |n| n as u32);
+    Some(TenantConfig {
+        name: name?,
+        api_keys,
+        models,
+        requests_per_minute,
+        tokens_per_minute,
+        max_tokens,
+    })
+}
+
+fn positive(t: &mut Table<'_>, errs: &mut Errors<'_>, key: &'static str, max: u64) -> Option<u64> {
+    match t.uint(errs, key, max) {
+        Some(0) => {
+            errs.push(&t.child_path(key), t.value_span(key), "must be greater than 0");
+            None
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "blake3:0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn minimal() -> String {
+        format!(
+            r#"
+[[upstreams]]
+name = "w"
+address = "127.0.0.1:8081"
+models = ["m"]
+
+[[tenants]]
+name = "t"
+api_keys = ["{KEY}"]
+"#
+        )
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(&minimal()).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.server.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.tenants[0].models, vec!["*"]);
+        assert_eq!(c.tenants[0].max_tokens, 4096);
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let src = include_str!("../../warden.example.toml");
+        if let Err(errors) = Config::parse(src) {
+            panic!("example config invalid: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_path_and_line() {
+        let src = r#"
+[server]
+listen = "not an address"
+threads = "two"
+colour = "blue"
+
+[[upstreams]]
+name = "w"
+address = "127.0.0.1:8081"
+models = ["m", 3]
+
+[[tenants]]
+name = "t"
+api_keys = ["sha1:abc"]
+models = ["nope"]
+max_tokens = 0
+"#;
+        let errors = Config::parse(src).unwrap_err();
+        let rendered: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let want = [
+            ("server.listen", 3),
+            ("server.threads", 4),
+            ("server.colour", 5),
+            ("upstreams[0].models[1]", 10),
+            ("tenants[0].api_keys[0]", 14),
+            ("tenants[0].models[0]", 15),
+            ("tenants[0].max_tokens", 16),
+        ];
+        for (path, line) in want {
+            assert!(
+                errors.iter().any(|e| e.path == path && e.line == Some(line)),
+                "missing {path} at line {line} in {rendered:#?}"
+            );
+        }
+        assert_eq!(errors.len(), want.len(), "{rendered:#?}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let errors = Config::parse("[server\nlisten = 1").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, Some(1));
+    }
+
+    #[test]
+    fn duplicates_are_rejected() {
+        let src = format!("{}\n[[tenants]]\nname = \"t\"\napi_keys = [\"{KEY}\"]\n", minimal());
+        let errors = Config::parse(&src).unwrap_err();
+        assert!(errors.iter().any(|e| e.message.contains("duplicate tenant")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.message.contains("also used by tenant")), "{errors:?}");
+    }
+}

@@ -1,0 +1,28 @@
+//! Warden's proxy: a Pingora-based sidecar in front of an OpenAI-compatible inference worker.
+//!
+//! Layout, one concern per module:
+//! - [`config`]: the TOML config, strict decoding, every error with its key path and line.
+//! - [`keys`]: hashed API keys.
+//! - [`validate`]: request routing, body validation, `max_tokens` clamp, token estimate.
+//! - [`quota`]: per-tenant token buckets.
+//! - [`sse`]: incremental SSE parsing for streamed responses.
+//! - [`error`]: every client-visible error and the one mapping to status + OpenAI-style body.
+//! - [`proxy`]: the Pingora `ProxyHttp` phases, thin, calling the modules above.
+//! - [`admin`], [`health`], [`metrics`], [`state`], [`server`], [`logging`]: the rest of the
+//!   process.
+//!
+//! Everything but `proxy`, `admin`, `health` and `server` is sans-IO and tested with plain calls.
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod keys;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod quota;
+pub mod server;
+pub mod sse;
+pub mod state;
+pub mod validate;

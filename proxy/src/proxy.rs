@@ -1,0 +1,600 @@
+//! The OpenAI-compatible proxy: Pingora's `ProxyHttp` phases, kept thin.
+//!
+//! Phase map (Pingora order) and what Warden does in each:
+//! - `request_filter`: request id, route, API key → tenant, body read under the size cap,
+//!   validation and `max_tokens` clamp, model → upstream, quota. Any failure is answered here
+//!   with an OpenAI-style error and nothing reaches the upstream.
+//! - `upstream_peer`: the upstream chosen above, with its timeouts.
+//! - `upstream_request_filter` / `request_body_filter`: strip the client's key, pass the request
+//!   id, send the validated body.
+//! - `response_filter`: request id on the response; SSE responses get an incremental parser.
+//! - `response_body_filter` (synchronous): SSE events pass through one by one as they complete;
+//!   a stream that ends without `[DONE]` gets a final error event. Usage is read for quotas.
+//! - `fail_to_proxy`: upstream failures become 502/504 JSON errors, or — once a stream has
+//!   started — a final SSE error event instead of a silently truncated stream.
+//! - `logging`: metrics, quota reconciliation, one access-log line (no prompt text, no keys).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::prelude::*;
+use pingora_error::{ErrorSource, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::keys;
+use crate::sse::{SseEvent, SseParser};
+use crate::state::{App, InflightGuard};
+use crate::validate::{self, Endpoint};
+
+/// Largest single SSE event accepted from an upstream.
+const MAX_SSE_EVENT_BYTES: usize = 4 * 1024 * 1024;
+/// Non-streaming responses are copied up to this size to read `usage`.
+const MAX_USAGE_SCAN_BYTES: usize = 4 * 1024 * 1024;
+/// How long a client may take to send its request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct WardenProxy {
+    app: Arc<App>,
+}
+
+impl WardenProxy {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+/// Per-request state, from the first phase to `logging`.
+pub struct RequestCtx {
+    start: Instant,
+    request_id: String,
+    endpoint: Option<Endpoint>,
+    tenant: Option<usize>,
+    /// Set only once validated against the config, so it is safe as a metric label.
+    model: Option<String>,
+    upstream: Option<usize>,
+    /// The validated body, handed to the upstream in `request_body_filter`.
+    body: Option<Bytes>,
+    stream: bool,
+    injected_usage: bool,
+    charged_tokens: u64,
+    /// Status sent to the client (0 until known).
+    status: u16,
+    error_code: Option<&'static str>,
+    upstream_sent_at: Option<Instant>,
+    first_byte_at: Option<Instant>,
+    upstream_done_at: Option<Instant>,
+    sse: Option<SseParser>,
+    saw_done: bool,
+    /// Warden ended the stream with its own error event.
+    stream_error_sent: bool,
+    json_buf: Option<Vec<u8>>,
+    usage: Option<Usage>,
+    _inflight: InflightGuard,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    input: u64,
+    output: u64,
+}
+
+/// What `request_filter` decided.
+enum Admission {
+    /// Forward to the upstream.
+    Forward,
+    /// Answer locally with this JSON body (200).
+    Local(Bytes),
+}
+
+#[async_trait]
+impl ProxyHttp for WardenProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            request_id: String::new(),
+            endpoint: None,
+            tenant: None,
+            model: None,
+            upstream: None,
+            body: None,
+            stream: false,
+            injected_usage: false,
+            charged_tokens: 0,
+            status: 0,
+            error_code: None,
+            upstream_sent_at: None,
+            first_byte_at: None,
+            upstream_done_at: None,
+            sse: None,
+            saw_done: false,
+            stream_error_sent: false,
+            json_buf: None,
+            usage: None,
+            _inflight: self.app.track(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.request_id = request_id(session.req_header());
+        match self.admit(session, ctx).await {
+            Ok(Admission::Forward) => Ok(false),
+            Ok(Admission::Local(body)) => {
+                ctx.status = 200;
+                write_json(session, ctx, 200, None, body, false).await?;
+                Ok(true)
+            }
+            Err(Rejection::Api(e)) => {
+                self.respond_error(session, ctx, &e).await?;
+                Ok(true)
+            }
+            Err(Rejection::Pingora(e)) => Err(e),
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let Some(u) = ctx.upstream.and_then(|i| self.app.upstreams.get(i)) else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
+        };
+        let cfg = &u.config;
+        let mut peer = HttpPeer::new(cfg.address, false, String::new());
+        peer.options.connection_timeout = Some(cfg.connect_timeout);
+        peer.options.read_timeout = Some(cfg.read_timeout);
+        peer.options.write_timeout = Some(cfg.read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The client's key authenticates it to Warden; the upstream never sees it.
+        req.remove_header("authorization");
+        req.remove_header("expect");
+        req.remove_header("transfer-encoding");
+        let len = ctx.body.as_ref().map_or(0, Bytes::len);
+        req.insert_header("content-length", len.to_string())?;
+        req.insert_header("x-request-id", ctx.request_id.as_str())?;
+        ctx.upstream_sent_at = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The body was read and validated in `request_filter`; send that version, once.
+        *body = if end_of_stream { ctx.body.take() } else { None };
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.status = resp.status.as_u16();
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        let is_sse = resp
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+        if is_sse && resp.status.is_success() {
+            ctx.sse = Some(SseParser::new(MAX_SSE_EVENT_BYTES));
+            // Events may be dropped or added (the final error event), so the length can change.
+            resp.remove_header("content-length");
+            resp.insert_header("transfer-encoding", "chunked")?;
+        } else if resp.status.is_success() {
+            ctx.json_buf = Some(Vec::new());
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let now = Instant::now();
+        if ctx.first_byte_at.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
+            ctx.first_byte_at = Some(now);
+        }
+        if ctx.sse.is_some() {
+            *body = self.filter_sse(body.take(), end_of_stream, ctx);
+        } else if let (Some(buf), Some(b)) = (ctx.json_buf.as_mut(), body.as_ref()) {
+            if buf.len() + b.len() <= MAX_USAGE_SCAN_BYTES {
+                buf.extend_from_slice(b);
+            } else {
+                ctx.json_buf = None;
+            }
+        }
+        if end_of_stream {
+            ctx.upstream_done_at = Some(now);
+            if let Some(buf) = ctx.json_buf.take() {
+                ctx.usage = serde_json::from_slice::<Value>(&buf).ok().as_ref().and_then(usage_of);
+            }
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let api = classify(e);
+        if let (Some(api), Some(i)) = (&api, ctx.upstream) {
+            if let Some(u) = self.app.upstreams.get(i) {
+                self.app
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[&u.config.name, api.code()])
+                    .inc();
+            }
+        }
+        let Some(api) = api else {
+            // The client went away or sent garbage; there is nobody to answer.
+            if ctx.status == 0 {
+                ctx.status = 499;
+            }
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        if session.response_written().is_some() {
+            // Headers are out: a stream gets a final error event, never a silent cut.
+            if ctx.sse.is_some() && !ctx.saw_done && !ctx.stream_error_sent {
+                ctx.stream_error_sent = true;
+                ctx.error_code = Some(api.code());
+                self.app.metrics.stream_errors.with_label_values(&["upstream_failed"]).inc();
+                let event = ApiError::UpstreamError.to_sse_event(&ctx.request_id);
+                if let Err(we) = session.write_response_body(Some(event), true).await {
+                    tracing::debug!(request_id = %ctx.request_id, error = %we, "could not write final stream error event");
+                }
+            }
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        if let Err(we) = self.respond_error(session, ctx, &api).await {
+            tracing::debug!(request_id = %ctx.request_id, error = %we, "could not write error response");
+        }
+        FailToProxy {
+            error_code: api.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let end = Instant::now();
+        if ctx.status == 0 {
+            ctx.status = session.response_written().map_or(499, |r| r.status.as_u16());
+        }
+        let m = &self.app.metrics;
+        let endpoint = ctx.endpoint.map_or("other", Endpoint::label);
+        let tenant = ctx
+            .tenant
+            .and_then(|i| self.app.tenants.get(i))
+            .map_or("-", |t| t.config.name.as_str());
+        let model = ctx.model.as_deref().unwrap_or("-");
+        let status = ctx.status.to_string();
+        m.requests.with_label_values(&[tenant, model, endpoint, &status]).inc();
+        let total = end.duration_since(ctx.start);
+        m.request_duration.with_label_values(&[endpoint]).observe(total.as_secs_f64());
+        let overhead = match (ctx.upstream_sent_at, ctx.upstream_done_at) {
+            (Some(sent), Some(done)) => sent.duration_since(ctx.start) + end.saturating_duration_since(done),
+            (Some(sent), None) => sent.duration_since(ctx.start),
+            _ => total,
+        };
+        m.overhead.with_label_values(&[endpoint]).observe(overhead.as_secs_f64());
+        let upstream = ctx.upstream.and_then(|i| self.app.upstreams.get(i));
+        if let (Some(u), Some(sent), Some(first)) = (upstream, ctx.upstream_sent_at, ctx.first_byte_at) {
+            m.time_to_first_byte
+                .with_label_values(&[u.config.name.as_str(), if ctx.stream { "true" } else { "false" }])
+                .observe(first.saturating_duration_since(sent).as_secs_f64());
+        }
+        if let Some(t) = ctx.tenant.and_then(|i| self.app.tenants.get(i)) {
+            if ctx.charged_tokens > 0 {
+                let actual = match ctx.usage {
+                    Some(u) => u.input + u.output,
+                    // Never reached a working upstream: nothing was generated.
+                    None if ctx.first_byte_at.is_none() => 0,
+                    // Served but no usage reported: keep the conservative estimate.
+                    None => ctx.charged_tokens,
+                };
+                t.quota.reconcile(ctx.charged_tokens, actual, end);
+            }
+            if let Some(u) = ctx.usage {
+                m.tokens.with_label_values(&[tenant, "input"]).inc_by(u.input);
+                m.tokens.with_label_values(&[tenant, "output"]).inc_by(u.output);
+            }
+        }
+        tracing::info!(
+            request_id = %ctx.request_id,
+            tenant,
+            model,
+            endpoint,
+            status = ctx.status,
+            error_code = ctx.error_code.unwrap_or(""),
+            stream = ctx.stream,
+            upstream = upstream.map_or("-", |u| u.config.name.as_str()),
+            input_tokens = ctx.usage.map(|u| u.input),
+            output_tokens = ctx.usage.map(|u| u.output),
+            duration_ms = total.as_secs_f64() * 1e3,
+            overhead_us = overhead.as_micros() as u64,
+            error = e.map(|e| e.etype().as_str()),
+            "request"
+        );
+    }
+}
+
+enum Rejection {
+    Api(ApiError),
+    Pingora(Box<Error>),
+}
+
+impl From<ApiError> for Rejection {
+    fn from(e: ApiError) -> Self {
+        Rejection::Api(e)
+    }
+}
+
+// === impl WardenProxy ===
+
+impl WardenProxy {
+    /// Everything that decides whether a request may be forwarded, in order of cost.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Admission, Rejection> {
+        let app = &self.app;
+        if app.is_draining() {
+            return Err(ApiError::ShuttingDown.into());
+        }
+        let req = session.req_header();
+        let endpoint = Endpoint::route(req.method.as_str(), req.uri.path())?;
+        ctx.endpoint = Some(endpoint);
+
+        let raw_key = req
+            .headers
+            .get("authorization")
+            .and_then(|v| keys::bearer(v.as_bytes()))
+            .ok_or(ApiError::MissingApiKey)?;
+        let tenant_idx = app.tenant_for_key(raw_key).ok_or(ApiError::InvalidApiKey)?;
+        ctx.tenant = Some(tenant_idx);
+        let tenant = &app.tenants[tenant_idx];
+
+        if endpoint == Endpoint::Models {
+            return Ok(Admission::Local(self.models_body(tenant_idx)));
+        }
+
+        let cap = app.config.server.max_body_bytes;
+        let declared = req
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > cap as u64) {
+            return Err(ApiError::BodyTooLarge { limit: cap }.into());
+        }
+        let content_type = req.headers.get("content-type").map(|v| v.as_bytes().to_vec());
+        let body = read_body(session, cap).await?;
+
+        let v = validate::validate(endpoint, content_type.as_deref(), body, tenant.config.max_tokens)?;
+        if !app.serves(&v.model) {
+            return Err(ApiError::ModelNotFound { model: v.model }.into());
+        }
+        if !tenant.may_use(&v.model) {
+            return Err(ApiError::ModelNotAllowed { model: v.model }.into());
+        }
+        ctx.model = Some(v.model.clone());
+        let upstream = app
+            .pick_upstream(&v.model)
+            .ok_or_else(|| ApiError::ModelNotFound { model: v.model.clone() })?;
+        ctx.stream = v.stream;
+        let estimated_tokens = v.estimated_tokens;
+        let prepared = v.prepare(app.upstreams[upstream].config.stream_usage)?;
+        ctx.injected_usage = prepared.injected_usage;
+        ctx.upstream = Some(upstream);
+
+        if let Err(e) = tenant.quota.admit(estimated_tokens, Instant::now()) {
+            let kind = match e {
+                ApiError::RequestRateLimited { .. } => "requests",
+                _ => "tokens",
+            };
+            app.metrics.rate_limited.with_label_values(&[&tenant.config.name, kind]).inc();
+            return Err(e.into());
+        }
+        ctx.charged_tokens = estimated_tokens;
+        ctx.body = Some(prepared.body);
+        Ok(Admission::Forward)
+    }
+
+    fn models_body(&self, tenant: usize) -> Bytes {
+        let t = &self.app.tenants[tenant];
+        let data: Vec<Value> = self
+            .app
+            .models
+            .iter()
+            .filter(|m| t.may_use(m))
+            .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "warden"}))
+            .collect();
+        Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
+    }
+
+    async fn respond_error(&self, session: &mut Session, ctx: &mut RequestCtx, e: &ApiError) -> Result<()> {
+        ctx.status = e.status();
+        ctx.error_code = Some(e.code());
+        let r = e.to_response(&ctx.request_id);
+        // Anything but a fully read request may leave unread body bytes on the connection.
+        let close = !session.as_downstream_mut().is_body_done();
+        write_json(session, ctx, r.status, r.retry_after, r.body, close).await
+    }
+
+    /// SSE pass-through: forward complete events, watch for `[DONE]` and `usage`, drop the usage
+    /// event Warden asked for itself, and end a truncated stream with an error event.
+    fn filter_sse(&self, chunk: Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) -> Option<Bytes> {
+        let mut events: Vec<SseEvent> = Vec::new();
+        let mut oversized = false;
+        if let Some(parser) = ctx.sse.as_mut() {
+            if let Some(chunk) = chunk {
+                oversized = parser.feed(&chunk, &mut events).is_err();
+            }
+            if end_of_stream {
+                parser.finish(&mut events);
+            }
+        }
+        let mut out = BytesMut::new();
+        for ev in events {
+            if let Some(data) = ev.data.as_deref() {
+                if data.trim() == "[DONE]" {
+                    ctx.saw_done = true;
+                } else if data.trim_start().starts_with('{') {
+                    if let Ok(v) = serde_json::from_str::<Value>(data) {
+                        if let Some(u) = usage_of(&v) {
+                            ctx.usage = Some(u);
+                            let usage_only = v.get("choices").and_then(Value::as_array).is_some_and(|c| c.is_empty());
+                            if ctx.injected_usage && usage_only {
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
+            out.extend_from_slice(&ev.raw);
+        }
+        let truncated = end_of_stream && !ctx.saw_done;
+        if (oversized || truncated) && !ctx.stream_error_sent {
+            ctx.stream_error_sent = true;
+            let kind = if oversized { "event_too_large" } else { "truncated" };
+            self.app.metrics.stream_errors.with_label_values(&[kind]).inc();
+            ctx.error_code = Some(if oversized { "upstream_event_too_large" } else { "upstream_stream_truncated" });
+            // A partial event is dropped: appended to it, our event would be corrupted.
+            if let Some(p) = ctx.sse.as_mut() {
+                p.take_pending();
+            }
+            out.extend_from_slice(&ApiError::UpstreamError.to_sse_event(&ctx.request_id));
+            if oversized {
+                // Stop parsing; the rest of this stream is discarded.
+                ctx.sse = Some(SseParser::new(0));
+                ctx.saw_done = true;
+            }
+        } else if ctx.stream_error_sent && !end_of_stream {
+            // After an error event nothing more goes to the client.
+            return None;
+        }
+        (!out.is_empty()).then(|| out.freeze())
+    }
+}
+
+/// Read the whole request body, enforcing the size cap and a deadline.
+async fn read_body(session: &mut Session, cap: usize) -> Result<Bytes, Rejection> {
+    let downstream = session.as_downstream_mut();
+    if downstream
+        .get_header("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        downstream.write_continue_response().await.map_err(Rejection::Pingora)?;
+    }
+    // Lets Pingora forward bodies up to 64 KiB from its retry buffer; larger ones are handed over
+    // in `request_body_filter` (see proxy/vendor/pingora-proxy/WARDEN-PATCH.md).
+    downstream.enable_retry_buffering();
+    let mut buf = BytesMut::new();
+    let deadline = Instant::now() + BODY_READ_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = match tokio::time::timeout(left, session.read_request_body()).await {
+            Err(_) => return Err(ApiError::RequestTimeout.into()),
+            Ok(Err(e)) if matches!(e.etype(), ErrorType::ReadTimedout) => {
+                return Err(ApiError::RequestTimeout.into())
+            }
+            Ok(Err(e)) => return Err(Rejection::Pingora(e)),
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(chunk))) => chunk,
+        };
+        if buf.len() + chunk.len() > cap {
+            return Err(ApiError::BodyTooLarge { limit: cap }.into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+async fn write_json(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    retry_after: Option<u64>,
+    body: Bytes,
+    close: bool,
+) -> Result<()> {
+    let mut h = ResponseHeader::build(status, Some(5))?;
+    h.insert_header("content-type", "application/json")?;
+    h.insert_header("content-length", body.len().to_string())?;
+    h.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some(s) = retry_after {
+        h.insert_header("retry-after", s.to_string())?;
+    }
+    if close {
+        h.insert_header("connection", "close")?;
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Map a Pingora failure to the client-facing error; `None` when the client itself is gone.
+fn classify(e: &Error) -> Option<ApiError> {
+    use ErrorType::*;
+    match e.esource() {
+        ErrorSource::Upstream => Some(match e.etype() {
+            ConnectTimedout | ReadTimedout | WriteTimedout => ApiError::UpstreamTimeout,
+            ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError => {
+                ApiError::UpstreamUnavailable
+            }
+            _ => ApiError::UpstreamError,
+        }),
+        ErrorSource::Downstream => match e.etype() {
+            ReadTimedout => Some(ApiError::RequestTimeout),
+            _ => None,
+        },
+        ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
+            ConnectTimedout => Some(ApiError::UpstreamTimeout),
+            ConnectRefused | ConnectNoRoute | ConnectError => Some(ApiError::UpstreamUnavailable),
+            _ => Some(ApiError::Internal),
+        },
+    }
+}
+
+fn usage_of(v: &Value) -> Option<Usage> {
+    let u = v.get("usage")?;
+    let input = u.get("prompt_tokens").and_then(Value::as_u64)?;
+    let output = u.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0);
+    Some(Usage { input, output })
+}
+
+/// Accept the client's `x-request-id` when it is a sane token, else mint one.
+fn request_id(req: &RequestHeader) -> String {
+    if let Some(v) = req.headers.get("x-request-id") {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+        {
+            return String::from_utf8_lossy(b).into_owned();
+        }
+    }
+    format!("req_{:032x}", rand::random::<u128>())
+}
+

@@ -1,0 +1,143 @@
+//! Assembling and running the server: the proxy service, the admin service, health checks, and
+//! shutdown.
+//!
+//! Shutdown: on SIGTERM or SIGINT, listeners stop accepting, `/readyz` turns 503, and in-flight
+//! requests (streams included) get `server.grace_period_s` to finish. The process exits 0 as soon
+//! as none are left — Pingora's own grace period is an unconditional sleep, so a drain watcher
+//! ends the process instead of waiting it out. A second signal exits at once.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::health::HealthChecker;
+use crate::proxy::WardenProxy;
+use crate::state::App;
+
+#[derive(Debug)]
+pub enum StartError {
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Metrics(prometheus::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Bind { what, addr, source } => write!(f, "cannot listen on {addr} ({what}): {source}"),
+            StartError::Metrics(e) => write!(f, "metrics setup failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Run until shut down. Returns after a clean drain.
+pub fn run(config: Config) -> Result<(), StartError> {
+    // Pingora reports a busy port by panicking in a service thread; check first for a clear error.
+    for (what, addr) in [("proxy", config.server.listen), ("admin", config.admin.listen)] {
+        TcpListener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })?;
+    }
+    let app = App::new(config).map_err(StartError::Metrics)?;
+    let cfg = &app.config;
+
+    let mut conf = ServerConf::default();
+    conf.threads = cfg.server.threads;
+    conf.grace_period_seconds = Some(cfg.server.grace_period.as_secs());
+    conf.graceful_shutdown_timeout_seconds = Some(1);
+    conf.upstream_keepalive_pool_size = 256;
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        WardenProxy::new(app.clone()),
+        "warden proxy",
+    );
+    proxy.add_tcp(&cfg.server.listen.to_string());
+
+    let mut admin = Service::new("warden admin".to_string(), HttpServer::new_app(AdminApp { app: app.clone() }));
+    admin.add_tcp(&cfg.admin.listen.to_string());
+    admin.threads = Some(1);
+
+    let health = background_service("upstream health", HealthChecker { app: app.clone() });
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(health);
+    tracing::info!(
+        proxy = %cfg.server.listen,
+        admin = %cfg.admin.listen,
+        upstreams = cfg.upstreams.len(),
+        tenants = cfg.tenants.len(),
+        "warden listening"
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals { app }),
+    });
+    Ok(())
+}
+
+struct Signals {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                tracing::error!("cannot install signal handlers; shutting down");
+                return ShutdownSignal::FastShutdown;
+            }
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        let grace = self.app.config.server.grace_period;
+        tracing::info!(signal = name, inflight = self.app.inflight(), grace_s = grace.as_secs(), "draining");
+        self.app.begin_drain();
+        let app = self.app.clone();
+        std::thread::spawn(move || drain_then_exit(&app, grace));
+        // A second signal: stop now.
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            tracing::warn!("second signal: exiting without waiting for in-flight requests");
+            std::process::exit(0);
+        });
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Wait until no request is in flight (or the grace period is over), then exit.
+fn drain_then_exit(app: &App, grace: Duration) {
+    let start = Instant::now();
+    // Give connections accepted just before the listeners closed time to register.
+    std::thread::sleep(Duration::from_millis(100));
+    loop {
+        let inflight = app.inflight();
+        if inflight == 0 {
+            tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "drained; exiting");
+            std::process::exit(0);
+        }
+        if start.elapsed() >= grace {
+            tracing::warn!(inflight, "grace period over; exiting with requests in flight");
+            std::process::exit(0);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

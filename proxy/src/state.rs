@@ -1,0 +1,184 @@
+//! The shared, read-mostly state every request sees: config, tenants and their quotas, upstreams
+//! and their health, metrics, and the drain flag.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::config::{Config, TenantConfig, UpstreamConfig};
+use crate::keys::KeyHash;
+use crate::metrics::Metrics;
+use crate::quota::TenantQuota;
+
+pub struct Tenant {
+    pub config: TenantConfig,
+    pub quota: TenantQuota,
+    /// `None` = every model.
+    allowed: Option<HashSet<String>>,
+}
+
+impl Tenant {
+    pub fn may_use(&self, model: &str) -> bool {
+        self.allowed.as_ref().is_none_or(|set| set.contains(model))
+    }
+}
+
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    healthy: AtomicBool,
+}
+
+impl Upstream {
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+pub struct App {
+    pub config: Config,
+    pub tenants: Vec<Tenant>,
+    tenant_by_key: HashMap<KeyHash, usize>,
+    pub upstreams: Vec<Upstream>,
+    /// Every model any upstream serves, in config order, without duplicates.
+    pub models: Vec<String>,
+    pub metrics: Metrics,
+    inflight: AtomicUsize,
+    draining: AtomicBool,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl App {
+    pub fn new(config: Config) -> Result<Arc<App>, prometheus::Error> {
+        let metrics = Metrics::new()?;
+        let mut tenant_by_key = HashMap::new();
+        let tenants = config
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                for k in &t.api_keys {
+                    tenant_by_key.insert(k.clone(), i);
+                }
+                Tenant {
+                    config: t.clone(),
+                    quota: TenantQuota::new(t.requests_per_minute, t.tokens_per_minute),
+                    allowed: (!t.models.iter().any(|m| m == "*"))
+                        .then(|| t.models.iter().cloned().collect()),
+                }
+            })
+            .collect();
+        let upstreams: Vec<Upstream> = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                metrics.upstream_healthy.with_label_values(&[&u.name]).set(0);
+                Upstream {
+                    config: u.clone(),
+                    healthy: AtomicBool::new(false),
+                }
+            })
+            .collect();
+        let mut models = Vec::new();
+        for u in &config.upstreams {
+            for m in &u.models {
+                if !models.contains(m) {
+                    models.push(m.clone());
+                }
+            }
+        }
+        Ok(Arc::new(App {
+            config,
+            tenants,
+            tenant_by_key,
+            upstreams,
+            models,
+            metrics,
+            inflight: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn tenant_for_key(&self, raw_key: &str) -> Option<usize> {
+        self.tenant_by_key.get(&KeyHash::of(raw_key)).copied()
+    }
+
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.iter().any(|m| m == model)
+    }
+
+    /// Pick the upstream for a model: the first healthy one in config order, else the first
+    /// (a stale health check must not turn into a hard outage; the connect error will tell).
+    pub fn pick_upstream(&self, model: &str) -> Option<usize> {
+        let mut first = None;
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if u.config.models.iter().any(|m| m == model) {
+                if u.is_healthy() {
+                    return Some(i);
+                }
+                first.get_or_insert(i);
+            }
+        }
+        first
+    }
+
+    pub fn set_health(&self, upstream: usize, healthy: bool) {
+        if let Some(u) = self.upstreams.get(upstream) {
+            let was = u.healthy.swap(healthy, Ordering::Relaxed);
+            self.metrics
+                .upstream_healthy
+                .with_label_values(&[&u.config.name])
+                .set(i64::from(healthy));
+            if was != healthy {
+                if healthy {
+                    tracing::info!(upstream = %u.config.name, "upstream is healthy");
+                } else {
+                    tracing::warn!(upstream = %u.config.name, "upstream is unhealthy");
+                }
+            }
+        }
+    }
+
+    /// Ready when every configured model has at least one healthy upstream and we are not
+    /// draining.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining()
+            && self.models.iter().all(|m| {
+                self.upstreams
+                    .iter()
+                    .any(|u| u.is_healthy() && u.config.models.contains(m))
+            })
+    }
+
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::SeqCst)
+    }
+
+    /// Count a request in flight until the guard drops (whatever path the request takes).
+    pub fn track(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        self.metrics.inflight.inc();
+        InflightGuard(self.clone())
+    }
+}
+
+pub struct InflightGuard(Arc<App>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+        self.0.metrics.inflight.dec();
+    }
+}
