@@ -23,7 +23,11 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
         if method != http::Method::GET {
-            return reply(405, "application/json", br#"{"error":"method not allowed"}"#.to_vec());
+            return reply(
+                405,
+                "application/json",
+                br#"{"error":"method not allowed"}"#.to_vec(),
+            );
         }
         match path.as_str() {
             "/healthz" => reply(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
@@ -40,21 +44,31 @@ impl ServeHttp for AdminApp {
                     "draining": self.app.is_draining(),
                     "upstreams": upstreams,
                 });
-                reply(if ready { 200 } else { 503 }, "application/json", body.to_string().into_bytes())
+                reply(
+                    if ready { 200 } else { 503 },
+                    "application/json",
+                    body.to_string().into_bytes(),
+                )
             }
             "/metrics" => reply(200, "text/plain; version=0.0.4", self.app.metrics.render()),
-            _ => reply(404, "application/json", br#"{"error":"not found"}"#.to_vec()),
+            _ => reply(
+                404,
+                "application/json",
+                br#"{"error":"not found"}"#.to_vec(),
+            ),
         }
     }
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut r = Response::new(body);
-    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
     let len = r.body().len();
-    r.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
     r
 }

@@ -223,7 +223,10 @@ mod tests {
 
     #[test]
     fn body_shape_is_openai_style() {
-        let r = ApiError::MissingField { field: "model".into() }.to_response("req-1");
+        let r = ApiError::MissingField {
+            field: "model".into(),
+        }
+        .to_response("req-1");
         assert_eq!(r.status, 400);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["error"]["code"], "missing_field");

@@ -29,7 +29,12 @@ impl BackgroundService for HealthChecker {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    let ok = probe(cfg.address, &cfg.health_path, cfg.connect_timeout.max(Duration::from_secs(1))).await;
+                    let ok = probe(
+                        cfg.address,
+                        &cfg.health_path,
+                        cfg.connect_timeout.max(Duration::from_secs(1)),
+                    )
+                    .await;
                     app.set_health(i, ok);
                 }
             });

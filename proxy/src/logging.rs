@@ -2,6 +2,8 @@
 //! bridged in. No log line carries API keys, prompts or completions: the proxy logs ids, names,
 //! sizes and timings only.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LoggingConfig};
@@ -14,12 +16,13 @@ pub fn init(cfg: &LoggingConfig) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match cfg.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
     if let Err(e) = result {
-        eprintln!("warden: logging already initialised: {e}");
+        tracing::warn!(error = %e, "logging was already initialised");
     }
 }

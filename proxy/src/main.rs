@@ -10,7 +10,11 @@ use warden_proxy::config::Config;
 use warden_proxy::keys;
 
 #[derive(Parser)]
-#[command(name = "warden", version, about = "A sidecar that makes an LLM inference worker safe, observable and containable")]
+#[command(
+    name = "warden",
+    version,
+    about = "A sidecar that makes an LLM inference worker safe, observable and containable"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,8 +53,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { file } => check_config(file),
-        Command::Keys { command: KeysCommand::Hash } => keys_hash(),
-        Command::Keys { command: KeysCommand::Generate } => {
+        Command::Keys {
+            command: KeysCommand::Hash,
+        } => keys_hash(),
+        Command::Keys {
+            command: KeysCommand::Generate,
+        } => {
             let key = keys::generate();
             out(&format!("{key}\n{}\n", keys::KeyHash::of(&key)))
         }

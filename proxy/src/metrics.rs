@@ -89,7 +89,8 @@ impl Metrics {
         m.registry.register(Box::new(m.requests.clone()))?;
         m.registry.register(Box::new(m.request_duration.clone()))?;
         m.registry.register(Box::new(m.overhead.clone()))?;
-        m.registry.register(Box::new(m.time_to_first_byte.clone()))?;
+        m.registry
+            .register(Box::new(m.time_to_first_byte.clone()))?;
         m.registry.register(Box::new(m.upstream_errors.clone()))?;
         m.registry.register(Box::new(m.rate_limited.clone()))?;
         m.registry.register(Box::new(m.stream_errors.clone()))?;

@@ -35,8 +35,6 @@ use crate::validate::{self, Endpoint};
 const MAX_SSE_EVENT_BYTES: usize = 4 * 1024 * 1024;
 /// Non-streaming responses are copied up to this size to read `usage`.
 const MAX_USAGE_SCAN_BYTES: usize = 4 * 1024 * 1024;
-/// How long a client may take to send its request body.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct WardenProxy {
     app: Arc<App>,
@@ -138,7 +136,11 @@ impl ProxyHttp for WardenProxy {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let Some(u) = ctx.upstream.and_then(|i| self.app.upstreams.get(i)) else {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
         };
@@ -227,13 +229,21 @@ impl ProxyHttp for WardenProxy {
         if end_of_stream {
             ctx.upstream_done_at = Some(now);
             if let Some(buf) = ctx.json_buf.take() {
-                ctx.usage = serde_json::from_slice::<Value>(&buf).ok().as_ref().and_then(usage_of);
+                ctx.usage = serde_json::from_slice::<Value>(&buf)
+                    .ok()
+                    .as_ref()
+                    .and_then(usage_of);
             }
         }
         Ok(None)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let api = classify(e);
         if let (Some(api), Some(i)) = (&api, ctx.upstream) {
             if let Some(u) = self.app.upstreams.get(i) {
@@ -259,7 +269,11 @@ impl ProxyHttp for WardenProxy {
             if ctx.sse.is_some() && !ctx.saw_done && !ctx.stream_error_sent {
                 ctx.stream_error_sent = true;
                 ctx.error_code = Some(api.code());
-                self.app.metrics.stream_errors.with_label_values(&["upstream_failed"]).inc();
+                self.app
+                    .metrics
+                    .stream_errors
+                    .with_label_values(&["upstream_failed"])
+                    .inc();
                 let event = ApiError::UpstreamError.to_sse_event(&ctx.request_id);
                 if let Err(we) = session.write_response_body(Some(event), true).await {
                     tracing::debug!(request_id = %ctx.request_id, error = %we, "could not write final stream error event");
@@ -282,7 +296,9 @@ impl ProxyHttp for WardenProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let end = Instant::now();
         if ctx.status == 0 {
-            ctx.status = session.response_written().map_or(499, |r| r.status.as_u16());
+            ctx.status = session
+                .response_written()
+                .map_or(499, |r| r.status.as_u16());
         }
         let m = &self.app.metrics;
         let endpoint = ctx.endpoint.map_or("other", Endpoint::label);
@@ -292,19 +308,32 @@ impl ProxyHttp for WardenProxy {
             .map_or("-", |t| t.config.name.as_str());
         let model = ctx.model.as_deref().unwrap_or("-");
         let status = ctx.status.to_string();
-        m.requests.with_label_values(&[tenant, model, endpoint, &status]).inc();
+        m.requests
+            .with_label_values(&[tenant, model, endpoint, &status])
+            .inc();
         let total = end.duration_since(ctx.start);
-        m.request_duration.with_label_values(&[endpoint]).observe(total.as_secs_f64());
+        m.request_duration
+            .with_label_values(&[endpoint])
+            .observe(total.as_secs_f64());
         let overhead = match (ctx.upstream_sent_at, ctx.upstream_done_at) {
-            (Some(sent), Some(done)) => sent.duration_since(ctx.start) + end.saturating_duration_since(done),
+            (Some(sent), Some(done)) => {
+                sent.duration_since(ctx.start) + end.saturating_duration_since(done)
+            }
             (Some(sent), None) => sent.duration_since(ctx.start),
             _ => total,
         };
-        m.overhead.with_label_values(&[endpoint]).observe(overhead.as_secs_f64());
+        m.overhead
+            .with_label_values(&[endpoint])
+            .observe(overhead.as_secs_f64());
         let upstream = ctx.upstream.and_then(|i| self.app.upstreams.get(i));
-        if let (Some(u), Some(sent), Some(first)) = (upstream, ctx.upstream_sent_at, ctx.first_byte_at) {
+        if let (Some(u), Some(sent), Some(first)) =
+            (upstream, ctx.upstream_sent_at, ctx.first_byte_at)
+        {
             m.time_to_first_byte
-                .with_label_values(&[u.config.name.as_str(), if ctx.stream { "true" } else { "false" }])
+                .with_label_values(&[
+                    u.config.name.as_str(),
+                    if ctx.stream { "true" } else { "false" },
+                ])
                 .observe(first.saturating_duration_since(sent).as_secs_f64());
         }
         if let Some(t) = ctx.tenant.and_then(|i| self.app.tenants.get(i)) {
@@ -319,8 +348,12 @@ impl ProxyHttp for WardenProxy {
                 t.quota.reconcile(ctx.charged_tokens, actual, end);
             }
             if let Some(u) = ctx.usage {
-                m.tokens.with_label_values(&[tenant, "input"]).inc_by(u.input);
-                m.tokens.with_label_values(&[tenant, "output"]).inc_by(u.output);
+                m.tokens
+                    .with_label_values(&[tenant, "input"])
+                    .inc_by(u.input);
+                m.tokens
+                    .with_label_values(&[tenant, "output"])
+                    .inc_by(u.output);
             }
         }
         tracing::info!(
@@ -357,7 +390,11 @@ impl From<ApiError> for Rejection {
 
 impl WardenProxy {
     /// Everything that decides whether a request may be forwarded, in order of cost.
-    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Admission, Rejection> {
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Admission, Rejection> {
         let app = &self.app;
         if app.is_draining() {
             return Err(ApiError::ShuttingDown.into());
@@ -388,10 +425,18 @@ impl WardenProxy {
         if declared.is_some_and(|n| n > cap as u64) {
             return Err(ApiError::BodyTooLarge { limit: cap }.into());
         }
-        let content_type = req.headers.get("content-type").map(|v| v.as_bytes().to_vec());
-        let body = read_body(session, cap).await?;
+        let content_type = req
+            .headers
+            .get("content-type")
+            .map(|v| v.as_bytes().to_vec());
+        let body = read_body(session, cap, app.config.server.body_read_timeout).await?;
 
-        let v = validate::validate(endpoint, content_type.as_deref(), body, tenant.config.max_tokens)?;
+        let v = validate::validate(
+            endpoint,
+            content_type.as_deref(),
+            body,
+            tenant.config.max_tokens,
+        )?;
         if !app.serves(&v.model) {
             return Err(ApiError::ModelNotFound { model: v.model }.into());
         }
@@ -401,7 +446,9 @@ impl WardenProxy {
         ctx.model = Some(v.model.clone());
         let upstream = app
             .pick_upstream(&v.model)
-            .ok_or_else(|| ApiError::ModelNotFound { model: v.model.clone() })?;
+            .ok_or_else(|| ApiError::ModelNotFound {
+                model: v.model.clone(),
+            })?;
         ctx.stream = v.stream;
         let estimated_tokens = v.estimated_tokens;
         let prepared = v.prepare(app.upstreams[upstream].config.stream_usage)?;
@@ -413,7 +460,10 @@ impl WardenProxy {
                 ApiError::RequestRateLimited { .. } => "requests",
                 _ => "tokens",
             };
-            app.metrics.rate_limited.with_label_values(&[&tenant.config.name, kind]).inc();
+            app.metrics
+                .rate_limited
+                .with_label_values(&[&tenant.config.name, kind])
+                .inc();
             return Err(e.into());
         }
         ctx.charged_tokens = estimated_tokens;
@@ -433,7 +483,12 @@ impl WardenProxy {
         Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
     }
 
-    async fn respond_error(&self, session: &mut Session, ctx: &mut RequestCtx, e: &ApiError) -> Result<()> {
+    async fn respond_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        e: &ApiError,
+    ) -> Result<()> {
         ctx.status = e.status();
         ctx.error_code = Some(e.code());
         let r = e.to_response(&ctx.request_id);
@@ -444,7 +499,12 @@ impl WardenProxy {
 
     /// SSE pass-through: forward complete events, watch for `[DONE]` and `usage`, drop the usage
     /// event Warden asked for itself, and end a truncated stream with an error event.
-    fn filter_sse(&self, chunk: Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) -> Option<Bytes> {
+    fn filter_sse(
+        &self,
+        chunk: Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Option<Bytes> {
         let mut events: Vec<SseEvent> = Vec::new();
         let mut oversized = false;
         if let Some(parser) = ctx.sse.as_mut() {
@@ -464,7 +524,10 @@ impl WardenProxy {
                     if let Ok(v) = serde_json::from_str::<Value>(data) {
                         if let Some(u) = usage_of(&v) {
                             ctx.usage = Some(u);
-                            let usage_only = v.get("choices").and_then(Value::as_array).is_some_and(|c| c.is_empty());
+                            let usage_only = v
+                                .get("choices")
+                                .and_then(Value::as_array)
+                                .is_some_and(|c| c.is_empty());
                             if ctx.injected_usage && usage_only {
                                 continue;
                             }
@@ -477,9 +540,21 @@ impl WardenProxy {
         let truncated = end_of_stream && !ctx.saw_done;
         if (oversized || truncated) && !ctx.stream_error_sent {
             ctx.stream_error_sent = true;
-            let kind = if oversized { "event_too_large" } else { "truncated" };
-            self.app.metrics.stream_errors.with_label_values(&[kind]).inc();
-            ctx.error_code = Some(if oversized { "upstream_event_too_large" } else { "upstream_stream_truncated" });
+            let kind = if oversized {
+                "event_too_large"
+            } else {
+                "truncated"
+            };
+            self.app
+                .metrics
+                .stream_errors
+                .with_label_values(&[kind])
+                .inc();
+            ctx.error_code = Some(if oversized {
+                "upstream_event_too_large"
+            } else {
+                "upstream_stream_truncated"
+            });
             // A partial event is dropped: appended to it, our event would be corrupted.
             if let Some(p) = ctx.sse.as_mut() {
                 p.take_pending();
@@ -499,19 +574,26 @@ impl WardenProxy {
 }
 
 /// Read the whole request body, enforcing the size cap and a deadline.
-async fn read_body(session: &mut Session, cap: usize) -> Result<Bytes, Rejection> {
+async fn read_body(
+    session: &mut Session,
+    cap: usize,
+    timeout: Duration,
+) -> Result<Bytes, Rejection> {
     let downstream = session.as_downstream_mut();
     if downstream
         .get_header("expect")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
     {
-        downstream.write_continue_response().await.map_err(Rejection::Pingora)?;
+        downstream
+            .write_continue_response()
+            .await
+            .map_err(Rejection::Pingora)?;
     }
     // Lets Pingora forward bodies up to 64 KiB from its retry buffer; larger ones are handed over
     // in `request_body_filter` (see proxy/vendor/pingora-proxy/WARDEN-PATCH.md).
     downstream.enable_retry_buffering();
     let mut buf = BytesMut::new();
-    let deadline = Instant::now() + BODY_READ_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let chunk = match tokio::time::timeout(left, session.read_request_body()).await {
@@ -580,7 +662,10 @@ fn classify(e: &Error) -> Option<ApiError> {
 fn usage_of(v: &Value) -> Option<Usage> {
     let u = v.get("usage")?;
     let input = u.get("prompt_tokens").and_then(Value::as_u64)?;
-    let output = u.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0);
+    let output = u
+        .get("completion_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     Some(Usage { input, output })
 }
 
@@ -590,11 +675,11 @@ fn request_id(req: &RequestHeader) -> String {
         let b = v.as_bytes();
         if !b.is_empty()
             && b.len() <= 128
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
         {
             return String::from_utf8_lossy(b).into_owned();
         }
     }
     format!("req_{:032x}", rand::random::<u128>())
 }
-

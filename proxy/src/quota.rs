@@ -68,7 +68,8 @@ impl TenantQuota {
     pub fn new(requests_per_minute: Option<u32>, tokens_per_minute: Option<u64>) -> Self {
         let now = Instant::now();
         Self {
-            requests: requests_per_minute.map(|n| Mutex::new(TokenBucket::per_minute(n.into(), now))),
+            requests: requests_per_minute
+                .map(|n| Mutex::new(TokenBucket::per_minute(n.into(), now))),
             tokens: tokens_per_minute.map(|n| Mutex::new(TokenBucket::per_minute(n, now))),
         }
     }
@@ -132,7 +133,9 @@ mod tests {
         assert!(q.admit(0, t0).is_ok());
         match q.admit(0, t0) {
             Err(ApiError::RequestRateLimited { retry_after }) => {
-                assert!(retry_after > Duration::from_secs(29) && retry_after <= Duration::from_secs(30))
+                assert!(
+                    retry_after > Duration::from_secs(29) && retry_after <= Duration::from_secs(30)
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -144,12 +147,18 @@ mod tests {
         let t0 = Instant::now();
         let q = TenantQuota::new(Some(100), Some(1000));
         assert!(q.admit(900, t0).is_ok());
-        assert!(matches!(q.admit(200, t0), Err(ApiError::TokenRateLimited { .. })));
+        assert!(matches!(
+            q.admit(200, t0),
+            Err(ApiError::TokenRateLimited { .. })
+        ));
         q.reconcile(900, 100, t0); // only 100 used: 800 back
         assert!(q.admit(800, t0).is_ok());
         assert!(matches!(
             q.admit(5000, t0),
-            Err(ApiError::RequestExceedsTokenBudget { needed: 5000, budget: 1000 })
+            Err(ApiError::RequestExceedsTokenBudget {
+                needed: 5000,
+                budget: 1000
+            })
         ));
     }
 }

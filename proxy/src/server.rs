@@ -26,14 +26,20 @@ use crate::state::App;
 
 #[derive(Debug)]
 pub enum StartError {
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     Metrics(prometheus::Error),
 }
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StartError::Bind { what, addr, source } => write!(f, "cannot listen on {addr} ({what}): {source}"),
+            StartError::Bind { what, addr, source } => {
+                write!(f, "cannot listen on {addr} ({what}): {source}")
+            }
             StartError::Metrics(e) => write!(f, "metrics setup failed: {e}"),
         }
     }
@@ -44,17 +50,23 @@ impl std::error::Error for StartError {}
 /// Run until shut down. Returns after a clean drain.
 pub fn run(config: Config) -> Result<(), StartError> {
     // Pingora reports a busy port by panicking in a service thread; check first for a clear error.
-    for (what, addr) in [("proxy", config.server.listen), ("admin", config.admin.listen)] {
+    for (what, addr) in [
+        ("proxy", config.server.listen),
+        ("admin", config.admin.listen),
+    ] {
         TcpListener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })?;
     }
     let app = App::new(config).map_err(StartError::Metrics)?;
     let cfg = &app.config;
 
-    let mut conf = ServerConf::default();
-    conf.threads = cfg.server.threads;
-    conf.grace_period_seconds = Some(cfg.server.grace_period.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(1);
-    conf.upstream_keepalive_pool_size = 256;
+    let conf = ServerConf {
+        threads: cfg.server.threads,
+        // Our drain watcher exits as soon as nothing is in flight; this is only the upper bound.
+        grace_period_seconds: Some(cfg.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: 256,
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
@@ -65,7 +77,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
     );
     proxy.add_tcp(&cfg.server.listen.to_string());
 
-    let mut admin = Service::new("warden admin".to_string(), HttpServer::new_app(AdminApp { app: app.clone() }));
+    let mut admin = Service::new(
+        "warden admin".to_string(),
+        HttpServer::new_app(AdminApp { app: app.clone() }),
+    );
     admin.add_tcp(&cfg.admin.listen.to_string());
     admin.threads = Some(1);
 
@@ -94,7 +109,10 @@ struct Signals {
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
-        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(t), Ok(i)) => (t, i),
             _ => {
                 tracing::error!("cannot install signal handlers; shutting down");
@@ -106,7 +124,12 @@ impl ShutdownSignalWatch for Signals {
             _ = int.recv() => "SIGINT",
         };
         let grace = self.app.config.server.grace_period;
-        tracing::info!(signal = name, inflight = self.app.inflight(), grace_s = grace.as_secs(), "draining");
+        tracing::info!(
+            signal = name,
+            inflight = self.app.inflight(),
+            grace_s = grace.as_secs(),
+            "draining"
+        );
         self.app.begin_drain();
         let app = self.app.clone();
         std::thread::spawn(move || drain_then_exit(&app, grace));
@@ -131,11 +154,17 @@ fn drain_then_exit(app: &App, grace: Duration) {
     loop {
         let inflight = app.inflight();
         if inflight == 0 {
-            tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "drained; exiting");
+            tracing::info!(
+                elapsed_ms = start.elapsed().as_millis() as u64,
+                "drained; exiting"
+            );
             std::process::exit(0);
         }
         if start.elapsed() >= grace {
-            tracing::warn!(inflight, "grace period over; exiting with requests in flight");
+            tracing::warn!(
+                inflight,
+                "grace period over; exiting with requests in flight"
+            );
             std::process::exit(0);
         }
         std::thread::sleep(Duration::from_millis(20));

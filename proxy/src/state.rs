@@ -76,7 +76,10 @@ impl App {
             .upstreams
             .iter()
             .map(|u| {
-                metrics.upstream_healthy.with_label_values(&[&u.name]).set(0);
+                metrics
+                    .upstream_healthy
+                    .with_label_values(&[&u.name])
+                    .set(0);
                 Upstream {
                     config: u.clone(),
                     healthy: AtomicBool::new(false),

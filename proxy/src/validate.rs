@@ -113,7 +113,12 @@ pub fn validate(
     }
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::InvalidUtf8)?;
     let value: Value = serde_json::from_str(text).map_err(|e| ApiError::InvalidJson {
-        detail: format!("{} at line {} column {}", json_error_kind(&e), e.line(), e.column()),
+        detail: format!(
+            "{} at line {} column {}",
+            json_error_kind(&e),
+            e.line(),
+            e.column()
+        ),
     })?;
     let Value::Object(mut obj) = value else {
         return Err(ApiError::InvalidJson {
@@ -371,19 +376,24 @@ mod tests {
 
     #[test]
     fn max_tokens_is_clamped_or_set() {
-        let v = chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5000}"#).unwrap();
+        let v =
+            chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5000}"#)
+                .unwrap();
         let out: Value = serde_json::from_slice(&v.body).unwrap();
         assert_eq!(out["max_tokens"], 100);
         let v = chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         let out: Value = serde_json::from_slice(&v.body).unwrap();
         assert_eq!(out["max_tokens"], 100);
         // key order is preserved
-        assert!(std::str::from_utf8(&v.body).unwrap().starts_with(r#"{"model":"m","messages""#));
+        assert!(std::str::from_utf8(&v.body)
+            .unwrap()
+            .starts_with(r#"{"model":"m","messages""#));
     }
 
     #[test]
     fn stream_usage_is_injected_and_remembered() {
-        let v = chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#).unwrap();
+        let v = chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#)
+            .unwrap();
         assert!(v.injected_usage);
         let out: Value = serde_json::from_slice(&v.body).unwrap();
         assert_eq!(out["stream_options"]["include_usage"], true);
@@ -395,7 +405,9 @@ mod tests {
         assert_eq!(field_of(chat(r#"{"model":1}"#).unwrap_err()), "model");
         assert_eq!(field_of(chat(r#"{"model":"m"}"#).unwrap_err()), "messages");
         assert_eq!(
-            field_of(chat(r#"{"model":"m","messages":[{"role":"user","content":5}]}"#).unwrap_err()),
+            field_of(
+                chat(r#"{"model":"m","messages":[{"role":"user","content":5}]}"#).unwrap_err()
+            ),
             "messages[0].content"
         );
         assert_eq!(
@@ -403,15 +415,26 @@ mod tests {
             "messages[0].role"
         );
         assert_eq!(
-            field_of(chat(r#"{"model":"m","messages":[{"role":"u","content":"x"}],"stream":"yes"}"#).unwrap_err()),
+            field_of(
+                chat(r#"{"model":"m","messages":[{"role":"u","content":"x"}],"stream":"yes"}"#)
+                    .unwrap_err()
+            ),
             "stream"
         );
         assert_eq!(
-            field_of(chat(r#"{"model":"m","messages":[{"role":"u","content":"x"}],"max_tokens":-1}"#).unwrap_err()),
+            field_of(
+                chat(r#"{"model":"m","messages":[{"role":"u","content":"x"}],"max_tokens":-1}"#)
+                    .unwrap_err()
+            ),
             "max_tokens"
         );
         assert_eq!(
-            field_of(chat(r#"{"model":"m","messages":[{"role":"u","content":"x"}],"temperature":"hot"}"#).unwrap_err()),
+            field_of(
+                chat(
+                    r#"{"model":"m","messages":[{"role":"u","content":"x"}],"temperature":"hot"}"#
+                )
+                .unwrap_err()
+            ),
             "temperature"
         );
     }
@@ -430,17 +453,41 @@ mod tests {
         )
         .map(|_| ());
         assert_eq!(r.unwrap_err(), ApiError::InvalidUtf8);
-        let r = validate(Endpoint::ChatCompletions, Some(b"text/plain"), Bytes::from_static(b"{}"), POLICY).map(|_| ());
+        let r = validate(
+            Endpoint::ChatCompletions,
+            Some(b"text/plain"),
+            Bytes::from_static(b"{}"),
+            POLICY,
+        )
+        .map(|_| ());
         assert_eq!(r.unwrap_err(), ApiError::UnsupportedMediaType);
-        let r = validate(Endpoint::ChatCompletions, None, Bytes::from_static(b"{}"), POLICY).map(|_| ());
+        let r = validate(
+            Endpoint::ChatCompletions,
+            None,
+            Bytes::from_static(b"{}"),
+            POLICY,
+        )
+        .map(|_| ());
         assert_eq!(r.unwrap_err(), ApiError::UnsupportedMediaType);
     }
 
     #[test]
     fn routing() {
-        assert_eq!(Endpoint::route("POST", "/v1/chat/completions"), Ok(Endpoint::ChatCompletions));
-        assert_eq!(Endpoint::route("GET", "/v1/models?x=1"), Ok(Endpoint::Models));
-        assert_eq!(Endpoint::route("GET", "/v1/chat/completions"), Err(ApiError::MethodNotAllowed));
-        assert_eq!(Endpoint::route("POST", "/v2/x"), Err(ApiError::UnknownEndpoint));
+        assert_eq!(
+            Endpoint::route("POST", "/v1/chat/completions"),
+            Ok(Endpoint::ChatCompletions)
+        );
+        assert_eq!(
+            Endpoint::route("GET", "/v1/models?x=1"),
+            Ok(Endpoint::Models)
+        );
+        assert_eq!(
+            Endpoint::route("GET", "/v1/chat/completions"),
+            Err(ApiError::MethodNotAllowed)
+        );
+        assert_eq!(
+            Endpoint::route("POST", "/v2/x"),
+            Err(ApiError::UnknownEndpoint)
+        );
     }
 }

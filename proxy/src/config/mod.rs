@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// After SIGTERM/SIGINT: how long in-flight requests (streams included) may take to finish.
     pub grace_period: Duration,
+    /// How long a client may take to send its whole request body; slower → 408.
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -183,7 +185,11 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
     let mut upstream_names = HashSet::new();
     let upstream_tables = root.tables(errs, "upstreams");
     if upstream_tables.is_empty() {
-        errs.push("upstreams", None, "at least one [[upstreams]] entry is required");
+        errs.push(
+            "upstreams",
+            None,
+            "at least one [[upstreams]] entry is required",
+        );
     }
     for mut t in upstream_tables {
         if let Some(u) = decode_upstream(&mut t, errs) {
@@ -208,7 +214,11 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
     let mut key_owner: HashMap<KeyHash, String> = HashMap::new();
     let tenant_tables = root.tables(errs, "tenants");
     if tenant_tables.is_empty() {
-        errs.push("tenants", None, "at least one [[tenants]] entry is required");
+        errs.push(
+            "tenants",
+            None,
+            "at least one [[tenants]] entry is required",
+        );
     }
     for mut t in tenant_tables {
         if let Some(tenant) = decode_tenant(&mut t, errs, &served) {
@@ -269,10 +279,19 @@ fn socket_addr(t: &mut Table<'_>, errs: &mut Errors<'_>, key: &'static str) -> O
     }
 }
 
-fn millis(t: &mut Table<'_>, errs: &mut Errors<'_>, key: &'static str, default_ms: u64) -> Duration {
+fn millis(
+    t: &mut Table<'_>,
+    errs: &mut Errors<'_>,
+    key: &'static str,
+    default_ms: u64,
+) -> Duration {
     match t.uint(errs, key, 3_600_000) {
         Some(0) => {
-            errs.push(&t.child_path(key), t.value_span(key), "must be greater than 0");
+            errs.push(
+                &t.child_path(key),
+                t.value_span(key),
+                "must be greater than 0",
+            );
             Duration::from_millis(default_ms)
         }
         Some(ms) => Duration::from_millis(ms),
@@ -284,7 +303,11 @@ fn decode_server(t: &mut Table<'_>, errs: &mut Errors<'_>) -> ServerConfig {
     let listen = socket_addr(t, errs, "listen").unwrap_or_else(|| default_addr(8080));
     let threads = match t.uint(errs, "threads", 256) {
         Some(0) => {
-            errs.push(&t.child_path("threads"), t.value_span("threads"), "must be at least 1");
+            errs.push(
+                &t.child_path("threads"),
+                t.value_span("threads"),
+                "must be at least 1",
+            );
             1
         }
         Some(n) => n as usize,
@@ -303,11 +326,13 @@ fn decode_server(t: &mut Table<'_>, errs: &mut Errors<'_>) -> ServerConfig {
         None => MIB as usize,
     };
     let grace_period = Duration::from_secs(t.uint(errs, "grace_period_s", 3600).unwrap_or(30));
+    let body_read_timeout = millis(t, errs, "body_read_timeout_ms", 30_000);
     ServerConfig {
         listen,
         threads,
         max_body_bytes,
         grace_period,
+        body_read_timeout,
     }
 }
 
@@ -343,7 +368,11 @@ fn decode_logging(t: &mut Table<'_>, errs: &mut Errors<'_>) -> LoggingConfig {
 
 fn required_name(t: &mut Table<'_>, errs: &mut Errors<'_>) -> Option<String> {
     match t.string(errs, "name") {
-        Some(n) if !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+        Some(n)
+            if !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+        {
             Some(n)
         }
         Some(n) => {
@@ -369,13 +398,23 @@ fn decode_upstream(t: &mut Table<'_>, errs: &mut Errors<'_>) -> Option<UpstreamC
     }
     let models = t.string_list(errs, "models").unwrap_or_default();
     if models.is_empty() {
-        errs.push(&t.child_path("models"), t.span(), "list at least one model this upstream serves");
+        errs.push(
+            &t.child_path("models"),
+            t.span(),
+            "list at least one model this upstream serves",
+        );
     }
     let connect_timeout = millis(t, errs, "connect_timeout_ms", 1_000);
     let read_timeout = millis(t, errs, "read_timeout_ms", 60_000);
-    let health_path = t.string(errs, "health_path").unwrap_or_else(|| "/v1/models".into());
+    let health_path = t
+        .string(errs, "health_path")
+        .unwrap_or_else(|| "/v1/models".into());
     if !health_path.starts_with('/') {
-        errs.push(&t.child_path("health_path"), t.value_span("health_path"), "must start with '/'");
+        errs.push(
+            &t.child_path("health_path"),
+            t.value_span("health_path"),
+            "must start with '/'",
+        );
     }
     let health_interval = millis(t, errs, "health_interval_ms", 2_000);
     let stream_usage = t.boolean(errs, "stream_usage").unwrap_or(true);
@@ -395,7 +434,11 @@ fn has_key(t: &Table<'_>, key: &str) -> bool {
     t.value_span(key).is_some()
 }
 
-fn decode_tenant(t: &mut Table<'_>, errs: &mut Errors<'_>, served: &HashSet<&str>) -> Option<TenantConfig> {
+fn decode_tenant(
+    t: &mut Table<'_>,
+    errs: &mut Errors<'_>,
+    served: &HashSet<&str>,
+) -> Option<TenantConfig> {
     let name = required_name(t, errs);
     let raw_keys = t.string_list(errs, "api_keys").unwrap_or_default();
     if raw_keys.is_empty() {
@@ -409,10 +452,16 @@ fn decode_tenant(t: &mut Table<'_>, errs: &mut Errors<'_>, served: &HashSet<&str
     for (i, raw) in raw_keys.iter().enumerate() {
         match KeyHash::parse(raw) {
             Ok(k) => api_keys.push(k),
-            Err(msg) => errs.push(&format!("{}[{i}]", t.child_path("api_keys")), t.value_span("api_keys"), msg),
+            Err(msg) => errs.push(
+                &format!("{}[{i}]", t.child_path("api_keys")),
+                t.value_span("api_keys"),
+                msg,
+            ),
         }
     }
-    let models = t.string_list(errs, "models").unwrap_or_else(|| vec!["*".into()]);
+    let models = t
+        .string_list(errs, "models")
+        .unwrap_or_else(|| vec!["*".into()]);
     for (i, m) in models.iter().enumerate() {
         if m != "*" && !served.contains(m.as_str()) {
             errs.push(
@@ -422,7 +471,8 @@ fn decode_tenant(t: &mut Table<'_>, errs: &mut Errors<'_>, served: &HashSet<&str
             );
         }
     }
-    let requests_per_minute = positive(t, errs, "requests_per_minute", u32::MAX as u64).map(|n| n as u32);
+    let requests_per_minute =
+        positive(t, errs, "requests_per_minute", u32::MAX as u64).map(|n| n as u32);
     let tokens_per_minute = positive(t, errs, "tokens_per_minute", u64::from(u32::MAX));
     let max_tokens = positive(t, errs, "max_tokens", 1_000_000).map_or(4096, |n| n as u32);
     Some(TenantConfig {
@@ -438,7 +488,11 @@ fn decode_tenant(t: &mut Table<'_>, errs: &mut Errors<'_>, served: &HashSet<&str
 fn positive(t: &mut Table<'_>, errs: &mut Errors<'_>, key: &'static str, max: u64) -> Option<u64> {
     match t.uint(errs, key, max) {
         Some(0) => {
-            errs.push(&t.child_path(key), t.value_span(key), "must be greater than 0");
+            errs.push(
+                &t.child_path(key),
+                t.value_span(key),
+                "must be greater than 0",
+            );
             None
         }
         other => other,
@@ -516,7 +570,9 @@ max_tokens = 0
         ];
         for (path, line) in want {
             assert!(
-                errors.iter().any(|e| e.path == path && e.line == Some(line)),
+                errors
+                    .iter()
+                    .any(|e| e.path == path && e.line == Some(line)),
                 "missing {path} at line {line} in {rendered:#?}"
             );
         }
@@ -532,9 +588,22 @@ max_tokens = 0
 
     #[test]
     fn duplicates_are_rejected() {
-        let src = format!("{}\n[[tenants]]\nname = \"t\"\napi_keys = [\"{KEY}\"]\n", minimal());
+        let src = format!(
+            "{}\n[[tenants]]\nname = \"t\"\napi_keys = [\"{KEY}\"]\n",
+            minimal()
+        );
         let errors = Config::parse(&src).unwrap_err();
-        assert!(errors.iter().any(|e| e.message.contains("duplicate tenant")), "{errors:?}");
-        assert!(errors.iter().any(|e| e.message.contains("also used by tenant")), "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.message.contains("duplicate tenant")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.message.contains("also used by tenant")),
+            "{errors:?}"
+        );
     }
 }

@@ -45,7 +45,13 @@ impl<'s> Errors<'s> {
 
     pub fn line_of(&self, span: Option<Range<usize>>) -> Option<usize> {
         let start = span?.start.min(self.src.len());
-        Some(self.src.as_bytes()[..start].iter().filter(|b| **b == b'\n').count() + 1)
+        Some(
+            self.src.as_bytes()[..start]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1,
+        )
     }
 
     pub fn push(&mut self, path: &str, span: Option<Range<usize>>, message: impl Into<String>) {

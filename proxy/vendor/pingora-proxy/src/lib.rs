@@ -352,8 +352,16 @@ where
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
+                    // WARDEN PATCH: malformed requests get an OpenAI-style JSON error with a
+                    // stable code instead of an empty 400 (see WARDEN-PATCH.md).
+                    let body = Bytes::from_static(
+                        br#"{"error":{"message":"malformed HTTP request","type":"invalid_request_error","param":null,"code":"malformed_request"}}"#,
+                    );
+                    let mut resp = HttpSession::generate_error(400);
+                    let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
+                    let _ = resp.set_content_length(body.len());
                     downstream_session
-                        .respond_error(400)
+                        .write_error_response(resp, body)
                         .await
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");

@@ -1,0 +1,104 @@
+"""The official OpenAI Python SDK against Warden in front of the fake upstream."""
+
+import openai
+import pytest
+
+from conftest import KEY, LIMITED_KEY
+
+
+@pytest.fixture
+def client(warden):
+    return openai.OpenAI(base_url=warden["base_url"], api_key=KEY, max_retries=0, timeout=20)
+
+
+def expected_text(n):
+    return "".join(f"tok{i} " for i in range(n))
+
+
+def test_chat_non_streaming(client):
+    r = client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "hello there"}],
+                                       max_tokens=5)
+    assert r.choices[0].message.content == expected_text(5)
+    assert r.usage.completion_tokens == 5
+    assert r.model == "test-model"
+
+
+def test_max_tokens_is_clamped_to_the_tenant_cap(client):
+    r = client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "hi"}],
+                                       max_tokens=10_000)
+    assert r.usage.completion_tokens == 32
+
+
+def test_chat_streaming_matches_non_streaming(client):
+    stream = client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "hello"}],
+                                            max_tokens=7, stream=True)
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == expected_text(7)
+    # Warden asks the upstream for usage for its own accounting; the client did not, so it must
+    # not see the extra usage-only chunk.
+    assert all(c.choices for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_streaming_usage_when_the_client_asks(client):
+    chunks = list(client.chat.completions.create(
+        model="test-model", messages=[{"role": "user", "content": "hello"}], max_tokens=3, stream=True,
+        stream_options={"include_usage": True}))
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+
+
+def test_completions_and_embeddings_and_models(client):
+    r = client.completions.create(model="test-model", prompt="once upon a time", max_tokens=4)
+    assert r.choices[0].text == expected_text(4)
+    e = client.embeddings.create(model="test-model", input=["a", "b"])
+    assert len(e.data) == 2
+    assert [m.id for m in client.models.list()] == ["test-model"]
+
+
+def test_bad_key_is_an_authentication_error(warden):
+    bad = openai.OpenAI(base_url=warden["base_url"], api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as e:
+        bad.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "x"}])
+    assert e.value.code == "invalid_api_key"
+
+
+def test_unknown_model_is_not_found(client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="gpt-nope", messages=[{"role": "user", "content": "x"}])
+    assert e.value.code == "model_not_found"
+
+
+def test_rate_limit_is_a_rate_limit_error(warden):
+    limited = openai.OpenAI(base_url=warden["base_url"], api_key=LIMITED_KEY, max_retries=0)
+    limited.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "x"}], max_tokens=1)
+    with pytest.raises(openai.RateLimitError) as e:
+        limited.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "x"}], max_tokens=1)
+    assert e.value.code == "rate_limit_exceeded"
+    assert int(e.value.response.headers["retry-after"]) >= 1
+
+
+def test_upstream_dying_mid_stream_raises_in_the_sdk(client):
+    stream = client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "x"}],
+                                            max_tokens=10, stream=True, extra_headers={"x-fault": "drop-mid-stream"})
+    received = []
+    with pytest.raises(openai.APIError) as e:
+        for chunk in stream:
+            received.append(chunk)
+    assert received, "the events sent before the failure must arrive"
+    assert "model server" in str(e.value.message)
+
+
+def test_upstream_500_surfaces_as_server_error(client):
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "x"}],
+                                       extra_headers={"x-fault": "status=500"})
+
+
+def test_logs_hold_no_key_and_no_prompt(client, warden):
+    secret = "PROMPT-SECRET-7f3a9c"
+    client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": secret}], max_tokens=1)
+    log = warden["log"].read_text()
+    assert "request" in log
+    assert secret not in log
+    assert KEY not in log

@@ -1,0 +1,324 @@
+//! Boot the real `warden` binary on loopback for end-to-end tests.
+//!
+//! [`Warden::start`] writes a config into a fresh temporary directory, starts the binary built by
+//! cargo (or `$WARDEN_BIN`) with its logs captured to a file, and waits for `/healthz`. The process
+//! is killed when the handle drops. [`send`] and [`Client`] speak raw HTTP/1.1 so tests control
+//! every byte, including malformed and half-finished requests.
+
+// Test support: a failed setup step must fail the test loudly, so panics are the reporting.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use crate::http1::{Conn, Error, Response};
+
+/// The demo key used by test configs, and its hash.
+pub const KEY: &str = "sk-test-0123456789abcdef";
+
+/// Where cargo put the `warden` binary: `$WARDEN_BIN`, else next to this test executable.
+pub fn warden_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WARDEN_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-exe> → target/<profile>/warden
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("warden")
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// The hash of an API key, computed the same way `warden keys hash` does.
+pub fn key_hash(key: &str) -> String {
+    let out = Command::new(warden_bin())
+        .args(["keys", "hash"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(key.as_bytes())?;
+            }
+            child.wait_with_output()
+        });
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        other => panic!(
+            "warden keys hash failed ({}): {other:?}",
+            warden_bin().display()
+        ),
+    }
+}
+
+/// One upstream entry for a test config.
+pub struct UpstreamSpec {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub models: Vec<String>,
+    /// Extra TOML lines for this `[[upstreams]]` table.
+    pub extra: String,
+}
+
+impl UpstreamSpec {
+    pub fn new(name: &str, addr: SocketAddr, models: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            addr,
+            models: models.iter().map(|m| m.to_string()).collect(),
+            extra: String::new(),
+        }
+    }
+
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra = toml.into();
+        self
+    }
+}
+
+/// A running `warden serve`.
+pub struct Warden {
+    child: Option<Child>,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl Warden {
+    /// Start with the given upstreams and extra TOML (tenants, `[server]` keys...). When
+    /// `tenants_toml` is empty, one tenant `t` with [`KEY`] and no limits is configured.
+    pub fn start(upstreams: &[UpstreamSpec], server_toml: &str, tenants_toml: &str) -> Warden {
+        let dir = std::env::temp_dir().join(format!(
+            "warden-test-{}-{:x}",
+            std::process::id(),
+            rand_u64()
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let proxy: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .unwrap_or_else(|_| unreachable_addr());
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .unwrap_or_else(|_| unreachable_addr());
+        let mut cfg = format!(
+            "[server]\nlisten = \"{proxy}\"\nthreads = 2\ngrace_period_s = 10\n{server_toml}\n\n[admin]\nlisten = \"{admin}\"\n\n[logging]\nlevel = \"info\"\n\n"
+        );
+        for u in upstreams {
+            let models: Vec<String> = u.models.iter().map(|m| format!("\"{m}\"")).collect();
+            cfg.push_str(&format!(
+                "[[upstreams]]\nname = \"{}\"\naddress = \"{}\"\nmodels = [{}]\nhealth_interval_ms = 200\n{}\n\n",
+                u.name,
+                u.addr,
+                models.join(", "),
+                u.extra
+            ));
+        }
+        if tenants_toml.is_empty() {
+            cfg.push_str(&format!(
+                "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\n",
+                key_hash(KEY)
+            ));
+        } else {
+            cfg.push_str(tenants_toml);
+        }
+        let config_path = dir.join("warden.toml");
+        std::fs::write(&config_path, &cfg).unwrap_or_else(|e| panic!("write config: {e}"));
+        let log = std::fs::File::create(dir.join("warden.log"))
+            .unwrap_or_else(|e| panic!("log file: {e}"));
+        let child = Command::new(warden_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("HOME", &dir)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", warden_bin().display()));
+        let mut w = Warden {
+            child: Some(child),
+            proxy,
+            admin,
+            dir,
+        };
+        w.wait_listening();
+        w
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(self.admin).is_ok()
+                && std::net::TcpStream::connect(self.proxy).is_ok()
+            {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("warden exited early ({status}):\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("warden did not start listening:\n{}", self.logs());
+    }
+
+    /// Wait until `/readyz` says ready (upstream health checks passed).
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(r) = get(self.admin, "/readyz").await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("warden never became ready:\n{}", self.logs());
+    }
+
+    /// Wait (up to 5 s) until the log contains `needle`: the access-log line is written after
+    /// the response is sent.
+    pub async fn wait_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// The `/metrics` text once it contains every needle (metrics of a request are recorded
+    /// just after its response is sent); panics with the text after 5 s.
+    pub async fn metrics_with(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = get(self.admin, "/metrics")
+                .await
+                .map(|r| r.text())
+                .unwrap_or_default();
+            let missing: Vec<_> = needles.iter().filter(|n| !text.contains(**n)).collect();
+            if missing.is_empty() {
+                return text;
+            }
+            if Instant::now() >= deadline {
+                panic!("metrics never showed {missing:?}:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.join("warden.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Send a signal (e.g. `"TERM"`) to the process.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{sig} failed");
+    }
+
+    /// Wait for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Warden {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn unreachable_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1))
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+/// Send raw request bytes on a fresh connection and read one response.
+pub async fn send(addr: SocketAddr, raw: &[u8]) -> Result<Response, Error> {
+    let mut conn = Conn::new(TcpStream::connect(addr).await?);
+    conn.write_all(raw).await?;
+    let method = std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or("GET")
+        .to_string();
+    conn.read_response(&method).await
+}
+
+/// `GET path` with no auth.
+pub async fn get(addr: SocketAddr, path: &str) -> Result<Response, Error> {
+    send(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+}
+
+/// Build a JSON POST with the test key and optional extra header lines (`"k: v\r\n"` each).
+pub fn post(path: &str, body: &str, extra_headers: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra_headers}connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A chat request body for `model`.
+pub fn chat_body(model: &str, content: &str, stream: bool) -> String {
+    serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "stream": stream,
+    })
+    .to_string()
+}
+
+/// The `error` object of an OpenAI-style error response.
+pub fn error_of(r: &Response) -> serde_json::Value {
+    let v = r
+        .json()
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {}", r.text()));
+    v.get("error")
+        .cloned()
+        .unwrap_or_else(|| panic!("no error object: {}", r.text()))
+}

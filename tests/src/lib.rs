@@ -1,0 +1,13 @@
+//! Test doubles and load tools for Warden.
+//!
+//! - [`upstream`]: a fake OpenAI-compatible upstream with per-request fault injection
+//!   (`x-fault` header), used by integration tests and as the benchmark baseline.
+//! - [`http1`]: the small HTTP/1.1 framing layer shared by the fake upstream, the load
+//!   generator and tests that talk raw HTTP.
+//!
+//! Binaries: `fake-upstream` (serve the fake from the command line) and `loadgen` (an
+//! open-loop HTTP/1.1 load generator that reports latency percentiles as JSON).
+
+pub mod harness;
+pub mod http1;
+pub mod upstream;
