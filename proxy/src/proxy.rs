@@ -55,6 +55,8 @@ pub struct RequestCtx {
     /// Set only once validated against the config, so it is safe as a metric label.
     model: Option<String>,
     upstream: Option<usize>,
+    /// Upstreams that refused a connection for this request (failover skips them).
+    failed_upstreams: Vec<usize>,
     /// The validated body, handed to the upstream in `request_body_filter`.
     body: Option<Bytes>,
     stream: bool,
@@ -101,6 +103,7 @@ impl ProxyHttp for WardenProxy {
             tenant: None,
             model: None,
             upstream: None,
+            failed_upstreams: Vec::new(),
             body: None,
             stream: false,
             injected_usage: false,
@@ -177,8 +180,13 @@ impl ProxyHttp for WardenProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // The body was read and validated in `request_filter`; send that version, once.
-        *body = if end_of_stream { ctx.body.take() } else { None };
+        // The body was read and validated in `request_filter`; send that version. Kept (a cheap
+        // `Bytes` clone) so a retry on another connection or upstream can send it again.
+        *body = if end_of_stream {
+            ctx.body.clone()
+        } else {
+            None
+        };
         Ok(())
     }
 
@@ -238,6 +246,51 @@ impl ProxyHttp for WardenProxy {
         Ok(None)
     }
 
+    /// A refused or timed-out connect fails over to the next upstream serving the model.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(i) = ctx.upstream {
+            if let (Some(u), Some(api)) = (self.app.upstreams.get(i), classify(&e)) {
+                self.app
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[&u.config.name, api.code()])
+                    .inc();
+            }
+            ctx.failed_upstreams.push(i);
+        }
+        let next = ctx
+            .model
+            .as_deref()
+            .and_then(|m| self.app.pick_upstream(m, &ctx.failed_upstreams));
+        if let Some(next) = next {
+            tracing::warn!(request_id = %ctx.request_id, error = e.etype().as_str(), "upstream connect failed; trying the next upstream");
+            ctx.upstream = Some(next);
+            e.set_retry(true);
+        }
+        e
+    }
+
+    /// Pingora never retries a POST. Warden holds the whole request body, so a failure on a
+    /// *reused* pooled connection (the upstream closed it while idle) is retried on a fresh one.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        _session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        e.retry.decide_reuse(client_reused);
+        e
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -245,7 +298,9 @@ impl ProxyHttp for WardenProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let api = classify(e);
-        if let (Some(api), Some(i)) = (&api, ctx.upstream) {
+        // Connect failures were already counted in `fail_to_connect`.
+        let counted = is_connect_error(e);
+        if let (Some(api), Some(i), false) = (&api, ctx.upstream, counted) {
             if let Some(u) = self.app.upstreams.get(i) {
                 self.app
                     .metrics
@@ -445,7 +500,7 @@ impl WardenProxy {
         }
         ctx.model = Some(v.model.clone());
         let upstream = app
-            .pick_upstream(&v.model)
+            .pick_upstream(&v.model, &[])
             .ok_or_else(|| ApiError::ModelNotFound {
                 model: v.model.clone(),
             })?;
@@ -657,6 +712,14 @@ fn classify(e: &Error) -> Option<ApiError> {
             _ => Some(ApiError::Internal),
         },
     }
+}
+
+fn is_connect_error(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError
+    )
 }
 
 fn usage_of(v: &Value) -> Option<Usage> {

@@ -114,12 +114,13 @@ impl App {
         self.models.iter().any(|m| m == model)
     }
 
-    /// Pick the upstream for a model: the first healthy one in config order, else the first
-    /// (a stale health check must not turn into a hard outage; the connect error will tell).
-    pub fn pick_upstream(&self, model: &str) -> Option<usize> {
+    /// Pick the upstream for a model, skipping those already tried: the first healthy one in
+    /// config order, else the first (a stale health check must not turn into a hard outage; the
+    /// connect error will tell).
+    pub fn pick_upstream(&self, model: &str, tried: &[usize]) -> Option<usize> {
         let mut first = None;
         for (i, u) in self.upstreams.iter().enumerate() {
-            if u.config.models.iter().any(|m| m == model) {
+            if !tried.contains(&i) && u.config.models.iter().any(|m| m == model) {
                 if u.is_healthy() {
                     return Some(i);
                 }

@@ -453,6 +453,32 @@ async fn upstream_refused_is_502_and_stall_is_504() {
     .await;
 }
 
+/// A refused connection fails over to the next upstream serving the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_fails_over_to_the_next_upstream() {
+    let up = upstream().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    // Both look unhealthy (the live one's health path 404s), so the dead one, first in config
+    // order, is tried first.
+    let w = Warden::start(
+        &[
+            UpstreamSpec::new("dead", dead_addr, &[MODEL]),
+            UpstreamSpec::new("live", up.addr(), &[MODEL]).extra("health_path = \"/nope\""),
+        ],
+        "",
+        "",
+    );
+    let r = send(w.proxy, &chat("x", false, "")).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text());
+    assert_eq!(posts(&up), 1);
+    w.metrics_with(&[
+        "warden_upstream_errors_total{kind=\"upstream_unavailable\",upstream=\"dead\"} 1",
+    ])
+    .await;
+}
+
 /// The upstream dies mid-stream or ends without `[DONE]`: the client gets the events that were
 /// sent, then a final error event — never a silently truncated stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

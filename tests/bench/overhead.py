@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Proxy overhead benchmark: the same request mix sent directly to the fake upstream and through
+Warden, in one run, alternating, repeated; reports medians and the added latency.
+
+    python3 tests/bench/overhead.py [--rate 1000] [--duration 10] [--rounds 3] [--warden-threads 2]
+
+Needs release builds of `warden`, `fake-upstream` and `loadgen`
+(`cargo build --release -p warden-proxy -p warden-tests --bins`). Everything runs on loopback on
+this machine, load generator included; every run is bounded by --duration.
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "sk-bench-0123456789abcdef"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--warden-threads", type=int, default=2)
+    ap.add_argument("--json", help="also write all raw results to this file")
+    args = ap.parse_args()
+
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+    bins = {n: str(target / n) for n in ("warden", "fake-upstream", "loadgen")}
+    for path in bins.values():
+        if not Path(path).exists():
+            sys.exit(f"{path} missing: cargo build --release -p warden-proxy -p warden-tests --bins")
+
+    tmp = Path(tempfile.mkdtemp(prefix="warden-bench-"))
+    up = subprocess.Popen([bins["fake-upstream"], "--listen", "127.0.0.1:0", "--model", "test-model"],
+                          stdout=subprocess.PIPE, text=True)
+    up_addr = up.stdout.readline().strip().removeprefix("listening on ")
+    key_hash = subprocess.run([bins["warden"], "keys", "hash"], input=KEY.encode(), capture_output=True,
+                              check=True).stdout.decode().strip()
+    proxy, admin = free_port(), free_port()
+    (tmp / "warden.toml").write_text(f"""
+[server]
+listen = "127.0.0.1:{proxy}"
+threads = {args.warden_threads}
+[admin]
+listen = "127.0.0.1:{admin}"
+[logging]
+level = "warn"
+[[upstreams]]
+name = "fake"
+address = "{up_addr}"
+models = ["test-model"]
+[[tenants]]
+name = "bench"
+api_keys = ["{key_hash}"]
+max_tokens = 16
+""")
+    warden = subprocess.Popen([bins["warden"], "serve", "--config", str(tmp / "warden.toml")],
+                              stderr=open(tmp / "warden.log", "wb"))
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                sys.exit("warden not ready:\n" + (tmp / "warden.log").read_text())
+            time.sleep(0.1)
+
+        # The same body both ways; max_tokens set so Warden forwards it unchanged.
+        body = json.dumps({"model": "test-model", "messages": [{"role": "user", "content": "Say hello in a few words."}],
+                           "max_tokens": 16})
+        results = {}
+        for rnd in range(args.rounds):
+            for mode in ("non-streaming", "streaming"):
+                for path, url in (("direct", f"http://{up_addr}"), ("warden", f"http://127.0.0.1:{proxy}")):
+                    cmd = [bins["loadgen"], "--url", url + "/v1/chat/completions", "--rate", str(args.rate),
+                           "--duration", str(args.duration), "--warmup", str(args.warmup),
+                           "--connections", str(args.connections), "--body", body,
+                           "--header", f"Authorization: Bearer {KEY}"]
+                    if mode == "streaming":
+                        cmd.append("--stream")
+                    out = json.loads(subprocess.run(cmd, capture_output=True, check=True, text=True).stdout)
+                    results.setdefault((mode, path), []).append(out)
+                    print(f"round {rnd + 1} {mode:13} {path:6} ok={out['ok']} err={out['errors']} "
+                          f"non2xx={out['non_2xx']} rps={out['achieved_rps']:.0f} "
+                          f"p50={out['latency_us']['p50']}us p99={out['latency_us']['p99']}us", file=sys.stderr)
+        if args.json:
+            Path(args.json).write_text(json.dumps({f"{m}/{p}": r for (m, p), r in results.items()}, indent=1))
+
+        def med(mode, path, key, sub="latency_us"):
+            return statistics.median(r[sub][key] for r in results[(mode, path)])
+
+        print(f"\nWarden overhead: {args.rate} req/s for {args.duration}s x {args.rounds} rounds per cell, "
+              f"{args.connections} connections, medians across rounds (latency in microseconds)\n")
+        print("| mode | path | req/s | p50 | p99 | p99.9 | TTFB p50 | errors |")
+        print("|---|---|---|---|---|---|---|---|")
+        for mode in ("non-streaming", "streaming"):
+            for path in ("direct", "warden"):
+                rs = results[(mode, path)]
+                print(f"| {mode} | {path} | {statistics.median(r['achieved_rps'] for r in rs):.0f} | "
+                      f"{med(mode, path, 'p50'):.0f} | {med(mode, path, 'p99'):.0f} | {med(mode, path, 'p999'):.0f} | "
+                      f"{med(mode, path, 'p50', 'ttfb_us'):.0f} | {sum(r['errors'] + r['non_2xx'] for r in rs)} |")
+        print("\n| mode | added p50 | added p99 | p50 ratio | p99 ratio |")
+        print("|---|---|---|---|---|")
+        for mode in ("non-streaming", "streaming"):
+            d50, w50 = med(mode, "direct", "p50"), med(mode, "warden", "p50")
+            d99, w99 = med(mode, "direct", "p99"), med(mode, "warden", "p99")
+            print(f"| {mode} | {w50 - d50:+.0f} us | {w99 - d99:+.0f} us | {w50 / d50:.2f}x | {w99 / d99:.2f}x |")
+    finally:
+        warden.terminate()
+        up.terminate()
+        warden.wait(timeout=15)
+        up.wait(timeout=5)
+
+
+if __name__ == "__main__":
+    main()
