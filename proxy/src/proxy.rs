@@ -560,6 +560,10 @@ impl WardenProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Option<Bytes> {
+        if ctx.stream_error_sent {
+            // After Warden's error event nothing more goes to the client.
+            return None;
+        }
         let mut events: Vec<SseEvent> = Vec::new();
         let mut oversized = false;
         if let Some(parser) = ctx.sse.as_mut() {
@@ -570,12 +574,14 @@ impl WardenProxy {
                 parser.finish(&mut events);
             }
         }
-        let mut out = BytesMut::new();
+        let mut kept: Vec<Bytes> = Vec::with_capacity(events.len());
         for ev in events {
             if let Some(data) = ev.data.as_deref() {
                 if data.trim() == "[DONE]" {
                     ctx.saw_done = true;
-                } else if data.trim_start().starts_with('{') {
+                } else if data.contains("\"usage\"") {
+                    // Only events that can carry usage are parsed: JSON-parsing every token
+                    // event would dominate the cost of streaming.
                     if let Ok(v) = serde_json::from_str::<Value>(data) {
                         if let Some(u) = usage_of(&v) {
                             ctx.usage = Some(u);
@@ -590,41 +596,40 @@ impl WardenProxy {
                     }
                 }
             }
-            out.extend_from_slice(&ev.raw);
+            kept.push(ev.raw);
         }
-        let truncated = end_of_stream && !ctx.saw_done;
-        if (oversized || truncated) && !ctx.stream_error_sent {
+        if oversized || (end_of_stream && !ctx.saw_done) {
             ctx.stream_error_sent = true;
-            let kind = if oversized {
-                "event_too_large"
+            let (kind, code) = if oversized {
+                ("event_too_large", "upstream_event_too_large")
             } else {
-                "truncated"
+                ("truncated", "upstream_stream_truncated")
             };
             self.app
                 .metrics
                 .stream_errors
                 .with_label_values(&[kind])
                 .inc();
-            ctx.error_code = Some(if oversized {
-                "upstream_event_too_large"
-            } else {
-                "upstream_stream_truncated"
-            });
+            ctx.error_code = Some(code);
             // A partial event is dropped: appended to it, our event would be corrupted.
             if let Some(p) = ctx.sse.as_mut() {
                 p.take_pending();
             }
-            out.extend_from_slice(&ApiError::UpstreamError.to_sse_event(&ctx.request_id));
-            if oversized {
-                // Stop parsing; the rest of this stream is discarded.
-                ctx.sse = Some(SseParser::new(0));
-                ctx.saw_done = true;
-            }
-        } else if ctx.stream_error_sent && !end_of_stream {
-            // After an error event nothing more goes to the client.
-            return None;
+            kept.push(ApiError::UpstreamError.to_sse_event(&ctx.request_id));
         }
-        (!out.is_empty()).then(|| out.freeze())
+        match kept.len() {
+            0 => None,
+            // The common case, one event per upstream chunk, is forwarded without a copy.
+            1 => kept.pop(),
+            _ => Some(
+                kept.iter()
+                    .fold(BytesMut::new(), |mut out, raw| {
+                        out.extend_from_slice(raw);
+                        out
+                    })
+                    .freeze(),
+            ),
+        }
     }
 }
 

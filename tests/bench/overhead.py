@@ -36,7 +36,7 @@ def main():
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--warden-threads", type=int, default=2)
     ap.add_argument("--json", help="also write all raw results to this file")
@@ -121,12 +121,35 @@ max_tokens = 16
                 print(f"| {mode} | {path} | {statistics.median(r['achieved_rps'] for r in rs):.0f} | "
                       f"{med(mode, path, 'p50'):.0f} | {med(mode, path, 'p99'):.0f} | {med(mode, path, 'p999'):.0f} | "
                       f"{med(mode, path, 'p50', 'ttfb_us'):.0f} | {sum(r['errors'] + r['non_2xx'] for r in rs)} |")
-        print("\n| mode | added p50 | added p99 | p50 ratio | p99 ratio |")
-        print("|---|---|---|---|---|")
+        # Paired per round: each Warden run is compared with the direct run just before it, which
+        # cancels most of the machine's slow drifts; the median over rounds is reported.
+        print("\n| mode | added p50 (median of rounds) | added p99 (median of rounds) | added p99 per round | p50 ratio | p99 ratio |")
+        print("|---|---|---|---|---|---|")
         for mode in ("non-streaming", "streaming"):
-            d50, w50 = med(mode, "direct", "p50"), med(mode, "warden", "p50")
-            d99, w99 = med(mode, "direct", "p99"), med(mode, "warden", "p99")
-            print(f"| {mode} | {w50 - d50:+.0f} us | {w99 - d99:+.0f} us | {w50 / d50:.2f}x | {w99 / d99:.2f}x |")
+            pairs = list(zip(results[(mode, "direct")], results[(mode, "warden")]))
+            add50 = [w["latency_us"]["p50"] - d["latency_us"]["p50"] for d, w in pairs]
+            add99 = [w["latency_us"]["p99"] - d["latency_us"]["p99"] for d, w in pairs]
+            r50 = statistics.median(w["latency_us"]["p50"] / d["latency_us"]["p50"] for d, w in pairs)
+            r99 = statistics.median(w["latency_us"]["p99"] / d["latency_us"]["p99"] for d, w in pairs)
+            print(f"| {mode} | {statistics.median(add50):+.0f} us | {statistics.median(add99):+.0f} us | "
+                  f"{', '.join(f'{a:+d}' for a in add99)} | {r50:.2f}x | {r99:.2f}x |")
+        # Warden's own view: time in Warden excluding the wait on the upstream.
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        buckets, total, count = [], 0.0, 0
+        for line in metrics.splitlines():
+            if line.startswith("warden_overhead_seconds_bucket"):
+                le = line.split('le="')[1].split('"')[0]
+                buckets.append((float("inf") if le == "+Inf" else float(le), int(float(line.split()[-1]))))
+            elif line.startswith("warden_overhead_seconds_sum"):
+                total = float(line.split()[-1])
+            elif line.startswith("warden_overhead_seconds_count"):
+                count = int(float(line.split()[-1]))
+        if count:
+            def bucket_quantile(q):
+                return next(le for le, c in sorted(buckets) if c >= q * count)
+            print(f"\nwarden_overhead_seconds over all {count} proxied requests: mean {total / count * 1e6:.0f} us, "
+                  f"p50 <= {bucket_quantile(0.5) * 1e6:.0f} us, p99 <= {bucket_quantile(0.99) * 1e6:.0f} us (histogram buckets)")
     finally:
         warden.terminate()
         up.terminate()

@@ -11,3 +11,17 @@
 pub mod harness;
 pub mod http1;
 pub mod upstream;
+
+/// The tokio runtime the binaries use: current-thread for 1, multi-thread otherwise.
+pub fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(threads))
+            .enable_all()
+            .build()
+    }
+}

@@ -37,6 +37,26 @@ async fn warden(up: &FakeUpstream, server_toml: &str, upstream_toml: &str) -> Wa
     w
 }
 
+/// A ready Warden in front of `up` (serving [`MODEL`] and `other-model`) whose one tenant, `t`
+/// holding [`KEY`], has these extra TOML lines (limits, allowed models).
+async fn warden_with_tenant(up: &FakeUpstream, tenant_toml: &str) -> Warden {
+    let tenants = format!(
+        "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\n{tenant_toml}\n",
+        harness::key_hash(KEY)
+    );
+    let w = Warden::start(
+        &[UpstreamSpec::new(
+            "fake",
+            up.addr(),
+            &[MODEL, "other-model"],
+        )],
+        "",
+        &tenants,
+    );
+    w.wait_ready().await;
+    w
+}
+
 /// The last request the upstream received from the proxy (health probes excluded).
 fn last_post(up: &FakeUpstream) -> warden_tests::upstream::RecordedRequest {
     up.requests()
@@ -117,16 +137,7 @@ async fn request_id_is_accepted_passed_upstream_and_returned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_tokens_is_clamped_to_the_tenant_cap() {
     let up = upstream().await;
-    let tenants = format!(
-        "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\nmax_tokens = 7\n",
-        harness::key_hash(KEY)
-    );
-    let w = Warden::start(
-        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
-        "",
-        &tenants,
-    );
-    w.wait_ready().await;
+    let w = warden_with_tenant(&up, "max_tokens = 7").await;
     let body =
         r#"{"model":"test-model","messages":[{"role":"user","content":"x"}],"max_tokens":500}"#;
     let r = send(w.proxy, &post("/v1/chat/completions", body, ""))
@@ -278,19 +289,7 @@ async fn malformed_http_gets_a_json_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_not_allowed_for_tenant_is_403() {
     let up = upstream().await;
-    let tenants = format!(
-        "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\nmodels = [\"other-model\"]\n",
-        harness::key_hash(KEY)
-    );
-    let w = Warden::start(
-        &[UpstreamSpec::new(
-            "fake",
-            up.addr(),
-            &[MODEL, "other-model"],
-        )],
-        "",
-        &tenants,
-    );
+    let w = warden_with_tenant(&up, "models = [\"other-model\"]").await;
     let r = send(w.proxy, &chat("x", false, "")).await.unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(error_of(&r)["code"], "model_not_allowed");
@@ -348,16 +347,7 @@ async fn large_body_is_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_return_429_with_retry_after() {
     let up = upstream().await;
-    let tenants = format!(
-        "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\nrequests_per_minute = 2\ntokens_per_minute = 100000\n",
-        harness::key_hash(KEY)
-    );
-    let w = Warden::start(
-        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
-        "",
-        &tenants,
-    );
-    w.wait_ready().await;
+    let w = warden_with_tenant(&up, "requests_per_minute = 2\ntokens_per_minute = 100000").await;
     for _ in 0..2 {
         assert_eq!(
             send(w.proxy, &chat("x", false, "")).await.unwrap().status(),
@@ -376,16 +366,7 @@ async fn rate_limits_return_429_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_quota_is_estimated_then_reconciled() {
     let up = upstream().await;
-    let tenants = format!(
-        "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\ntokens_per_minute = 1000\nmax_tokens = 400\n",
-        harness::key_hash(KEY)
-    );
-    let w = Warden::start(
-        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
-        "",
-        &tenants,
-    );
-    w.wait_ready().await;
+    let w = warden_with_tenant(&up, "tokens_per_minute = 1000\nmax_tokens = 400").await;
     // Each request is estimated at ~410 tokens (max_tokens 400) but the fake upstream reports
     // ~65 used, so after reconciliation many more than 1000/410 requests fit in the minute.
     for i in 0..6 {

@@ -116,16 +116,7 @@ struct Target {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(args.threads))
-            .enable_all()
-            .build()
-    };
+    let runtime = warden_tests::runtime(args.threads);
     let result = match runtime {
         Ok(rt) => rt.block_on(run(args)),
         Err(e) => Err(format!("cannot start runtime: {e}")),
