@@ -9,7 +9,7 @@
 //! - [`error`]: every client-visible error and the one mapping to status + OpenAI-style body.
 //! - [`proxy`]: the Pingora `ProxyHttp` phases, thin, calling the modules above.
 //! - [`admin`], [`health`], [`metrics`], [`state`], [`server`], [`logging`]: the rest of the
-//!   process.
+//!   process; [`up`]: `warden up`, the worker and the proxy together on loopback.
 //!
 //! Everything but `proxy`, `admin`, `health` and `server` is sans-IO and tested with plain calls.
 
@@ -25,4 +25,5 @@ pub mod quota;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod up;
 pub mod validate;

@@ -1,6 +1,7 @@
 //! The `warden` command.
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,6 +34,54 @@ enum Command {
         /// Path to the TOML config.
         file: PathBuf,
     },
+    /// Run the OpenAI-compatible inference worker on an ONNX model directory.
+    Worker {
+        /// Model directory: model.onnx (Optimum decoder-with-past layout), tokenizer.json,
+        /// config.json and a chat template.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// Model name clients use (default: the directory name).
+        #[arg(long)]
+        served_model_name: Option<String>,
+        /// libonnxruntime.so to load (default: $ORT_DYLIB_PATH, next to this binary, or
+        /// inference/.ort/ as fetched by tests/scripts/setup.sh).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+        /// ONNX Runtime intra-op threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// KV-cache budget in MiB (default: 512 on CPU, a quarter of free GPU memory with CUDA).
+        #[arg(long)]
+        kv_cache_mib: Option<usize>,
+        /// Prefix-cache budget in MiB (0 disables prefix reuse).
+        #[arg(long, default_value_t = 128)]
+        prefix_cache_mib: usize,
+        /// Requests allowed to wait for admission; more get 503 with Retry-After.
+        #[arg(long, default_value_t = 256)]
+        max_waiting: usize,
+        /// Most sequences decoded together in one step.
+        #[arg(long, default_value_t = 64)]
+        max_batch: usize,
+    },
+    /// Start the worker with the bundled model and the proxy in front of it, on loopback.
+    Up {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        worker: SocketAddr,
+        /// Model directory (default: the bundled inference/model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Where config, logs and the demo key go.
+        #[arg(long, default_value = "warden-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "warden-tiny")]
+        model_name: String,
+    },
     /// API key utilities.
     Keys {
         #[command(subcommand)]
@@ -53,6 +102,42 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { file } => check_config(file),
+        Command::Worker {
+            model,
+            listen,
+            served_model_name,
+            ort_lib,
+            threads,
+            kv_cache_mib,
+            prefix_cache_mib,
+            max_waiting,
+            max_batch,
+        } => worker(warden_inference::WorkerOptions {
+            model_dir: model,
+            listen,
+            served_model_name,
+            ort_lib,
+            threads,
+            kv_cache_bytes: kv_cache_mib.map(|m| m << 20),
+            prefix_cache_bytes: prefix_cache_mib << 20,
+            max_waiting,
+            max_batch,
+        }),
+        Command::Up {
+            listen,
+            admin,
+            worker,
+            model,
+            data_dir,
+            model_name,
+        } => up(warden_proxy::up::UpOptions {
+            listen,
+            admin,
+            worker,
+            model_dir: model,
+            data_dir,
+            model_name,
+        }),
         Command::Keys {
             command: KeysCommand::Hash,
         } => keys_hash(),
@@ -79,6 +164,33 @@ fn serve(path: PathBuf) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "warden failed to start");
             err(&format!("warden: {e}\n"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn worker(opts: warden_inference::WorkerOptions) -> ExitCode {
+    warden_proxy::logging::init(&warden_proxy::config::LoggingConfig {
+        format: warden_proxy::config::LogFormat::Text,
+        level: "info".into(),
+    });
+    match warden_inference::run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            err(&format!("warden worker: {e}\n"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn up(opts: warden_proxy::up::UpOptions) -> ExitCode {
+    match warden_proxy::up::run(opts, &mut |line| {
+        let _ = out(&format!("{line}\n"));
+    }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            err(&format!("warden up: {e}\n"));
             ExitCode::from(1)
         }
     }

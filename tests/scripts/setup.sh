@@ -20,6 +20,30 @@ if ((${#pkgs[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
 
+# ONNX Runtime for the worker: the shared library from the PyPI onnxruntime wheel (pinned and
+# checked), unpacked to inference/.ort/. No Python is needed to run it.
+ort_version=1.31.1
+ort_sha256=5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f
+ort_lib="$ROOT/inference/.ort/libonnxruntime.so.$ort_version"
+if [[ ! -f "$ort_lib" ]]; then
+  [[ "$(uname -m)" == "x86_64" ]] || { echo "setup: no pinned onnxruntime wheel for $(uname -m); set ORT_DYLIB_PATH to a libonnxruntime.so.$ort_version" >&2; exit 1; }
+  echo "setup: fetching libonnxruntime.so.$ort_version from the PyPI onnxruntime wheel" >&2
+  tmp="$(mktemp -d)"
+  python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform manylinux_2_28_x86_64 --python-version 3.11 "onnxruntime==$ort_version" -d "$tmp"
+  whl="$(ls "$tmp"/onnxruntime-"$ort_version"-*.whl)"
+  echo "$ort_sha256  $whl" | sha256sum --quiet -c -
+  mkdir -p "$(dirname "$ort_lib")"
+  python3 - "$whl" "$ort_lib" "$ort_version" <<'PY'
+import sys, zipfile
+whl, out, version = sys.argv[1:]
+with zipfile.ZipFile(whl) as z, open(out + ".part", "wb") as f:
+    f.write(z.read(f"onnxruntime/capi/libonnxruntime.so.{version}"))
+PY
+  mv "$ort_lib.part" "$ort_lib"
+  rm -rf "$tmp"
+fi
+
 if ((WITH_PYTHON)); then
   venv="$ROOT/tests/.venv"
   req="$ROOT/tests/python/requirements.txt"

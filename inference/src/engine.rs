@@ -1,0 +1,486 @@
+//! The scheduler: iteration-level (continuous) batching over one ONNX decoder.
+//!
+//! One engine thread owns the model and every sequence's KV cache. Each iteration it
+//! 1. takes newly submitted requests into its waiting queue (bounded: a full queue is refused at
+//!    submission, so callers answer 503 at once);
+//! 2. admits waiting requests, first come first served, while the KV budget can reserve what each
+//!    may grow to (prompt + `max_tokens`) — the cache can never exceed its bound;
+//! 3. prefills each admitted request (reusing the longest cached prompt prefix) and samples its
+//!    first token;
+//! 4. runs one decode step for *all* running sequences as a single batch, samples, streams each
+//!    new token to its requester, and retires sequences that finished — or whose requester went
+//!    away (a dropped receiver cancels the sequence and frees its KV at the next step).
+//!
+//! New requests therefore join between decode steps instead of waiting for the batch to drain.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokenizers::Tokenizer;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::kv::{KvBudget, PrefixCache, SeqKv};
+use crate::metrics::WorkerMetrics;
+use crate::model::{Model, SeqInput};
+use crate::sampler::{Sampler, SamplingParams};
+
+/// One generation request.
+pub struct GenRequest {
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    /// Alternatives to report per token (0 = none); `logprobs` reports the chosen token's.
+    pub logprobs: bool,
+    pub top_logprobs: usize,
+    pub events: UnboundedSender<Event>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// What the engine streams back for a request.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Token {
+        /// New text since the previous event (may be empty while a multi-byte character or a
+        /// possible stop string is incomplete).
+        text: String,
+        token: u32,
+        logprob: f32,
+        top: Vec<(u32, f32)>,
+    },
+    Done {
+        finish_reason: FinishReason,
+        /// Text held back until the end (possible stop-string prefix).
+        text: String,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
+    Error(String),
+}
+
+/// Why a submission was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    QueueFull,
+    /// Prompt + max_tokens can never fit the context or the KV budget.
+    TooLong {
+        needed: usize,
+        limit: usize,
+    },
+    Stopped,
+}
+
+/// Engine limits.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub kv_budget_bytes: usize,
+    pub prefix_cache_bytes: usize,
+    pub max_waiting: usize,
+    pub max_batch: usize,
+}
+
+/// Live counters shared with the HTTP side.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub waiting: AtomicUsize,
+    pub running: AtomicUsize,
+    pub kv_reserved: AtomicUsize,
+    pub kv_peak: AtomicUsize,
+    pub prefix_hits: AtomicU64,
+    pub prefix_lookups: AtomicU64,
+}
+
+/// The submitting side of the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: SyncSender<GenRequest>,
+    pub stats: Arc<EngineStats>,
+    max_waiting: usize,
+    max_tokens_total: usize,
+    kv_limit_tokens: usize,
+}
+
+impl EngineHandle {
+    pub fn submit(&self, req: GenRequest) -> Result<(), SubmitError> {
+        let needed = req.prompt.len() + req.max_tokens;
+        let limit = self.max_tokens_total.min(self.kv_limit_tokens);
+        if needed > limit {
+            return Err(SubmitError::TooLong { needed, limit });
+        }
+        // Count first so concurrent submitters cannot overshoot the bound.
+        if self.stats.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+            self.stats.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::QueueFull);
+        }
+        match self.tx.try_send(req) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.stats.waiting.fetch_sub(1, Ordering::SeqCst);
+                Err(SubmitError::QueueFull)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.waiting.fetch_sub(1, Ordering::SeqCst);
+                Err(SubmitError::Stopped)
+            }
+        }
+    }
+
+    /// The largest prompt + max_tokens a request may ask for.
+    pub fn max_total_tokens(&self) -> usize {
+        self.max_tokens_total.min(self.kv_limit_tokens)
+    }
+}
+
+struct Seq {
+    req: GenRequest,
+    kv: SeqKv,
+    reserved: usize,
+    generated: Vec<u32>,
+    /// The token to feed at the next decode step.
+    next: u32,
+    sampler: Sampler,
+    /// Bytes of decoded text already sent.
+    sent: usize,
+    last_token_at: Instant,
+}
+
+/// Start the engine thread. It runs until every handle is dropped.
+pub fn start(
+    model: Model,
+    tokenizer: Arc<Tokenizer>,
+    cfg: EngineConfig,
+    metrics: Arc<WorkerMetrics>,
+) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(cfg.max_waiting.max(1));
+    let stats = Arc::new(EngineStats::default());
+    let per_token = model.shape.kv_bytes_per_token().max(1);
+    let handle = EngineHandle {
+        tx,
+        stats: stats.clone(),
+        max_waiting: cfg.max_waiting,
+        max_tokens_total: model.shape.max_positions,
+        kv_limit_tokens: cfg.kv_budget_bytes / per_token,
+    };
+    let thread = std::thread::Builder::new()
+        .name("warden-engine".into())
+        .spawn(move || Engine::new(model, tokenizer, cfg, stats, metrics).run(rx))?;
+    Ok((handle, thread))
+}
+
+struct Engine {
+    model: Model,
+    tokenizer: Arc<Tokenizer>,
+    cfg: EngineConfig,
+    stats: Arc<EngineStats>,
+    metrics: Arc<WorkerMetrics>,
+    budget: KvBudget,
+    prefix: PrefixCache,
+    waiting: VecDeque<(GenRequest, Instant)>,
+    running: Vec<Seq>,
+}
+
+impl Engine {
+    fn new(
+        model: Model,
+        tokenizer: Arc<Tokenizer>,
+        cfg: EngineConfig,
+        stats: Arc<EngineStats>,
+        metrics: Arc<WorkerMetrics>,
+    ) -> Self {
+        Self {
+            budget: KvBudget::new(cfg.kv_budget_bytes),
+            prefix: PrefixCache::new(cfg.prefix_cache_bytes),
+            model,
+            tokenizer,
+            cfg,
+            stats,
+            metrics,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<GenRequest>) {
+        loop {
+            // Block only when idle.
+            if self.running.is_empty() && self.waiting.is_empty() {
+                match rx.recv_timeout(Duration::from_millis(500)) {
+                    Ok(r) => self.waiting.push_back((r, Instant::now())),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            while let Ok(r) = rx.try_recv() {
+                self.waiting.push_back((r, Instant::now()));
+            }
+            self.admit();
+            self.decode_step();
+            self.publish();
+        }
+    }
+
+    fn per_token(&self) -> usize {
+        self.model.shape.kv_bytes_per_token()
+    }
+
+    /// Admit waiting requests in order while their worst-case KV fits.
+    fn admit(&mut self) {
+        while self.running.len() < self.cfg.max_batch {
+            let Some((req, _)) = self.waiting.front() else {
+                break;
+            };
+            if req.events.is_closed() {
+                // Cancelled while waiting.
+                self.waiting.pop_front();
+                self.stats.waiting.fetch_sub(1, Ordering::SeqCst);
+                self.metrics.cancelled.inc();
+                continue;
+            }
+            let need = (req.prompt.len() + req.max_tokens) * self.per_token();
+            if !self.budget.try_reserve(need) {
+                break;
+            }
+            let Some((req, queued_at)) = self.waiting.pop_front() else {
+                break;
+            };
+            self.stats.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.metrics
+                .queue_time
+                .observe(queued_at.elapsed().as_secs_f64());
+            if let Err(e) = self.prefill(req, need, queued_at) {
+                tracing::error!(error = %e, "prefill failed");
+            }
+        }
+    }
+
+    fn prefill(
+        &mut self,
+        req: GenRequest,
+        reserved: usize,
+        arrived: Instant,
+    ) -> Result<(), crate::model::ModelError> {
+        let shape = &self.model.shape;
+        let cached = self.prefix.lookup(&req.prompt);
+        let past = cached
+            .unwrap_or_else(|| SeqKv::empty(shape.n_layer, shape.n_kv_head, shape.head_dim, 0));
+        let start = past.len;
+        let result = self.model.forward(&[SeqInput {
+            tokens: &req.prompt[start..],
+            past: &past,
+        }]);
+        let mut out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                self.budget.release(reserved);
+                let _ = req.events.send(Event::Error(e.to_string()));
+                return Err(e);
+            }
+        };
+        let Some(first) = out.pop() else {
+            self.budget.release(reserved);
+            return Ok(());
+        };
+        self.prefix.insert(&req.prompt, &first.kv);
+        self.metrics
+            .prompt_tokens
+            .inc_by((req.prompt.len() - start) as u64);
+        let mut seq = Seq {
+            sampler: Sampler::new(req.sampling),
+            req,
+            kv: first.kv,
+            reserved,
+            generated: Vec::new(),
+            next: 0,
+            sent: 0,
+            last_token_at: Instant::now(),
+        };
+        self.metrics.ttft.observe(arrived.elapsed().as_secs_f64());
+        if self.accept_token(&mut seq, &first.logits) {
+            self.running.push(seq);
+        } else {
+            self.budget.release(seq.reserved);
+        }
+        Ok(())
+    }
+
+    /// One batched decode step for every running sequence.
+    fn decode_step(&mut self) {
+        if self.running.is_empty() {
+            return;
+        }
+        // Drop sequences whose requester went away before spending compute on them.
+        let before = self.running.len();
+        let budget = &mut self.budget;
+        self.running.retain(|s| {
+            let open = !s.req.events.is_closed();
+            if !open {
+                budget.release(s.reserved);
+            }
+            open
+        });
+        self.metrics
+            .cancelled
+            .inc_by((before - self.running.len()) as u64);
+        if self.running.is_empty() {
+            return;
+        }
+        let tokens: Vec<[u32; 1]> = self.running.iter().map(|s| [s.next]).collect();
+        let inputs: Vec<SeqInput<'_>> = self
+            .running
+            .iter()
+            .zip(&tokens)
+            .map(|(s, t)| SeqInput {
+                tokens: t,
+                past: &s.kv,
+            })
+            .collect();
+        let started = Instant::now();
+        let outputs = match self.model.forward(&inputs) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "decode step failed; failing the batch");
+                for s in self.running.drain(..) {
+                    self.budget.release(s.reserved);
+                    let _ = s.req.events.send(Event::Error(e.to_string()));
+                }
+                return;
+            }
+        };
+        self.metrics.batch_size.observe(outputs.len() as f64);
+        self.metrics
+            .step_time
+            .observe(started.elapsed().as_secs_f64());
+        let mut running = std::mem::take(&mut self.running);
+        let mut keep = Vec::with_capacity(running.len());
+        for (mut seq, out) in running.drain(..).zip(outputs) {
+            seq.kv = out.kv;
+            self.metrics
+                .tpot
+                .observe(seq.last_token_at.elapsed().as_secs_f64());
+            if self.accept_token(&mut seq, &out.logits) {
+                keep.push(seq);
+            } else {
+                self.budget.release(seq.reserved);
+            }
+        }
+        self.running = keep;
+    }
+
+    /// Sample from `logits`, stream the token, and say whether the sequence continues.
+    fn accept_token(&mut self, seq: &mut Seq, logits: &[f32]) -> bool {
+        let top_k = if seq.req.logprobs {
+            seq.req.top_logprobs
+        } else {
+            0
+        };
+        let choice = seq.sampler.sample(logits, top_k);
+        seq.last_token_at = Instant::now();
+        self.metrics.generation_tokens.inc();
+        let eos = self.model.shape.eos_token_ids.contains(&choice.token);
+        if !eos {
+            seq.generated.push(choice.token);
+        }
+        let text = self
+            .tokenizer
+            .decode(&seq.generated, true)
+            .unwrap_or_default();
+        // A stop string ends the text where it starts.
+        let stop_at = seq
+            .req
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| {
+                text[seq.sent.min(text.len())..]
+                    .find(s.as_str())
+                    .map(|i| i + seq.sent)
+            })
+            .min();
+        let finish = if stop_at.is_some() || eos {
+            Some(FinishReason::Stop)
+        } else if seq.generated.len() >= seq.req.max_tokens
+            || seq.kv.len + 1 >= self.model.shape.max_positions
+        {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        let end = stop_at.unwrap_or(text.len());
+        // Hold back an incomplete UTF-8 character and anything that could begin a stop string.
+        let hold = if finish.is_some() {
+            0
+        } else {
+            let longest_stop = seq.req.stop.iter().map(String::len).max().unwrap_or(1);
+            longest_stop.saturating_sub(1)
+        };
+        let mut safe = end.saturating_sub(hold).max(seq.sent);
+        while safe > seq.sent && !text.is_char_boundary(safe) {
+            safe -= 1;
+        }
+        if finish.is_none() && text[..safe].ends_with('\u{FFFD}') {
+            safe = seq.sent;
+        }
+        let delta = text.get(seq.sent..safe).unwrap_or("").to_string();
+        seq.sent = safe;
+        let sent = if eos && delta.is_empty() {
+            true
+        } else {
+            seq.req
+                .events
+                .send(Event::Token {
+                    text: delta,
+                    token: choice.token,
+                    logprob: choice.logprob,
+                    top: choice.top,
+                })
+                .is_ok()
+        };
+        if !sent {
+            self.metrics.cancelled.inc();
+            return false;
+        }
+        seq.next = choice.token;
+        match finish {
+            None => true,
+            Some(reason) => {
+                let rest = text.get(seq.sent..end).unwrap_or("").to_string();
+                let _ = seq.req.events.send(Event::Done {
+                    finish_reason: reason,
+                    text: rest,
+                    prompt_tokens: seq.req.prompt.len(),
+                    completion_tokens: seq.generated.len(),
+                });
+                false
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let s = &self.stats;
+        s.running.store(self.running.len(), Ordering::Relaxed);
+        s.kv_reserved.store(self.budget.reserved, Ordering::Relaxed);
+        s.kv_peak.store(self.budget.peak, Ordering::Relaxed);
+        s.prefix_hits.store(self.prefix.hits, Ordering::Relaxed);
+        s.prefix_lookups
+            .store(self.prefix.lookups, Ordering::Relaxed);
+        self.metrics
+            .update(s, self.budget.limit, self.prefix.hit_ratio());
+    }
+}

@@ -1,0 +1,300 @@
+//! `warden up`: the whole stack on one machine, on loopback, with an embedded default config.
+//!
+//! Starts two child processes of this same binary — `warden worker` with the bundled model and
+//! `warden serve` in front of it — writes their config, logs and a demo API key under a data
+//! directory (default `./warden-data`), waits until the proxy is ready, prints the endpoint, the
+//! key and a `curl` example, and on Ctrl-C or SIGTERM stops both cleanly (the proxy drains first).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::keys;
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub worker: SocketAddr,
+    pub model_dir: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub model_name: String,
+}
+
+#[derive(Debug)]
+pub enum UpError {
+    NoModel(Vec<PathBuf>),
+    Io(String, std::io::Error),
+    ChildExited(&'static str, ExitStatus, PathBuf),
+    NotReady(PathBuf),
+}
+
+impl std::fmt::Display for UpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpError::NoModel(tried) => write!(
+                f,
+                "no model directory found (tried {}); pass --model DIR",
+                tried
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            UpError::Io(what, e) => write!(f, "{what}: {e}"),
+            UpError::ChildExited(which, status, log) => {
+                write!(f, "the {which} exited ({status}); see {}", log.display())
+            }
+            UpError::NotReady(log) => write!(
+                f,
+                "the stack did not become ready in time; see {}",
+                log.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UpError {}
+
+/// The bundled model: `--model`, `$WARDEN_MODEL_DIR`, `./inference/model`, or the repository
+/// the binary was built in (`target/<profile>/warden` → `inference/model`).
+pub fn find_model(explicit: Option<&Path>) -> Result<PathBuf, UpError> {
+    let mut tried = Vec::new();
+    if let Some(p) = explicit {
+        tried.push(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("WARDEN_MODEL_DIR") {
+        tried.push(PathBuf::from(p));
+    }
+    tried.push(PathBuf::from("inference/model"));
+    if let Ok(exe) = std::env::current_exe() {
+        for up in exe.ancestors().skip(1).take(4) {
+            tried.push(up.join("inference/model"));
+        }
+    }
+    tried
+        .iter()
+        .find(|p| p.join("model.onnx").is_file())
+        .cloned()
+        .ok_or(UpError::NoModel(tried))
+}
+
+fn demo_key(data_dir: &Path) -> Result<String, UpError> {
+    let path = data_dir.join("demo-api-key");
+    if let Ok(k) = std::fs::read_to_string(&path) {
+        let k = k.trim().to_string();
+        if k.starts_with("sk-") {
+            return Ok(k);
+        }
+    }
+    let key = keys::generate();
+    std::fs::write(&path, format!("{key}\n"))
+        .map_err(|e| UpError::Io(path.display().to_string(), e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(key)
+}
+
+/// The embedded default proxy config.
+pub fn default_config(o: &UpOptions, key_hash: &str) -> String {
+    format!(
+        r#"# Written by `warden up`; edit and run `warden serve --config` for anything else.
+[server]
+listen = "{listen}"
+grace_period_s = 10
+
+[admin]
+listen = "{admin}"
+
+[[upstreams]]
+name = "local-worker"
+address = "{worker}"
+models = ["{model}"]
+read_timeout_ms = 120000
+health_path = "/health"
+health_interval_ms = 1000
+
+[[tenants]]
+name = "demo"
+api_keys = ["{key_hash}"]
+requests_per_minute = 600
+tokens_per_minute = 200000
+max_tokens = 512
+"#,
+        listen = o.listen,
+        admin = o.admin,
+        worker = o.worker,
+        model = o.model_name,
+    )
+}
+
+struct Stack {
+    worker: Child,
+    proxy: Option<Child>,
+}
+
+impl Stack {
+    fn stop(&mut self) {
+        // Proxy first (it drains in-flight requests), then the worker.
+        if let Some(p) = self.proxy.as_mut() {
+            term(p);
+            wait(p, Duration::from_secs(15));
+        }
+        term(&mut self.worker);
+        wait(&mut self.worker, Duration::from_secs(10));
+    }
+}
+
+fn term(child: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
+        let _ = child.kill();
+    }
+}
+
+fn wait(child: &mut Child, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn spawn(args: &[String], log: &Path) -> Result<Child, UpError> {
+    let exe = std::env::current_exe().map_err(|e| UpError::Io("current executable".into(), e))?;
+    let file = std::fs::File::create(log).map_err(|e| UpError::Io(log.display().to_string(), e))?;
+    Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .map_err(|e| UpError::Io("spawning a child process".into(), e))
+}
+
+fn ready(admin: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&admin, Duration::from_millis(300)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).is_ok() && &buf[9..12] == b"200"
+}
+
+/// Run the stack until Ctrl-C / SIGTERM. `report` receives the lines to show the user.
+pub fn run(o: UpOptions, report: &mut dyn FnMut(&str)) -> Result<(), UpError> {
+    let model = find_model(o.model_dir.as_deref())?;
+    std::fs::create_dir_all(&o.data_dir)
+        .map_err(|e| UpError::Io(o.data_dir.display().to_string(), e))?;
+    let key = demo_key(&o.data_dir)?;
+    let config_path = o.data_dir.join("warden.toml");
+    std::fs::write(
+        &config_path,
+        default_config(&o, &keys::KeyHash::of(&key).to_string()),
+    )
+    .map_err(|e| UpError::Io(config_path.display().to_string(), e))?;
+    let (worker_log, proxy_log) = (o.data_dir.join("worker.log"), o.data_dir.join("proxy.log"));
+
+    // Signals are watched from the start so Ctrl-C during start-up also stops cleanly.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    watch_signals(stop.clone());
+
+    let worker = spawn(
+        &[
+            "worker".into(),
+            "--model".into(),
+            model.display().to_string(),
+            "--listen".into(),
+            o.worker.to_string(),
+            "--served-model-name".into(),
+            o.model_name.clone(),
+        ],
+        &worker_log,
+    )?;
+    let mut stack = Stack {
+        worker,
+        proxy: None,
+    };
+    stack.proxy = Some(spawn(
+        &[
+            "serve".into(),
+            "--config".into(),
+            config_path.display().to_string(),
+        ],
+        &proxy_log,
+    )?);
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut announced = false;
+    let result = loop {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            break Ok(());
+        }
+        if let Ok(Some(status)) = stack.worker.try_wait() {
+            break Err(UpError::ChildExited("worker", status, worker_log.clone()));
+        }
+        if let Some(Ok(Some(status))) = stack.proxy.as_mut().map(Child::try_wait) {
+            break Err(UpError::ChildExited("proxy", status, proxy_log.clone()));
+        }
+        if !announced {
+            if ready(o.admin) {
+                announced = true;
+                report(&format!(
+                    "Warden is up.\n  OpenAI endpoint: http://{listen}/v1  (model \"{model_name}\")\n  API key:         {key}\n  Admin:           http://{admin}/metrics  /readyz  /healthz\n  Worker:          http://{worker}/metrics (model {model})\n  Data and logs:   {data}\n\nTry:\n  curl -s http://{listen}/v1/chat/completions \\\n    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -d '{{\"model\": \"{model_name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Tell me a story.\"}}], \"max_tokens\": 60}}'\n\nCtrl-C stops both processes.",
+                    listen = o.listen,
+                    admin = o.admin,
+                    worker = o.worker,
+                    model = model.display(),
+                    model_name = o.model_name,
+                    data = o.data_dir.display(),
+                ));
+            } else if Instant::now() > deadline {
+                break Err(UpError::NotReady(proxy_log.clone()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    stack.stop();
+    if result.is_ok() {
+        report("stopped.");
+    }
+    result
+}
+
+fn watch_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            if let (Ok(mut t), Ok(mut i)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                tokio::select! {
+                    _ = t.recv() => {},
+                    _ = i.recv() => {},
+                }
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    });
+}
