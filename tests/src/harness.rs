@@ -262,6 +262,100 @@ impl Drop for Warden {
     }
 }
 
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A running `warden worker` on the bundled model.
+pub struct Worker {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Worker {
+    /// Start on a free port with extra CLI flags; waits until `/health` answers.
+    pub fn start(extra: &[&str]) -> Worker {
+        let root = repo_root();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = std::env::temp_dir().join(format!(
+            "warden-worker-{}-{}.log",
+            std::process::id(),
+            addr.port()
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(warden_bin())
+            .arg("worker")
+            .arg("--model")
+            .arg(root.join("inference/model"))
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--served-model-name",
+                "warden-tiny",
+            ])
+            .args(extra)
+            .env(
+                "ORT_DYLIB_PATH",
+                root.join("inference/.ort/libonnxruntime.so.1.31.1"),
+            )
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn worker: {e}"));
+        let mut w = Worker {
+            child: Some(child),
+            addr,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return w;
+            }
+            if let Some(Ok(Some(status))) = w.child.as_mut().map(|c| c.try_wait()) {
+                panic!("worker exited ({status}):\n{}", w.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker did not start:\n{}",
+                w.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One metric's value from `/metrics` (first sample with that exact name).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = get(self.addr, "/metrics")
+            .await
+            .map(|r| r.text())
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(f64::NAN)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
 fn unreachable_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 1))
 }

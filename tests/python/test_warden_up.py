@@ -1,0 +1,62 @@
+"""The OpenAI Python SDK against `warden up`: the bundled worker with the proxy in front."""
+
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from conftest import _bin, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def stack():
+    data = Path(tempfile.mkdtemp(prefix="warden-up-"))
+    proxy, admin, worker = free_port(), free_port(), free_port()
+    env = dict(os.environ, ORT_DYLIB_PATH=str(ROOT / "inference/.ort/libonnxruntime.so.1.31.1"))
+    proc = subprocess.Popen(
+        [_bin("WARDEN_BIN", "warden"), "up", "--listen", f"127.0.0.1:{proxy}", "--admin", f"127.0.0.1:{admin}",
+         "--worker", f"127.0.0.1:{worker}", "--data-dir", str(data), "--model", str(ROOT / "inference/model")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    out, key, deadline = [], None, time.time() + 90
+    while key is None:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("warden up exited:\n" + "".join(out))
+        out.append(line)
+        m = re.search(r"API key:\s+(sk-\S+)", line)
+        if m:
+            key = m.group(1)
+        if time.time() > deadline:
+            raise RuntimeError("warden up did not report ready:\n" + "".join(out))
+    yield {"base_url": f"http://127.0.0.1:{proxy}/v1", "key": key, "data": data}
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+    assert "stopped." in proc.stdout.read()
+
+
+def test_chat_through_warden_up(stack):
+    client = openai.OpenAI(base_url=stack["base_url"], api_key=stack["key"], max_retries=0, timeout=60)
+    r = client.chat.completions.create(model="warden-tiny", messages=[{"role": "user", "content": "Tell me a story."}],
+                                       max_tokens=24, temperature=0)
+    assert r.choices[0].message.content
+    assert 0 < r.usage.completion_tokens <= 24
+    chunks = list(client.chat.completions.create(model="warden-tiny", messages=[{"role": "user", "content": "Tell me a story."}],
+                                                 max_tokens=24, temperature=0, stream=True))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == r.choices[0].message.content
+    assert [m.id for m in client.models.list()] == ["warden-tiny"]
+
+
+def test_the_demo_key_is_kept_private(stack):
+    key_file = stack["data"] / "demo-api-key"
+    assert key_file.read_text().strip() == stack["key"]
+    assert key_file.stat().st_mode & 0o077 == 0
+    assert stack["key"] not in (stack["data"] / "warden.toml").read_text()
