@@ -195,7 +195,7 @@ async fn the_worker_rejects_bad_requests_with_openai_errors() {
         ),
         (
             "/v1/completions",
-            format!(r#"{{"model":"gpt-9","prompt":"x"}}"#),
+            r#"{"model":"gpt-9","prompt":"x"}"#.to_string(),
             404,
             "model_not_found",
         ),
