@@ -36,6 +36,9 @@ pub struct GenRequest {
     /// Alternatives to report per token (0 = none); `logprobs` reports the chosen token's.
     pub logprobs: bool,
     pub top_logprobs: usize,
+    /// Keep generating past end-of-text (vLLM's `ignore_eos`; for benchmarks and tests that need
+    /// exact lengths).
+    pub ignore_eos: bool,
     pub events: UnboundedSender<Event>,
 }
 
@@ -393,7 +396,7 @@ impl Engine {
         let choice = seq.sampler.sample(logits, top_k);
         seq.last_token_at = Instant::now();
         self.metrics.generation_tokens.inc();
-        let eos = self.model.shape.eos_token_ids.contains(&choice.token);
+        let eos = !seq.req.ignore_eos && self.model.shape.eos_token_ids.contains(&choice.token);
         if !eos {
             seq.generated.push(choice.token);
         }

@@ -36,6 +36,21 @@ impl SeqKv {
         }
     }
 
+    /// Wrap per-layer `[keys, values]`, each `[n_kv_head, len, head_dim]`.
+    pub fn from_layers(
+        n_kv_head: usize,
+        head_dim: usize,
+        len: usize,
+        layers: Vec<[Vec<f32>; 2]>,
+    ) -> SeqKv {
+        SeqKv {
+            len,
+            n_kv_head,
+            head_dim,
+            layers,
+        }
+    }
+
     pub fn layer(&self, layer: usize, pick: usize) -> &[f32] {
         &self.layers[layer][pick]
     }

@@ -250,15 +250,15 @@ impl Model {
         let (h, d) = (s.n_kv_head, s.head_dim);
         for layer in 0..s.n_layer {
             for (kind, pick) in [("key", 0usize), ("value", 1usize)] {
-                let mut data = vec![0f32; b * h * past_max * d];
-                for (i, x) in batch.iter().enumerate() {
+                // Built by appending, so only the left padding is written twice (it is masked).
+                let mut data = Vec::with_capacity(b * h * past_max * d);
+                for x in batch {
                     let src = x.past.layer(layer, pick);
                     let len = x.past.len;
-                    let pad = past_max - len;
+                    let pad = (past_max - len) * d;
                     for head in 0..h {
-                        let dst0 = ((i * h + head) * past_max + pad) * d;
-                        let src0 = head * len * d;
-                        data[dst0..dst0 + len * d].copy_from_slice(&src[src0..src0 + len * d]);
+                        data.resize(data.len() + pad, 0.0);
+                        data.extend_from_slice(&src[head * len * d..(head + 1) * len * d]);
                     }
                 }
                 let shape = vec![b as i64, h as i64, past_max as i64, d as i64];
@@ -272,33 +272,42 @@ impl Model {
         let outputs = self.session.run(inputs)?;
         let (lshape, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
         let vocab = lshape.last().copied().unwrap_or(0) as usize;
-        let mut out: Vec<SeqOutput> = batch
+        let mut kvs: Vec<Vec<[Vec<f32>; 2]>> = batch
             .iter()
-            .enumerate()
-            .map(|(i, x)| {
-                let row = (i * t + (t - 1)) * vocab;
-                SeqOutput {
-                    logits: logits[row..row + vocab].to_vec(),
-                    kv: crate::kv::SeqKv::empty(s.n_layer, h, d, x.past.len + t),
-                }
+            .map(|x| {
+                let size = h * (x.past.len + t) * d;
+                (0..s.n_layer)
+                    .map(|_| [Vec::with_capacity(size), Vec::with_capacity(size)])
+                    .collect()
             })
             .collect();
         for layer in 0..s.n_layer {
             for (kind, pick) in [("key", 0usize), ("value", 1usize)] {
                 let (_, present) = outputs[format!("present.{layer}.{kind}").as_str()]
                     .try_extract_tensor::<f32>()?;
-                for (i, o) in out.iter_mut().enumerate() {
-                    let len = o.kv.len;
+                for (i, x) in batch.iter().enumerate() {
+                    let len = x.past.len + t;
                     let pad = total - len;
-                    let dst = o.kv.layer_mut(layer, pick);
+                    let dst = &mut kvs[i][layer][pick];
                     for head in 0..h {
                         let src0 = ((i * h + head) * total + pad) * d;
-                        dst[head * len * d..(head + 1) * len * d]
-                            .copy_from_slice(&present[src0..src0 + len * d]);
+                        dst.extend_from_slice(&present[src0..src0 + len * d]);
                     }
                 }
             }
         }
+        let out = batch
+            .iter()
+            .zip(kvs)
+            .enumerate()
+            .map(|(i, (x, layers))| {
+                let row = (i * t + (t - 1)) * vocab;
+                SeqOutput {
+                    logits: logits[row..row + vocab].to_vec(),
+                    kv: crate::kv::SeqKv::from_layers(h, d, x.past.len + t, layers),
+                }
+            })
+            .collect();
         Ok(out)
     }
 }

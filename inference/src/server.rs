@@ -124,6 +124,7 @@ struct Parsed {
     include_usage: bool,
     logprobs: bool,
     top_logprobs: usize,
+    ignore_eos: bool,
 }
 
 fn parse_json(body: &Bytes) -> Result<serde_json::Map<String, Value>, ApiError> {
@@ -329,6 +330,10 @@ fn parse(s: &AppState, kind: Kind, o: &serde_json::Map<String, Value>) -> Result
             .unwrap_or(false),
         logprobs,
         top_logprobs,
+        ignore_eos: o
+            .get("ignore_eos")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     })
 }
 
@@ -371,6 +376,7 @@ async fn generate(s: Arc<AppState>, kind: Kind, body: Bytes) -> Response {
         stop: p.stop,
         logprobs: p.logprobs,
         top_logprobs: p.top_logprobs,
+        ignore_eos: p.ignore_eos,
         events: tx,
     };
     let refused = match s.engine.submit(req) {

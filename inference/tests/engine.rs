@@ -55,6 +55,7 @@ fn request(
             stop: Vec::new(),
             logprobs: false,
             top_logprobs: 0,
+            ignore_eos: false,
             events: tx,
         },
         rx,

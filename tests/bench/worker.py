@@ -94,7 +94,7 @@ def throughput(port, concurrency, requests):
             if i is None:
                 return
             n, _, _ = complete(port, {"model": "warden-tiny", "prompt": prompts[i], "max_tokens": 64,
-                                      "temperature": 0})
+                                      "temperature": 0, "ignore_eos": True})
             with lock:
                 results.append(n)
 
@@ -107,8 +107,9 @@ def throughput(port, concurrency, requests):
     return sum(results) / (time.perf_counter() - t0)
 
 
+# About 400 tokens of the model's 512-token context: the "long shared system prompt".
 SYSTEM = ("You are the keeper of an old library. You answer every question in the plain and measured "
-          "style of the old books, with patience and care, and you never hurry. ") * 5
+          "style of the old books, with patience and care, and you never hurry. ") * 10
 
 
 def ttft(port, requests):

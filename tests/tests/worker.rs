@@ -124,7 +124,10 @@ async fn the_proxy_works_in_front_of_the_real_worker() {
 async fn a_client_disconnect_cancels_the_sequence_and_frees_its_kv() {
     let worker = Worker::start(&[]);
     let w = proxied(&worker, "max_tokens = 400").await;
-    let body = chat("Tell me a long story", r#","stream":true,"max_tokens":400"#);
+    let body = chat(
+        "Tell me a long story",
+        r#","stream":true,"max_tokens":400,"ignore_eos":true"#,
+    );
     let mut conn = Conn::new(tokio::net::TcpStream::connect(w.proxy).await.unwrap());
     conn.write_all(&post("/v1/chat/completions", &body, ""))
         .await
@@ -156,7 +159,7 @@ async fn a_client_disconnect_cancels_the_sequence_and_frees_its_kv() {
 async fn a_full_worker_queue_answers_503_with_retry_after() {
     let worker = Worker::start(&["--max-waiting", "1", "--max-batch", "1"]);
     let body = format!(
-        r#"{{"model":"{MODEL}","prompt":"And it came to pass","max_tokens":300,"temperature":0}}"#
+        r#"{{"model":"{MODEL}","prompt":"And it came to pass","max_tokens":300,"temperature":0,"ignore_eos":true}}"#
     );
     let raw = format!(
         "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
