@@ -24,7 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::kv::{KvBudget, PrefixCache, SeqKv};
 use crate::metrics::WorkerMetrics;
-use crate::model::{Model, SeqInput};
+use crate::model::{DecodeSeq, Model};
 use crate::sampler::{Sampler, SamplingParams};
 
 /// One generation request.
@@ -152,14 +152,23 @@ impl EngineHandle {
 }
 
 struct Seq {
+    id: u64,
     req: GenRequest,
+    /// The cache (stale while the model keeps it resident; see `Model::decode`).
     kv: SeqKv,
+    /// Positions in the cache: prompt plus tokens fed so far.
+    kv_len: usize,
     reserved: usize,
     generated: Vec<u32>,
     /// The token to feed at the next decode step.
     next: u32,
     sampler: Sampler,
-    /// Bytes of decoded text already sent.
+    /// Decoded text so far (complete characters only).
+    text: String,
+    /// Incremental detokenisation offsets into `generated` (see `Engine::detokenize`).
+    prefix_offset: usize,
+    read_offset: usize,
+    /// Bytes of `text` already sent.
     sent: usize,
     last_token_at: Instant,
 }
@@ -197,6 +206,7 @@ struct Engine {
     prefix: PrefixCache,
     waiting: VecDeque<(GenRequest, Instant)>,
     running: Vec<Seq>,
+    next_id: u64,
 }
 
 impl Engine {
@@ -217,6 +227,7 @@ impl Engine {
             metrics,
             waiting: VecDeque::new(),
             running: Vec::new(),
+            next_id: 0,
         }
     }
 
@@ -284,11 +295,7 @@ impl Engine {
         let past = cached
             .unwrap_or_else(|| SeqKv::empty(shape.n_layer, shape.n_kv_head, shape.head_dim, 0));
         let start = past.len;
-        let result = self.model.forward(&[SeqInput {
-            tokens: &req.prompt[start..],
-            past: &past,
-        }]);
-        let mut out = match result {
+        let first = match self.model.prefill(&req.prompt[start..], past) {
             Ok(out) => out,
             Err(e) => {
                 self.budget.release(reserved);
@@ -296,26 +303,42 @@ impl Engine {
                 return Err(e);
             }
         };
-        let Some(first) = out.pop() else {
-            self.budget.release(reserved);
-            return Ok(());
-        };
-        self.prefix.insert(&req.prompt, &first.kv);
         self.metrics
             .prompt_tokens
             .inc_by((req.prompt.len() - start) as u64);
+        self.next_id += 1;
+        let shape = &self.model.shape;
         let mut seq = Seq {
+            id: self.next_id,
             sampler: Sampler::new(req.sampling),
+            kv_len: first.len,
             req,
-            kv: first.kv,
+            // Filled from the prefill's tensors right after the first token is sent.
+            kv: SeqKv::empty(shape.n_layer, shape.n_kv_head, shape.head_dim, 0),
             reserved,
             generated: Vec::new(),
             next: 0,
+            text: String::new(),
+            prefix_offset: 0,
+            read_offset: 0,
             sent: 0,
             last_token_at: Instant::now(),
         };
         self.metrics.ttft.observe(arrived.elapsed().as_secs_f64());
-        if self.accept_token(&mut seq, &first.logits) {
+        let continues = self.accept_token(&mut seq, &first.logits);
+        // The first token is out; now copy the cache and remember the prompt's blocks.
+        match self.model.cache_of(&first) {
+            Ok(kv) => {
+                self.prefix.insert(&seq.req.prompt, &kv);
+                seq.kv = kv;
+            }
+            Err(e) => {
+                self.budget.release(seq.reserved);
+                let _ = seq.req.events.send(Event::Error(e.to_string()));
+                return Err(e);
+            }
+        }
+        if continues {
             self.running.push(seq);
         } else {
             self.budget.release(seq.reserved);
@@ -344,21 +367,23 @@ impl Engine {
         if self.running.is_empty() {
             return;
         }
-        let tokens: Vec<[u32; 1]> = self.running.iter().map(|s| [s.next]).collect();
-        let inputs: Vec<SeqInput<'_>> = self
+        let mut batch: Vec<DecodeSeq<'_>> = self
             .running
-            .iter()
-            .zip(&tokens)
-            .map(|(s, t)| SeqInput {
-                tokens: t,
-                past: &s.kv,
+            .iter_mut()
+            .map(|s| DecodeSeq {
+                id: s.id,
+                token: s.next,
+                kv: &mut s.kv,
             })
             .collect();
         let started = Instant::now();
-        let outputs = match self.model.forward(&inputs) {
+        let result = self.model.decode(&mut batch);
+        drop(batch);
+        let outputs = match result {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "decode step failed; failing the batch");
+                self.model.reset();
                 for s in self.running.drain(..) {
                     self.budget.release(s.reserved);
                     let _ = s.req.events.send(Event::Error(e.to_string()));
@@ -372,12 +397,12 @@ impl Engine {
             .observe(started.elapsed().as_secs_f64());
         let mut running = std::mem::take(&mut self.running);
         let mut keep = Vec::with_capacity(running.len());
-        for (mut seq, out) in running.drain(..).zip(outputs) {
-            seq.kv = out.kv;
+        for (mut seq, logits) in running.drain(..).zip(outputs) {
+            seq.kv_len += 1;
             self.metrics
                 .tpot
                 .observe(seq.last_token_at.elapsed().as_secs_f64());
-            if self.accept_token(&mut seq, &out.logits) {
+            if self.accept_token(&mut seq, &logits) {
                 keep.push(seq);
             } else {
                 self.budget.release(seq.reserved);
@@ -393,17 +418,20 @@ impl Engine {
         } else {
             0
         };
-        let choice = seq.sampler.sample(logits, top_k);
+        let choice = seq.sampler.sample(logits, top_k, seq.req.logprobs);
         seq.last_token_at = Instant::now();
         self.metrics.generation_tokens.inc();
         let eos = !seq.req.ignore_eos && self.model.shape.eos_token_ids.contains(&choice.token);
         if !eos {
             seq.generated.push(choice.token);
         }
-        let text = self
-            .tokenizer
-            .decode(&seq.generated, true)
-            .unwrap_or_default();
+        self.detokenize(seq, false);
+        let at_limit = seq.generated.len() >= seq.req.max_tokens
+            || seq.kv_len + 1 >= self.model.shape.max_positions;
+        if eos || at_limit {
+            self.detokenize(seq, true);
+        }
+        let text = &seq.text;
         // A stop string ends the text where it starts.
         let stop_at = seq
             .req
@@ -418,9 +446,7 @@ impl Engine {
             .min();
         let finish = if stop_at.is_some() || eos {
             Some(FinishReason::Stop)
-        } else if seq.generated.len() >= seq.req.max_tokens
-            || seq.kv.len + 1 >= self.model.shape.max_positions
-        {
+        } else if at_limit {
             Some(FinishReason::Length)
         } else {
             None
@@ -436,9 +462,6 @@ impl Engine {
         let mut safe = end.saturating_sub(hold).max(seq.sent);
         while safe > seq.sent && !text.is_char_boundary(safe) {
             safe -= 1;
-        }
-        if finish.is_none() && text[..safe].ends_with('\u{FFFD}') {
-            safe = seq.sent;
         }
         let delta = text.get(seq.sent..safe).unwrap_or("").to_string();
         seq.sent = safe;
@@ -463,7 +486,7 @@ impl Engine {
         match finish {
             None => true,
             Some(reason) => {
-                let rest = text.get(seq.sent..end).unwrap_or("").to_string();
+                let rest = seq.text.get(seq.sent..end).unwrap_or("").to_string();
                 let _ = seq.req.events.send(Event::Done {
                     finish_reason: reason,
                     text: rest,
@@ -472,6 +495,28 @@ impl Engine {
                 });
                 false
             }
+        }
+    }
+
+    /// Append the text of newly generated tokens to `seq.text` in O(1) per token: decode only
+    /// the last few tokens, and compare with the decoding of those before the newest (the offsets
+    /// technique vLLM uses). A token that ends mid-character waits for the next one; `flush`
+    /// appends whatever is left (lossily) at the end.
+    fn detokenize(&self, seq: &mut Seq, flush: bool) {
+        let tok = &self.tokenizer;
+        let prev = tok
+            .decode(&seq.generated[seq.prefix_offset..seq.read_offset], true)
+            .unwrap_or_default();
+        let new = tok
+            .decode(&seq.generated[seq.prefix_offset..], true)
+            .unwrap_or_default();
+        let complete = !new.ends_with('\u{FFFD}');
+        if (complete || flush) && new.len() > prev.len() {
+            if let Some(delta) = new.get(prev.len()..) {
+                seq.text.push_str(delta);
+            }
+            seq.prefix_offset = seq.read_offset;
+            seq.read_offset = seq.generated.len();
         }
     }
 

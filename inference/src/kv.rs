@@ -10,8 +10,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-/// Prefix-cache granularity in tokens.
-pub const BLOCK: usize = 16;
+/// Prefix-cache granularity in tokens: smaller blocks leave a shorter uncached tail to prefill,
+/// larger ones mean fewer entries to hash and look up.
+pub const BLOCK: usize = 8;
 
 /// One sequence's cache.
 #[derive(Clone, Debug)]
@@ -49,6 +50,11 @@ impl SeqKv {
             head_dim,
             layers,
         }
+    }
+
+    /// The per-layer `[keys, values]` buffers, each `[n_kv_head, len, head_dim]`.
+    pub fn into_layers(self) -> Vec<[Vec<f32>; 2]> {
+        self.layers
     }
 
     pub fn layer(&self, layer: usize, pick: usize) -> &[f32] {
@@ -320,7 +326,7 @@ mod tests {
         a.extend(100..110);
         let full = kv(a.len());
         let block_bytes = full.slice(0, BLOCK).bytes();
-        let mut c = PrefixCache::new(3 * block_bytes);
+        let mut c = PrefixCache::new((32 / BLOCK + 1) * block_bytes);
         c.insert(&a, &full);
         // Another prompt with the same 32-token system prefix hits both blocks.
         let mut b = system.clone();
@@ -329,11 +335,11 @@ mod tests {
         assert_eq!(hit.len, 32);
         assert_eq!(hit.layer(1, 1), full.slice(0, 32).layer(1, 1));
         // Always leaves one token to run.
-        assert_eq!(c.lookup(&system).map(|k| k.len), Some(16));
+        assert_eq!(c.lookup(&system).map(|k| k.len), Some(32 - BLOCK));
         // A different prompt evicts the least recently used blocks, within the bound.
         let other: Vec<u32> = (500..540).collect();
         c.insert(&other, &kv(other.len()));
-        assert!(c.bytes() <= 3 * block_bytes);
+        assert!(c.bytes() <= (32 / BLOCK + 1) * block_bytes);
         assert!(c.lookup(&other).is_some());
     }
 }

@@ -136,26 +136,46 @@ pub fn read_chat_template(dir: &Path) -> Result<String, ModelError> {
     )))
 }
 
-/// One sequence's input to a forward pass.
-pub struct SeqInput<'a> {
-    /// New tokens to run (the whole prompt remainder for a prefill, one token for a decode).
-    pub tokens: &'a [u32],
-    /// This sequence's cached keys/values: per layer, `[n_kv_head, past_len, head_dim]`.
-    pub past: &'a crate::kv::SeqKv,
-}
-
-/// What a forward pass returns per sequence.
+/// What a prefill returns.
 pub struct SeqOutput {
     /// Logits of the last new position.
     pub logits: Vec<f32>,
-    /// The sequence's new cache: `past_len + tokens.len()` positions.
-    pub kv: crate::kv::SeqKv,
+    /// `present.{layer}.{key,value}` (batch 1): the cache, `len` positions; see
+    /// [`Model::cache_of`].
+    pub presents: Vec<ort::value::DynValue>,
+    pub len: usize,
+}
+
+/// A sequence in a decode step.
+pub struct DecodeSeq<'a> {
+    /// Stable id of the sequence (the engine's).
+    pub id: u64,
+    /// The token to feed.
+    pub token: u32,
+    /// The sequence's cache. While the sequence stays in an unchanged batch its cache lives in
+    /// the model's resident tensors and this copy is stale; it is brought up to date
+    /// (materialised) whenever the batch changes.
+    pub kv: &'a mut crate::kv::SeqKv,
+}
+
+/// The previous decode step's `present` tensors, kept as they are while the batch composition
+/// does not change, and fed straight back as the next step's `past` — no per-step copy of every
+/// sequence's cache in and out.
+struct Resident {
+    ids: Vec<u64>,
+    /// Each sequence's cache length in the tensors.
+    lens: Vec<usize>,
+    /// Padded length of the tensors (sequences are left-padded to it).
+    total: usize,
+    /// `present.{layer}.{key,value}` in order: index `2 * layer + pick`.
+    presents: Vec<ort::value::DynValue>,
 }
 
 /// An ONNX decoder session.
 pub struct Model {
     session: Session,
     pub shape: ModelShape,
+    resident: Option<Resident>,
 }
 
 impl Model {
@@ -199,115 +219,228 @@ impl Model {
                 shape.n_layer
             )));
         }
-        Ok(Model { session, shape })
+        Ok(Model {
+            session,
+            shape,
+            resident: None,
+        })
     }
 
-    /// Run a batch. All sequences must have the same number of new tokens (1 for decode steps;
-    /// prefills run one sequence at a time). Pasts of different lengths are left-padded and
-    /// masked.
-    pub fn forward(&mut self, batch: &[SeqInput<'_>]) -> Result<Vec<SeqOutput>, ModelError> {
-        let s = &self.shape;
-        let b = batch.len();
-        let Some(first) = batch.first() else {
-            return Ok(Vec::new());
-        };
-        let t = first.tokens.len();
-        if batch.iter().any(|x| x.tokens.len() != t) || t == 0 {
-            return Err(ModelError::Runtime(
-                "batch sequences must share a non-zero new-token count".into(),
-            ));
+    /// One decode step (one new token each) for a batch, returning each sequence's logits.
+    ///
+    /// When the batch is the same as the previous step's (same ids, same order) the previous
+    /// `present` tensors are the new `past` as they are. Otherwise the previous batch's caches are
+    /// first copied out to the sequences still running, and the batch is built from their caches.
+    pub fn decode(&mut self, seqs: &mut [DecodeSeq<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let ids: Vec<u64> = seqs.iter().map(|x| x.id).collect();
+        let same = self.resident.as_ref().is_some_and(|r| r.ids == ids);
+        if !same {
+            if let Some(r) = self.resident.take() {
+                self.materialize(&r, seqs)?;
+            }
         }
-        let past_max = batch.iter().map(|x| x.past.len).max().unwrap_or(0);
-        let total = past_max + t;
-
-        let mut input_ids = Vec::with_capacity(b * t);
-        let mut position_ids = Vec::with_capacity(b * t);
+        let s = &self.shape;
+        let (h, d) = (s.n_kv_head, s.head_dim);
+        let b = seqs.len();
+        let (lens, past_total, past): (Vec<usize>, usize, Vec<ort::value::DynValue>) = match self
+            .resident
+            .take()
+        {
+            Some(r) => (r.lens, r.total, r.presents),
+            None => {
+                let lens: Vec<usize> = seqs.iter().map(|x| x.kv.len).collect();
+                let total = lens.iter().copied().max().unwrap_or(0);
+                let mut past = Vec::with_capacity(2 * s.n_layer);
+                for layer in 0..s.n_layer {
+                    for pick in 0..2 {
+                        let mut data = Vec::with_capacity(b * h * total * d);
+                        for x in seqs.iter() {
+                            let src = x.kv.layer(layer, pick);
+                            let len = x.kv.len;
+                            for head in 0..h {
+                                data.resize(data.len() + (total - len) * d, 0.0);
+                                data.extend_from_slice(&src[head * len * d..(head + 1) * len * d]);
+                            }
+                        }
+                        let shape = vec![b as i64, h as i64, total as i64, d as i64];
+                        past.push(Tensor::from_array((shape, data))?.into_dyn());
+                    }
+                }
+                (lens, total, past)
+            }
+        };
+        let total = past_total + 1;
         let mut mask = vec![0i64; b * total];
-        for (i, x) in batch.iter().enumerate() {
-            input_ids.extend(x.tokens.iter().map(|&id| i64::from(id)));
-            position_ids.extend((0..t).map(|j| (x.past.len + j) as i64));
-            let pad = past_max - x.past.len;
-            for m in &mut mask[i * total + pad..(i + 1) * total] {
+        for (i, len) in lens.iter().enumerate() {
+            for m in &mut mask[i * total + (past_total - len)..(i + 1) * total] {
                 *m = 1;
             }
         }
         let mut inputs: Vec<(std::borrow::Cow<'static, str>, SessionInputValue<'static>)> =
             Vec::new();
+        let input_ids: Vec<i64> = seqs.iter().map(|x| i64::from(x.token)).collect();
         inputs.push((
             "input_ids".into(),
-            Tensor::from_array((vec![b as i64, t as i64], input_ids))?.into(),
+            Tensor::from_array((vec![b as i64, 1], input_ids))?.into(),
         ));
         inputs.push((
             "attention_mask".into(),
             Tensor::from_array((vec![b as i64, total as i64], mask))?.into(),
         ));
         if s.has_position_ids {
+            let pos: Vec<i64> = lens.iter().map(|l| *l as i64).collect();
             inputs.push((
                 "position_ids".into(),
-                Tensor::from_array((vec![b as i64, t as i64], position_ids))?.into(),
+                Tensor::from_array((vec![b as i64, 1], pos))?.into(),
             ));
         }
+        let n_layer = s.n_layer;
+        for (k, value) in past.into_iter().enumerate() {
+            let kind = if k % 2 == 0 { "key" } else { "value" };
+            inputs.push((
+                format!("past_key_values.{}.{kind}", k / 2).into(),
+                value.into(),
+            ));
+        }
+        let mut outputs = self.session.run(inputs)?;
+        let (lshape, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
+        let vocab = lshape.last().copied().unwrap_or(0) as usize;
+        let per_seq: Vec<Vec<f32>> = (0..b)
+            .map(|i| logits[i * vocab..(i + 1) * vocab].to_vec())
+            .collect();
+        let mut presents = Vec::with_capacity(2 * n_layer);
+        for layer in 0..n_layer {
+            for kind in ["key", "value"] {
+                let name = format!("present.{layer}.{kind}");
+                presents.push(outputs.remove(name.as_str()).ok_or_else(|| {
+                    ModelError::Runtime(format!("model.onnx produced no {name}"))
+                })?);
+            }
+        }
+        drop(outputs);
+        self.resident = Some(Resident {
+            ids,
+            lens: lens.iter().map(|l| l + 1).collect(),
+            total,
+            presents,
+        });
+        Ok(per_seq)
+    }
+
+    /// Copy each still-running sequence's cache out of the resident tensors.
+    fn materialize(&self, r: &Resident, seqs: &mut [DecodeSeq<'_>]) -> Result<(), ModelError> {
+        let (h, d, n_layer) = (
+            self.shape.n_kv_head,
+            self.shape.head_dim,
+            self.shape.n_layer,
+        );
+        let tensors: Vec<&[f32]> = r
+            .presents
+            .iter()
+            .map(|v| v.try_extract_tensor::<f32>().map(|(_, data)| data))
+            .collect::<Result<_, _>>()?;
+        for x in seqs.iter_mut() {
+            let Some(i) = r.ids.iter().position(|id| *id == x.id) else {
+                continue; // joined this step: its cache is already current
+            };
+            let len = r.lens[i];
+            let pad = r.total - len;
+            let layers = (0..n_layer)
+                .map(|layer| {
+                    [0, 1].map(|pick| {
+                        let src = tensors[2 * layer + pick];
+                        let mut out = Vec::with_capacity(h * len * d);
+                        for head in 0..h {
+                            let s0 = ((i * h + head) * r.total + pad) * d;
+                            out.extend_from_slice(&src[s0..s0 + len * d]);
+                        }
+                        out
+                    })
+                })
+                .collect();
+            *x.kv = crate::kv::SeqKv::from_layers(h, d, len, layers);
+        }
+        Ok(())
+    }
+
+    /// Forget the resident batch (after a failed step, its tensors may not match the sequences).
+    pub fn reset(&mut self) {
+        self.resident = None;
+    }
+
+    /// Prefill one sequence: run `tokens` on top of `past`, whose buffers are moved into the
+    /// input tensors (a single unpadded sequence already has the tensor layout), so a long cached
+    /// prefix is not copied again.
+    pub fn prefill(
+        &mut self,
+        tokens: &[u32],
+        past: crate::kv::SeqKv,
+    ) -> Result<SeqOutput, ModelError> {
+        let s = &self.shape;
         let (h, d) = (s.n_kv_head, s.head_dim);
-        for layer in 0..s.n_layer {
-            for (kind, pick) in [("key", 0usize), ("value", 1usize)] {
-                // Built by appending, so only the left padding is written twice (it is masked).
-                let mut data = Vec::with_capacity(b * h * past_max * d);
-                for x in batch {
-                    let src = x.past.layer(layer, pick);
-                    let len = x.past.len;
-                    let pad = (past_max - len) * d;
-                    for head in 0..h {
-                        data.resize(data.len() + pad, 0.0);
-                        data.extend_from_slice(&src[head * len * d..(head + 1) * len * d]);
-                    }
-                }
-                let shape = vec![b as i64, h as i64, past_max as i64, d as i64];
+        let (t, past_len) = (tokens.len(), past.len);
+        let total = past_len + t;
+        let mut inputs: Vec<(std::borrow::Cow<'static, str>, SessionInputValue<'static>)> =
+            Vec::new();
+        let ids: Vec<i64> = tokens.iter().map(|&x| i64::from(x)).collect();
+        inputs.push((
+            "input_ids".into(),
+            Tensor::from_array((vec![1, t as i64], ids))?.into(),
+        ));
+        inputs.push((
+            "attention_mask".into(),
+            Tensor::from_array((vec![1, total as i64], vec![1i64; total]))?.into(),
+        ));
+        if s.has_position_ids {
+            let pos: Vec<i64> = (past_len..total).map(|p| p as i64).collect();
+            inputs.push((
+                "position_ids".into(),
+                Tensor::from_array((vec![1, t as i64], pos))?.into(),
+            ));
+        }
+        for (layer, kv) in past.into_layers().into_iter().enumerate() {
+            for (kind, data) in ["key", "value"].into_iter().zip(kv) {
+                let shape = vec![1, h as i64, past_len as i64, d as i64];
                 inputs.push((
                     format!("past_key_values.{layer}.{kind}").into(),
                     Tensor::from_array((shape, data))?.into(),
                 ));
             }
         }
-
-        let outputs = self.session.run(inputs)?;
+        let mut outputs = self.session.run(inputs)?;
         let (lshape, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
         let vocab = lshape.last().copied().unwrap_or(0) as usize;
-        let mut kvs: Vec<Vec<[Vec<f32>; 2]>> = batch
-            .iter()
-            .map(|x| {
-                let size = h * (x.past.len + t) * d;
-                (0..s.n_layer)
-                    .map(|_| [Vec::with_capacity(size), Vec::with_capacity(size)])
-                    .collect()
-            })
-            .collect();
+        let row = (t - 1) * vocab;
+        let logits = logits[row..row + vocab].to_vec();
+        let mut presents = Vec::with_capacity(2 * s.n_layer);
         for layer in 0..s.n_layer {
-            for (kind, pick) in [("key", 0usize), ("value", 1usize)] {
-                let (_, present) = outputs[format!("present.{layer}.{kind}").as_str()]
-                    .try_extract_tensor::<f32>()?;
-                for (i, x) in batch.iter().enumerate() {
-                    let len = x.past.len + t;
-                    let pad = total - len;
-                    let dst = &mut kvs[i][layer][pick];
-                    for head in 0..h {
-                        let src0 = ((i * h + head) * total + pad) * d;
-                        dst.extend_from_slice(&present[src0..src0 + len * d]);
-                    }
-                }
+            for kind in ["key", "value"] {
+                let name = format!("present.{layer}.{kind}");
+                presents.push(outputs.remove(name.as_str()).ok_or_else(|| {
+                    ModelError::Runtime(format!("model.onnx produced no {name}"))
+                })?);
             }
         }
-        let out = batch
-            .iter()
-            .zip(kvs)
-            .enumerate()
-            .map(|(i, (x, layers))| {
-                let row = (i * t + (t - 1)) * vocab;
-                SeqOutput {
-                    logits: logits[row..row + vocab].to_vec(),
-                    kv: crate::kv::SeqKv::from_layers(h, d, x.past.len + t, layers),
-                }
-            })
-            .collect();
-        Ok(out)
+        Ok(SeqOutput {
+            logits,
+            presents,
+            len: total,
+        })
+    }
+
+    /// The cache held in a prefill's `present` tensors, as the sequence's own buffers. Separate
+    /// from [`Model::prefill`] so the first token can be sent before this copy is made.
+    pub fn cache_of(&self, out: &SeqOutput) -> Result<crate::kv::SeqKv, ModelError> {
+        let (h, d) = (self.shape.n_kv_head, self.shape.head_dim);
+        let mut layers = Vec::with_capacity(self.shape.n_layer);
+        for pair in out.presents.chunks(2) {
+            let mut kv = [Vec::new(), Vec::new()];
+            for (pick, value) in pair.iter().enumerate() {
+                let (_, data) = value.try_extract_tensor::<f32>()?;
+                kv[pick] = data[..h * out.len * d].to_vec();
+            }
+            layers.push(kv);
+        }
+        Ok(crate::kv::SeqKv::from_layers(h, d, out.len, layers))
     }
 }

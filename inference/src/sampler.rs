@@ -34,14 +34,23 @@ impl Sampler {
         Self { params, rng }
     }
 
-    /// Pick from `logits`; `top_k_logprobs` alternatives are reported (0 for none).
-    pub fn sample(&mut self, logits: &[f32], top_k_logprobs: usize) -> Choice {
-        let logp = log_softmax(logits);
+    /// Pick from `logits`. With `want_logprobs`, the chosen token's log-probability and
+    /// `top_k_logprobs` alternatives are computed; without, they are skipped (a full softmax over
+    /// the vocabulary per token is not free) and `logprob` is 0.
+    pub fn sample(&mut self, logits: &[f32], top_k_logprobs: usize, want_logprobs: bool) -> Choice {
         let token = if self.params.temperature <= 1e-5 {
             argmax(logits)
         } else {
             self.sample_nucleus(logits)
         };
+        if !want_logprobs {
+            return Choice {
+                token,
+                logprob: 0.0,
+                top: Vec::new(),
+            };
+        }
+        let logp = log_softmax(logits);
         let top = if top_k_logprobs > 0 {
             let mut idx: Vec<u32> = (0..logp.len() as u32).collect();
             let k = top_k_logprobs.min(idx.len());
@@ -125,7 +134,7 @@ mod tests {
             top_p: 1.0,
             seed: None,
         });
-        let c = s.sample(&[0.0, 3.0, 1.0], 2);
+        let c = s.sample(&[0.0, 3.0, 1.0], 2, true);
         assert_eq!(c.token, 1);
         assert_eq!(c.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
         assert!(c.logprob < 0.0 && c.logprob > -0.2);
@@ -141,7 +150,7 @@ mod tests {
                 seed: Some(42),
             });
             (0..20)
-                .map(|_| s.sample(&logits, 0).token)
+                .map(|_| s.sample(&logits, 0, false).token)
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
@@ -155,7 +164,7 @@ mod tests {
             seed: Some(1),
         });
         for _ in 0..10 {
-            assert_eq!(s.sample(&[0.0, 5.0, 1.0], 0).token, 1);
+            assert_eq!(s.sample(&[0.0, 5.0, 1.0], 0, false).token, 1);
         }
     }
 }

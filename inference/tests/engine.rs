@@ -159,6 +159,91 @@ async fn batched_and_unbatched_generation_agree() {
     assert_eq!(together, alone);
 }
 
+/// Requests joining (and leaving) a running batch between decode steps get exactly the tokens
+/// they get alone: the batch's caches are carried across the change.
+#[tokio::test]
+async fn requests_joining_a_running_batch_get_the_same_tokens() {
+    let l = loaded(256, 0, 64, 64);
+    let prompts: Vec<Vec<u32>> = [
+        "And God said",
+        "Now the serpent was more subtil",
+        "Behold, a virgin",
+    ]
+    .iter()
+    .map(|t| encode(&l, t))
+    .collect();
+    let lengths = [40, 12, 25];
+    let mut alone = Vec::new();
+    for (p, n) in prompts.iter().zip(lengths) {
+        alone.push(run_one(&l, p.clone(), n, greedy()).await);
+    }
+    // Stagger: each request arrives while the earlier ones are mid-generation, and the short
+    // one leaves while the others continue.
+    let mut rxs = Vec::new();
+    for (p, n) in prompts.iter().zip(lengths) {
+        let (req, mut rx) = request(p.clone(), n, greedy());
+        l.state.engine.submit(req).unwrap();
+        let mut first = Vec::new();
+        for _ in 0..3 {
+            match rx.recv().await {
+                Some(Event::Token { token, .. }) => first.push(token),
+                other => panic!("{other:?}"),
+            }
+        }
+        rxs.push((first, rx));
+    }
+    let mut together = Vec::new();
+    for (mut first, rx) in rxs {
+        first.extend(collect(rx).await);
+        together.push(first);
+    }
+    assert_eq!(together, alone);
+}
+
+/// Streamed text deltas add up to the whole text, and a stop string cuts it exactly before the
+/// stop with `finish_reason: stop`.
+#[tokio::test]
+async fn stop_strings_cut_the_text_exactly() {
+    let l = loaded(256, 0, 64, 64);
+    let p = encode(&l, "And the LORD said unto Moses");
+    let text_of = |mut rx: UnboundedReceiver<Event>| async move {
+        let mut text = String::new();
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                Event::Token { text: t, .. } => text.push_str(&t),
+                Event::Done {
+                    text: t,
+                    finish_reason,
+                    ..
+                } => {
+                    text.push_str(&t);
+                    return (text, finish_reason);
+                }
+                Event::Error(e) => panic!("{e}"),
+            }
+        }
+        panic!("no Done event");
+    };
+    let (req, rx) = request(p.clone(), 40, greedy());
+    l.state.engine.submit(req).unwrap();
+    let (full, _) = text_of(rx).await;
+    assert!(full.len() > 20, "{full:?}");
+    // A stop string taken from the middle of the greedy text.
+    let at = full
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|i| *i >= full.len() / 2)
+        .unwrap();
+    let stop: String = full[at..].chars().take(4).collect();
+    let expected = &full[..full.find(&stop).unwrap()];
+    let (mut req, rx) = request(p, 40, greedy());
+    req.stop = vec![stop.clone()];
+    l.state.engine.submit(req).unwrap();
+    let (cut, reason) = text_of(rx).await;
+    assert_eq!(cut, expected, "stop {stop:?}");
+    assert_eq!(reason, warden_inference::engine::FinishReason::Stop);
+}
+
 #[tokio::test]
 async fn prefix_cache_hits_produce_the_same_tokens_as_misses() {
     let system =

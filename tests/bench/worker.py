@@ -107,9 +107,9 @@ def throughput(port, concurrency, requests):
     return sum(results) / (time.perf_counter() - t0)
 
 
-# About 400 tokens of the model's 512-token context: the "long shared system prompt".
+# About 360 tokens, 70% of the model's 512-token context: the "long shared system prompt".
 SYSTEM = ("You are the keeper of an old library. You answer every question in the plain and measured "
-          "style of the old books, with patience and care, and you never hurry. ") * 10
+          "style of the old books, with patience and care, and you never hurry. ") * 9
 
 
 def ttft(port, requests):
