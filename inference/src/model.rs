@@ -192,8 +192,12 @@ impl Model {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "model.onnx not found"),
             });
         }
+        // No busy-spinning between ops: the worker shares a few cores with its HTTP side (and,
+        // as a sidecar, with the proxy), and spinning threads steal their time.
         let session = Session::builder(env)?
             .with_intra_threads(threads)
+            .map_err(|e| ModelError::Runtime(e.to_string()))?
+            .with_intra_op_spinning(false)
             .map_err(|e| ModelError::Runtime(e.to_string()))?
             .commit_from_file(&path)?;
         let names: Vec<String> = session

@@ -126,36 +126,48 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "inference/model"))
     ap.add_argument("--requests", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     binary = str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "warden")
     if not Path(binary).exists():
         sys.exit(f"{binary} missing: cargo build --release -p warden-proxy")
 
-    rows = []
-    for label, extra in (("continuous batching", []), ("one at a time", ["--max-batch", "1"])):
-        w = Worker(binary, args.model, *extra)
-        try:
+    # Both workers stay up; cells are interleaved over rounds (the idle one costs nothing) so the
+    # machine's drift hits both schedulers alike. Medians over rounds are reported.
+    workers = {"continuous batching": Worker(binary, args.model), "one at a time": Worker(binary, args.model, "--max-batch", "1")}
+    cells = {}
+    try:
+        for w in workers.values():
             complete(w.port, {"model": "warden-tiny", "prompt": "warm up", "max_tokens": 8})
-            rows.append((label, [throughput(w.port, c, args.requests) for c in (1, 4, 16)]))
-        finally:
+        for _ in range(args.rounds):
+            for c in (1, 4, 16):
+                for label, w in workers.items():
+                    cells.setdefault((label, c), []).append(throughput(w.port, c, args.requests))
+    finally:
+        for w in workers.values():
             w.stop()
-    print(f"Generated tokens/s ({args.requests} requests of 64 greedy tokens per cell)\n")
+    print(f"Generated tokens/s ({args.requests} requests of 64 greedy tokens per cell, median of {args.rounds} rounds)\n")
     print("| scheduler | concurrency 1 | concurrency 4 | concurrency 16 |")
     print("|---|---|---|---|")
-    for label, tps in rows:
-        print(f"| {label} | {tps[0]:.0f} | {tps[1]:.0f} | {tps[2]:.0f} |")
-    b, s = rows[0][1], rows[1][1]
-    print(f"\nBatching speed-up: x{b[0] / s[0]:.2f} at 1, x{b[1] / s[1]:.2f} at 4, x{b[2] / s[2]:.2f} at 16")
+    for label in workers:
+        print(f"| {label} | " + " | ".join(f"{statistics.median(cells[(label, c)]):.0f}" for c in (1, 4, 16)) + " |")
+    ratios = {c: [b / s for b, s in zip(cells[("continuous batching", c)], cells[("one at a time", c)])] for c in (1, 4, 16)}
+    print("\nBatching speed-up (median of per-round ratios): " + ", ".join(
+        f"x{statistics.median(r):.2f} at {c} (rounds: {', '.join(f'{x:.2f}' for x in r)})" for c, r in ratios.items()))
 
     res = {}
-    for label, extra in (("prefix cache on", []), ("prefix cache off", ["--prefix-cache-mib", "0"])):
-        w = Worker(binary, args.model, *extra)
-        try:
-            res[label] = ttft(w.port, 12)
-        finally:
+    ttft_workers = {"prefix cache on": Worker(binary, args.model),
+                    "prefix cache off": Worker(binary, args.model, "--prefix-cache-mib", "0")}
+    try:
+        for _ in range(args.rounds):
+            for label, w in ttft_workers.items():
+                res.setdefault(label, []).append(ttft(w.port, 12))
+    finally:
+        for w in ttft_workers.values():
             w.stop()
-    n_tokens = None
-    print(f"\nTime to first token, shared system prompt of {len(SYSTEM)} characters, median of 11 requests\n")
+    res = {k: statistics.median(v) for k, v in res.items()}
+    print(f"\nTime to first token, shared system prompt of {len(SYSTEM)} characters "
+          f"(~360 tokens), median of 11 requests per round, median of {args.rounds} rounds\n")
     print("| prefix cache | TTFT |")
     print("|---|---|")
     for label, t in res.items():
