@@ -133,7 +133,19 @@ impl Config {
         let doc = match toml_edit::ImDocument::parse(src) {
             Ok(doc) => doc,
             Err(e) => {
-                let message = e.message().trim().to_string();
+                // Some parse errors carry no short message; fall back to the full rendering's
+                // last non-empty line (the explanation), never to an empty message.
+                let mut message = e.message().trim().to_string();
+                if message.is_empty() {
+                    message = e
+                        .to_string()
+                        .lines()
+                        .rev()
+                        .map(str::trim)
+                        .find(|l| !l.is_empty() && !l.starts_with('|') && !l.starts_with('^'))
+                        .unwrap_or("invalid TOML")
+                        .to_string();
+                }
                 errs.push("(syntax)", e.span(), message);
                 return Err(errs.list);
             }
