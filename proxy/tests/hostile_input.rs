@@ -2,6 +2,8 @@
 //! request validation and the config decoder. Deterministic seeds, thousands of cases each:
 //! nothing may panic, and the SSE parser's output must not depend on how its input is split.
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
