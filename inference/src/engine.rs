@@ -122,7 +122,7 @@ pub struct EngineHandle {
 
 impl EngineHandle {
     pub fn submit(&self, req: GenRequest) -> Result<(), SubmitError> {
-        let needed = req.prompt.len() + req.max_tokens;
+        let needed = req.prompt.len().saturating_add(req.max_tokens);
         let limit = self.max_tokens_total.min(self.kv_limit_tokens);
         if needed > limit {
             return Err(SubmitError::TooLong { needed, limit });
@@ -256,6 +256,15 @@ impl Engine {
 
     /// Admit waiting requests in order while their worst-case KV fits.
     fn admit(&mut self) {
+        // Requests whose client hung up while waiting give their queue slot back at once, not
+        // only when they reach the head of the queue.
+        let before = self.waiting.len();
+        self.waiting.retain(|(r, _)| !r.events.is_closed());
+        let gone = before - self.waiting.len();
+        if gone > 0 {
+            self.stats.waiting.fetch_sub(gone, Ordering::SeqCst);
+            self.metrics.cancelled.inc_by(gone as u64);
+        }
         while self.running.len() < self.cfg.max_batch {
             let Some((req, _)) = self.waiting.front() else {
                 break;
@@ -397,8 +406,13 @@ impl Engine {
             .observe(started.elapsed().as_secs_f64());
         let mut running = std::mem::take(&mut self.running);
         let mut keep = Vec::with_capacity(running.len());
+        let shape = &self.model.shape;
+        let (n_layer, n_kv_head, head_dim) = (shape.n_layer, shape.n_kv_head, shape.head_dim);
         for (mut seq, logits) in running.drain(..).zip(outputs) {
             seq.kv_len += 1;
+            // The cache now lives in the model's resident batch; the old copy is stale and would
+            // only double the memory (it is rebuilt from the batch when the batch changes).
+            seq.kv = SeqKv::empty(n_layer, n_kv_head, head_dim, 0);
             self.metrics
                 .tpot
                 .observe(seq.last_token_at.elapsed().as_secs_f64());

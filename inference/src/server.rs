@@ -271,7 +271,7 @@ fn parse(s: &AppState, kind: Kind, o: &serde_json::Map<String, Value>) -> Result
             "max_tokens",
         ));
     }
-    if prompt.len() + max_tokens > limit {
+    if max_tokens > limit || prompt.len().saturating_add(max_tokens) > limit {
         return Err(bad(
             "context_length_exceeded",
             format!("prompt ({} tokens) + max_tokens ({max_tokens}) exceeds the limit of {limit} tokens", prompt.len()),
@@ -287,10 +287,11 @@ fn parse(s: &AppState, kind: Kind, o: &serde_json::Map<String, Value>) -> Result
             "temperature",
         ));
     }
-    let stop = match o.get("stop") {
+    // At most 4 stop strings of 256 bytes (OpenAI's limit): each is searched after every token.
+    let stop: Vec<String> = match o.get("stop") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
             .iter()
             .filter_map(Value::as_str)
             .map(str::to_string)
@@ -303,6 +304,13 @@ fn parse(s: &AppState, kind: Kind, o: &serde_json::Map<String, Value>) -> Result
             ))
         }
     };
+    if stop.len() > 4 || stop.iter().any(|s| s.len() > 256) {
+        return Err(bad(
+            "invalid_value",
+            "'stop' takes at most 4 strings of at most 256 bytes",
+            "stop",
+        ));
+    }
     let (logprobs, top_logprobs) = match kind {
         Kind::Chat => (
             o.get("logprobs").and_then(Value::as_bool).unwrap_or(false),

@@ -10,9 +10,21 @@ use crate::config::{LogFormat, LoggingConfig};
 
 pub fn init(cfg: &LoggingConfig) {
     // RUST_LOG overrides the config for debugging sessions.
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Pingora's own debug records include raw request bytes (headers with the client's key,
+    // chunk buffers with prompt text). Whatever level is asked for, its targets stay at info.
+    if filter
+        .max_level_hint()
+        .is_none_or(|l| l >= tracing::level_filters::LevelFilter::DEBUG)
+    {
+        for target in ["pingora_core", "pingora_proxy", "pingora"] {
+            if let Ok(d) = format!("{target}=info").parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -66,6 +66,8 @@ pub struct RequestCtx {
     status: u16,
     error_code: Option<&'static str>,
     upstream_sent_at: Option<Instant>,
+    /// Status the upstream answered with, if it answered.
+    upstream_status: Option<u16>,
     first_byte_at: Option<Instant>,
     upstream_done_at: Option<Instant>,
     sse: Option<SseParser>,
@@ -111,6 +113,7 @@ impl ProxyHttp for WardenProxy {
             status: 0,
             error_code: None,
             upstream_sent_at: None,
+            upstream_status: None,
             first_byte_at: None,
             upstream_done_at: None,
             sse: None,
@@ -197,6 +200,7 @@ impl ProxyHttp for WardenProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.status = resp.status.as_u16();
+        ctx.upstream_status = Some(ctx.status);
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         let is_sse = resp
             .headers
@@ -394,10 +398,13 @@ impl ProxyHttp for WardenProxy {
         if let Some(t) = ctx.tenant.and_then(|i| self.app.tenants.get(i)) {
             if ctx.charged_tokens > 0 {
                 let actual = match ctx.usage {
-                    Some(u) => u.input + u.output,
-                    // Never reached a working upstream: nothing was generated.
-                    None if ctx.first_byte_at.is_none() => 0,
-                    // Served but no usage reported: keep the conservative estimate.
+                    Some(u) => u.input.saturating_add(u.output),
+                    // The request never reached an upstream (refused connect, rejected here).
+                    None if ctx.upstream_sent_at.is_none() => 0,
+                    // The upstream refused it (queue full, bad request): nothing was generated.
+                    None if ctx.upstream_status.is_some_and(|s| s >= 400) => 0,
+                    // Sent, but no usage came back (client hung up, upstream timed out or did
+                    // not report): keep the estimate, so hanging up never dodges the quota.
                     None => ctx.charged_tokens,
                 };
                 t.quota.reconcile(ctx.charged_tokens, actual, end);

@@ -46,10 +46,11 @@ impl TokenBucket {
         }
     }
 
-    /// Return (positive) or charge (negative) tokens after the fact.
+    /// Return (positive) or charge (negative) tokens after the fact. Debt is bounded by one
+    /// bucket's worth, so a wildly wrong usage report cannot lock a tenant out for long.
     pub fn adjust(&mut self, delta: f64, now: Instant) {
         self.refill(now);
-        self.level = (self.level + delta).min(self.capacity);
+        self.level = (self.level + delta).clamp(-self.capacity, self.capacity);
     }
 
     pub fn capacity(&self) -> f64 {

@@ -89,13 +89,17 @@ fn demo_key(data_dir: &Path) -> Result<String, UpError> {
         }
     }
     let key = keys::generate();
-    std::fs::write(&path, format!("{key}\n"))
+    // Created 0600 from the start: never readable by others, not even briefly.
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{key}\n").as_bytes()))
         .map_err(|e| UpError::Io(path.display().to_string(), e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-    }
     Ok(key)
 }
 
@@ -123,7 +127,8 @@ name = "demo"
 api_keys = ["{key_hash}"]
 requests_per_minute = 600
 tokens_per_minute = 200000
-max_tokens = 512
+# Well inside the bundled model's 512-token context, so prompt + max_tokens fits.
+max_tokens = 256
 "#,
         listen = o.listen,
         admin = o.admin,
@@ -150,6 +155,10 @@ impl Stack {
 }
 
 fn term(child: &mut Child) {
+    // Already exited (and reaped): its PID may belong to someone else by now.
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
         let _ = child.kill();
@@ -171,8 +180,13 @@ fn wait(child: &mut Child, timeout: Duration) {
 fn spawn(args: &[String], log: &Path) -> Result<Child, UpError> {
     let exe = std::env::current_exe().map_err(|e| UpError::Io("current executable".into(), e))?;
     let file = std::fs::File::create(log).map_err(|e| UpError::Io(log.display().to_string(), e))?;
+    use std::os::unix::process::CommandExt;
     Command::new(exe)
         .args(args)
+        // Own process group: a terminal's Ctrl-C reaches only `warden up`, which then stops the
+        // proxy first (so it drains) and the worker after; children signalled directly by the
+        // terminal would all stop at once.
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(file)
@@ -229,14 +243,21 @@ pub fn run(o: UpOptions, report: &mut dyn FnMut(&str)) -> Result<(), UpError> {
         worker,
         proxy: None,
     };
-    stack.proxy = Some(spawn(
+    match spawn(
         &[
             "serve".into(),
             "--config".into(),
             config_path.display().to_string(),
         ],
         &proxy_log,
-    )?);
+    ) {
+        Ok(p) => stack.proxy = Some(p),
+        Err(e) => {
+            // Do not leave the worker running (and holding its port).
+            stack.stop();
+            return Err(e);
+        }
+    }
 
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut announced = false;

@@ -151,6 +151,13 @@ pub fn validate(
     check_optional_number(&obj, "presence_penalty")?;
     check_optional_number(&obj, "frequency_penalty")?;
     check_optional_uint(&obj, "n")?;
+    if obj
+        .get("n")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > MAX_N)
+    {
+        return Err(invalid("n", "an integer from 1 to 128"));
+    }
     check_optional_uint(&obj, "seed")?;
     check_stop(&obj)?;
 
@@ -166,7 +173,7 @@ pub fn validate(
         Endpoint::Models => 0,
     };
     // ~4 characters per token for English text, plus a little per-message framing.
-    let prompt_estimate = (prompt_chars as u64).div_ceil(4) + 8;
+    let prompt_estimate = (prompt_chars as u64).div_ceil(4).saturating_add(8);
 
     let mut changed = false;
     let mut completion_budget = 0u64;
@@ -203,7 +210,7 @@ pub fn validate(
         model,
         stream,
         client_wants_usage,
-        estimated_tokens: prompt_estimate + completion_budget,
+        estimated_tokens: prompt_estimate.saturating_add(completion_budget),
         doc: obj,
         original: body,
         changed,
@@ -256,11 +263,26 @@ fn check_optional_uint(obj: &Map<String, Value>, field: &str) -> Result<(), ApiE
     }
 }
 
+/// Most `n` choices per request (OpenAI's limit).
+const MAX_N: u64 = 128;
+/// Stop sequences per request and bytes per sequence (OpenAI allows 4). Each stop string is
+/// searched after every generated token, so an unbounded list would stall the worker.
+const MAX_STOP: usize = 4;
+const MAX_STOP_BYTES: usize = 256;
+
 fn check_stop(obj: &Map<String, Value>) -> Result<(), ApiError> {
+    let expected = "a string or an array of up to 4 strings of at most 256 bytes";
     match obj.get("stop") {
-        None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => Ok(()),
-        Some(_) => Err(invalid("stop", "a string or an array of strings")),
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s)) if s.len() <= MAX_STOP_BYTES => Ok(()),
+        Some(Value::Array(a))
+            if a.len() <= MAX_STOP
+                && a.iter()
+                    .all(|v| v.as_str().is_some_and(|s| s.len() <= MAX_STOP_BYTES)) =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(invalid("stop", expected)),
     }
 }
 
@@ -437,6 +459,39 @@ mod tests {
             ),
             "temperature"
         );
+    }
+
+    #[test]
+    fn n_and_stop_are_bounded() {
+        let base = r#"{"model":"m","messages":[{"role":"user","content":"x"}]"#;
+        assert_eq!(
+            field_of(chat(&format!("{base},\"n\":1000}}")).unwrap_err()),
+            "n"
+        );
+        assert_eq!(
+            field_of(
+                chat(&format!(
+                    "{base},\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}}"
+                ))
+                .unwrap_err()
+            ),
+            "stop"
+        );
+        let long = "s".repeat(300);
+        assert_eq!(
+            field_of(chat(&format!("{base},\"stop\":\"{long}\"}}")).unwrap_err()),
+            "stop"
+        );
+        assert!(chat(&format!("{base},\"stop\":[\"a\",\"b\"],\"n\":2}}")).is_ok());
+        // Huge counts never overflow the estimate.
+        let v = validate(
+            Endpoint::ChatCompletions,
+            Some(b"application/json"),
+            Bytes::from(format!("{base},\"n\":128,\"max_tokens\":100}}")),
+            u32::MAX,
+        )
+        .unwrap();
+        assert_eq!(v.estimated_tokens, 8 + 2 + 128 * 100);
     }
 
     #[test]

@@ -53,6 +53,9 @@ def test_chat_through_warden_up(stack):
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed == r.choices[0].message.content
     assert [m.id for m in client.models.list()] == ["warden-tiny"]
+    # No max_tokens: Warden sets the tenant cap, which must fit the model's context.
+    r = client.chat.completions.create(model="warden-tiny", messages=[{"role": "user", "content": "Hello"}], seed=1)
+    assert r.choices[0].finish_reason in ("stop", "length")
 
 
 def test_the_demo_key_is_kept_private(stack):

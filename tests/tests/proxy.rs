@@ -381,6 +381,24 @@ async fn token_quota_is_estimated_then_reconciled() {
     assert_eq!(error_of(&r)["code"], "request_exceeds_token_budget");
 }
 
+/// An upstream that refuses a request (an error status) generated nothing: its tokens go back
+/// to the tenant, so retries against a struggling worker do not exhaust the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_refund_the_token_quota() {
+    let up = upstream().await;
+    let w = warden_with_tenant(&up, "tokens_per_minute = 1000\nmax_tokens = 400").await;
+    for i in 0..8 {
+        let r = send(w.proxy, &chat("x", false, "x-fault: status=503\r\n"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "request {i}: {}", r.text());
+        // The refund happens in the logging phase, just after the response.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let r = send(w.proxy, &chat("x", false, "")).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_refused_is_502_and_stall_is_504() {
     let up = upstream().await;
