@@ -269,13 +269,6 @@ impl Engine {
             let Some((req, _)) = self.waiting.front() else {
                 break;
             };
-            if req.events.is_closed() {
-                // Cancelled while waiting.
-                self.waiting.pop_front();
-                self.stats.waiting.fetch_sub(1, Ordering::SeqCst);
-                self.metrics.cancelled.inc();
-                continue;
-            }
             let need = (req.prompt.len() + req.max_tokens) * self.per_token();
             if !self.budget.try_reserve(need) {
                 break;
@@ -299,10 +292,8 @@ impl Engine {
         reserved: usize,
         arrived: Instant,
     ) -> Result<(), crate::model::ModelError> {
-        let shape = &self.model.shape;
         let cached = self.prefix.lookup(&req.prompt);
-        let past = cached
-            .unwrap_or_else(|| SeqKv::empty(shape.n_layer, shape.n_kv_head, shape.head_dim, 0));
+        let past = cached.unwrap_or_else(|| self.model.shape.empty_cache());
         let start = past.len;
         let first = match self.model.prefill(&req.prompt[start..], past) {
             Ok(out) => out,
@@ -316,14 +307,13 @@ impl Engine {
             .prompt_tokens
             .inc_by((req.prompt.len() - start) as u64);
         self.next_id += 1;
-        let shape = &self.model.shape;
         let mut seq = Seq {
             id: self.next_id,
             sampler: Sampler::new(req.sampling),
             kv_len: first.len,
             req,
             // Filled from the prefill's tensors right after the first token is sent.
-            kv: SeqKv::empty(shape.n_layer, shape.n_kv_head, shape.head_dim, 0),
+            kv: self.model.shape.empty_cache(),
             reserved,
             generated: Vec::new(),
             next: 0,
@@ -406,13 +396,11 @@ impl Engine {
             .observe(started.elapsed().as_secs_f64());
         let mut running = std::mem::take(&mut self.running);
         let mut keep = Vec::with_capacity(running.len());
-        let shape = &self.model.shape;
-        let (n_layer, n_kv_head, head_dim) = (shape.n_layer, shape.n_kv_head, shape.head_dim);
         for (mut seq, logits) in running.drain(..).zip(outputs) {
             seq.kv_len += 1;
             // The cache now lives in the model's resident batch; the old copy is stale and would
             // only double the memory (it is rebuilt from the batch when the batch changes).
-            seq.kv = SeqKv::empty(n_layer, n_kv_head, head_dim, 0);
+            seq.kv = self.model.shape.empty_cache();
             self.metrics
                 .tpot
                 .observe(seq.last_token_at.elapsed().as_secs_f64());
@@ -543,6 +531,6 @@ impl Engine {
         s.prefix_lookups
             .store(self.prefix.lookups, Ordering::Relaxed);
         self.metrics
-            .update(s, self.budget.limit, self.prefix.hit_ratio());
+            .update(s, self.budget.usage(), self.prefix.hit_ratio());
     }
 }

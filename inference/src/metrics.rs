@@ -145,20 +145,15 @@ impl WorkerMetrics {
     }
 
     /// Refresh the gauges from the engine's counters (called once per engine iteration).
-    pub fn update(&self, s: &EngineStats, kv_limit: usize, prefix_hit_ratio: f64) {
+    pub fn update(&self, s: &EngineStats, kv_usage: f64, prefix_hit_ratio: f64) {
         let waiting = s.waiting.load(Ordering::Relaxed) as i64;
         let running = s.running.load(Ordering::Relaxed) as i64;
-        let usage = if kv_limit == 0 {
-            0.0
-        } else {
-            s.kv_reserved.load(Ordering::Relaxed) as f64 / kv_limit as f64
-        };
         self.waiting.set(waiting);
         self.vllm_waiting.set(waiting);
         self.running.set(running);
         self.vllm_running.set(running);
-        self.kv_usage.set(usage);
-        self.vllm_kv_usage.set(usage);
+        self.kv_usage.set(kv_usage);
+        self.vllm_kv_usage.set(kv_usage);
         self.prefix_hit_ratio.set(prefix_hit_ratio);
         if let Ok(mut w) = self.window.lock() {
             let dt = w.0.elapsed().as_secs_f64();

@@ -60,6 +60,11 @@ pub struct ModelShape {
 }
 
 impl ModelShape {
+    /// A cache with no positions yet, shaped for this model.
+    pub fn empty_cache(&self) -> crate::kv::SeqKv {
+        crate::kv::SeqKv::empty(self.n_layer, self.n_kv_head, self.head_dim, 0)
+    }
+
     /// Bytes of KV cache one token occupies (keys and values, all layers, f32).
     pub fn kv_bytes_per_token(&self) -> usize {
         2 * self.n_layer * self.n_kv_head * self.head_dim * 4

@@ -259,12 +259,8 @@ impl ProxyHttp for WardenProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(i) = ctx.upstream {
-            if let (Some(u), Some(api)) = (self.app.upstreams.get(i), classify(&e)) {
-                self.app
-                    .metrics
-                    .upstream_errors
-                    .with_label_values(&[&u.config.name, api.code()])
-                    .inc();
+            if let Some(api) = classify(&e) {
+                self.count_upstream_error(i, &api);
             }
             ctx.failed_upstreams.push(i);
         }
@@ -305,13 +301,7 @@ impl ProxyHttp for WardenProxy {
         // Connect failures were already counted in `fail_to_connect`.
         let counted = is_connect_error(e);
         if let (Some(api), Some(i), false) = (&api, ctx.upstream, counted) {
-            if let Some(u) = self.app.upstreams.get(i) {
-                self.app
-                    .metrics
-                    .upstream_errors
-                    .with_label_values(&[&u.config.name, api.code()])
-                    .inc();
-            }
+            self.count_upstream_error(i, api);
         }
         let Some(api) = api else {
             // The client went away or sent garbage; there is nobody to answer.
@@ -531,6 +521,16 @@ impl WardenProxy {
         ctx.charged_tokens = estimated_tokens;
         ctx.body = Some(prepared.body);
         Ok(Admission::Forward)
+    }
+
+    fn count_upstream_error(&self, upstream: usize, api: &ApiError) {
+        if let Some(u) = self.app.upstreams.get(upstream) {
+            self.app
+                .metrics
+                .upstream_errors
+                .with_label_values(&[&u.config.name, api.code()])
+                .inc();
+        }
     }
 
     fn models_body(&self, tenant: usize) -> Bytes {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::keys;
+use crate::{health, keys};
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -194,21 +194,6 @@ fn spawn(args: &[String], log: &Path) -> Result<Child, UpError> {
         .map_err(|e| UpError::Io("spawning a child process".into(), e))
 }
 
-fn ready(admin: SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&admin, Duration::from_millis(300)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = [0u8; 12];
-    s.read_exact(&mut buf).is_ok() && &buf[9..12] == b"200"
-}
-
 /// Run the stack until Ctrl-C / SIGTERM. `report` receives the lines to show the user.
 pub fn run(o: UpOptions, report: &mut dyn FnMut(&str)) -> Result<(), UpError> {
     let model = find_model(o.model_dir.as_deref())?;
@@ -223,6 +208,11 @@ pub fn run(o: UpOptions, report: &mut dyn FnMut(&str)) -> Result<(), UpError> {
     .map_err(|e| UpError::Io(config_path.display().to_string(), e))?;
     let (worker_log, proxy_log) = (o.data_dir.join("worker.log"), o.data_dir.join("proxy.log"));
 
+    // Readiness is asked the same way the proxy asks its upstreams.
+    let probe = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| UpError::Io("starting the readiness probe".into(), e))?;
     // Signals are watched from the start so Ctrl-C during start-up also stops cleanly.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     watch_signals(stop.clone());
@@ -272,7 +262,11 @@ pub fn run(o: UpOptions, report: &mut dyn FnMut(&str)) -> Result<(), UpError> {
             break Err(UpError::ChildExited("proxy", status, proxy_log.clone()));
         }
         if !announced {
-            if ready(o.admin) {
+            if probe.block_on(health::probe(
+                o.admin,
+                "/readyz",
+                Duration::from_millis(500),
+            )) {
                 announced = true;
                 report(&format!(
                     "Warden is up.\n  OpenAI endpoint: http://{listen}/v1  (model \"{model_name}\")\n  API key:         {key}\n  Admin:           http://{admin}/metrics  /readyz  /healthz\n  Worker:          http://{worker}/metrics (model {model})\n  Data and logs:   {data}\n\nTry:\n  curl -s http://{listen}/v1/chat/completions \\\n    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -d '{{\"model\": \"{model_name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Tell me a story.\"}}], \"max_tokens\": 60}}'\n\nCtrl-C stops both processes.",
