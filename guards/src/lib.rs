@@ -1,16 +1,32 @@
 //! warden-guards: the sans-IO guard engine of Warden. It decides nothing about sockets or
-//! Pingora: the proxy hands it text (prompts by role, streamed output chunks, tool-call
-//! arguments) and gets back matches and verdicts, so every guard is testable with plain calls.
+//! Pingora: the proxy hands it text (prompts by role, tool output, tool-call arguments) and gets
+//! back matches and verdicts, so every guard is testable with plain calls.
 //!
 //! Pipeline for inputs: normalise into views → scan every view with the compiled rule packs
-//! (one Aho-Corasick automaton for literals, one regex-automata multi-pattern engine) → score.
-//! Outputs are scanned incrementally across SSE chunks. Rule-pack compiler, input scanner,
-//! streaming output scanner, canaries, tool-call checks and the classifier are still to come.
+//! (one Aho-Corasick automaton for literals, one regex-automata multi-pattern engine) → score
+//! under the tenant's policy. The streaming output scanner, canaries and the classifier are
+//! still to come.
 //!
 //! Modules:
 //! - [`normalize`]: the input normaliser; produces the folded, despaced, leet and decoded views
 //!   of a text, each with a map back to byte spans of the original, under documented bounds.
+//! - [`pack`]: rule-pack files (`rules/README.md`) parsed into a [`RuleSet`] with every error.
+//! - [`engine`]: a [`RuleSet`] compiled into one literal automaton and one multi-regex; scanning.
+//! - [`policy`]: CRS-style anomaly scoring, paranoia levels, exclusions, role weights → [`Verdict`].
+//! - [`lint`], [`eval`]: `warden rules lint` and `warden rules eval`.
+//! - [`tools`]: the tenant's tool allowlist and the shape of the `tools` a request declares.
+//! - [`toml_reader`]: the strict, error-collecting TOML reader shared with the proxy's config.
 
+pub mod engine;
+pub mod eval;
+pub mod lint;
 pub mod normalize;
+pub mod pack;
+pub mod policy;
+pub mod toml_reader;
+pub mod tools;
 
+pub use engine::{Engine, Hit, TestFailure};
 pub use normalize::{Encoding, Limits, Normalizer, View, ViewKind, Views};
+pub use pack::{Action, RuleSet, Severity, Target};
+pub use policy::{Decision, Exclusions, Message, Policy, Verdict};

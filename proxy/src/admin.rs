@@ -1,7 +1,9 @@
 //! The admin listener (loopback by default): `/healthz` (the process is up), `/readyz` (every
-//! model has a healthy upstream and we are not draining; JSON detail per upstream), and
-//! `/metrics` (Prometheus text). Read-only and free of secrets; mutating admin endpoints arrive
-//! with role-based bearer auth in a later change.
+//! model has a healthy upstream and we are not draining; JSON detail per upstream), `/metrics`
+//! (Prometheus text), and the mutating endpoints, which need `Authorization: Bearer` with one of
+//! the `[[admin.keys]]`: `POST /admin/rules/reload`. Without admin keys configured, mutating
+//! endpoints answer 403; a wrong or missing key gets 401. Every admin action is logged with the
+//! key's name (never the key).
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use crate::keys::KeyHash;
 use crate::state::App;
 
 pub struct AdminApp {
@@ -22,6 +25,14 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
+        if method == http::Method::POST && path == "/admin/rules/reload" {
+            let actor = match self.authorize(session) {
+                Ok(name) => name,
+                Err(resp) => return *resp,
+            };
+            let (status, body) = reload_rules(&self.app, &actor);
+            return reply(status, "application/json", body.to_string().into_bytes());
+        }
         if method != http::Method::GET {
             return reply(
                 405,
@@ -56,6 +67,90 @@ impl ServeHttp for AdminApp {
                 "application/json",
                 br#"{"error":"not found"}"#.to_vec(),
             ),
+        }
+    }
+}
+
+impl AdminApp {
+    /// The name of the admin key presented, or the error response.
+    fn authorize(&self, session: &ServerSession) -> Result<String, Box<Response<Vec<u8>>>> {
+        let keys = &self.app.config.admin.keys;
+        if keys.is_empty() {
+            return Err(Box::new(reply(
+                403,
+                "application/json",
+                json!({"error": {"code": "admin_disabled", "message": "no [[admin.keys]] configured: mutating admin endpoints are off"}})
+                    .to_string()
+                    .into_bytes(),
+            )));
+        }
+        let presented = session
+            .req_header()
+            .headers
+            .get("authorization")
+            .and_then(|v| crate::keys::bearer(v.as_bytes()))
+            .map(KeyHash::of);
+        match presented.and_then(|h| keys.iter().find(|k| k.key_hash == h)) {
+            Some(k) => Ok(k.name.clone()),
+            None => {
+                tracing::warn!(path = %session.req_header().uri.path(), "admin request with a missing or unknown key");
+                Err(Box::new(reply(
+                    401,
+                    "application/json",
+                    json!({"error": {"code": "invalid_admin_key", "message": "send an admin key as 'Authorization: Bearer KEY'"}})
+                        .to_string()
+                        .into_bytes(),
+                )))
+            }
+        }
+    }
+}
+
+/// Reload the rule packs; `(status, body)`. Shared by SIGHUP and `POST /admin/rules/reload`.
+pub fn reload_rules(app: &App, actor: &str) -> (u16, serde_json::Value) {
+    let Some(guards) = &app.guards else {
+        return (
+            409,
+            json!({"status": "failed", "errors": ["the input guard is disabled (guard.enabled = false)"]}),
+        );
+    };
+    match guards.reload(&app.metrics) {
+        Ok(r) => {
+            tracing::info!(
+                actor,
+                action = "rules.reload",
+                previous = %r.previous,
+                version = %r.version,
+                rules = r.rules,
+                compile_ms = r.compile.as_secs_f64() * 1e3,
+                "rule packs reloaded"
+            );
+            (
+                200,
+                json!({
+                    "status": "ok",
+                    "previous_version": r.previous,
+                    "version": r.version,
+                    "rules": r.rules,
+                    "compile_ms": r.compile.as_secs_f64() * 1e3,
+                    "shadow_version": r.shadow,
+                }),
+            )
+        }
+        Err(errors) => {
+            let kept = guards.active().version().to_string();
+            tracing::error!(
+                actor,
+                action = "rules.reload",
+                kept = %kept,
+                problems = errors.len(),
+                first = %errors.first().map_or("", String::as_str),
+                "rule reload failed; the previous packs stay active"
+            );
+            (
+                422,
+                json!({"status": "failed", "active_version": kept, "errors": errors}),
+            )
         }
     }
 }

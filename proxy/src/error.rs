@@ -52,6 +52,12 @@ pub enum ApiError {
     UpstreamError,
     /// Warden is draining for shutdown.
     ShuttingDown,
+    /// The input guard blocked the prompt; only rule ids are reported, never the matched text.
+    PromptBlocked { rule_ids: Vec<String> },
+    /// A declared tool is not on the tenant's allowlist, or differs from its pinned schema.
+    ToolNotAllowed { param: String, message: String },
+    /// The `tools` a request declares are malformed.
+    InvalidTools { param: String, message: String },
     /// A bug or an unexpected condition; details go to the log, not the client.
     Internal,
 }
@@ -88,6 +94,9 @@ impl ApiError {
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::UpstreamError => "upstream_error",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::PromptBlocked { .. } => "prompt_blocked",
+            ApiError::ToolNotAllowed { .. } => "tool_not_allowed",
+            ApiError::InvalidTools { .. } => "invalid_tools",
             ApiError::Internal => "internal_error",
         }
     }
@@ -99,9 +108,11 @@ impl ApiError {
             ApiError::InvalidUtf8
             | ApiError::InvalidJson { .. }
             | ApiError::InvalidField { .. }
-            | ApiError::MissingField { .. } => 400,
+            | ApiError::MissingField { .. }
+            | ApiError::PromptBlocked { .. }
+            | ApiError::InvalidTools { .. } => 400,
             ApiError::MissingApiKey | ApiError::InvalidApiKey => 401,
-            ApiError::ModelNotAllowed { .. } => 403,
+            ApiError::ModelNotAllowed { .. } | ApiError::ToolNotAllowed { .. } => 403,
             ApiError::ModelNotFound { .. } | ApiError::UnknownEndpoint => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::RequestTimeout => 408,
@@ -130,6 +141,9 @@ impl ApiError {
         match self {
             ApiError::InvalidField { field, .. } | ApiError::MissingField { field } => Some(field),
             ApiError::ModelNotFound { .. } | ApiError::ModelNotAllowed { .. } => Some("model"),
+            ApiError::ToolNotAllowed { param, .. } | ApiError::InvalidTools { param, .. } => {
+                Some(param)
+            }
             _ => None,
         }
     }
@@ -168,6 +182,12 @@ impl ApiError {
             ApiError::UpstreamTimeout => "the model server did not respond in time".into(),
             ApiError::UpstreamError => "the model server returned an invalid response".into(),
             ApiError::ShuttingDown => "server is shutting down".into(),
+            ApiError::PromptBlocked { rule_ids } => format!(
+                "the request was blocked by the input guard (rules: {})",
+                rule_ids.join(", ")
+            ),
+            ApiError::ToolNotAllowed { message, .. } => message.clone(),
+            ApiError::InvalidTools { param, message } => format!("invalid tools: '{param}' {message}"),
             ApiError::Internal => "internal error".into(),
         }
     }
@@ -186,13 +206,17 @@ impl ApiError {
     /// The JSON error object (without the outer `{"error": ...}`), shared by plain responses and
     /// SSE error events.
     pub fn json(&self, request_id: &str) -> serde_json::Value {
-        json!({
+        let mut v = json!({
             "message": self.message(),
             "type": self.kind(),
             "param": self.param(),
             "code": self.code(),
             "request_id": request_id,
-        })
+        });
+        if let ApiError::PromptBlocked { rule_ids } = self {
+            v["rule_ids"] = json!(rule_ids);
+        }
+        v
     }
 
     /// The one mapping from an error to what the client receives.

@@ -16,12 +16,14 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod health;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod quota;
+pub mod rules_cmd;
 pub mod server;
 pub mod sse;
 pub mod state;

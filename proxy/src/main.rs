@@ -82,10 +82,42 @@ enum Command {
         #[arg(long, default_value = "warden-tiny")]
         model_name: String,
     },
+    /// Rule-pack tools: run every rule's test cases, lint, or measure the guard on labelled data.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// API key utilities.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Compile the packs and run every rule's must_match / must_not_match cases.
+    Test {
+        /// Directory of *.toml packs (default: the packs embedded in this binary).
+        dir: Option<PathBuf>,
+    },
+    /// Duplicate ids, patterns that never match, match the empty string or almost anything,
+    /// missing tests. Exit 1 on errors; warnings are printed.
+    Lint {
+        /// Directory of *.toml packs (default: the embedded packs).
+        dir: Option<PathBuf>,
+    },
+    /// Run the input guard (default policy, one user message per line) over labelled JSONL
+    /// `{"text", "label": 0|1, "source"?}`; print precision, recall, FPR and latency.
+    Eval {
+        #[arg(long)]
+        input: PathBuf,
+        /// Directory of *.toml packs (default: the embedded packs).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
     },
 }
 
@@ -138,6 +170,25 @@ fn main() -> ExitCode {
             data_dir,
             model_name,
         }),
+        Command::Rules { command } => {
+            use warden_proxy::rules_cmd;
+            let report = match command {
+                RulesCommand::Test { dir } => rules_cmd::test(dir.as_deref()),
+                RulesCommand::Lint { dir } => rules_cmd::lint_cmd(dir.as_deref()),
+                RulesCommand::Eval {
+                    input,
+                    rules,
+                    format,
+                } => rules_cmd::eval(&input, rules.as_deref(), format == "json"),
+            };
+            err(&report.stderr);
+            let code = out(&report.stdout);
+            if report.ok {
+                code
+            } else {
+                ExitCode::from(1)
+            }
+        }
         Command::Keys {
             command: KeysCommand::Hash,
         } => keys_hash(),
@@ -198,19 +249,59 @@ fn up(opts: warden_proxy::up::UpOptions) -> ExitCode {
 
 fn check_config(path: PathBuf) -> ExitCode {
     match Config::load(&path) {
-        Ok(c) => out(&format!(
-            "{}: ok ({} upstream(s), {} tenant(s), proxy {}, admin {})\n",
-            path.display(),
-            c.upstreams.len(),
-            c.tenants.len(),
-            c.server.listen,
-            c.admin.listen
-        )),
+        Ok(c) if c.guard.enabled => {
+            // The packs are part of the config: load, compile and test them as `serve` would.
+            let mut problems = Vec::new();
+            for (role, dir) in [
+                ("rules_dir", c.guard.rules_dir.as_deref()),
+                ("shadow_rules_dir", c.guard.shadow_rules_dir.as_deref()),
+            ] {
+                if role == "shadow_rules_dir" && dir.is_none() {
+                    continue;
+                }
+                if let Err(errors) = warden_proxy::guard::build_engine(dir) {
+                    problems.extend(errors.into_iter().map(|e| format!("guard.{role}: {e}")));
+                }
+            }
+            if problems.is_empty() {
+                check_config_ok(&path, &c)
+            } else {
+                err(&format!(
+                    "{}: {} problem(s)\n",
+                    path.display(),
+                    problems.len()
+                ));
+                for p in problems {
+                    err(&format!("  {p}\n"));
+                }
+                ExitCode::from(1)
+            }
+        }
+        Ok(c) => check_config_ok(&path, &c),
         Err(e) => {
             err(&e.to_string());
             ExitCode::from(1)
         }
     }
+}
+
+fn check_config_ok(path: &std::path::Path, c: &Config) -> ExitCode {
+    let rules = if !c.guard.enabled {
+        "input guard off".to_string()
+    } else {
+        match &c.guard.rules_dir {
+            Some(d) => format!("rules {}", d.display()),
+            None => "embedded rules".to_string(),
+        }
+    };
+    out(&format!(
+        "{}: ok ({} upstream(s), {} tenant(s), proxy {}, admin {}, {rules})\n",
+        path.display(),
+        c.upstreams.len(),
+        c.tenants.len(),
+        c.server.listen,
+        c.admin.listen
+    ))
 }
 
 fn keys_hash() -> ExitCode {

@@ -21,6 +21,13 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub inflight: IntGauge,
     pub upstream_healthy: IntGaugeVec,
+    pub guard_decisions: IntCounterVec,
+    pub guard_rule_hits: IntCounterVec,
+    pub guard_seconds: HistogramVec,
+    pub guard_truncated: IntCounterVec,
+    pub guard_shadow_disagreements: IntCounterVec,
+    pub rule_pack_info: IntGaugeVec,
+    pub rule_reloads: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -84,6 +91,38 @@ impl Metrics {
                 Opts::new("warden_upstream_healthy", "1 when the upstream's last health check succeeded"),
                 &["upstream"],
             )?,
+            guard_decisions: IntCounterVec::new(
+                Opts::new("warden_guard_decisions_total", "Input-guard decisions, by tenant, decision (allow/flag/block/tools) and rule-pack version"),
+                &["tenant", "decision", "pack_version"],
+            )?,
+            guard_rule_hits: IntCounterVec::new(
+                Opts::new("warden_guard_rule_hits_total", "Requests each rule matched, by rule id and action; rule ids come from the loaded packs"),
+                &["rule", "action"],
+            )?,
+            guard_seconds: HistogramVec::new(
+                HistogramOpts::new("warden_guard_seconds", "Time the input guard took per request (normalise, scan, score, mask)")
+                    .buckets(vec![
+                        0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+                        0.002_5, 0.005, 0.01, 0.025, 0.1,
+                    ]),
+                &["endpoint"],
+            )?,
+            guard_truncated: IntCounterVec::new(
+                Opts::new("warden_guard_truncated_total", "Requests with text beyond the scanning bounds (not scanned past them)"),
+                &["tenant"],
+            )?,
+            guard_shadow_disagreements: IntCounterVec::new(
+                Opts::new("warden_guard_shadow_disagreements_total", "Requests where the shadow pack would have decided differently, by active and shadow decision"),
+                &["tenant", "active", "shadow"],
+            )?,
+            rule_pack_info: IntGaugeVec::new(
+                Opts::new("warden_rule_pack_info", "1 for each loaded rule-pack version (role: active or shadow)"),
+                &["role", "version", "source"],
+            )?,
+            rule_reloads: IntCounterVec::new(
+                Opts::new("warden_rule_reloads_total", "Rule-pack reloads, by result (ok/failed)"),
+                &["result"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -97,6 +136,14 @@ impl Metrics {
         m.registry.register(Box::new(m.tokens.clone()))?;
         m.registry.register(Box::new(m.inflight.clone()))?;
         m.registry.register(Box::new(m.upstream_healthy.clone()))?;
+        m.registry.register(Box::new(m.guard_decisions.clone()))?;
+        m.registry.register(Box::new(m.guard_rule_hits.clone()))?;
+        m.registry.register(Box::new(m.guard_seconds.clone()))?;
+        m.registry.register(Box::new(m.guard_truncated.clone()))?;
+        m.registry
+            .register(Box::new(m.guard_shadow_disagreements.clone()))?;
+        m.registry.register(Box::new(m.rule_pack_info.clone()))?;
+        m.registry.register(Box::new(m.rule_reloads.clone()))?;
         Ok(m)
     }
 

@@ -26,6 +26,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::guard::{self, GuardOutcome, GuardRun};
 use crate::keys;
 use crate::sse::{SseEvent, SseParser};
 use crate::state::{App, InflightGuard};
@@ -76,6 +77,8 @@ pub struct RequestCtx {
     stream_error_sent: bool,
     json_buf: Option<Vec<u8>>,
     usage: Option<Usage>,
+    /// The input guard's decision (rule ids, score, pack version), for logs and telemetry.
+    pub guard: Option<GuardOutcome>,
     _inflight: InflightGuard,
 }
 
@@ -121,6 +124,7 @@ impl ProxyHttp for WardenProxy {
             stream_error_sent: false,
             json_buf: None,
             usage: None,
+            guard: None,
             _inflight: self.app.track(),
         }
     }
@@ -421,6 +425,11 @@ impl ProxyHttp for WardenProxy {
             output_tokens = ctx.usage.map(|u| u.output),
             duration_ms = total.as_secs_f64() * 1e3,
             overhead_us = overhead.as_micros() as u64,
+            guard = ctx.guard.as_ref().map(|g| g.decision.name()),
+            guard_score = ctx.guard.as_ref().map(|g| g.score),
+            guard_rules = ctx.guard.as_ref().map(|g| g.rule_ids.join(",")),
+            guard_us = ctx.guard.as_ref().map(|g| g.elapsed.as_micros() as u64),
+            pack_version = ctx.guard.as_ref().map(|g| g.pack_version.as_str()),
             error = e.map(|e| e.etype().as_str()),
             "request"
         );
@@ -483,7 +492,7 @@ impl WardenProxy {
             .map(|v| v.as_bytes().to_vec());
         let body = read_body(session, cap, app.config.server.body_read_timeout).await?;
 
-        let v = validate::validate(
+        let mut v = validate::validate(
             endpoint,
             content_type.as_deref(),
             body,
@@ -503,10 +512,10 @@ impl WardenProxy {
             })?;
         ctx.stream = v.stream;
         let estimated_tokens = v.estimated_tokens;
-        let prepared = v.prepare(app.upstreams[upstream].config.stream_usage)?;
-        ctx.injected_usage = prepared.injected_usage;
         ctx.upstream = Some(upstream);
 
+        // Quota before the guard, so blocked requests still count against the request rate
+        // (probing the rules is not free); their tokens are refunded in `logging`.
         if let Err(e) = tenant.quota.admit(estimated_tokens, Instant::now()) {
             let kind = match e {
                 ApiError::RequestRateLimited { .. } => "requests",
@@ -519,6 +528,31 @@ impl WardenProxy {
             return Err(e.into());
         }
         ctx.charged_tokens = estimated_tokens;
+
+        if let (Some(guards), true) = (&app.guards, tenant.config.guard.enabled) {
+            let engine = guards.active();
+            let shadow = guards.shadow();
+            let run = GuardRun {
+                endpoint,
+                tenant: &tenant.config.name,
+                policy: &tenant.config.guard,
+                engine: &engine,
+                shadow: shadow.as_deref(),
+                metrics: &app.metrics,
+                request_id: &ctx.request_id,
+            };
+            match guard::inspect_request(&run, &mut v) {
+                Ok(outcome) => ctx.guard = Some(outcome),
+                Err(refused) => {
+                    let (e, outcome) = *refused;
+                    ctx.guard = outcome;
+                    return Err(e.into());
+                }
+            }
+        }
+
+        let prepared = v.prepare(app.upstreams[upstream].config.stream_usage)?;
+        ctx.injected_usage = prepared.injected_usage;
         ctx.body = Some(prepared.body);
         Ok(Admission::Forward)
     }

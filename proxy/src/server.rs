@@ -20,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::guard::Guards;
 use crate::health::HealthChecker;
 use crate::proxy::WardenProxy;
 use crate::state::App;
@@ -32,6 +33,8 @@ pub enum StartError {
         source: std::io::Error,
     },
     Metrics(prometheus::Error),
+    /// The rule packs did not load, compile or pass their tests.
+    Rules(Vec<String>),
 }
 
 impl std::fmt::Display for StartError {
@@ -41,6 +44,13 @@ impl std::fmt::Display for StartError {
                 write!(f, "cannot listen on {addr} ({what}): {source}")
             }
             StartError::Metrics(e) => write!(f, "metrics setup failed: {e}"),
+            StartError::Rules(errors) => {
+                write!(f, "rule packs failed ({} problem(s)):", errors.len())?;
+                for e in errors {
+                    write!(f, "\n  {e}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -56,7 +66,28 @@ pub fn run(config: Config) -> Result<(), StartError> {
     ] {
         TcpListener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })?;
     }
-    let app = App::new(config).map_err(StartError::Metrics)?;
+    let guards = if config.guard.enabled {
+        let g = Guards::load(&config.guard).map_err(StartError::Rules)?;
+        let a = g.active();
+        tracing::info!(
+            version = a.version(),
+            source = %a.set().source,
+            rules = a.rules().len(),
+            compile_ms = a.compile_time.as_secs_f64() * 1e3,
+            shadow = g.shadow().map(|s| s.version().to_string()),
+            "rule packs loaded and tested"
+        );
+        Some(g)
+    } else {
+        tracing::warn!(
+            "input guard disabled (guard.enabled = false): prompts are forwarded unscanned"
+        );
+        None
+    };
+    let app = App::new(config, guards).map_err(StartError::Metrics)?;
+    if let Some(g) = &app.guards {
+        g.publish(&app.metrics);
+    }
     let cfg = &app.config;
 
     let conf = ServerConf {
@@ -85,10 +116,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
     admin.threads = Some(1);
 
     let health = background_service("upstream health", HealthChecker { app: app.clone() });
+    let reloader = background_service("rule reload on SIGHUP", ReloadOnHangup { app: app.clone() });
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(health);
+    server.add_service(reloader);
     tracing::info!(
         proxy = %cfg.server.listen,
         admin = %cfg.admin.listen,
@@ -143,6 +176,32 @@ impl ShutdownSignalWatch for Signals {
             std::process::exit(0);
         });
         ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// SIGHUP reloads the rule packs (same path as `POST /admin/rules/reload`).
+struct ReloadOnHangup {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for ReloadOnHangup {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the SIGHUP handler; reload with POST /admin/rules/reload");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    crate::admin::reload_rules(&self.app, "SIGHUP");
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 }
 

@@ -42,6 +42,8 @@ pub struct App {
     /// Every model any upstream serves, in config order, without duplicates.
     pub models: Vec<String>,
     pub metrics: Metrics,
+    /// The input guard's packs; `None` when `guard.enabled = false`.
+    pub guards: Option<crate::guard::Guards>,
     inflight: AtomicUsize,
     draining: AtomicBool,
 }
@@ -53,7 +55,10 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    pub fn new(config: Config) -> Result<Arc<App>, prometheus::Error> {
+    pub fn new(
+        config: Config,
+        guards: Option<crate::guard::Guards>,
+    ) -> Result<Arc<App>, prometheus::Error> {
         let metrics = Metrics::new()?;
         let mut tenant_by_key = HashMap::new();
         let tenants = config
@@ -101,6 +106,7 @@ impl App {
             upstreams,
             models,
             metrics,
+            guards,
             inflight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
         }))

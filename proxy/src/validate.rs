@@ -72,6 +72,17 @@ pub struct Prepared {
 }
 
 impl Validated {
+    /// The parsed request body.
+    pub fn doc(&self) -> &Map<String, Value> {
+        &self.doc
+    }
+
+    /// The parsed body, to be changed (masking, a pinned system prompt); re-serialised on `prepare`.
+    pub fn doc_mut(&mut self) -> &mut Map<String, Value> {
+        self.changed = true;
+        &mut self.doc
+    }
+
     /// The final body: re-serialised only when something changed. With `ask_stream_usage`, a
     /// stream that did not ask for `usage` gets `stream_options.include_usage` so token quotas are
     /// reconciled exactly.

@@ -3,6 +3,11 @@
 Warden, in one run, alternating, repeated; reports medians and the added latency.
 
     python3 tests/bench/overhead.py [--rate 1000] [--duration 10] [--rounds 3] [--warden-threads 2]
+    python3 tests/bench/overhead.py --compare-guards [--prompt-bytes 4096] ...
+
+With --compare-guards, two Wardens run side by side on the same upstream, one with the input guard
+(the shipped packs) and one with `guard.enabled = false`; each round measures direct, guards off and
+guards on, and the guard's added latency is reported against guards-off from the same round.
 
 Needs release builds of `warden`, `fake-upstream` and `loadgen`
 (`cargo build --release -p warden-proxy -p warden-tests --bins`). Everything runs on loopback on
@@ -40,6 +45,10 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--warden-threads", type=int, default=2)
     ap.add_argument("--json", help="also write all raw results to this file")
+    ap.add_argument("--compare-guards", action="store_true",
+                    help="run a guards-off Warden beside the guards-on one and compare them")
+    ap.add_argument("--prompt-bytes", type=int, default=0,
+                    help="user message of about this many bytes of ordinary English (default: a short one)")
     args = ap.parse_args()
 
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
@@ -54,8 +63,11 @@ def main():
     up_addr = up.stdout.readline().strip().removeprefix("listening on ")
     key_hash = subprocess.run([bins["warden"], "keys", "hash"], input=KEY.encode(), capture_output=True,
                               check=True).stdout.decode().strip()
-    proxy, admin = free_port(), free_port()
-    (tmp / "warden.toml").write_text(f"""
+
+    def start_warden(name, guard_enabled):
+        proxy, admin = free_port(), free_port()
+        cfg = tmp / f"{name}.toml"
+        cfg.write_text(f"""
 [server]
 listen = "127.0.0.1:{proxy}"
 threads = {args.warden_threads}
@@ -63,6 +75,8 @@ threads = {args.warden_threads}
 listen = "127.0.0.1:{admin}"
 [logging]
 level = "warn"
+[guard]
+enabled = {"true" if guard_enabled else "false"}
 [[upstreams]]
 name = "fake"
 address = "{up_addr}"
@@ -72,9 +86,9 @@ name = "bench"
 api_keys = ["{key_hash}"]
 max_tokens = 16
 """)
-    warden = subprocess.Popen([bins["warden"], "serve", "--config", str(tmp / "warden.toml")],
-                              stderr=open(tmp / "warden.log", "wb"))
-    try:
+        proc = subprocess.Popen([bins["warden"], "serve", "--config", str(cfg)],
+                                stderr=open(tmp / f"{name}.log", "wb"))
+        wardens.append(proc)
         deadline = time.time() + 20
         while True:
             try:
@@ -84,16 +98,31 @@ max_tokens = 16
             except OSError:
                 pass
             if time.time() > deadline:
-                sys.exit("warden not ready:\n" + (tmp / "warden.log").read_text())
+                sys.exit("warden not ready:\n" + (tmp / f"{name}.log").read_text())
             time.sleep(0.1)
+        return proxy, admin
 
+    wardens = []
+    try:
+        proxy, admin = start_warden("warden", True)
+        paths = [("direct", f"http://{up_addr}"), ("warden", f"http://127.0.0.1:{proxy}")]
+        if args.compare_guards:
+            off_proxy, _ = start_warden("warden-noguard", False)
+            paths = [("direct", f"http://{up_addr}"), ("guards-off", f"http://127.0.0.1:{off_proxy}"),
+                     ("warden", f"http://127.0.0.1:{proxy}")]
         # The same body both ways; max_tokens set so Warden forwards it unchanged.
-        body = json.dumps({"model": "test-model", "messages": [{"role": "user", "content": "Say hello in a few words."}],
+        content = "Say hello in a few words."
+        if args.prompt_bytes:
+            para = ("You are a helpful assistant for the billing team. Summarise the customer's last three "
+                    "invoices, explain any late fees in plain language, and suggest whether a payment plan "
+                    "would help. Keep the answer short and do not reveal internal account notes. ")
+            content = (para * (args.prompt_bytes // len(para) + 1))[:args.prompt_bytes]
+        body = json.dumps({"model": "test-model", "messages": [{"role": "user", "content": content}],
                            "max_tokens": 16})
         results = {}
         for rnd in range(args.rounds):
             for mode in ("non-streaming", "streaming"):
-                for path, url in (("direct", f"http://{up_addr}"), ("warden", f"http://127.0.0.1:{proxy}")):
+                for path, url in paths:
                     cmd = [bins["loadgen"], "--url", url + "/v1/chat/completions", "--rate", str(args.rate),
                            "--duration", str(args.duration), "--warmup", str(args.warmup),
                            "--connections", str(args.connections), "--body", body,
@@ -116,7 +145,7 @@ max_tokens = 16
         print("| mode | path | req/s | p50 | p99 | p99.9 | TTFB p50 | errors |")
         print("|---|---|---|---|---|---|---|---|")
         for mode in ("non-streaming", "streaming"):
-            for path in ("direct", "warden"):
+            for path, _ in paths:
                 rs = results[(mode, path)]
                 print(f"| {mode} | {path} | {statistics.median(r['achieved_rps'] for r in rs):.0f} | "
                       f"{med(mode, path, 'p50'):.0f} | {med(mode, path, 'p99'):.0f} | {med(mode, path, 'p999'):.0f} | "
@@ -133,6 +162,17 @@ max_tokens = 16
             r99 = statistics.median(w["latency_us"]["p99"] / d["latency_us"]["p99"] for d, w in pairs)
             print(f"| {mode} | {statistics.median(add50):+.0f} us | {statistics.median(add99):+.0f} us | "
                   f"{', '.join(f'{a:+d}' for a in add99)} | {r50:.2f}x | {r99:.2f}x |")
+        if args.compare_guards:
+            print("\nInput guard on vs off (paired per round against the guards-off Warden):\n")
+            print("| mode | guard added p50 | guard added p99 | added p99 per round | p99 ratio on/off |")
+            print("|---|---|---|---|---|")
+            for mode in ("non-streaming", "streaming"):
+                pairs = list(zip(results[(mode, "guards-off")], results[(mode, "warden")]))
+                add50 = [w["latency_us"]["p50"] - d["latency_us"]["p50"] for d, w in pairs]
+                add99 = [w["latency_us"]["p99"] - d["latency_us"]["p99"] for d, w in pairs]
+                r99 = statistics.median(w["latency_us"]["p99"] / d["latency_us"]["p99"] for d, w in pairs)
+                print(f"| {mode} | {statistics.median(add50):+.0f} us | {statistics.median(add99):+.0f} us | "
+                      f"{', '.join(f'{a:+d}' for a in add99)} | {r99:.2f}x |")
         # Warden's own view: time in Warden excluding the wait on the upstream.
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
             metrics = r.read().decode()
@@ -151,9 +191,11 @@ max_tokens = 16
             print(f"\nwarden_overhead_seconds over all {count} proxied requests: mean {total / count * 1e6:.0f} us, "
                   f"p50 <= {bucket_quantile(0.5) * 1e6:.0f} us, p99 <= {bucket_quantile(0.99) * 1e6:.0f} us (histogram buckets)")
     finally:
-        warden.terminate()
+        for w in wardens:
+            w.terminate()
         up.terminate()
-        warden.wait(timeout=15)
+        for w in wardens:
+            w.wait(timeout=15)
         up.wait(timeout=5)
 
 

@@ -7,17 +7,18 @@
 //!
 //! The commented example at `proxy/warden.example.toml` documents every key.
 
-mod reader;
+mod guard;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-pub use reader::ConfigError;
-use reader::{Errors, Table};
+pub use warden_guards::toml_reader::ConfigError;
+use warden_guards::toml_reader::{Errors, Table};
 
 use crate::keys::KeyHash;
+pub use guard::{GuardConfig, SystemPromptMode, TenantGuard};
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -25,6 +26,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub admin: AdminConfig,
     pub logging: LoggingConfig,
+    pub guard: GuardConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub tenants: Vec<TenantConfig>,
 }
@@ -47,6 +49,16 @@ pub struct ServerConfig {
 pub struct AdminConfig {
     /// Admin listener: health, readiness, metrics. Loopback by default.
     pub listen: SocketAddr,
+    /// Keys for the mutating admin endpoints (`POST /admin/...`). None = those endpoints refuse.
+    pub keys: Vec<AdminKey>,
+}
+
+/// One operator allowed to call mutating admin endpoints.
+#[derive(Debug, Clone)]
+pub struct AdminKey {
+    /// Who: recorded with every admin action.
+    pub name: String,
+    pub key_hash: KeyHash,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +99,8 @@ pub struct TenantConfig {
     pub tokens_per_minute: Option<u64>,
     /// Cap on `max_tokens` / `max_completion_tokens`; also the value used when a request sets none.
     pub max_tokens: u32,
+    /// Input-guard policy: paranoia, threshold, exclusions, pinned system prompt, tools.
+    pub guard: TenantGuard,
 }
 
 /// The config failed to load; `errors` lists every problem found.
@@ -179,7 +193,16 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
         }
         None => AdminConfig {
             listen: default_addr(9090),
+            keys: Vec::new(),
         },
+    };
+    let guard = match root.table(errs, "guard") {
+        Some(mut t) => {
+            let g = guard::decode_guard(&mut t, errs);
+            t.finish(errs);
+            g
+        }
+        None => GuardConfig::default(),
     };
     let logging = match root.table(errs, "logging") {
         Some(mut t) => {
@@ -267,6 +290,7 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
         server,
         admin,
         logging,
+        guard,
         upstreams,
         tenants,
     }
@@ -349,9 +373,40 @@ fn decode_server(t: &mut Table<'_>, errs: &mut Errors<'_>) -> ServerConfig {
 }
 
 fn decode_admin(t: &mut Table<'_>, errs: &mut Errors<'_>) -> AdminConfig {
-    AdminConfig {
-        listen: socket_addr(t, errs, "listen").unwrap_or_else(|| default_addr(9090)),
+    let listen = socket_addr(t, errs, "listen").unwrap_or_else(|| default_addr(9090));
+    let mut keys: Vec<AdminKey> = Vec::new();
+    for mut k in t.tables(errs, "keys") {
+        let name = required_name(&mut k, errs);
+        let hash = match k.string(errs, "key_hash") {
+            Some(raw) => match KeyHash::parse(&raw) {
+                Ok(h) => Some(h),
+                Err(msg) => {
+                    errs.push(&k.child_path("key_hash"), k.value_span("key_hash"), msg);
+                    None
+                }
+            },
+            None => {
+                errs.push(
+                    &k.child_path("key_hash"),
+                    k.span(),
+                    "missing required key (make one with `warden keys generate`)",
+                );
+                None
+            }
+        };
+        if let (Some(name), Some(key_hash)) = (name, hash) {
+            if keys.iter().any(|o| o.key_hash == key_hash) {
+                errs.push(
+                    &k.child_path("key_hash"),
+                    k.value_span("key_hash"),
+                    "key hash used twice",
+                );
+            }
+            keys.push(AdminKey { name, key_hash });
+        }
+        k.finish(errs);
     }
+    AdminConfig { listen, keys }
 }
 
 fn decode_logging(t: &mut Table<'_>, errs: &mut Errors<'_>) -> LoggingConfig {
@@ -487,6 +542,14 @@ fn decode_tenant(
         positive(t, errs, "requests_per_minute", u32::MAX as u64).map(|n| n as u32);
     let tokens_per_minute = positive(t, errs, "tokens_per_minute", u64::from(u32::MAX));
     let max_tokens = positive(t, errs, "max_tokens", 1_000_000).map_or(4096, |n| n as u32);
+    let guard = match t.table(errs, "guard") {
+        Some(mut g) => {
+            let decoded = guard::decode_tenant_guard(&mut g, errs);
+            g.finish(errs);
+            decoded
+        }
+        None => TenantGuard::default(),
+    };
     Some(TenantConfig {
         name: name?,
         api_keys,
@@ -494,6 +557,7 @@ fn decode_tenant(
         requests_per_minute,
         tokens_per_minute,
         max_tokens,
+        guard,
     })
 }
 

@@ -69,7 +69,7 @@ pub struct Table<'d> {
     inner: &'d dyn TableLike,
     path: String,
     span: Option<Range<usize>>,
-    taken: Vec<&'static str>,
+    taken: Vec<String>,
 }
 
 impl<'d> Table<'d> {
@@ -94,8 +94,8 @@ impl<'d> Table<'d> {
         }
     }
 
-    fn get(&mut self, key: &'static str) -> Option<&'d Item> {
-        self.taken.push(key);
+    fn get(&mut self, key: &str) -> Option<&'d Item> {
+        self.taken.push(key.to_string());
         self.inner.get(key).filter(|item| !item.is_none())
     }
 
@@ -113,7 +113,7 @@ impl<'d> Table<'d> {
         );
     }
 
-    pub fn string(&mut self, errs: &mut Errors<'_>, key: &'static str) -> Option<String> {
+    pub fn string(&mut self, errs: &mut Errors<'_>, key: &str) -> Option<String> {
         let item = self.get(key)?;
         match item.as_str() {
             Some(s) => Some(s.to_string()),
@@ -124,7 +124,7 @@ impl<'d> Table<'d> {
         }
     }
 
-    pub fn boolean(&mut self, errs: &mut Errors<'_>, key: &'static str) -> Option<bool> {
+    pub fn boolean(&mut self, errs: &mut Errors<'_>, key: &str) -> Option<bool> {
         let item = self.get(key)?;
         match item.as_bool() {
             Some(b) => Some(b),
@@ -136,7 +136,7 @@ impl<'d> Table<'d> {
     }
 
     /// A non-negative integer no larger than `max`.
-    pub fn uint(&mut self, errs: &mut Errors<'_>, key: &'static str, max: u64) -> Option<u64> {
+    pub fn uint(&mut self, errs: &mut Errors<'_>, key: &str, max: u64) -> Option<u64> {
         let item = self.get(key)?;
         match item.as_integer() {
             Some(i) if i >= 0 && (i as u64) <= max => Some(i as u64),
@@ -155,7 +155,7 @@ impl<'d> Table<'d> {
         }
     }
 
-    pub fn string_list(&mut self, errs: &mut Errors<'_>, key: &'static str) -> Option<Vec<String>> {
+    pub fn string_list(&mut self, errs: &mut Errors<'_>, key: &str) -> Option<Vec<String>> {
         let item = self.get(key)?;
         let Some(array) = item.as_array() else {
             self.type_error(errs, key, item, "an array of strings");
@@ -175,7 +175,7 @@ impl<'d> Table<'d> {
         Some(out)
     }
 
-    pub fn table(&mut self, errs: &mut Errors<'_>, key: &'static str) -> Option<Table<'d>> {
+    pub fn table(&mut self, errs: &mut Errors<'_>, key: &str) -> Option<Table<'d>> {
         let item = self.get(key)?;
         match item.as_table_like() {
             Some(inner) => Some(Table {
@@ -192,7 +192,7 @@ impl<'d> Table<'d> {
     }
 
     /// `[[key]]` array of tables (or an array of inline tables).
-    pub fn tables(&mut self, errs: &mut Errors<'_>, key: &'static str) -> Vec<Table<'d>> {
+    pub fn tables(&mut self, errs: &mut Errors<'_>, key: &str) -> Vec<Table<'d>> {
         let Some(item) = self.get(key) else {
             return Vec::new();
         };
@@ -235,7 +235,7 @@ impl<'d> Table<'d> {
     /// Report every key that was never asked for.
     pub fn finish(self, errs: &mut Errors<'_>) {
         for (key, item) in self.inner.iter() {
-            if !self.taken.contains(&key) {
+            if !self.taken.iter().any(|t| t == key) {
                 let span = self
                     .inner
                     .key(key)

@@ -1,0 +1,236 @@
+//! `warden rules eval`: the full input guard over a labelled JSONL file, exactly as the proxy runs
+//! it on a single user message under a policy, with precision, recall, false-positive rate
+//! overall and per source, and the guard's latency.
+//!
+//! Input lines: `{"text": "...", "label": 0|1, "source"?: "..."}`. A line that is not that shape
+//! is an error naming its line number; nothing is silently skipped.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::engine::Engine;
+use crate::pack::Target;
+use crate::policy::{Decision, Message, Policy};
+
+/// One labelled example.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    pub text: String,
+    /// `true` = attack (should be blocked).
+    pub attack: bool,
+    pub source: String,
+}
+
+/// Parse JSONL; every bad line is reported as `line N: problem`.
+pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(format!("line {n}: not JSON: {e}"));
+                continue;
+            }
+        };
+        let text = value.get("text").and_then(Value::as_str);
+        let label = value.get("label").and_then(Value::as_u64);
+        let source = match value.get("source") {
+            None | Some(Value::Null) => Some("unspecified"),
+            Some(v) => v.as_str(),
+        };
+        match (text, label, source) {
+            (Some(text), Some(label @ 0..=1), Some(source)) => out.push(Example {
+                text: text.to_string(),
+                attack: label == 1,
+                source: source.to_string(),
+            }),
+            (None, ..) => errors.push(format!("line {n}: \"text\" must be a string")),
+            (_, _, None) => errors.push(format!("line {n}: \"source\" must be a string")),
+            _ => errors.push(format!("line {n}: \"label\" must be 0 or 1")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Confusion counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub tp: u64,
+    pub fp: u64,
+    pub tn: u64,
+    pub fn_: u64,
+}
+
+impl Counts {
+    fn add(&mut self, attack: bool, blocked: bool) {
+        match (attack, blocked) {
+            (true, true) => self.tp += 1,
+            (true, false) => self.fn_ += 1,
+            (false, true) => self.fp += 1,
+            (false, false) => self.tn += 1,
+        }
+    }
+
+    /// `None` when undefined (no positives predicted / no attacks / no benign examples).
+    pub fn precision(&self) -> Option<f64> {
+        ratio(self.tp, self.tp + self.fp)
+    }
+
+    pub fn recall(&self) -> Option<f64> {
+        ratio(self.tp, self.tp + self.fn_)
+    }
+
+    pub fn fpr(&self) -> Option<f64> {
+        ratio(self.fp, self.fp + self.tn)
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "tp": self.tp, "fp": self.fp, "tn": self.tn, "fn": self.fn_,
+            "precision": self.precision(), "recall": self.recall(), "fpr": self.fpr(),
+        })
+    }
+}
+
+fn ratio(a: u64, b: u64) -> Option<f64> {
+    (b > 0).then(|| a as f64 / b as f64)
+}
+
+/// The figures `rules eval` prints.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub overall: Counts,
+    pub by_source: BTreeMap<String, Counts>,
+    /// Guard latency per example, microseconds, sorted.
+    pub latencies_us: Vec<f64>,
+}
+
+impl Report {
+    pub fn percentile_us(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * (self.latencies_us.len() - 1) as f64).round() as usize;
+        self.latencies_us[rank.min(self.latencies_us.len() - 1)]
+    }
+
+    pub fn to_json(&self) -> Value {
+        let by_source: serde_json::Map<String, Value> = self
+            .by_source
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect();
+        json!({
+            "overall": self.overall.to_json(),
+            "by_source": by_source,
+            "latency_us": {"p50": self.percentile_us(50.0), "p99": self.percentile_us(99.0)},
+        })
+    }
+
+    pub fn to_table(&self) -> String {
+        let pct =
+            |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0));
+        let mut out = format!(
+            "{:<28} {:>7} {:>7} {:>7} {:>7} {:>10} {:>8} {:>7}\n",
+            "source", "tp", "fp", "tn", "fn", "precision", "recall", "fpr"
+        );
+        let mut row = |name: &str, c: &Counts| {
+            out.push_str(&format!(
+                "{:<28} {:>7} {:>7} {:>7} {:>7} {:>10} {:>8} {:>7}\n",
+                name,
+                c.tp,
+                c.fp,
+                c.tn,
+                c.fn_,
+                pct(c.precision()),
+                pct(c.recall()),
+                pct(c.fpr())
+            ));
+        };
+        for (name, c) in &self.by_source {
+            row(name, c);
+        }
+        row("overall", &self.overall);
+        out.push_str(&format!(
+            "guard latency per message: p50 {:.1} µs, p99 {:.1} µs ({} messages)\n",
+            self.percentile_us(50.0),
+            self.percentile_us(99.0),
+            self.latencies_us.len()
+        ));
+        out
+    }
+}
+
+/// Run the guard over every example as one user message.
+pub fn evaluate(engine: &Engine, policy: &Policy, examples: &[Example]) -> Report {
+    let mut report = Report::default();
+    for ex in examples {
+        let started = Instant::now();
+        let verdict = policy.inspect(
+            engine,
+            &[Message {
+                target: Target::User,
+                text: &ex.text,
+            }],
+            None,
+        );
+        report
+            .latencies_us
+            .push(started.elapsed().as_secs_f64() * 1e6);
+        let blocked = verdict.decision == Decision::Block;
+        report.overall.add(ex.attack, blocked);
+        report
+            .by_source
+            .entry(ex.source.clone())
+            .or_default()
+            .add(ex.attack, blocked);
+    }
+    report.latencies_us.sort_by(f64::total_cmp);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_lines_are_reported_by_number() {
+        let input = "{\"text\":\"a\",\"label\":1}\nnot json\n{\"text\":\"b\",\"label\":2}\n\n{\"label\":0}\n";
+        let errs = parse_jsonl(input).unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].starts_with("line 2: not JSON"));
+        assert!(errs[1].starts_with("line 3: \"label\""));
+        assert!(errs[2].starts_with("line 5: \"text\""));
+    }
+
+    #[test]
+    fn counts_give_precision_recall_and_fpr() {
+        let mut c = Counts::default();
+        for (a, b) in [
+            (true, true),
+            (true, true),
+            (true, false),
+            (false, true),
+            (false, false),
+            (false, false),
+            (false, false),
+        ] {
+            c.add(a, b);
+        }
+        assert_eq!(c.precision(), Some(2.0 / 3.0));
+        assert_eq!(c.recall(), Some(2.0 / 3.0));
+        assert_eq!(c.fpr(), Some(0.25));
+        assert_eq!(Counts::default().precision(), None);
+    }
+}

@@ -1,0 +1,275 @@
+//! The `[guard]` section (which rule packs) and each tenant's `[tenants.guard]` policy.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+use warden_guards::policy::{Exclusions, Policy, DEFAULT_ROLE_WEIGHTS};
+use warden_guards::toml_reader::{Errors, Table};
+use warden_guards::tools::{check_schema, ToolPolicy};
+use warden_guards::Target;
+
+/// Which packs the input guard runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// Run the input guard at all. Off = requests are forwarded unscanned.
+    pub enabled: bool,
+    /// Directory of `*.toml` packs; `None` = the packs embedded in the binary.
+    pub rules_dir: Option<PathBuf>,
+    /// A candidate pack run beside the active one; it only records where it would decide otherwise.
+    pub shadow_rules_dir: Option<PathBuf>,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            enabled: true,
+            rules_dir: None,
+            shadow_rules_dir: None,
+        }
+    }
+}
+
+/// Where a pinned system prompt goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemPromptMode {
+    /// Client system (and developer) messages are removed; the pinned prompt is the only one.
+    Replace,
+    /// The pinned prompt comes first; client system messages stay after it.
+    Prepend,
+}
+
+/// A tenant's guard policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantGuard {
+    pub enabled: bool,
+    pub policy: Policy,
+    /// Extra exclusions per endpoint label (`chat_completions`, `completions`, `embeddings`).
+    pub routes: HashMap<String, Exclusions>,
+    pub system_prompt: Option<String>,
+    pub system_prompt_mode: SystemPromptMode,
+    pub tools: ToolPolicy,
+}
+
+impl Default for TenantGuard {
+    fn default() -> Self {
+        TenantGuard {
+            enabled: true,
+            policy: Policy::default(),
+            routes: HashMap::new(),
+            system_prompt: None,
+            system_prompt_mode: SystemPromptMode::Replace,
+            tools: ToolPolicy::default(),
+        }
+    }
+}
+
+const ROUTES: [&str; 3] = ["chat_completions", "completions", "embeddings"];
+
+pub fn decode_guard(t: &mut Table<'_>, errs: &mut Errors<'_>) -> GuardConfig {
+    GuardConfig {
+        enabled: t.boolean(errs, "enabled").unwrap_or(true),
+        rules_dir: t.string(errs, "rules_dir").map(PathBuf::from),
+        shadow_rules_dir: t.string(errs, "shadow_rules_dir").map(PathBuf::from),
+    }
+}
+
+fn exclusions(t: &mut Table<'_>, errs: &mut Errors<'_>) -> Exclusions {
+    let list = t.string_list(errs, "exclude").unwrap_or_default();
+    for (i, e) in list.iter().enumerate() {
+        if e.is_empty() || e == "tag:" {
+            errs.push(
+                &format!("{}[{i}]", t.child_path("exclude")),
+                t.value_span("exclude"),
+                "expected a rule id (e.g. \"PII-6002\") or \"tag:<tag>\"",
+            );
+        }
+    }
+    Exclusions::from_entries(list.iter().map(String::as_str))
+}
+
+pub fn decode_tenant_guard(t: &mut Table<'_>, errs: &mut Errors<'_>) -> TenantGuard {
+    let mut g = TenantGuard {
+        enabled: t.boolean(errs, "enabled").unwrap_or(true),
+        ..TenantGuard::default()
+    };
+    let level = |t: &mut Table<'_>, errs: &mut Errors<'_>, key: &'static str, default: u8| match t
+        .uint(errs, key, 4)
+    {
+        Some(0) => {
+            errs.push(
+                &t.child_path(key),
+                t.value_span(key),
+                "paranoia levels are 1 to 4",
+            );
+            default
+        }
+        Some(n) => n as u8,
+        None => default,
+    };
+    g.policy.detection_paranoia = level(t, errs, "detection_paranoia", 2);
+    g.policy.blocking_paranoia = level(t, errs, "blocking_paranoia", 1);
+    if g.policy.blocking_paranoia > g.policy.detection_paranoia {
+        errs.push(
+            &t.child_path("blocking_paranoia"),
+            t.value_span("blocking_paranoia"),
+            format!(
+                "must not exceed detection_paranoia ({}): rules that are not detected cannot block",
+                g.policy.detection_paranoia
+            ),
+        );
+    }
+    match t.uint(errs, "threshold", 1000) {
+        Some(0) => errs.push(
+            &t.child_path("threshold"),
+            t.value_span("threshold"),
+            "must be at least 1",
+        ),
+        Some(n) => g.policy.threshold = n as u32,
+        None => {}
+    }
+    g.policy.exclusions = exclusions(t, errs);
+    if let Some(mut w) = t.table(errs, "role_weights") {
+        let mut weights = DEFAULT_ROLE_WEIGHTS;
+        for target in Target::ALL {
+            if let Some(n) = w.uint(errs, target.name(), 100) {
+                weights[target as usize] = n as u32;
+            }
+        }
+        w.finish(errs);
+        g.policy.role_weights = weights;
+    }
+    if let Some(mut routes) = t.table(errs, "routes") {
+        for route in ROUTES {
+            if let Some(mut r) = routes.table(errs, route) {
+                g.routes.insert(route.to_string(), exclusions(&mut r, errs));
+                r.finish(errs);
+            }
+        }
+        routes.finish(errs);
+    }
+    g.system_prompt = t.string(errs, "system_prompt");
+    match t.string(errs, "system_prompt_mode").as_deref() {
+        None | Some("replace") => {}
+        Some("prepend") => g.system_prompt_mode = SystemPromptMode::Prepend,
+        Some(other) => errs.push(
+            &t.child_path("system_prompt_mode"),
+            t.value_span("system_prompt_mode"),
+            format!("{other:?}: expected \"replace\" or \"prepend\""),
+        ),
+    }
+    if g.system_prompt.is_none() && t.value_span("system_prompt_mode").is_some() {
+        errs.push(
+            &t.child_path("system_prompt_mode"),
+            t.value_span("system_prompt_mode"),
+            "has no effect without system_prompt",
+        );
+    }
+    g.tools.allowed = t.string_list(errs, "allowed_tools");
+    if let Some(mut schemas) = t.table(errs, "tool_schemas") {
+        let names: Vec<String> = g.tools.allowed.clone().unwrap_or_default();
+        for name in &names {
+            let key = name.as_str();
+            let Some(raw) = schemas.string(errs, key) else {
+                continue;
+            };
+            let path = schemas.child_path(key);
+            match serde_json::from_str::<Value>(&raw) {
+                Ok(v) => match check_schema(&v, &path, 0) {
+                    Ok(()) => {
+                        g.tools.pinned.insert(name.clone(), v);
+                    }
+                    Err(e) => errs.push(&e.param, schemas.value_span(key), e.message),
+                },
+                Err(e) => errs.push(
+                    &path,
+                    schemas.value_span(key),
+                    format!("not a JSON schema: {e}"),
+                ),
+            }
+        }
+        // Anything left is a schema for a tool that is not on the allowlist.
+        schemas.finish(errs);
+    }
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(src: &str) -> Result<TenantGuard, Vec<String>> {
+        let doc = toml_edit::ImDocument::parse(src.to_string()).unwrap();
+        let mut errs = Errors::new(src);
+        let mut root = Table::root(doc.as_table());
+        let g = decode_tenant_guard(&mut root, &mut errs);
+        root.finish(&mut errs);
+        if errs.list.is_empty() {
+            Ok(g)
+        } else {
+            Err(errs.list.iter().map(|e| e.to_string()).collect())
+        }
+    }
+
+    #[test]
+    fn a_full_policy_decodes() {
+        let g = decode(
+            r#"
+detection_paranoia = 3
+blocking_paranoia = 2
+threshold = 8
+exclude = ["PII-6002", "tag:pii/phone"]
+role_weights = { tool = 3 }
+routes = { embeddings = { exclude = ["tag:owasp-llm01"] } }
+system_prompt = "You are the support bot."
+system_prompt_mode = "prepend"
+allowed_tools = ["get_weather"]
+tool_schemas = { get_weather = '{"type":"object","properties":{"city":{"type":"string"}}}' }
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                g.policy.detection_paranoia,
+                g.policy.blocking_paranoia,
+                g.policy.threshold
+            ),
+            (3, 2, 8)
+        );
+        assert!(
+            g.policy.exclusions.ids.contains("PII-6002")
+                && g.policy.exclusions.tags.contains("pii/phone")
+        );
+        assert_eq!(g.policy.role_weights, [1, 1, 1, 3, 1]);
+        assert!(g.routes["embeddings"].tags.contains("owasp-llm01"));
+        assert_eq!(g.system_prompt_mode, SystemPromptMode::Prepend);
+        assert!(g.tools.pinned.contains_key("get_weather"));
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let errs = decode(
+            r#"
+detection_paranoia = 1
+blocking_paranoia = 2
+threshold = 0
+routes = { chat = {} }
+system_prompt_mode = "append"
+allowed_tools = ["a"]
+tool_schemas = { a = '{"type":"text"}', b = '{}' }
+"#,
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        for want in [
+            "blocking_paranoia: must not exceed",
+            "threshold: must be at least 1",
+            "routes.chat: unknown key",
+            "system_prompt_mode: \"append\"",
+            "tool_schemas.a.type: must be one of",
+            "tool_schemas.b: unknown key",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+    }
+}

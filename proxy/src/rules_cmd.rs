@@ -1,0 +1,145 @@
+//! `warden rules test | lint | eval`: what security engineers run on a pack before shipping it.
+//! Each returns the text to print and whether it succeeded; `main` only prints and sets the exit code.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use warden_guards::engine::Engine;
+use warden_guards::eval::{evaluate, parse_jsonl};
+use warden_guards::lint::{lint, Level};
+use warden_guards::{Policy, RuleSet};
+
+/// Output of a subcommand.
+#[derive(Debug)]
+pub struct Report {
+    pub stdout: String,
+    pub stderr: String,
+    pub ok: bool,
+}
+
+fn load(dir: Option<&Path>) -> Result<Engine, Report> {
+    let set = match dir {
+        Some(d) => RuleSet::load_dir(d),
+        None => RuleSet::embedded(),
+    };
+    let set = set.map_err(|errs| {
+        failed(
+            "rule packs do not parse",
+            errs.iter().map(ToString::to_string),
+        )
+    })?;
+    Engine::compile(set).map_err(|errs| {
+        failed(
+            "rule packs do not compile",
+            errs.iter().map(ToString::to_string),
+        )
+    })
+}
+
+fn failed(what: &str, lines: impl Iterator<Item = String>) -> Report {
+    let lines: Vec<String> = lines.collect();
+    let mut stderr = format!("{what}: {} problem(s)\n", lines.len());
+    for l in lines {
+        let _ = writeln!(stderr, "  {l}");
+    }
+    Report {
+        stdout: String::new(),
+        stderr,
+        ok: false,
+    }
+}
+
+fn summary(engine: &Engine) -> String {
+    let set = engine.set();
+    format!(
+        "{} rule(s) in {} pack(s) from {}, version {}, compiled in {:.1} ms",
+        set.rules.len(),
+        set.packs.len(),
+        set.source,
+        set.version,
+        engine.compile_time.as_secs_f64() * 1e3
+    )
+}
+
+/// `warden rules test [DIR]`.
+pub fn test(dir: Option<&Path>) -> Report {
+    let engine = match load(dir) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let cases: usize = engine
+        .rules()
+        .iter()
+        .map(|r| r.must_match.len() + r.must_not_match.len())
+        .sum();
+    let failures = engine.self_test();
+    if failures.is_empty() {
+        return Report {
+            stdout: format!("ok: {cases} case(s) passed; {}\n", summary(&engine)),
+            stderr: String::new(),
+            ok: true,
+        };
+    }
+    let mut r = failed(
+        &format!("{} of {cases} case(s) failed", failures.len()),
+        failures.iter().map(ToString::to_string),
+    );
+    r.stdout = format!("{}\n", summary(&engine));
+    r
+}
+
+/// `warden rules lint [DIR]`: errors fail, warnings are printed.
+pub fn lint_cmd(dir: Option<&Path>) -> Report {
+    let engine = match load(dir) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let findings = lint(engine.set(), &engine);
+    let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+    let warnings = findings.len() - errors;
+    let mut stdout = String::new();
+    for f in &findings {
+        let _ = writeln!(stdout, "{f}");
+    }
+    let _ = writeln!(
+        stdout,
+        "{errors} error(s), {warnings} warning(s); {}",
+        summary(&engine)
+    );
+    Report {
+        stdout,
+        stderr: String::new(),
+        ok: errors == 0,
+    }
+}
+
+/// `warden rules eval --input FILE.jsonl [--rules DIR] [--format json]`, under the default policy.
+pub fn eval(input: &Path, dir: Option<&Path>, json: bool) -> Report {
+    let engine = match load(dir) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let text = match std::fs::read_to_string(input) {
+        Ok(t) => t,
+        Err(e) => {
+            return failed(
+                "cannot read the input",
+                std::iter::once(format!("{}: {e}", input.display())),
+            )
+        }
+    };
+    let examples = match parse_jsonl(&text) {
+        Ok(x) => x,
+        Err(errs) => return failed(&format!("{}: bad lines", input.display()), errs.into_iter()),
+    };
+    let report = evaluate(&engine, &Policy::default(), &examples);
+    Report {
+        stdout: if json {
+            format!("{}\n", report.to_json())
+        } else {
+            format!("{}{}\n", report.to_table(), summary(&engine))
+        },
+        stderr: String::new(),
+        ok: true,
+    }
+}
