@@ -100,7 +100,7 @@ const HYBRID_CACHE_BYTES: usize = 8 * 1024 * 1024;
 const MULTI_NFA_BYTES: usize = 64 * 1024 * 1024;
 
 /// Most literal prefixes taken from one regex; more and the regex is scanned unanchored.
-const MAX_PREFIXES: usize = 512;
+const MAX_PREFIXES: usize = 256;
 
 fn regex_config() -> meta::Config {
     meta::Config::new()
@@ -161,9 +161,20 @@ pub fn literal_factors(pattern: &str, factor: Factor) -> Option<Vec<Vec<u8>>> {
         return None;
     }
     let mut out: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
+    // A literal that extends another adds nothing: wherever it occurs, the shorter one does
+    // too. Dropping it keeps the set complete and saves automaton hits.
+    let covered = |l: &[u8], by: &[u8]| match factor {
+        Factor::Prefix => l.len() > by.len() && l.starts_with(by),
+        Factor::Suffix => l.len() > by.len() && l.ends_with(by),
+    };
     out.sort();
     out.dedup();
-    Some(out)
+    let minimal: Vec<Vec<u8>> = out
+        .iter()
+        .filter(|l| !out.iter().any(|other| covered(l, other)))
+        .cloned()
+        .collect();
+    Some(minimal)
 }
 
 fn is_space_class(class: &regex_syntax::hir::Class) -> bool {
