@@ -2,8 +2,11 @@
 //! it on a single user message under a policy, with precision, recall, false-positive rate
 //! overall and per source, and the guard's latency.
 //!
-//! Input lines: `{"text": "...", "label": 0|1, "source"?: "..."}`. A line that is not that shape
-//! is an error naming its line number; nothing is silently skipped.
+//! Input lines: `{"text": "...", "label": 0|1, "source"?: "...", "role"?: "..."}`. `role`
+//! (default `user`; also `system`, `assistant`, `tool`, `tool_args`) says which message role the
+//! text is scanned as, so tool output and retrieved documents are judged as the proxy would judge
+//! them in a `tool` message. A line that is not that shape is an error naming its line number;
+//! nothing is silently skipped.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -21,6 +24,8 @@ pub struct Example {
     /// `true` = attack (should be blocked).
     pub attack: bool,
     pub source: String,
+    /// The role the text is scanned as.
+    pub target: Target,
 }
 
 /// Parse JSONL; every bad line is reported as `line N: problem`.
@@ -45,11 +50,22 @@ pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
             None | Some(Value::Null) => Some("unspecified"),
             Some(v) => v.as_str(),
         };
+        let target = match value.get("role") {
+            None | Some(Value::Null) => Some(Target::User),
+            Some(v) => v.as_str().and_then(Target::parse),
+        };
+        let Some(target) = target else {
+            errors.push(format!(
+                "line {n}: \"role\" must be one of system, user, assistant, tool, tool_args"
+            ));
+            continue;
+        };
         match (text, label, source) {
             (Some(text), Some(label @ 0..=1), Some(source)) => out.push(Example {
                 text: text.to_string(),
                 attack: label == 1,
                 source: source.to_string(),
+                target,
             }),
             (None, ..) => errors.push(format!("line {n}: \"text\" must be a string")),
             (_, _, None) => errors.push(format!("line {n}: \"source\" must be a string")),
@@ -172,7 +188,7 @@ impl Report {
     }
 }
 
-/// Run the guard over every example as one user message.
+/// Run the guard over every example as one message of its role (`user` unless given).
 pub fn evaluate(engine: &Engine, policy: &Policy, examples: &[Example]) -> Report {
     let mut report = Report::default();
     for ex in examples {
@@ -180,7 +196,7 @@ pub fn evaluate(engine: &Engine, policy: &Policy, examples: &[Example]) -> Repor
         let verdict = policy.inspect(
             engine,
             &[Message {
-                target: Target::User,
+                target: ex.target,
                 text: &ex.text,
             }],
             None,
@@ -206,9 +222,10 @@ mod tests {
 
     #[test]
     fn bad_lines_are_reported_by_number() {
-        let input = "{\"text\":\"a\",\"label\":1}\nnot json\n{\"text\":\"b\",\"label\":2}\n\n{\"label\":0}\n";
+        let input = "{\"text\":\"a\",\"label\":1}\nnot json\n{\"text\":\"b\",\"label\":2}\n\n{\"label\":0}\n{\"text\":\"c\",\"label\":0,\"role\":\"web\"}\n";
         let errs = parse_jsonl(input).unwrap_err();
-        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(errs[3].starts_with("line 6: \"role\""));
         assert!(errs[0].starts_with("line 2: not JSON"));
         assert!(errs[1].starts_with("line 3: \"label\""));
         assert!(errs[2].starts_with("line 5: \"text\""));

@@ -107,8 +107,9 @@ enum RulesCommand {
         /// Directory of *.toml packs (default: the embedded packs).
         dir: Option<PathBuf>,
     },
-    /// Run the input guard (default policy, one user message per line) over labelled JSONL
-    /// `{"text", "label": 0|1, "source"?}`; print precision, recall, FPR and latency.
+    /// Run the input guard (default policy, one message per line, `user` unless the line has a
+    /// `role`) over labelled JSONL `{"text", "label": 0|1, "source"?, "role"?}`; print
+    /// precision, recall, FPR and latency.
     Eval {
         #[arg(long)]
         input: PathBuf,
