@@ -99,6 +99,10 @@ const HYBRID_CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// Heap allowed for compiling the combined regex; each pattern alone keeps the default (10 MiB).
 const MULTI_NFA_BYTES: usize = 64 * 1024 * 1024;
 
+/// Longest literal taken from a regex: longer ones only grow the automaton (its cost per byte
+/// does not drop with them; measured), a prefix this long is selective enough.
+const MAX_LITERAL_LEN: usize = 16;
+
 /// Most literal prefixes taken from one regex; more and the regex is scanned unanchored.
 const MAX_PREFIXES: usize = 256;
 
@@ -155,6 +159,7 @@ pub fn literal_factors(pattern: &str, factor: Factor) -> Option<Vec<Vec<u8>>> {
             Factor::Suffix => ExtractKind::Suffix,
         })
         .limit_total(MAX_PREFIXES)
+        .limit_literal_len(MAX_LITERAL_LEN)
         .extract(&as_seen_in_views(hir));
     let lits = seq.literals()?;
     if lits.is_empty() || lits.iter().any(|l| l.as_bytes().len() < MIN_PREFIX_LEN) {

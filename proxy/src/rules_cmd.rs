@@ -6,7 +6,7 @@ use std::path::Path;
 
 use warden_guards::engine::Engine;
 use warden_guards::eval::{evaluate, parse_jsonl};
-use warden_guards::lint::{lint, Level};
+use warden_guards::lint::{lint, Finding, Level};
 use warden_guards::{Policy, RuleSet};
 
 /// Output of a subcommand.
@@ -88,23 +88,50 @@ pub fn test(dir: Option<&Path>) -> Report {
     r
 }
 
-/// `warden rules lint [DIR]`: errors fail, warnings are printed.
+/// `warden rules lint [DIR]`: errors fail, warnings are printed. A pack that parses but does not
+/// compile is still linted (the compile errors are findings too).
 pub fn lint_cmd(dir: Option<&Path>) -> Report {
-    let engine = match load(dir) {
-        Ok(e) => e,
-        Err(r) => return r,
+    let set = match dir {
+        Some(d) => RuleSet::load_dir(d),
+        None => RuleSet::embedded(),
     };
-    let findings = lint(engine.set(), &engine);
+    let set = match set {
+        Ok(s) => s,
+        Err(errs) => {
+            return failed(
+                "rule packs do not parse",
+                errs.iter().map(ToString::to_string),
+            )
+        }
+    };
+    let compiled = Engine::compile(set.clone());
+    let mut findings = lint(&set, compiled.as_ref().ok());
+    if let Err(errs) = &compiled {
+        findings.extend(errs.iter().map(|e| Finding {
+            level: Level::Error,
+            rule: "-".into(),
+            origin: e.file.clone(),
+            message: format!("does not compile: {e}"),
+        }));
+    }
     let errors = findings.iter().filter(|f| f.level == Level::Error).count();
     let warnings = findings.len() - errors;
     let mut stdout = String::new();
     for f in &findings {
         let _ = writeln!(stdout, "{f}");
     }
+    let summary = match &compiled {
+        Ok(engine) => summary(engine),
+        Err(_) => format!(
+            "{} rule(s) from {}, version {}",
+            set.rules.len(),
+            set.source,
+            set.version
+        ),
+    };
     let _ = writeln!(
         stdout,
-        "{errors} error(s), {warnings} warning(s); {}",
-        summary(&engine)
+        "{errors} error(s), {warnings} warning(s); {summary}"
     );
     Report {
         stdout,
