@@ -1,0 +1,211 @@
+//! Writer throughput: events per second sustained into Parquet, and bytes per event on disk.
+//!
+//! `one_thread`: the whole durable path on the calling thread, no queue: build Arrow batches,
+//! append them to a spool, fsync, seal, convert to zstd Parquet (hour partitions, tmp + rename).
+//! `pipeline`: `Telemetry::record` from one producer thread plus `close()` (writer and
+//! converter threads): first record to last row in Parquet.
+//!
+//! Run: `cargo bench -p warden-telemetry --bench writer`. Sizes are printed once per run.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use warden_telemetry::schema::{event_writer_properties, EventBatchBuilder};
+use warden_telemetry::spool::{convert_spool, SpoolWriter};
+use warden_telemetry::{Config, Event, GuardDecision, Hasher, Telemetry};
+
+const N: u64 = 50_000;
+
+fn event(i: u64, h: &Hasher) -> Event {
+    let system = "You are a helpful assistant for Acme Corp. Answer briefly.";
+    let user =
+        format!("please summarise the attached quarterly report number {i} in three bullet points");
+    Event {
+        time: UNIX_EPOCH + Duration::from_secs(1_710_061_200) + Duration::from_millis(i * 5),
+        request_id: format!("req-{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        tenant: format!("tenant-{}", i % 50),
+        route: "/v1/chat/completions".into(),
+        requested_model: "llama-3-8b".into(),
+        served_model: Some("llama-3-8b-instruct".into()),
+        model_version: Some("2024-02".into()),
+        upstream: Some(format!("10.0.0.{}:8000", i % 4)),
+        region: Some("eu-west-1".into()),
+        stream: i % 3 != 0,
+        status: if i % 97 == 0 { 429 } else { 200 },
+        error_code: (i % 97 == 0).then(|| "rate_limited".into()),
+        input_tokens: Some(200 + (i % 300) as u32),
+        output_tokens: Some(100 + (i * 7 % 500) as u32),
+        ttft_ms: Some(30.0 + (i % 170) as f32 * 0.37),
+        duration_ms: 900.0 + (i % 2000) as f32 * 1.3,
+        tpot_ms: Some(7.0 + (i % 30) as f32 * 0.11),
+        guard_decision: Some(if i % 41 == 0 {
+            GuardDecision::Flag
+        } else {
+            GuardDecision::Allow
+        }),
+        guard_score: Some((i % 7) as u32),
+        rule_ids: if i % 41 == 0 {
+            vec!["INJ-001".into(), "INJ-017".into()]
+        } else {
+            Vec::new()
+        },
+        rule_pack_version: Some("packs-2024.03.1".into()),
+        config_hash: "b3:5f1c0e9a".into(),
+        classifier_score: None,
+        refusal: None,
+        canary_leak: None,
+        degraded: Some(false),
+        throttled: None,
+        switch_state: None,
+        overhead_us: 400 + (i % 900) as u32,
+        prompt_hash: Some(h.prompt(&format!("{system}\n{user}"))),
+        system_prompt_hash: Some(h.system_prompt(system)),
+        message_hashes: vec![h.message("system", system), h.message("user", &user)],
+        client_addr_hash: Some(h.client_addr(&format!("198.51.100.{}", i % 200))),
+        hash_key_id: h.key_id().to_owned(),
+        raw_prompt: None,
+    }
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!(
+        "warden-bench-{tag}-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// Sizes and phase times of one run of the durable path.
+struct Run {
+    spool_bytes: u64,
+    parquet_bytes: u64,
+    spool_secs: f64,
+    convert_secs: f64,
+}
+
+/// The durable path on one thread.
+fn one_thread(dir: &Path, events: &[Event]) -> Run {
+    one_thread_with(dir, events, &warden_telemetry_props())
+}
+
+fn one_thread_with(
+    dir: &Path,
+    events: &[Event],
+    props: &parquet::file::properties::WriterProperties,
+) -> Run {
+    let start = Instant::now();
+    let spool_dir = dir.join("spool");
+    std::fs::create_dir_all(&spool_dir).unwrap();
+    let mut spool = SpoolWriter::create(&spool_dir, "ev-bench-000001").unwrap();
+    let mut b = EventBatchBuilder::with_capacity(4096);
+    for chunk in events.chunks(4096) {
+        for e in chunk {
+            b.push(e);
+        }
+        spool.append(&b.finish().unwrap()).unwrap();
+    }
+    spool.sync().unwrap();
+    let spool_bytes = spool.written_len();
+    let path = spool.seal().unwrap();
+    let spool_secs = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let out = convert_spool(&path, &dir.join("events"), props).unwrap();
+    assert_eq!(out.rows, events.len() as u64);
+    Run {
+        spool_bytes,
+        parquet_bytes: out.bytes,
+        spool_secs,
+        convert_secs: start.elapsed().as_secs_f64(),
+    }
+}
+
+/// The Parquet settings the pipeline uses with the default config.
+fn warden_telemetry_props() -> parquet::file::properties::WriterProperties {
+    let c = Config::new("unused");
+    event_writer_properties(c.zstd_level, c.row_group_rows).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let h = Hasher::parse_env_value(
+        "bench:8f2d1c4b5a6978e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7a8",
+        "bench",
+    )
+    .unwrap();
+    let events: Vec<Event> = (0..N).map(|i| event(i, &h)).collect();
+
+    // Sizes (and a single timed run) per zstd level, once.
+    let default_level = Config::new("unused").zstd_level;
+    for level in [1, 3, 6] {
+        let props = event_writer_properties(level, Config::new("unused").row_group_rows).unwrap();
+        // Best of three: the machine is shared.
+        let run = (0..3)
+            .map(|_| {
+                let dir = scratch("size");
+                let run = one_thread_with(&dir, &events, &props);
+                let _ = std::fs::remove_dir_all(&dir);
+                run
+            })
+            .min_by(|a, b| {
+                (a.spool_secs + a.convert_secs).total_cmp(&(b.spool_secs + b.convert_secs))
+            })
+            .unwrap();
+        let n = N as f64;
+        println!(
+            "zstd {level}{}: spool {:.1} B/event, parquet {:.1} B/event; build+spool+fsync {:.0}/s, convert {:.0}/s, both on one thread {:.0} events/s",
+            if level == default_level { " (default)" } else { "" },
+            run.spool_bytes as f64 / n,
+            run.parquet_bytes as f64 / n,
+            n / run.spool_secs,
+            n / run.convert_secs,
+            n / (run.spool_secs + run.convert_secs),
+        );
+    }
+
+    let mut g = c.benchmark_group("writer");
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.bench_function("one_thread", |b| {
+        b.iter_batched(
+            || scratch("one"),
+            |dir| {
+                one_thread(&dir, &events);
+                let _ = std::fs::remove_dir_all(&dir);
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("pipeline", |b| {
+        b.iter_batched(
+            || (scratch("pipe"), events.clone()),
+            |(dir, evs)| {
+                // A queue as large as the run: measures sustained throughput to Parquet, not
+                // how many events a small queue drops.
+                let mut cfg = Config::new(&dir);
+                cfg.queue_capacity = N as usize;
+                let tel = Telemetry::open(cfg).unwrap();
+                for e in evs {
+                    tel.record(e).unwrap();
+                }
+                let stats = tel.close();
+                drop(tel);
+                assert_eq!(stats.events_written, N);
+                let _ = std::fs::remove_dir_all(&dir);
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

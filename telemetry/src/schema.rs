@@ -1,0 +1,593 @@
+//! Arrow schemas of the lake's tables, the event batch builder, Parquet writer settings, and the
+//! lake's schema-version marker.
+//!
+//! Role: `telemetry/SCHEMA.md` is the spec; this module is its one implementation. Every Parquet
+//! file carries `warden.schema_version` and `warden.table` in its key-value metadata (and in the
+//! embedded Arrow schema), and each event row carries `schema_version`.
+//!
+//! Compatibility rule: a writer opens a lake only if the lake's marker
+//! (`_warden_schema.json`) names exactly the versions this build writes; a lake without a marker
+//! is accepted only if it holds no event Parquet file, or its files carry the same version. A
+//! future schema version MUST come with a migration note in SCHEMA.md; it never silently shares a
+//! lake with an older one.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float32Builder, ListBuilder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder, UInt16Builder, UInt32Builder,
+};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io_at, Error};
+use crate::event::Event;
+use crate::time::unix_micros;
+
+/// Version of the `events` table schema written by this build (the `schema_version` column).
+pub const EVENTS_SCHEMA_VERSION: u16 = 1;
+/// Version of the `audit` table schema written by this build.
+pub const AUDIT_SCHEMA_VERSION: u16 = 1;
+/// File name of the lake's schema marker, in the lake root.
+pub const MARKER_FILE: &str = "_warden_schema.json";
+/// Parquet / Arrow metadata key holding the schema version.
+pub const META_SCHEMA_VERSION: &str = "warden.schema_version";
+/// Parquet / Arrow metadata key holding the table name (`events` or `audit`).
+pub const META_TABLE: &str = "warden.table";
+
+/// Builds Arrow record batches of events, column by column.
+pub struct EventBatchBuilder {
+    time: TimestampMicrosecondBuilder,
+    request_id: StringBuilder,
+    tenant: StringBuilder,
+    route: StringBuilder,
+    requested_model: StringBuilder,
+    served_model: StringBuilder,
+    model_version: StringBuilder,
+    upstream: StringBuilder,
+    region: StringBuilder,
+    stream: BooleanBuilder,
+    status: UInt16Builder,
+    error_code: StringBuilder,
+    input_tokens: UInt32Builder,
+    output_tokens: UInt32Builder,
+    ttft_ms: Float32Builder,
+    duration_ms: Float32Builder,
+    tpot_ms: Float32Builder,
+    guard_decision: StringBuilder,
+    guard_score: UInt32Builder,
+    rule_ids: ListBuilder<StringBuilder>,
+    rule_pack_version: StringBuilder,
+    config_hash: StringBuilder,
+    classifier_score: Float32Builder,
+    refusal: BooleanBuilder,
+    canary_leak: BooleanBuilder,
+    degraded: BooleanBuilder,
+    throttled: BooleanBuilder,
+    switch_state: StringBuilder,
+    overhead_us: UInt32Builder,
+    prompt_hash: StringBuilder,
+    system_prompt_hash: StringBuilder,
+    message_hashes: ListBuilder<StringBuilder>,
+    client_addr_hash: StringBuilder,
+    hash_key_id: StringBuilder,
+    raw_prompt: StringBuilder,
+    schema_version: UInt16Builder,
+    len: usize,
+}
+
+/// Content of `_warden_schema.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Marker {
+    format: String,
+    events_schema_version: u16,
+    audit_schema_version: u16,
+}
+
+const MARKER_FORMAT: &str = "warden-lake";
+
+// === schemas ===
+
+fn utc() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn string_item() -> FieldRef {
+    Arc::new(Field::new("item", DataType::Utf8, false))
+}
+
+fn table_metadata(table: &str, version: u16) -> std::collections::HashMap<String, String> {
+    [
+        (META_SCHEMA_VERSION.to_owned(), version.to_string()),
+        (META_TABLE.to_owned(), table.to_owned()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// Arrow schema of the `events` table (order and types as in SCHEMA.md).
+pub fn event_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            use DataType::{Boolean, Float32, UInt16, UInt32, Utf8};
+            let list = DataType::List(string_item());
+            let f = Field::new;
+            let fields = vec![
+                f("time", utc(), false),
+                f("request_id", Utf8, false),
+                f("tenant", Utf8, false),
+                f("route", Utf8, false),
+                f("requested_model", Utf8, false),
+                f("served_model", Utf8, true),
+                f("model_version", Utf8, true),
+                f("upstream", Utf8, true),
+                f("region", Utf8, true),
+                f("stream", Boolean, false),
+                f("status", UInt16, false),
+                f("error_code", Utf8, true),
+                f("input_tokens", UInt32, true),
+                f("output_tokens", UInt32, true),
+                f("ttft_ms", Float32, true),
+                f("duration_ms", Float32, false),
+                f("tpot_ms", Float32, true),
+                f("guard_decision", Utf8, true),
+                f("guard_score", UInt32, true),
+                f("rule_ids", list.clone(), false),
+                f("rule_pack_version", Utf8, true),
+                f("config_hash", Utf8, false),
+                f("classifier_score", Float32, true),
+                f("refusal", Boolean, true),
+                f("canary_leak", Boolean, true),
+                f("degraded", Boolean, true),
+                f("throttled", Boolean, true),
+                f("switch_state", Utf8, true),
+                f("overhead_us", UInt32, false),
+                f("prompt_hash", Utf8, true),
+                f("system_prompt_hash", Utf8, true),
+                f("message_hashes", list, false),
+                f("client_addr_hash", Utf8, true),
+                f("hash_key_id", Utf8, false),
+                f("raw_prompt", Utf8, true),
+                f("schema_version", UInt16, false),
+            ];
+            Arc::new(Schema::new_with_metadata(
+                fields,
+                table_metadata("events", EVENTS_SCHEMA_VERSION),
+            ))
+        })
+        .clone()
+}
+
+/// Arrow schema of the `audit` table (admin actions, hash-chained).
+pub fn audit_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            use DataType::{UInt16, UInt64, Utf8};
+            let f = Field::new;
+            let fields = vec![
+                f("time", utc(), false),
+                f("seq", UInt64, false),
+                f("actor", Utf8, false),
+                f("role", Utf8, false),
+                f("action", Utf8, false),
+                f("target", Utf8, false),
+                f("before", Utf8, true),
+                f("after", Utf8, true),
+                f("reason", Utf8, true),
+                f("prev_hash", Utf8, false),
+                f("row_hash", Utf8, false),
+                f("schema_version", UInt16, false),
+            ];
+            Arc::new(Schema::new_with_metadata(
+                fields,
+                table_metadata("audit", AUDIT_SCHEMA_VERSION),
+            ))
+        })
+        .clone()
+}
+
+/// Parquet settings for event files: zstd, page statistics, no dictionary for unique columns, a
+/// bloom filter on `prompt_hash` and `request_id` for point lookups.
+pub fn event_writer_properties(
+    zstd_level: i32,
+    row_group_rows: usize,
+) -> Result<WriterProperties, Error> {
+    let level = ZstdLevel::try_new(zstd_level)?;
+    let unique = ["request_id", "prompt_hash", "raw_prompt"];
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_created_by(format!("warden-telemetry {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(
+                META_SCHEMA_VERSION.to_owned(),
+                EVENTS_SCHEMA_VERSION.to_string(),
+            ),
+            KeyValue::new(META_TABLE.to_owned(), "events".to_owned()),
+        ]));
+    for col in unique {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(col), false);
+    }
+    // Min/max of random hashes prune nothing (the bloom filter serves lookups instead), and
+    // computing them is a measurable share of the encoding time.
+    let hash_item = || ColumnPath::new(vec!["message_hashes".into(), "list".into(), "item".into()]);
+    for col in [
+        "prompt_hash",
+        "system_prompt_hash",
+        "client_addr_hash",
+        "raw_prompt",
+    ] {
+        b = b.set_column_statistics_enabled(ColumnPath::from(col), EnabledStatistics::None);
+    }
+    b = b
+        .set_column_statistics_enabled(hash_item(), EnabledStatistics::None)
+        .set_column_dictionary_enabled(hash_item(), false);
+    for col in ["request_id", "prompt_hash"] {
+        b = b.set_column_bloom_filter_enabled(ColumnPath::from(col), true);
+    }
+    Ok(b.build())
+}
+
+/// Parquet settings for audit files.
+pub(crate) fn audit_writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_created_by(format!("warden-telemetry {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(
+                META_SCHEMA_VERSION.to_owned(),
+                AUDIT_SCHEMA_VERSION.to_string(),
+            ),
+            KeyValue::new(META_TABLE.to_owned(), "audit".to_owned()),
+        ]))
+        .build()
+}
+
+// === impl EventBatchBuilder ===
+
+impl EventBatchBuilder {
+    /// A builder with room for `rows` events before reallocating.
+    pub fn with_capacity(rows: usize) -> Self {
+        let s = || StringBuilder::with_capacity(rows, rows * 16);
+        let hashes = || StringBuilder::with_capacity(rows, rows * 68);
+        let list = |values: StringBuilder| {
+            ListBuilder::with_capacity(values, rows).with_field(string_item())
+        };
+        EventBatchBuilder {
+            time: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            request_id: StringBuilder::with_capacity(rows, rows * 36),
+            tenant: s(),
+            route: s(),
+            requested_model: s(),
+            served_model: s(),
+            model_version: s(),
+            upstream: s(),
+            region: s(),
+            stream: BooleanBuilder::with_capacity(rows),
+            status: UInt16Builder::with_capacity(rows),
+            error_code: s(),
+            input_tokens: UInt32Builder::with_capacity(rows),
+            output_tokens: UInt32Builder::with_capacity(rows),
+            ttft_ms: Float32Builder::with_capacity(rows),
+            duration_ms: Float32Builder::with_capacity(rows),
+            tpot_ms: Float32Builder::with_capacity(rows),
+            guard_decision: s(),
+            guard_score: UInt32Builder::with_capacity(rows),
+            rule_ids: list(s()),
+            rule_pack_version: s(),
+            config_hash: s(),
+            classifier_score: Float32Builder::with_capacity(rows),
+            refusal: BooleanBuilder::with_capacity(rows),
+            canary_leak: BooleanBuilder::with_capacity(rows),
+            degraded: BooleanBuilder::with_capacity(rows),
+            throttled: BooleanBuilder::with_capacity(rows),
+            switch_state: s(),
+            overhead_us: UInt32Builder::with_capacity(rows),
+            prompt_hash: hashes(),
+            system_prompt_hash: hashes(),
+            message_hashes: list(StringBuilder::with_capacity(rows * 4, rows * 4 * 68)),
+            client_addr_hash: hashes(),
+            hash_key_id: s(),
+            raw_prompt: StringBuilder::new(),
+            schema_version: UInt16Builder::with_capacity(rows),
+            len: 0,
+        }
+    }
+
+    /// Appends one event as a row.
+    pub fn push(&mut self, e: &Event) {
+        self.time.append_value(unix_micros(e.time));
+        self.request_id.append_value(&e.request_id);
+        self.tenant.append_value(&e.tenant);
+        self.route.append_value(&e.route);
+        self.requested_model.append_value(&e.requested_model);
+        self.served_model.append_option(e.served_model.as_deref());
+        self.model_version.append_option(e.model_version.as_deref());
+        self.upstream.append_option(e.upstream.as_deref());
+        self.region.append_option(e.region.as_deref());
+        self.stream.append_value(e.stream);
+        self.status.append_value(e.status);
+        self.error_code.append_option(e.error_code.as_deref());
+        self.input_tokens.append_option(e.input_tokens);
+        self.output_tokens.append_option(e.output_tokens);
+        self.ttft_ms.append_option(e.ttft_ms);
+        self.duration_ms.append_value(e.duration_ms);
+        self.tpot_ms.append_option(e.tpot_ms);
+        self.guard_decision
+            .append_option(e.guard_decision.map(|d| d.as_str()));
+        self.guard_score.append_option(e.guard_score);
+        for id in &e.rule_ids {
+            self.rule_ids.values().append_value(id);
+        }
+        self.rule_ids.append(true);
+        self.rule_pack_version
+            .append_option(e.rule_pack_version.as_deref());
+        self.config_hash.append_value(&e.config_hash);
+        self.classifier_score.append_option(e.classifier_score);
+        self.refusal.append_option(e.refusal);
+        self.canary_leak.append_option(e.canary_leak);
+        self.degraded.append_option(e.degraded);
+        self.throttled.append_option(e.throttled);
+        self.switch_state.append_option(e.switch_state.as_deref());
+        self.overhead_us.append_value(e.overhead_us);
+        self.prompt_hash
+            .append_option(e.prompt_hash.as_ref().map(|h| h.as_str()));
+        self.system_prompt_hash
+            .append_option(e.system_prompt_hash.as_ref().map(|h| h.as_str()));
+        for h in &e.message_hashes {
+            self.message_hashes.values().append_value(h.as_str());
+        }
+        self.message_hashes.append(true);
+        self.client_addr_hash
+            .append_option(e.client_addr_hash.as_ref().map(|h| h.as_str()));
+        self.hash_key_id.append_value(&e.hash_key_id);
+        self.raw_prompt.append_option(e.raw_prompt.as_deref());
+        self.schema_version.append_value(EVENTS_SCHEMA_VERSION);
+        self.len += 1;
+    }
+
+    /// Rows appended since the last [`Self::finish`].
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No rows pending.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Takes the pending rows as a batch of [`event_schema`]; the builder is empty afterwards.
+    pub fn finish(&mut self) -> Result<RecordBatch, Error> {
+        self.len = 0;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish()),
+            Arc::new(self.request_id.finish()),
+            Arc::new(self.tenant.finish()),
+            Arc::new(self.route.finish()),
+            Arc::new(self.requested_model.finish()),
+            Arc::new(self.served_model.finish()),
+            Arc::new(self.model_version.finish()),
+            Arc::new(self.upstream.finish()),
+            Arc::new(self.region.finish()),
+            Arc::new(self.stream.finish()),
+            Arc::new(self.status.finish()),
+            Arc::new(self.error_code.finish()),
+            Arc::new(self.input_tokens.finish()),
+            Arc::new(self.output_tokens.finish()),
+            Arc::new(self.ttft_ms.finish()),
+            Arc::new(self.duration_ms.finish()),
+            Arc::new(self.tpot_ms.finish()),
+            Arc::new(self.guard_decision.finish()),
+            Arc::new(self.guard_score.finish()),
+            Arc::new(self.rule_ids.finish()),
+            Arc::new(self.rule_pack_version.finish()),
+            Arc::new(self.config_hash.finish()),
+            Arc::new(self.classifier_score.finish()),
+            Arc::new(self.refusal.finish()),
+            Arc::new(self.canary_leak.finish()),
+            Arc::new(self.degraded.finish()),
+            Arc::new(self.throttled.finish()),
+            Arc::new(self.switch_state.finish()),
+            Arc::new(self.overhead_us.finish()),
+            Arc::new(self.prompt_hash.finish()),
+            Arc::new(self.system_prompt_hash.finish()),
+            Arc::new(self.message_hashes.finish()),
+            Arc::new(self.client_addr_hash.finish()),
+            Arc::new(self.hash_key_id.finish()),
+            Arc::new(self.raw_prompt.finish()),
+            Arc::new(self.schema_version.finish()),
+        ];
+        Ok(RecordBatch::try_new(event_schema(), columns)?)
+    }
+}
+
+impl Default for EventBatchBuilder {
+    fn default() -> Self {
+        Self::with_capacity(1024)
+    }
+}
+
+impl std::fmt::Debug for EventBatchBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBatchBuilder")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Converts events to one record batch.
+pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, Error> {
+    let mut b = EventBatchBuilder::with_capacity(events.len());
+    for e in events {
+        b.push(e);
+    }
+    b.finish()
+}
+
+// === marker ===
+
+fn expected_marker() -> Marker {
+    Marker {
+        format: MARKER_FORMAT.to_owned(),
+        events_schema_version: EVENTS_SCHEMA_VERSION,
+        audit_schema_version: AUDIT_SCHEMA_VERSION,
+    }
+}
+
+fn expected_text() -> String {
+    format!("events v{EVENTS_SCHEMA_VERSION}, audit v{AUDIT_SCHEMA_VERSION}")
+}
+
+/// Checks the lake's schema marker, creating it for a new lake. Refuses a lake written with
+/// another schema version (see the module docs for the rule).
+pub fn check_lake_schema(lake_dir: &Path) -> Result<(), Error> {
+    let path = lake_dir.join(MARKER_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let found: Marker =
+                serde_json::from_slice(&bytes).map_err(|e| Error::IncompatibleSchema {
+                    path: path.clone(),
+                    found: format!("an unreadable marker ({e})"),
+                    expected: expected_text(),
+                })?;
+            if found != expected_marker() {
+                return Err(Error::IncompatibleSchema {
+                    path,
+                    found: format!(
+                        "{} events v{}, audit v{}",
+                        found.format, found.events_schema_version, found.audit_schema_version
+                    ),
+                    expected: expected_text(),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            check_unmarked_lake(lake_dir)?;
+            let text =
+                serde_json::to_vec_pretty(&expected_marker()).map_err(|e| Error::Corrupt {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?;
+            crate::lake::write_file_atomic(&path, &text)
+        }
+        Err(e) => Err(io_at("read", &path)(e)),
+    }
+}
+
+/// A lake without a marker: acceptable if its event files (if any) carry our version.
+fn check_unmarked_lake(lake_dir: &Path) -> Result<(), Error> {
+    let mut files = Vec::new();
+    crate::lake::walk_files(&lake_dir.join(crate::lake::EVENTS_DIR), &mut files)?;
+    let Some(file) = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+    else {
+        return Ok(());
+    };
+    let f = std::fs::File::open(file).map_err(io_at("open", file))?;
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(f)?;
+    use parquet::file::reader::FileReader;
+    let version = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kvs| kvs.iter().find(|kv| kv.key == META_SCHEMA_VERSION))
+        .and_then(|kv| kv.value.clone());
+    if version.as_deref() == Some(EVENTS_SCHEMA_VERSION.to_string().as_str()) {
+        Ok(())
+    } else {
+        Err(Error::IncompatibleSchema {
+            path: file.clone(),
+            found: format!("events v{}", version.as_deref().unwrap_or("<none>")),
+            expected: expected_text(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::Hasher;
+    use parquet::arrow::ArrowWriter;
+
+    #[test]
+    fn writer_settings_reach_the_intended_columns() {
+        let h = Hasher::ephemeral();
+        let events: Vec<Event> = (0..100)
+            .map(|i| Event {
+                request_id: format!("r{i}"),
+                prompt_hash: Some(h.prompt(&i.to_string())),
+                system_prompt_hash: Some(h.system_prompt("s")),
+                message_hashes: vec![h.message("user", &i.to_string())],
+                client_addr_hash: Some(h.client_addr("a")),
+                ..Event::default()
+            })
+            .collect();
+        let props = event_writer_properties(1, 1000).unwrap();
+        let mut w = ArrowWriter::try_new(Vec::new(), event_schema(), Some(props)).unwrap();
+        w.write(&events_to_batch(&events).unwrap()).unwrap();
+        let meta = w.close().unwrap();
+        let rg = meta.row_group(0);
+        let col = |path: &str| {
+            rg.columns()
+                .iter()
+                .find(|c| c.column_path().string() == path)
+                .unwrap_or_else(|| panic!("no column {path}"))
+        };
+        for path in [
+            "prompt_hash",
+            "system_prompt_hash",
+            "client_addr_hash",
+            "message_hashes.list.item",
+        ] {
+            assert!(col(path).statistics().is_none(), "{path} has statistics");
+        }
+        for path in ["request_id", "prompt_hash", "message_hashes.list.item"] {
+            assert!(
+                col(path).dictionary_page_offset().is_none(),
+                "{path} is dictionary-encoded"
+            );
+        }
+        for path in ["request_id", "prompt_hash"] {
+            assert!(
+                col(path).bloom_filter_offset().is_some(),
+                "{path} has no bloom filter"
+            );
+        }
+        assert!(col("tenant").statistics().is_some());
+        assert!(col("time").statistics().is_some());
+        assert_eq!(
+            col("tenant").compression(),
+            Compression::ZSTD(ZstdLevel::try_new(1).unwrap())
+        );
+    }
+
+    #[test]
+    fn event_schema_is_the_documented_one() {
+        let schema = event_schema();
+        assert_eq!(schema.fields().len(), 36);
+        assert_eq!(
+            schema.fields().last().map(|f| f.name().as_str()),
+            Some("schema_version")
+        );
+        // SCHEMA.md lists the columns in this order: keep the spec and the code in step.
+        let spec = include_str!("../SCHEMA.md");
+        let mut at = 0;
+        for f in schema.fields() {
+            let needle = format!("| `{}` |", f.name());
+            let pos = spec[at..]
+                .find(&needle)
+                .unwrap_or_else(|| panic!("{} missing or out of order in SCHEMA.md", f.name()));
+            at += pos + needle.len();
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Crash safety: every event acknowledged by an fsync reaches Parquet exactly once, whether the
+//! process is killed, dropped without close, interrupted mid-conversion, or its disk fails for a
+//! while.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{event, hasher, parquet_files, request_id_counts, t, TempDir};
+use warden_telemetry::schema::events_to_batch;
+use warden_telemetry::spool::{convert_spool, list_spools, SpoolWriter};
+use warden_telemetry::{Config, Health, Telemetry};
+
+const CHILD_ENV: &str = "WARDEN_TELEMETRY_CRASH_CHILD";
+
+/// Not a test on its own: the body of the child process of `kill_9_loses_nothing_acknowledged`.
+/// It records events forever and prints `ACK n` after each successful `sync()` covering the
+/// first `n` events.
+#[test]
+fn crash_child() {
+    let Ok(lake) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let h = hasher();
+    let mut cfg = Config::new(lake);
+    cfg.sync_interval = Duration::from_millis(20);
+    cfg.batch_rows = 64;
+    cfg.rotate_bytes = 256 * 1024; // several spools: some converted, some not, at the kill
+    let tel = Telemetry::open(cfg).unwrap();
+    let mut out = std::io::stdout().lock();
+    let mut i = 0u64;
+    loop {
+        for _ in 0..250 {
+            tel.record(event(i, t(i / 100), &h)).unwrap();
+            i += 1;
+        }
+        tel.sync().unwrap();
+        writeln!(out, "ACK {i}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn kill_9_loses_nothing_acknowledged() {
+    let dir = TempDir::new("kill9");
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acked = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("ACK ") {
+            acked = n.parse().unwrap();
+            if acked >= 20_000 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "child too slow");
+    }
+    child.kill().unwrap(); // SIGKILL, mid-flight
+    child.wait().unwrap();
+    assert!(acked >= 20_000, "child died early (acked {acked})");
+
+    // The dead child's lock is stale; its spools are recovered at open.
+    let tel = Telemetry::open(Config::new(dir.path())).unwrap();
+    let stats = tel.close();
+    assert_eq!(stats.spools_pending, 0);
+    drop(tel);
+    assert!(list_spools(&dir.path().join("spool")).unwrap().is_empty());
+    let counts = request_id_counts(dir.path());
+    for i in 0..acked {
+        assert_eq!(
+            counts.get(&format!("req-{i:08}")),
+            Some(&1),
+            "acknowledged event {i}"
+        );
+    }
+    // Events after the last acknowledgement may or may not be there, but never twice.
+    assert!(counts.values().all(|&c| c == 1));
+    assert!(counts.len() as u64 >= acked);
+}
+
+#[test]
+fn drop_without_close_leaves_a_spool_that_the_next_start_converts() {
+    let dir = TempDir::new("drop");
+    let h = hasher();
+    let tel = Telemetry::open(Config::new(dir.path())).unwrap();
+    for i in 0..1000 {
+        tel.record(event(i, t(i), &h)).unwrap();
+    }
+    assert_eq!(tel.sync().unwrap(), 1000);
+    drop(tel);
+    // The sealed spool may or may not have been converted before the threads stopped.
+    let spools = list_spools(&dir.path().join("spool")).unwrap().len();
+    let files = parquet_files(&dir.path().join("events")).len();
+    assert!(
+        (spools, files) == (1, 0) || (spools, files) == (0, 1),
+        "{spools} spools, {files} files"
+    );
+
+    let tel = Telemetry::open(Config::new(dir.path())).unwrap();
+    for i in 1000..1500 {
+        tel.record(event(i, t(i), &h)).unwrap();
+    }
+    let stats = tel.close();
+    assert_eq!(stats.events_written, if spools == 1 { 1500 } else { 500 });
+    let counts = request_id_counts(dir.path());
+    assert_eq!(counts.len(), 1500);
+    assert!(counts.values().all(|&c| c == 1));
+}
+
+#[test]
+fn conversion_interrupted_after_rename_does_not_duplicate_rows() {
+    let dir = TempDir::new("reconvert");
+    let h = hasher();
+    let tel = Telemetry::open(Config::new(dir.path())).unwrap();
+    for i in 0..2000 {
+        tel.record(event(i, t(i * 4), &h)).unwrap(); // spans 3 hours: 3 output files
+    }
+    tel.sync().unwrap();
+    let spools = list_spools(&dir.path().join("spool")).unwrap();
+    assert_eq!(spools.len(), 1);
+    let saved = std::fs::read(&spools[0]).unwrap();
+    tel.close();
+    drop(tel);
+    let first = parquet_files(&dir.path().join("events"));
+    assert_eq!(first.len(), 3);
+
+    // As if the process died after renaming the Parquet files but before deleting the spool,
+    // with a half-written temporary file of a later attempt lying around too.
+    std::fs::write(&spools[0], &saved).unwrap();
+    let mut stray = first[0].as_os_str().to_owned();
+    stray.push(".tmp");
+    std::fs::write(&stray, b"PAR1 half written").unwrap();
+
+    let tel = Telemetry::open(Config::new(dir.path())).unwrap();
+    let stats = tel.close();
+    assert_eq!(stats.events_written, 2000);
+    drop(tel);
+    assert_eq!(
+        parquet_files(&dir.path().join("events")),
+        first,
+        "same names, replaced in place"
+    );
+    let counts = request_id_counts(dir.path());
+    assert_eq!(counts.len(), 2000);
+    assert!(counts.values().all(|&c| c == 1));
+    assert!(!std::path::Path::new(&stray).exists());
+}
+
+#[test]
+fn torn_or_zeroed_spool_tails_keep_the_rows_before_them() {
+    let h = hasher();
+    let props = parquet::file::properties::WriterProperties::builder().build();
+    for tail in [
+        &b"\xff\xff\xff\xff\x10\x00\x00\x00garbage"[..],
+        &[0u8; 4096][..],
+    ] {
+        let dir = TempDir::new("torn");
+        let spool_dir = dir.path().join("spool");
+        std::fs::create_dir_all(&spool_dir).unwrap();
+        let mut w = SpoolWriter::create(&spool_dir, "ev-test-000001").unwrap();
+        let a: Vec<_> = (0..10).map(|i| event(i, t(i), &h)).collect();
+        let b: Vec<_> = (10..30).map(|i| event(i, t(i), &h)).collect();
+        w.append(&events_to_batch(&a).unwrap()).unwrap();
+        w.append(&events_to_batch(&b).unwrap()).unwrap();
+        w.sync().unwrap();
+        let path = w.path().to_owned();
+        drop(w);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(tail).unwrap();
+        drop(f);
+        let out = convert_spool(&path, &dir.path().join("events"), &props).unwrap();
+        assert_eq!(out.rows, 30);
+        assert_eq!(
+            out.torn_tail,
+            tail[0] != 0,
+            "zeros read as a clean end of stream"
+        );
+        assert!(!path.exists());
+        assert_eq!(request_id_counts(dir.path()).len(), 30);
+    }
+}
+
+#[test]
+fn unwritable_spool_directory_fails_visibly_then_recovers_without_loss() {
+    let dir = TempDir::new("diskfail");
+    let h = hasher();
+    let mut cfg = Config::new(dir.path());
+    cfg.sync_interval = Duration::from_millis(10);
+    cfg.retry_interval = Duration::from_millis(50);
+    cfg.rotate_interval = Duration::from_millis(30);
+    let tel = Telemetry::open(cfg).unwrap();
+    for i in 0..100 {
+        tel.record(event(i, t(i), &h)).unwrap();
+    }
+    tel.sync().unwrap();
+
+    // Swap the spool directory for a plain file: new spools cannot be created, the sealed one
+    // cannot be found by the converter.
+    let spool = dir.path().join("spool");
+    let moved = dir.path().join("spool.moved");
+    std::fs::rename(&spool, &moved).unwrap();
+    std::fs::write(&spool, b"not a directory").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 100..300 {
+        tel.record(event(i, t(i), &h)).unwrap();
+    }
+    let err = tel.sync().unwrap_err();
+    assert!(
+        matches!(err, warden_telemetry::Error::NotDurable { .. }),
+        "{err}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = tel.stats();
+        if matches!(tel.health(), Health::Failing { .. })
+            && s.write_errors > 0
+            && s.events_buffered >= 200
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "failure not visible: {s:?} {:?}",
+            tel.health()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Health::Failing { last_error, .. } = tel.health() {
+        assert!(last_error.contains("spool"), "{last_error}");
+    }
+
+    // The disk comes back.
+    std::fs::remove_file(&spool).unwrap();
+    std::fs::rename(&moved, &spool).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tel.health() != Health::Ok || tel.sync().is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "did not recover: {:?}",
+            tel.health()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = tel.close();
+    assert_eq!(stats.events_buffered, 0);
+    assert_eq!(stats.spools_pending, 0);
+    drop(tel);
+    let counts = request_id_counts(dir.path());
+    assert_eq!(counts.len(), 300);
+    assert!(counts.values().all(|&c| c == 1));
+}

@@ -1,0 +1,207 @@
+//! Events in, Parquet out: every field survives, partitions are where they should be, rotation
+//! splits files without losing or duplicating rows, and a full queue is counted.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use arrow::compute::concat_batches;
+use common::{
+    event, hasher, parquet_files, partitions, read_parquet, request_id_counts, t, TempDir,
+};
+use warden_telemetry::schema::{event_schema, events_to_batch, META_SCHEMA_VERSION};
+use warden_telemetry::{Config, Dropped, Health, Telemetry};
+
+#[test]
+fn round_trip_preserves_every_field_and_partitions_by_hour() {
+    let dir = TempDir::new("roundtrip");
+    let h = hasher();
+    // 3000 events over three hours that straddle midnight UTC: two days, three partitions.
+    let base = t(14 * 3600); // 2024-03-10T23:00:00Z
+    let events: Vec<_> = (0..3000u64)
+        .map(|i| event(i, base + Duration::from_secs(i * 3), &h))
+        .collect();
+    let mut cfg = Config::new(dir.path());
+    cfg.batch_rows = 500;
+    let tel = Telemetry::open(cfg).unwrap();
+    for e in &events {
+        tel.record(e.clone()).unwrap();
+    }
+    let stats = tel.close();
+    assert_eq!(stats.events_recorded, 3000);
+    assert_eq!(stats.events_written, 3000);
+    assert_eq!(stats.events_dropped(), 0);
+    assert_eq!(stats.spools_pending, 0);
+    assert_eq!(stats.events_buffered, 0);
+    assert_eq!(tel.health(), Health::Ok);
+    drop(tel);
+
+    assert_eq!(
+        partitions(dir.path()),
+        [
+            "dt=2024-03-10/hour=23",
+            "dt=2024-03-11/hour=00",
+            "dt=2024-03-11/hour=01"
+        ]
+    );
+    let files = parquet_files(&dir.path().join("events"));
+    assert_eq!(
+        files.len(),
+        3,
+        "one file per hour of the one spool: {files:?}"
+    );
+    assert_eq!(stats.files_written, 3);
+    let on_disk: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert_eq!(stats.bytes_written, on_disk);
+
+    // Files in partition order hold the rows in recording order.
+    let mut batches = Vec::new();
+    for f in &files {
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+            std::fs::File::open(f).unwrap(),
+        )
+        .unwrap();
+        use parquet::file::reader::FileReader;
+        let kv = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .unwrap();
+        assert!(kv
+            .iter()
+            .any(|kv| kv.key == META_SCHEMA_VERSION && kv.value.as_deref() == Some("1")));
+        batches.extend(read_parquet(f));
+    }
+    let got = concat_batches(&event_schema(), &batches).unwrap();
+    let want = events_to_batch(&events).unwrap();
+    assert_eq!(got.num_rows(), 3000);
+    assert_eq!(got.schema().fields(), want.schema().fields());
+    for (i, field) in want.schema().fields().iter().enumerate() {
+        assert_eq!(
+            got.column(i).as_ref(),
+            want.column(i).as_ref(),
+            "column {}",
+            field.name()
+        );
+    }
+    // No spool, lock or temporary file left behind.
+    let leftovers: Vec<_> = common::all_files(dir.path())
+        .into_iter()
+        .filter(|p| !p.extension().is_some_and(|x| x == "parquet" || x == "json"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn rotation_by_size_splits_files_exactly_once() {
+    let dir = TempDir::new("rotate-size");
+    let h = hasher();
+    let mut cfg = Config::new(dir.path());
+    cfg.batch_rows = 100;
+    cfg.rotate_bytes = 64 * 1024;
+    let tel = Telemetry::open(cfg).unwrap();
+    for i in 0..5000u64 {
+        tel.record(event(i, t(i / 10), &h)).unwrap();
+    }
+    let stats = tel.close();
+    drop(tel);
+    let files = parquet_files(&dir.path().join("events"));
+    assert!(
+        files.len() >= 5,
+        "expected several files, got {}",
+        files.len()
+    );
+    assert_eq!(stats.files_written as usize, files.len());
+    let counts = request_id_counts(dir.path());
+    assert_eq!(counts.len(), 5000);
+    assert!(counts.values().all(|&c| c == 1));
+    // Names never collide and carry host, pid and sequence.
+    let pid = format!("-p{}-", std::process::id());
+    assert!(files
+        .iter()
+        .all(|f| f.file_name().unwrap().to_str().unwrap().contains(&pid)));
+}
+
+#[test]
+fn rotation_by_time() {
+    let dir = TempDir::new("rotate-time");
+    let h = hasher();
+    let mut cfg = Config::new(dir.path());
+    cfg.rotate_interval = Duration::from_millis(150);
+    cfg.sync_interval = Duration::from_millis(20);
+    let tel = Telemetry::open(cfg).unwrap();
+    tel.record(event(1, t(0), &h)).unwrap();
+    tel.sync().unwrap();
+    // The first spool rotates into Parquet without close().
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tel.stats().files_written == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no time-based rotation"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tel.record(event(2, t(1), &h)).unwrap();
+    let stats = tel.close();
+    assert_eq!(stats.files_written, 2);
+    assert_eq!(request_id_counts(dir.path()).len(), 2);
+}
+
+#[test]
+fn full_queue_drops_are_counted_and_reported() {
+    let dir = TempDir::new("drops");
+    let h = hasher();
+    let mut cfg = Config::new(dir.path());
+    cfg.queue_capacity = 2;
+    cfg.batch_rows = 1; // the writer does a spool write per event: slower than the producer
+    let tel = Telemetry::open(cfg).unwrap();
+    let template = event(0, t(0), &h);
+    let (mut ok, mut full) = (0u64, 0u64);
+    for i in 0..20_000u64 {
+        let mut e = template.clone();
+        e.request_id = format!("req-{i:08}");
+        match tel.record(e) {
+            Ok(()) => ok += 1,
+            Err(Dropped::QueueFull) => full += 1,
+            Err(Dropped::Closed) => panic!("not closed"),
+        }
+    }
+    let s = tel.stats();
+    assert!(full > 0, "a 2-slot queue never filled");
+    assert_eq!(s.events_recorded, ok);
+    assert_eq!(s.events_dropped_queue_full, full);
+    let s = tel.close();
+    assert_eq!(s.events_written, ok);
+    assert_eq!(tel.record(template), Err(Dropped::Closed));
+    assert_eq!(tel.stats().events_dropped_closed, 1);
+    assert_eq!(request_id_counts(dir.path()).len() as u64, ok);
+}
+
+#[test]
+fn a_lake_has_one_writer() {
+    let dir = TempDir::new("lock");
+    let tel = Telemetry::open(Config::new(dir.path())).unwrap();
+    match Telemetry::open(Config::new(dir.path())) {
+        Err(warden_telemetry::Error::LakeBusy { .. }) => {}
+        other => panic!("second writer: {other:?}"),
+    }
+    drop(tel);
+    Telemetry::open(Config::new(dir.path())).unwrap().close();
+}
+
+#[test]
+fn config_validation_lists_every_problem() {
+    let mut cfg = Config::new("");
+    cfg.queue_capacity = 0;
+    cfg.zstd_level = 99;
+    cfg.retention_days = Some(0);
+    let errors = cfg.validate().unwrap_err();
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(
+        matches!(Telemetry::open(cfg), Err(warden_telemetry::Error::Config(e)) if e.len() == 4)
+    );
+}
