@@ -50,10 +50,19 @@ impl ServeHttp for AdminApp {
                     .iter()
                     .map(|u| json!({"name": u.config.name, "address": u.config.address.to_string(), "healthy": u.is_healthy()}))
                     .collect();
+                // The proxy keeps serving while the audit lake cannot be written; the failure
+                // shows here and in /metrics, not as unreadiness.
+                let telemetry = self.app.telemetry.as_ref().map(|(t, _)| match t.health() {
+                    warden_telemetry::Health::Ok => json!({"status": "ok"}),
+                    warden_telemetry::Health::Failing { last_error, .. } => {
+                        json!({"status": "failing", "error": last_error})
+                    }
+                });
                 let body = json!({
                     "status": if ready { "ready" } else { "not_ready" },
                     "draining": self.app.is_draining(),
                     "upstreams": upstreams,
+                    "telemetry": telemetry,
                 });
                 reply(
                     if ready { 200 } else { 503 },
@@ -61,7 +70,13 @@ impl ServeHttp for AdminApp {
                     body.to_string().into_bytes(),
                 )
             }
-            "/metrics" => reply(200, "text/plain; version=0.0.4", self.app.metrics.render()),
+            "/metrics" => {
+                if let Some((t, _)) = &self.app.telemetry {
+                    let healthy = t.health() == warden_telemetry::Health::Ok;
+                    self.app.metrics.observe_telemetry(&t.stats(), healthy);
+                }
+                reply(200, "text/plain; version=0.0.4", self.app.metrics.render())
+            }
             _ => reply(
                 404,
                 "application/json",
@@ -114,8 +129,23 @@ pub fn reload_rules(app: &App, actor: &str) -> (u16, serde_json::Value) {
             json!({"status": "failed", "errors": ["the input guard is disabled (guard.enabled = false)"]}),
         );
     };
+    let target = guards
+        .config
+        .rules_dir
+        .as_ref()
+        .map_or("embedded".to_string(), |d| d.display().to_string());
+    let before = guards.active().version().to_string();
     match guards.reload(&app.metrics) {
         Ok(r) => {
+            app.audit(warden_telemetry::AdminAction {
+                actor: actor.to_string(),
+                role: role_of(actor).into(),
+                action: "rules.reload".into(),
+                target: target.clone(),
+                before: Some(before.clone()),
+                after: Some(r.version.clone()),
+                reason: None,
+            });
             tracing::info!(
                 actor,
                 action = "rules.reload",
@@ -139,6 +169,19 @@ pub fn reload_rules(app: &App, actor: &str) -> (u16, serde_json::Value) {
         }
         Err(errors) => {
             let kept = guards.active().version().to_string();
+            app.audit(warden_telemetry::AdminAction {
+                actor: actor.to_string(),
+                role: role_of(actor).into(),
+                action: "rules.reload.failed".into(),
+                target,
+                before: Some(before),
+                after: None,
+                reason: Some(format!(
+                    "{} problem(s); first: {}",
+                    errors.len(),
+                    errors.first().map_or("", String::as_str)
+                )),
+            });
             tracing::error!(
                 actor,
                 action = "rules.reload",
@@ -152,6 +195,15 @@ pub fn reload_rules(app: &App, actor: &str) -> (u16, serde_json::Value) {
                 json!({"status": "failed", "active_version": kept, "errors": errors}),
             )
         }
+    }
+}
+
+/// Role recorded with an admin action: admin keys act as `admin`; signals as `system`.
+fn role_of(actor: &str) -> &'static str {
+    if actor.starts_with("SIG") {
+        "system"
+    } else {
+        "admin"
     }
 }
 

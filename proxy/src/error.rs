@@ -52,6 +52,8 @@ pub enum ApiError {
     UpstreamError,
     /// Warden is draining for shutdown.
     ShuttingDown,
+    /// The audit-event queue is full and `telemetry.on_full = "fail_closed"`.
+    TelemetryUnavailable,
     /// The input guard blocked the prompt; only rule ids are reported, never the matched text.
     PromptBlocked { rule_ids: Vec<String> },
     /// A declared tool is not on the tenant's allowlist, or differs from its pinned schema.
@@ -94,6 +96,7 @@ impl ApiError {
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::UpstreamError => "upstream_error",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::TelemetryUnavailable => "telemetry_unavailable",
             ApiError::PromptBlocked { .. } => "prompt_blocked",
             ApiError::ToolNotAllowed { .. } => "tool_not_allowed",
             ApiError::InvalidTools { .. } => "invalid_tools",
@@ -121,7 +124,7 @@ impl ApiError {
             | ApiError::RequestExceedsTokenBudget { .. } => 429,
             ApiError::Internal => 500,
             ApiError::UpstreamUnavailable | ApiError::UpstreamError => 502,
-            ApiError::ShuttingDown => 503,
+            ApiError::ShuttingDown | ApiError::TelemetryUnavailable => 503,
             ApiError::UpstreamTimeout => 504,
         }
     }
@@ -182,6 +185,9 @@ impl ApiError {
             ApiError::UpstreamTimeout => "the model server did not respond in time".into(),
             ApiError::UpstreamError => "the model server returned an invalid response".into(),
             ApiError::ShuttingDown => "server is shutting down".into(),
+            ApiError::TelemetryUnavailable => {
+                "the audit log is not keeping up; requests are refused until it does".into()
+            }
             ApiError::PromptBlocked { rule_ids } => format!(
                 "the request was blocked by the input guard (rules: {})",
                 rule_ids.join(", ")
@@ -198,7 +204,7 @@ impl ApiError {
             | ApiError::TokenRateLimited { retry_after } => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
-            ApiError::ShuttingDown => Some(1),
+            ApiError::ShuttingDown | ApiError::TelemetryUnavailable => Some(1),
             _ => None,
         }
     }

@@ -178,6 +178,15 @@ fn role_target(role: &str) -> Target {
     }
 }
 
+/// Every text of the request with the role it is read as, in body order (also what telemetry
+/// hashes).
+pub fn texts(endpoint: Endpoint, doc: &Map<String, Value>) -> Vec<(Target, &str)> {
+    collect(endpoint, doc)
+        .into_iter()
+        .map(|(t, _, s)| (t, s))
+        .collect()
+}
+
 /// Every text of the request, with its role and location.
 fn collect(endpoint: Endpoint, doc: &Map<String, Value>) -> Vec<(Target, Loc, &str)> {
     let mut out = Vec::new();

@@ -87,6 +87,11 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// The audit lake: check the admin audit table's hash chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// API key utilities.
     Keys {
         #[command(subcommand)]
@@ -119,6 +124,16 @@ enum RulesCommand {
         /// `table` or `json`.
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the admin audit table's hash chain; exit 1 and name the first broken link.
+    Verify {
+        /// The lake directory (`telemetry.dir`).
+        #[arg(long, default_value = "warden-lake")]
+        logs: PathBuf,
     },
 }
 
@@ -190,6 +205,9 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+        Command::Audit {
+            command: AuditCommand::Verify { logs },
+        } => audit_verify(&logs),
         Command::Keys {
             command: KeysCommand::Hash,
         } => keys_hash(),
@@ -303,6 +321,40 @@ fn check_config_ok(path: &std::path::Path, c: &Config) -> ExitCode {
         c.server.listen,
         c.admin.listen
     ))
+}
+
+fn audit_verify(lake: &std::path::Path) -> ExitCode {
+    match warden_telemetry::verify(lake) {
+        Ok(report) => match &report.first_break {
+            None => out(&format!(
+                "{}: ok, {} admin action(s) in {} file(s), chain intact{}\n",
+                lake.display(),
+                report.rows,
+                report.files,
+                report.head.as_ref().map_or(String::new(), |h| format!(
+                    ", head #{} {}",
+                    h.seq, h.row_hash
+                ))
+            )),
+            Some(b) => {
+                err(&format!(
+                    "{}: BROKEN at {} row {} (seq {:?}): {:?}: expected {}, found {}\n",
+                    lake.display(),
+                    b.file.display(),
+                    b.row,
+                    b.seq,
+                    b.kind,
+                    b.expected,
+                    b.found
+                ));
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            err(&format!("warden audit verify: {e}\n"));
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn keys_hash() -> ExitCode {

@@ -4,8 +4,8 @@
 //! sets (endpoint, status), never from request text, so a client cannot grow the label space.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the proxy records.
@@ -28,6 +28,13 @@ pub struct Metrics {
     pub guard_shadow_disagreements: IntCounterVec,
     pub rule_pack_info: IntGaugeVec,
     pub rule_reloads: IntCounterVec,
+    pub telemetry_queue_depth: IntGauge,
+    pub telemetry_healthy: IntGauge,
+    /// Totals mirrored from the telemetry pipeline's own counters on every scrape.
+    pub telemetry_events: IntCounterVec,
+    pub telemetry_write_errors: IntCounter,
+    pub telemetry_bytes_written: IntCounter,
+    pub telemetry_files_written: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -123,6 +130,15 @@ impl Metrics {
                 Opts::new("warden_rule_reloads_total", "Rule-pack reloads, by result (ok/failed)"),
                 &["result"],
             )?,
+            telemetry_queue_depth: IntGauge::new("warden_telemetry_queue_depth", "Audit events waiting for the telemetry writer")?,
+            telemetry_healthy: IntGauge::new("warden_telemetry_healthy", "1 while the audit lake is being written, 0 while writes fail (events are held, bounded, and retried)")?,
+            telemetry_events: IntCounterVec::new(
+                Opts::new("warden_telemetry_events_total", "Audit events by outcome: recorded (queued), synced (fsynced to the spool), written (in Parquet), dropped (queue full, closed, or failure backlog full)"),
+                &["outcome"],
+            )?,
+            telemetry_write_errors: IntCounter::new("warden_telemetry_write_errors_total", "Spool write, fsync and Parquet conversion errors")?,
+            telemetry_bytes_written: IntCounter::new("warden_telemetry_bytes_written_total", "Bytes of Parquet files put in place")?,
+            telemetry_files_written: IntCounter::new("warden_telemetry_files_written_total", "Parquet files put in place")?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -144,7 +160,41 @@ impl Metrics {
             .register(Box::new(m.guard_shadow_disagreements.clone()))?;
         m.registry.register(Box::new(m.rule_pack_info.clone()))?;
         m.registry.register(Box::new(m.rule_reloads.clone()))?;
+        m.registry
+            .register(Box::new(m.telemetry_queue_depth.clone()))?;
+        m.registry.register(Box::new(m.telemetry_healthy.clone()))?;
+        m.registry.register(Box::new(m.telemetry_events.clone()))?;
+        m.registry
+            .register(Box::new(m.telemetry_write_errors.clone()))?;
+        m.registry
+            .register(Box::new(m.telemetry_bytes_written.clone()))?;
+        m.registry
+            .register(Box::new(m.telemetry_files_written.clone()))?;
         Ok(m)
+    }
+
+    /// Mirror the telemetry pipeline's counters (called before each scrape).
+    pub fn observe_telemetry(&self, stats: &warden_telemetry::Stats, healthy: bool) {
+        let advance = |c: &IntCounter, total: u64| {
+            let seen = c.get();
+            if total > seen {
+                c.inc_by(total - seen);
+            }
+        };
+        for (outcome, total) in [
+            ("recorded", stats.events_recorded),
+            ("synced", stats.events_synced),
+            ("written", stats.events_written),
+            ("dropped", stats.events_dropped()),
+        ] {
+            advance(&self.telemetry_events.with_label_values(&[outcome]), total);
+        }
+        advance(&self.telemetry_write_errors, stats.write_errors);
+        advance(&self.telemetry_bytes_written, stats.bytes_written);
+        advance(&self.telemetry_files_written, stats.files_written);
+        self.telemetry_queue_depth
+            .set(i64::try_from(stats.queue_depth).unwrap_or(i64::MAX));
+        self.telemetry_healthy.set(i64::from(healthy));
     }
 
     /// Prometheus text exposition.

@@ -15,7 +15,7 @@
 //! - `logging`: metrics, quota reconciliation, one access-log line (no prompt text, no keys).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -25,7 +25,9 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::Value;
 
+use crate::config::OnFull;
 use crate::error::ApiError;
+use crate::events::{self, Identities};
 use crate::guard::{self, GuardOutcome, GuardRun};
 use crate::keys;
 use crate::sse::{SseEvent, SseParser};
@@ -79,6 +81,16 @@ pub struct RequestCtx {
     usage: Option<Usage>,
     /// The input guard's decision (rule ids, score, pack version), for logs and telemetry.
     pub guard: Option<GuardOutcome>,
+    /// Wall-clock start, for the audit event's `time`.
+    started_at: SystemTime,
+    /// `model` as the client sent it (bounded), even when it is refused.
+    requested_model: Option<String>,
+    /// Client IP, hashed into the audit event.
+    client_ip: Option<String>,
+    /// Keyed hashes of the prompt (telemetry on).
+    identities: Option<Identities>,
+    /// The masked prompt text, for tenants with `log_raw_prompts`.
+    raw_prompt: Option<String>,
     _inflight: InflightGuard,
 }
 
@@ -125,12 +137,23 @@ impl ProxyHttp for WardenProxy {
             json_buf: None,
             usage: None,
             guard: None,
+            started_at: SystemTime::now(),
+            requested_model: None,
+            client_ip: None,
+            identities: None,
+            raw_prompt: None,
             _inflight: self.app.track(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = request_id(session.req_header());
+        if self.app.telemetry.is_some() {
+            ctx.client_ip = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string());
+        }
         match self.admit(session, ctx).await {
             Ok(Admission::Forward) => Ok(false),
             Ok(Admission::Local(body)) => {
@@ -433,6 +456,7 @@ impl ProxyHttp for WardenProxy {
             error = e.map(|e| e.etype().as_str()),
             "request"
         );
+        self.record_event(ctx, e, total, overhead);
     }
 }
 
@@ -459,6 +483,11 @@ impl WardenProxy {
         let app = &self.app;
         if app.is_draining() {
             return Err(ApiError::ShuttingDown.into());
+        }
+        if let (Some((t, _)), OnFull::FailClosed) = (&app.telemetry, app.config.telemetry.on_full) {
+            if t.stats().queue_depth >= app.config.telemetry.queue_capacity as u64 {
+                return Err(ApiError::TelemetryUnavailable.into());
+            }
         }
         let req = session.req_header();
         let endpoint = Endpoint::route(req.method.as_str(), req.uri.path())?;
@@ -498,6 +527,10 @@ impl WardenProxy {
             body,
             tenant.config.max_tokens,
         )?;
+        ctx.requested_model = Some(v.model.chars().take(256).collect());
+        if let Some((_, hasher)) = &app.telemetry {
+            ctx.identities = Some(events::identities(hasher, &guard::texts(endpoint, v.doc())));
+        }
         if !app.serves(&v.model) {
             return Err(ApiError::ModelNotFound { model: v.model }.into());
         }
@@ -551,10 +584,105 @@ impl WardenProxy {
             }
         }
 
+        if app.telemetry.is_some() && tenant.config.log_raw_prompts {
+            ctx.raw_prompt = Some(events::raw_prompt(&guard::texts(endpoint, v.doc())));
+        }
         let prepared = v.prepare(app.upstreams[upstream].config.stream_usage)?;
         ctx.injected_usage = prepared.injected_usage;
         ctx.body = Some(prepared.body);
         Ok(Admission::Forward)
+    }
+
+    /// The audit event of this request, handed to the telemetry writer (never waits on disk).
+    fn record_event(
+        &self,
+        ctx: &mut RequestCtx,
+        e: Option<&Error>,
+        total: Duration,
+        overhead: Duration,
+    ) {
+        let Some((telemetry, hasher)) = &self.app.telemetry else {
+            return;
+        };
+        let app = &self.app;
+        let tenant = ctx.tenant.and_then(|i| app.tenants.get(i));
+        let upstream = ctx.upstream.and_then(|i| app.upstreams.get(i));
+        let forwarded = ctx.upstream_sent_at.is_some();
+        let ms = |d: Duration| d.as_secs_f32() * 1e3;
+        let ttft = match (ctx.upstream_sent_at, ctx.first_byte_at) {
+            (Some(sent), Some(first)) => Some(first.saturating_duration_since(sent)),
+            _ => None,
+        };
+        let tpot = match (ctx.first_byte_at, ctx.upstream_done_at, ctx.usage) {
+            (Some(first), Some(done), Some(u)) if u.output > 1 => {
+                Some(ms(done.saturating_duration_since(first)) / (u.output - 1) as f32)
+            }
+            _ => None,
+        };
+        let ids = ctx.identities.take().unwrap_or_default();
+        let error_code = ctx
+            .error_code
+            .map(str::to_string)
+            .or_else(|| e.map(|e| e.etype().as_str().to_string()));
+        let event = warden_telemetry::Event {
+            time: ctx.started_at,
+            request_id: ctx.request_id.clone(),
+            tenant: tenant.map_or("-", |t| t.config.name.as_str()).to_string(),
+            route: ctx.endpoint.map_or("other", Endpoint::label).to_string(),
+            requested_model: ctx.requested_model.take().unwrap_or_default(),
+            served_model: ctx.model.clone().filter(|_| forwarded),
+            model_version: None,
+            upstream: upstream
+                .filter(|_| forwarded)
+                .map(|u| u.config.name.clone()),
+            region: app.config.telemetry.region.clone(),
+            stream: ctx.stream,
+            status: ctx.status,
+            error_code,
+            input_tokens: ctx
+                .usage
+                .map(|u| u32::try_from(u.input).unwrap_or(u32::MAX)),
+            output_tokens: ctx
+                .usage
+                .map(|u| u32::try_from(u.output).unwrap_or(u32::MAX)),
+            ttft_ms: ttft.map(ms),
+            duration_ms: ms(total),
+            tpot_ms: tpot,
+            guard_decision: ctx.guard.as_ref().map(|g| match g.decision {
+                warden_guards::Decision::Allow => warden_telemetry::GuardDecision::Allow,
+                warden_guards::Decision::Flag => warden_telemetry::GuardDecision::Flag,
+                warden_guards::Decision::Block => warden_telemetry::GuardDecision::Block,
+            }),
+            guard_score: ctx.guard.as_ref().map(|g| g.score),
+            rule_ids: ctx
+                .guard
+                .as_ref()
+                .map(|g| g.rule_ids.clone())
+                .unwrap_or_default(),
+            rule_pack_version: ctx.guard.as_ref().map(|g| g.pack_version.clone()),
+            config_hash: app.config.hash.clone(),
+            classifier_score: None,
+            refusal: None,
+            canary_leak: None,
+            degraded: None,
+            throttled: None,
+            switch_state: None,
+            overhead_us: u32::try_from(overhead.as_micros()).unwrap_or(u32::MAX),
+            prompt_hash: ids.prompt,
+            system_prompt_hash: ids.system_prompt,
+            message_hashes: ids.messages,
+            client_addr_hash: ctx.client_ip.as_deref().map(|ip| hasher.client_addr(ip)),
+            hash_key_id: hasher.key_id().to_string(),
+            raw_prompt: ctx.raw_prompt.take(),
+        };
+        if let Err(dropped) = telemetry.record(event) {
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                reason = %dropped,
+                dropped_total = telemetry.stats().events_dropped(),
+                "audit event dropped"
+            );
+        }
     }
 
     fn count_upstream_error(&self, upstream: usize, api: &ApiError) {

@@ -35,6 +35,8 @@ pub enum StartError {
     Metrics(prometheus::Error),
     /// The rule packs did not load, compile or pass their tests.
     Rules(Vec<String>),
+    /// The audit lake could not be opened (or its key read).
+    Telemetry(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -44,6 +46,7 @@ impl std::fmt::Display for StartError {
                 write!(f, "cannot listen on {addr} ({what}): {source}")
             }
             StartError::Metrics(e) => write!(f, "metrics setup failed: {e}"),
+            StartError::Telemetry(e) => write!(f, "telemetry: {e}"),
             StartError::Rules(errors) => {
                 write!(f, "rule packs failed ({} problem(s)):", errors.len())?;
                 for e in errors {
@@ -84,7 +87,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
         );
         None
     };
-    let app = App::new(config, guards).map_err(StartError::Metrics)?;
+    let telemetry = if config.telemetry.enabled {
+        Some(open_telemetry(&config.telemetry).map_err(StartError::Telemetry)?)
+    } else {
+        None
+    };
+    let app = App::new(config, guards, telemetry).map_err(StartError::Metrics)?;
     if let Some(g) = &app.guards {
         g.publish(&app.metrics);
     }
@@ -179,6 +187,49 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
+/// Open the audit lake: the hash key from `key_file`, else the `key_env` variable, else a
+/// random per-process key (hashes then do not match across restarts: warned loudly).
+fn open_telemetry(
+    c: &crate::config::TelemetryConfig,
+) -> Result<(warden_telemetry::Telemetry, warden_telemetry::Hasher), String> {
+    use warden_telemetry::{Config as LakeConfig, Hasher};
+    let hasher = match &c.key_file {
+        Some(path) => Hasher::from_key_file(path).map_err(|e| e.to_string())?,
+        None => match std::env::var(&c.key_env) {
+            Ok(v) => Hasher::parse_env_value(&v, &c.key_env).map_err(|e| e.to_string())?,
+            Err(_) => {
+                tracing::warn!(
+                    key_env = %c.key_env,
+                    "no telemetry.key_file and no key in the environment: prompt hashes use a random key for this process only and cannot be matched across restarts"
+                );
+                Hasher::ephemeral()
+            }
+        },
+    };
+    let mut lake = LakeConfig::new(&c.dir);
+    lake.queue_capacity = c.queue_capacity;
+    lake.sync_interval = c.sync_interval;
+    lake.rotate_bytes = c.rotate_bytes;
+    lake.rotate_interval = c.rotate_interval;
+    lake.retention_days = c.retention_days;
+    lake.validate().map_err(|errs| errs.join("; "))?;
+    let telemetry = warden_telemetry::Telemetry::open(lake).map_err(|e| e.to_string())?;
+    tracing::info!(lake = %c.dir.display(), key_id = hasher.key_id(), "audit lake open");
+    Ok((telemetry, hasher))
+}
+
+/// Flush and close the audit lake before the process exits.
+fn close_telemetry(app: &App) {
+    if let Some((t, _)) = &app.telemetry {
+        let stats = t.close();
+        tracing::info!(
+            written = stats.events_written,
+            dropped = stats.events_dropped(),
+            "audit lake closed"
+        );
+    }
+}
+
 /// SIGHUP reloads the rule packs (same path as `POST /admin/rules/reload`).
 struct ReloadOnHangup {
     app: Arc<App>,
@@ -217,6 +268,7 @@ fn drain_then_exit(app: &App, grace: Duration) {
                 elapsed_ms = start.elapsed().as_millis() as u64,
                 "drained; exiting"
             );
+            close_telemetry(app);
             std::process::exit(0);
         }
         if start.elapsed() >= grace {
@@ -224,6 +276,7 @@ fn drain_then_exit(app: &App, grace: Duration) {
                 inflight,
                 "grace period over; exiting with requests in flight"
             );
+            close_telemetry(app);
             std::process::exit(0);
         }
         std::thread::sleep(Duration::from_millis(20));

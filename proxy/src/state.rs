@@ -44,6 +44,8 @@ pub struct App {
     pub metrics: Metrics,
     /// The input guard's packs; `None` when `guard.enabled = false`.
     pub guards: Option<crate::guard::Guards>,
+    /// The audit lake and the key for prompt hashes; `None` when telemetry is off.
+    pub telemetry: Option<(warden_telemetry::Telemetry, warden_telemetry::Hasher)>,
     inflight: AtomicUsize,
     draining: AtomicBool,
 }
@@ -58,6 +60,7 @@ impl App {
     pub fn new(
         config: Config,
         guards: Option<crate::guard::Guards>,
+        telemetry: Option<(warden_telemetry::Telemetry, warden_telemetry::Hasher)>,
     ) -> Result<Arc<App>, prometheus::Error> {
         let metrics = Metrics::new()?;
         let mut tenant_by_key = HashMap::new();
@@ -107,6 +110,7 @@ impl App {
             models,
             metrics,
             guards,
+            telemetry,
             inflight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
         }))
@@ -155,6 +159,15 @@ impl App {
 
     /// Ready when every configured model has at least one healthy upstream and we are not
     /// draining.
+    /// Record an admin action in the audit table (when telemetry is on); failures are logged.
+    pub fn audit(&self, action: warden_telemetry::AdminAction) {
+        if let Some((t, _)) = &self.telemetry {
+            if let Err(e) = t.audit().append(action) {
+                tracing::error!(error = %e, "could not record an admin action in the audit table");
+            }
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         !self.is_draining()
             && self.models.iter().all(|m| {

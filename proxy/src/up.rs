@@ -89,7 +89,26 @@ fn demo_key(data_dir: &Path) -> Result<String, UpError> {
         }
     }
     let key = keys::generate();
-    // Created 0600 from the start: never readable by others, not even briefly.
+    write_secret(&path, &format!("{key}\n"))?;
+    Ok(key)
+}
+
+/// The key file for the audit lake's prompt hashes (`key_id hex64`), made once per install.
+fn telemetry_key(data_dir: &Path) -> Result<PathBuf, UpError> {
+    let path = data_dir.join("telemetry.key");
+    if !path.exists() {
+        let id: [u8; 4] = rand::random();
+        let key: [u8; 32] = rand::random();
+        write_secret(
+            &path,
+            &format!("up-{} {}\n", hex::encode(id), hex::encode(key)),
+        )?;
+    }
+    Ok(path)
+}
+
+/// Created 0600 from the start: never readable by others, not even briefly.
+fn write_secret(path: &Path, content: &str) -> Result<(), UpError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
@@ -97,14 +116,13 @@ fn demo_key(data_dir: &Path) -> Result<String, UpError> {
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&path)
-        .and_then(|mut f| f.write_all(format!("{key}\n").as_bytes()))
-        .map_err(|e| UpError::Io(path.display().to_string(), e))?;
-    Ok(key)
+        .open(path)
+        .and_then(|mut f| f.write_all(content.as_bytes()))
+        .map_err(|e| UpError::Io(path.display().to_string(), e))
 }
 
 /// The embedded default proxy config.
-pub fn default_config(o: &UpOptions, key_hash: &str) -> String {
+pub fn default_config(o: &UpOptions, key_hash: &str, lake: &Path, lake_key: &Path) -> String {
     format!(
         r#"# Written by `warden up`; edit and run `warden serve --config` for anything else.
 [server]
@@ -113,6 +131,12 @@ grace_period_s = 10
 
 [admin]
 listen = "{admin}"
+
+# The audit lake: one Parquet row per request, prompts as keyed hashes only.
+[telemetry]
+dir = {lake:?}
+key_file = {lake_key:?}
+retention_days = 30
 
 [[upstreams]]
 name = "local-worker"
@@ -132,6 +156,8 @@ max_tokens = 256
 "#,
         listen = o.listen,
         admin = o.admin,
+        lake = lake.display().to_string(),
+        lake_key = lake_key.display().to_string(),
         worker = o.worker,
         model = o.model_name,
     )
@@ -200,10 +226,17 @@ pub fn run(o: UpOptions, report: &mut dyn FnMut(&str)) -> Result<(), UpError> {
     std::fs::create_dir_all(&o.data_dir)
         .map_err(|e| UpError::Io(o.data_dir.display().to_string(), e))?;
     let key = demo_key(&o.data_dir)?;
+    let data = std::fs::canonicalize(&o.data_dir).unwrap_or_else(|_| o.data_dir.clone());
+    let lake_key = telemetry_key(&data)?;
     let config_path = o.data_dir.join("warden.toml");
     std::fs::write(
         &config_path,
-        default_config(&o, &keys::KeyHash::of(&key).to_string()),
+        default_config(
+            &o,
+            &keys::KeyHash::of(&key).to_string(),
+            &data.join("lake"),
+            &lake_key,
+        ),
     )
     .map_err(|e| UpError::Io(config_path.display().to_string(), e))?;
     let (worker_log, proxy_log) = (o.data_dir.join("worker.log"), o.data_dir.join("proxy.log"));

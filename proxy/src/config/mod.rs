@@ -8,6 +8,7 @@
 //! The commented example at `proxy/warden.example.toml` documents every key.
 
 mod guard;
+mod telemetry;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -19,14 +20,18 @@ use warden_guards::toml_reader::{Errors, Table};
 
 use crate::keys::KeyHash;
 pub use guard::{GuardConfig, SystemPromptMode, TenantGuard};
+pub use telemetry::{OnFull, TelemetryConfig};
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// BLAKE3 of the config file's text (`b3:` + 16 hex), recorded with every audit event.
+    pub hash: String,
     pub server: ServerConfig,
     pub admin: AdminConfig,
     pub logging: LoggingConfig,
     pub guard: GuardConfig,
+    pub telemetry: TelemetryConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub tenants: Vec<TenantConfig>,
 }
@@ -101,6 +106,9 @@ pub struct TenantConfig {
     pub max_tokens: u32,
     /// Input-guard policy: paranoia, threshold, exclusions, pinned system prompt, tools.
     pub guard: TenantGuard,
+    /// Write the prompt text (after secrets/PII masking) into the audit lake. Off by default:
+    /// only keyed hashes identify prompts.
+    pub log_raw_prompts: bool,
 }
 
 /// The config failed to load; `errors` lists every problem found.
@@ -165,7 +173,8 @@ impl Config {
             }
         };
         let mut root = Table::root(doc.as_table());
-        let config = decode(&mut root, &mut errs);
+        let mut config = decode(&mut root, &mut errs);
+        config.hash = format!("b3:{}", &blake3::hash(src.as_bytes()).to_hex()[..16]);
         root.finish(&mut errs);
         if errs.list.is_empty() {
             Ok(config)
@@ -203,6 +212,14 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
             g
         }
         None => GuardConfig::default(),
+    };
+    let telemetry = match root.table(errs, "telemetry") {
+        Some(mut t) => {
+            let c = telemetry::decode_telemetry(&mut t, errs);
+            t.finish(errs);
+            c
+        }
+        None => TelemetryConfig::default(),
     };
     let logging = match root.table(errs, "logging") {
         Some(mut t) => {
@@ -287,10 +304,12 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
     }
 
     Config {
+        hash: String::new(),
         server,
         admin,
         logging,
         guard,
+        telemetry,
         upstreams,
         tenants,
     }
@@ -542,6 +561,7 @@ fn decode_tenant(
         positive(t, errs, "requests_per_minute", u32::MAX as u64).map(|n| n as u32);
     let tokens_per_minute = positive(t, errs, "tokens_per_minute", u64::from(u32::MAX));
     let max_tokens = positive(t, errs, "max_tokens", 1_000_000).map_or(4096, |n| n as u32);
+    let log_raw_prompts = t.boolean(errs, "log_raw_prompts").unwrap_or(false);
     let guard = match t.table(errs, "guard") {
         Some(mut g) => {
             let decoded = guard::decode_tenant_guard(&mut g, errs);
@@ -558,6 +578,7 @@ fn decode_tenant(
         tokens_per_minute,
         max_tokens,
         guard,
+        log_raw_prompts,
     })
 }
 
