@@ -28,6 +28,11 @@ pub struct Metrics {
     pub guard_shadow_disagreements: IntCounterVec,
     pub rule_pack_info: IntGaugeVec,
     pub rule_reloads: IntCounterVec,
+    /// OpenTelemetry GenAI semantic-convention metrics, Prometheus-named.
+    pub gen_ai_ttft: HistogramVec,
+    pub gen_ai_tpot: HistogramVec,
+    pub gen_ai_token_usage: HistogramVec,
+    pub gen_ai_request_duration: HistogramVec,
     pub telemetry_queue_depth: IntGauge,
     pub telemetry_healthy: IntGauge,
     /// Totals mirrored from the telemetry pipeline's own counters on every scrape.
@@ -130,6 +135,26 @@ impl Metrics {
                 Opts::new("warden_rule_reloads_total", "Rule-pack reloads, by result (ok/failed)"),
                 &["result"],
             )?,
+            gen_ai_ttft: HistogramVec::new(
+                HistogramOpts::new("gen_ai_server_time_to_first_token_seconds", "gen_ai.server.time_to_first_token: upstream request sent until the first token (streams) or the response body (non-streaming)")
+                    .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                &["gen_ai_operation_name", "gen_ai_request_model"],
+            )?,
+            gen_ai_tpot: HistogramVec::new(
+                HistogramOpts::new("gen_ai_server_time_per_output_token_seconds", "gen_ai.server.time_per_output_token: (last token - first token) / (output tokens - 1)")
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0]),
+                &["gen_ai_operation_name", "gen_ai_request_model"],
+            )?,
+            gen_ai_token_usage: HistogramVec::new(
+                HistogramOpts::new("gen_ai_client_token_usage", "gen_ai.client.token.usage: tokens per request, by type (input/output), as the upstream reported them")
+                    .buckets(vec![1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0]),
+                &["gen_ai_operation_name", "gen_ai_request_model", "gen_ai_token_type"],
+            )?,
+            gen_ai_request_duration: HistogramVec::new(
+                HistogramOpts::new("gen_ai_server_request_duration_seconds", "gen_ai.server.request.duration: request start until the last byte, for requests forwarded to a model")
+                    .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]),
+                &["gen_ai_operation_name", "gen_ai_request_model"],
+            )?,
             telemetry_queue_depth: IntGauge::new("warden_telemetry_queue_depth", "Audit events waiting for the telemetry writer")?,
             telemetry_healthy: IntGauge::new("warden_telemetry_healthy", "1 while the audit lake is being written, 0 while writes fail (events are held, bounded, and retried)")?,
             telemetry_events: IntCounterVec::new(
@@ -160,6 +185,12 @@ impl Metrics {
             .register(Box::new(m.guard_shadow_disagreements.clone()))?;
         m.registry.register(Box::new(m.rule_pack_info.clone()))?;
         m.registry.register(Box::new(m.rule_reloads.clone()))?;
+        m.registry.register(Box::new(m.gen_ai_ttft.clone()))?;
+        m.registry.register(Box::new(m.gen_ai_tpot.clone()))?;
+        m.registry
+            .register(Box::new(m.gen_ai_token_usage.clone()))?;
+        m.registry
+            .register(Box::new(m.gen_ai_request_duration.clone()))?;
         m.registry
             .register(Box::new(m.telemetry_queue_depth.clone()))?;
         m.registry.register(Box::new(m.telemetry_healthy.clone()))?;

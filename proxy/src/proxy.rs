@@ -412,6 +412,40 @@ impl ProxyHttp for WardenProxy {
                 ])
                 .observe(first.saturating_duration_since(sent).as_secs_f64());
         }
+        if let (Some(sent), Some(model), Some(ep)) =
+            (ctx.upstream_sent_at, ctx.model.as_deref(), ctx.endpoint)
+        {
+            let op = match ep {
+                Endpoint::ChatCompletions => "chat",
+                Endpoint::Completions => "text_completion",
+                Endpoint::Embeddings => "embeddings",
+                Endpoint::Models => "models",
+            };
+            let labels = [op, model];
+            m.gen_ai_request_duration
+                .with_label_values(&labels)
+                .observe(total.as_secs_f64());
+            if let Some(first) = ctx.first_byte_at {
+                m.gen_ai_ttft
+                    .with_label_values(&labels)
+                    .observe(first.saturating_duration_since(sent).as_secs_f64());
+                if let (Some(done), Some(u)) = (ctx.upstream_done_at, ctx.usage) {
+                    if u.output > 1 && ctx.stream {
+                        let per = done.saturating_duration_since(first).as_secs_f64()
+                            / (u.output - 1) as f64;
+                        m.gen_ai_tpot.with_label_values(&labels).observe(per);
+                    }
+                }
+            }
+            if let Some(u) = ctx.usage {
+                m.gen_ai_token_usage
+                    .with_label_values(&[op, model, "input"])
+                    .observe(u.input as f64);
+                m.gen_ai_token_usage
+                    .with_label_values(&[op, model, "output"])
+                    .observe(u.output as f64);
+            }
+        }
         if let Some(t) = ctx.tenant.and_then(|i| self.app.tenants.get(i)) {
             if ctx.charged_tokens > 0 {
                 let actual = match ctx.usage {

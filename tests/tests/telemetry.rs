@@ -129,6 +129,10 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
     w.metrics_with(&[
         "warden_telemetry_events_total{outcome=\"recorded\"} 4",
         "warden_telemetry_healthy 1",
+        // OpenTelemetry GenAI names, for the one request that reached the model.
+        "gen_ai_server_time_to_first_token_seconds_count{gen_ai_operation_name=\"chat\",gen_ai_request_model=\"test-model\"} 1",
+        "gen_ai_server_request_duration_seconds_count{gen_ai_operation_name=\"chat\",gen_ai_request_model=\"test-model\"} 1",
+        "gen_ai_client_token_usage_count{gen_ai_operation_name=\"chat\",gen_ai_request_model=\"test-model\",gen_ai_token_type=\"output\"} 1",
     ])
     .await;
 
