@@ -47,6 +47,8 @@ def main():
     ap.add_argument("--json", help="also write all raw results to this file")
     ap.add_argument("--compare-guards", action="store_true",
                     help="run a guards-off Warden beside the guards-on one and compare them")
+    ap.add_argument("--compare-telemetry", action="store_true",
+                    help="run a Warden writing the audit lake beside one that does not, and compare them")
     ap.add_argument("--prompt-bytes", type=int, default=0,
                     help="user message of about this many bytes of ordinary English (default: a short one)")
     args = ap.parse_args()
@@ -64,7 +66,7 @@ def main():
     key_hash = subprocess.run([bins["warden"], "keys", "hash"], input=KEY.encode(), capture_output=True,
                               check=True).stdout.decode().strip()
 
-    def start_warden(name, guard_enabled):
+    def start_warden(name, guard_enabled, lake=None):
         proxy, admin = free_port(), free_port()
         cfg = tmp / f"{name}.toml"
         cfg.write_text(f"""
@@ -77,6 +79,7 @@ listen = "127.0.0.1:{admin}"
 level = "warn"
 [guard]
 enabled = {"true" if guard_enabled else "false"}
+{f'[telemetry]{chr(10)}dir = "{lake}"' if lake else ""}
 [[upstreams]]
 name = "fake"
 address = "{up_addr}"
@@ -110,6 +113,10 @@ max_tokens = 16
             off_proxy, _ = start_warden("warden-noguard", False)
             paths = [("direct", f"http://{up_addr}"), ("guards-off", f"http://127.0.0.1:{off_proxy}"),
                      ("warden", f"http://127.0.0.1:{proxy}")]
+        elif args.compare_telemetry:
+            on_proxy, _ = start_warden("warden-telemetry", True, lake=tmp / "lake")
+            paths = [("direct", f"http://{up_addr}"), ("telemetry-off", f"http://127.0.0.1:{proxy}"),
+                     ("telemetry-on", f"http://127.0.0.1:{on_proxy}")]
         # The same body both ways; max_tokens set so Warden forwards it unchanged.
         content = "Say hello in a few words."
         if args.prompt_bytes:
@@ -154,14 +161,28 @@ max_tokens = 16
         # cancels most of the machine's slow drifts; the median over rounds is reported.
         print("\n| mode | added p50 (median of rounds) | added p99 (median of rounds) | added p99 per round | p50 ratio | p99 ratio |")
         print("|---|---|---|---|---|---|")
+        last = paths[-1][0]
         for mode in ("non-streaming", "streaming"):
-            pairs = list(zip(results[(mode, "direct")], results[(mode, "warden")]))
+            pairs = list(zip(results[(mode, "direct")], results[(mode, last)]))
             add50 = [w["latency_us"]["p50"] - d["latency_us"]["p50"] for d, w in pairs]
             add99 = [w["latency_us"]["p99"] - d["latency_us"]["p99"] for d, w in pairs]
             r50 = statistics.median(w["latency_us"]["p50"] / d["latency_us"]["p50"] for d, w in pairs)
             r99 = statistics.median(w["latency_us"]["p99"] / d["latency_us"]["p99"] for d, w in pairs)
             print(f"| {mode} | {statistics.median(add50):+.0f} us | {statistics.median(add99):+.0f} us | "
                   f"{', '.join(f'{a:+d}' for a in add99)} | {r50:.2f}x | {r99:.2f}x |")
+        if args.compare_telemetry:
+            print("\nAudit lake on vs off (paired per round against the telemetry-off Warden):\n")
+            print("| mode | telemetry added p50 | telemetry added p99 | added p99 per round | p99 ratio on/off |")
+            print("|---|---|---|---|---|")
+            for mode in ("non-streaming", "streaming"):
+                pairs = list(zip(results[(mode, "telemetry-off")], results[(mode, "telemetry-on")]))
+                add50 = [w["latency_us"]["p50"] - d["latency_us"]["p50"] for d, w in pairs]
+                add99 = [w["latency_us"]["p99"] - d["latency_us"]["p99"] for d, w in pairs]
+                r99 = statistics.median(w["latency_us"]["p99"] / d["latency_us"]["p99"] for d, w in pairs)
+                print(f"| {mode} | {statistics.median(add50):+.0f} us | {statistics.median(add99):+.0f} us | "
+                      f"{', '.join(f'{a:+d}' for a in add99)} | {r99:.2f}x |")
+            files = sorted((tmp / "lake").glob("events/**/*.parquet"))
+            print(f"\naudit lake: {len(files)} Parquet file(s), {sum(f.stat().st_size for f in files)} bytes so far")
         if args.compare_guards:
             print("\nInput guard on vs off (paired per round against the guards-off Warden):\n")
             print("| mode | guard added p50 | guard added p99 | added p99 per round | p99 ratio on/off |")

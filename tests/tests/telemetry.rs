@@ -70,7 +70,7 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
     );
     w.wait_ready().await;
 
-    let secrets: Vec<String> = (0..4).map(|i| format!("{}{i}", secret())).collect();
+    let secrets: Vec<String> = (0..5).map(|i| format!("{}{i}", secret())).collect();
     let chat = |content: String| {
         json!({"model": MODEL, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]}).to_string()
     };
@@ -120,6 +120,20 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
             .status(),
         404
     );
+    // A client that hangs up halfway through its body.
+    {
+        use tokio::io::AsyncWriteExt;
+        let body = chat(format!("half a request with {}", secrets[4]));
+        let mut conn = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            warden_tests::harness::KEY,
+            body.len() + 100
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(body.as_bytes()).await.unwrap();
+        drop(conn);
+    }
     // An admin action.
     let reload = format!("POST /admin/rules/reload HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN_KEY}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     assert_eq!(
@@ -127,7 +141,7 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
         200
     );
     w.metrics_with(&[
-        "warden_telemetry_events_total{outcome=\"recorded\"} 4",
+        "warden_telemetry_events_total{outcome=\"recorded\"} 5",
         "warden_telemetry_healthy 1",
         // OpenTelemetry GenAI names, for the one request that reached the model.
         "gen_ai_server_time_to_first_token_seconds_count{gen_ai_operation_name=\"chat\",gen_ai_request_model=\"test-model\"} 1",
@@ -210,7 +224,12 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
     }
     rows.sort_by_key(|r| r.0);
     let statuses: Vec<u16> = rows.iter().map(|r| r.0).collect();
-    assert_eq!(statuses, [200, 400, 401, 404], "{rows:?}");
+    assert_eq!(&statuses[..4], [200, 400, 401, 404], "{rows:?}");
+    assert_eq!(statuses.len(), 5, "{rows:?}");
+    assert!(
+        statuses[4] >= 408,
+        "the hung-up request is recorded too: {rows:?}"
+    );
     let (ok, blocked, unauth, unknown) = (&rows[0], &rows[1], &rows[2], &rows[3]);
     assert_eq!(ok.1.as_deref(), Some("allow"));
     assert_eq!(blocked.1.as_deref(), Some("block"));
