@@ -134,6 +134,10 @@ enum AuditCommand {
         /// The lake directory (`telemetry.dir`).
         #[arg(long, default_value = "warden-lake")]
         logs: PathBuf,
+        /// The newest row hash you hold from outside the lake (the proxy logs it with every
+        /// admin action): catches the newest rows being removed, which leaves a valid chain.
+        #[arg(long)]
+        expect_head: Option<String>,
     },
 }
 
@@ -206,8 +210,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Audit {
-            command: AuditCommand::Verify { logs },
-        } => audit_verify(&logs),
+            command: AuditCommand::Verify { logs, expect_head },
+        } => audit_verify(&logs, expect_head.as_deref()),
         Command::Keys {
             command: KeysCommand::Hash,
         } => keys_hash(),
@@ -323,9 +327,25 @@ fn check_config_ok(path: &std::path::Path, c: &Config) -> ExitCode {
     ))
 }
 
-fn audit_verify(lake: &std::path::Path) -> ExitCode {
+fn audit_verify(lake: &std::path::Path, expect_head: Option<&str>) -> ExitCode {
     match warden_telemetry::verify(lake) {
         Ok(report) => match &report.first_break {
+            None if expect_head.is_some_and(|want| {
+                !report
+                    .head
+                    .as_ref()
+                    .is_some_and(|h| h.row_hash == want || h.row_hash.ends_with(want))
+            }) =>
+            {
+                err(&format!(
+                    "{}: chain intact but its head is {} (seq {}), not the expected {}: rows are missing at the end\n",
+                    lake.display(),
+                    report.head.as_ref().map_or("(empty)", |h| h.row_hash.as_str()),
+                    report.head.as_ref().map_or(0, |h| h.seq),
+                    expect_head.unwrap_or("")
+                ));
+                ExitCode::from(1)
+            }
             None => out(&format!(
                 "{}: ok, {} admin action(s) in {} file(s), chain intact{}\n",
                 lake.display(),

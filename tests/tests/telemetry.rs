@@ -275,6 +275,27 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 admin action(s)"));
+    // The head is also in the proxy's log, outside the lake: verify can hold the lake to it.
+    let log = w.logs();
+    let head = log
+        .split("row_hash=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the admin action's row hash is logged")
+        .trim_matches('"')
+        .to_string();
+    let with_head = |h: &str| {
+        std::process::Command::new(harness::warden_bin())
+            .args(["audit", "verify", "--logs"])
+            .arg(&lake)
+            .args(["--expect-head", h])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(with_head(&head).status.code(), Some(0));
+    let wrong = with_head("b3:feedface");
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("rows are missing at the end"));
     let audit: Vec<&PathBuf> = all
         .iter()
         .filter(|p| {
