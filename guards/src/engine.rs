@@ -522,17 +522,7 @@ impl Engine {
                 let Some(found) = self.singles[pid].search(&input) else {
                     continue;
                 };
-                if let Some(v) = rule.validate {
-                    if !text.get(found.range()).is_some_and(|m| v.check(m)) {
-                        continue;
-                    }
-                }
-                seen[rule_ix] = true;
-                hits.push(Hit {
-                    rule: rule_ix,
-                    view: view.kind,
-                    span: view.original_span(found.start()..found.end()),
-                });
+                accept(rule_ix, rule, view, found.range(), &mut seen, &mut hits);
             }
             let unanchored_wanted = self.unanchored_views & crate::pack::view_bit(view.kind) != 0
                 && self.unanchored_targets & target.bit() != 0;
@@ -550,18 +540,7 @@ impl Engine {
                     }
                     let mask = rule.action == Action::Mask;
                     for m in self.singles[pid].find_iter(text) {
-                        if let Some(v) = rule.validate {
-                            if !text.get(m.range()).is_some_and(|t| v.check(t)) {
-                                continue;
-                            }
-                        }
-                        seen[rule_ix] = true;
-                        hits.push(Hit {
-                            rule: rule_ix,
-                            view: view.kind,
-                            span: view.original_span(m.start()..m.end()),
-                        });
-                        if !mask {
+                        if accept(rule_ix, rule, view, m.range(), &mut seen, &mut hits) && !mask {
                             break;
                         }
                     }
@@ -659,6 +638,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+/// Record a regex match of `rule` in `view` at `range` (view bytes) if its validator, when it has
+/// one, accepts the matched text. The one place regex hits are admitted, anchored or not.
+fn accept(
+    rule_ix: usize,
+    rule: &Rule,
+    view: &crate::normalize::View,
+    range: Range<usize>,
+    seen: &mut [bool],
+    hits: &mut Vec<Hit>,
+) -> bool {
+    if let Some(v) = rule.validate {
+        if !view.text.get(range.clone()).is_some_and(|m| v.check(m)) {
+            return false;
+        }
+    }
+    seen[rule_ix] = true;
+    hits.push(Hit {
+        rule: rule_ix,
+        view: view.kind,
+        span: view.original_span(range),
+    });
+    true
 }
 
 /// A literal match counts only on word boundaries: "dan" must not match inside "dance".

@@ -134,7 +134,6 @@ pub fn reload_rules(app: &App, actor: &str) -> (u16, serde_json::Value) {
         .rules_dir
         .as_ref()
         .map_or("embedded".to_string(), |d| d.display().to_string());
-    let before = guards.active().version().to_string();
     match guards.reload(&app.metrics) {
         Ok(r) => {
             app.audit(warden_telemetry::AdminAction {
@@ -142,7 +141,7 @@ pub fn reload_rules(app: &App, actor: &str) -> (u16, serde_json::Value) {
                 role: role_of(actor).into(),
                 action: "rules.reload".into(),
                 target: target.clone(),
-                before: Some(before.clone()),
+                before: Some(r.previous.clone()),
                 after: Some(r.version.clone()),
                 reason: None,
             });
@@ -174,7 +173,7 @@ pub fn reload_rules(app: &App, actor: &str) -> (u16, serde_json::Value) {
                 role: role_of(actor).into(),
                 action: "rules.reload.failed".into(),
                 target,
-                before: Some(before),
+                before: Some(kept.clone()),
                 after: None,
                 reason: Some(format!(
                     "{} problem(s); first: {}",

@@ -56,17 +56,23 @@ pub struct Reloaded {
     pub shadow: Option<String>,
 }
 
+/// The active engine and, when configured, the shadow one: both must build for either to be used.
+fn build_both(config: &GuardConfig) -> Result<(Engine, Option<Arc<Engine>>), Vec<String>> {
+    let active = build_engine(config.rules_dir.as_deref())?;
+    let shadow = match &config.shadow_rules_dir {
+        Some(d) => Some(Arc::new(build_engine(Some(d)).map_err(|e| {
+            e.into_iter()
+                .map(|l| format!("shadow pack: {l}"))
+                .collect::<Vec<_>>()
+        })?)),
+        None => None,
+    };
+    Ok((active, shadow))
+}
+
 impl Guards {
     pub fn load(config: &GuardConfig) -> Result<Guards, Vec<String>> {
-        let active = build_engine(config.rules_dir.as_deref())?;
-        let shadow = match &config.shadow_rules_dir {
-            Some(d) => Some(Arc::new(build_engine(Some(d)).map_err(|e| {
-                e.into_iter()
-                    .map(|l| format!("shadow pack: {l}"))
-                    .collect::<Vec<_>>()
-            })?)),
-            None => None,
-        };
+        let (active, shadow) = build_both(config)?;
         Ok(Guards {
             config: config.clone(),
             active: RwLock::new(Arc::new(active)),
@@ -91,19 +97,7 @@ impl Guards {
     /// Re-read the packs from disk, compile them and run their tests; swap only if all of that
     /// succeeds (the shadow pack too, when configured). On error the old packs stay.
     pub fn reload(&self, metrics: &Metrics) -> Result<Reloaded, Vec<String>> {
-        let result = (|| {
-            let engine = build_engine(self.config.rules_dir.as_deref())?;
-            let shadow = match &self.config.shadow_rules_dir {
-                Some(d) => Some(Arc::new(build_engine(Some(d)).map_err(|e| {
-                    e.into_iter()
-                        .map(|l| format!("shadow pack: {l}"))
-                        .collect::<Vec<_>>()
-                })?)),
-                None => None,
-            };
-            Ok((engine, shadow))
-        })();
-        let (engine, shadow) = match result {
+        let (engine, shadow) = match build_both(&self.config) {
             Ok(x) => x,
             Err(e) => {
                 metrics.rule_reloads.with_label_values(&["failed"]).inc();
