@@ -144,6 +144,18 @@ max_tokens = 16
         if args.json:
             Path(args.json).write_text(json.dumps({f"{m}/{p}": r for (m, p), r in results.items()}, indent=1))
 
+        def paired_table(what, base, other):
+            """Each `other` run against the `base` run of the same round; medians over rounds."""
+            print(f"| mode | {what} added p50 | {what} added p99 | added p99 per round | p99 ratio |")
+            print("|---|---|---|---|---|")
+            for mode in ("non-streaming", "streaming"):
+                pairs = list(zip(results[(mode, base)], results[(mode, other)]))
+                add50 = [w["latency_us"]["p50"] - d["latency_us"]["p50"] for d, w in pairs]
+                add99 = [w["latency_us"]["p99"] - d["latency_us"]["p99"] for d, w in pairs]
+                r99 = statistics.median(w["latency_us"]["p99"] / d["latency_us"]["p99"] for d, w in pairs)
+                print(f"| {mode} | {statistics.median(add50):+.0f} us | {statistics.median(add99):+.0f} us | "
+                      f"{', '.join(f'{a:+d}' for a in add99)} | {r99:.2f}x |")
+
         def med(mode, path, key, sub="latency_us"):
             return statistics.median(r[sub][key] for r in results[(mode, path)])
 
@@ -172,28 +184,12 @@ max_tokens = 16
                   f"{', '.join(f'{a:+d}' for a in add99)} | {r50:.2f}x | {r99:.2f}x |")
         if args.compare_telemetry:
             print("\nAudit lake on vs off (paired per round against the telemetry-off Warden):\n")
-            print("| mode | telemetry added p50 | telemetry added p99 | added p99 per round | p99 ratio on/off |")
-            print("|---|---|---|---|---|")
-            for mode in ("non-streaming", "streaming"):
-                pairs = list(zip(results[(mode, "telemetry-off")], results[(mode, "telemetry-on")]))
-                add50 = [w["latency_us"]["p50"] - d["latency_us"]["p50"] for d, w in pairs]
-                add99 = [w["latency_us"]["p99"] - d["latency_us"]["p99"] for d, w in pairs]
-                r99 = statistics.median(w["latency_us"]["p99"] / d["latency_us"]["p99"] for d, w in pairs)
-                print(f"| {mode} | {statistics.median(add50):+.0f} us | {statistics.median(add99):+.0f} us | "
-                      f"{', '.join(f'{a:+d}' for a in add99)} | {r99:.2f}x |")
+            paired_table("telemetry", "telemetry-off", "telemetry-on")
             files = sorted((tmp / "lake").glob("events/**/*.parquet"))
             print(f"\naudit lake: {len(files)} Parquet file(s), {sum(f.stat().st_size for f in files)} bytes so far")
         if args.compare_guards:
             print("\nInput guard on vs off (paired per round against the guards-off Warden):\n")
-            print("| mode | guard added p50 | guard added p99 | added p99 per round | p99 ratio on/off |")
-            print("|---|---|---|---|---|")
-            for mode in ("non-streaming", "streaming"):
-                pairs = list(zip(results[(mode, "guards-off")], results[(mode, "warden")]))
-                add50 = [w["latency_us"]["p50"] - d["latency_us"]["p50"] for d, w in pairs]
-                add99 = [w["latency_us"]["p99"] - d["latency_us"]["p99"] for d, w in pairs]
-                r99 = statistics.median(w["latency_us"]["p99"] / d["latency_us"]["p99"] for d, w in pairs)
-                print(f"| {mode} | {statistics.median(add50):+.0f} us | {statistics.median(add99):+.0f} us | "
-                      f"{', '.join(f'{a:+d}' for a in add99)} | {r99:.2f}x |")
+            paired_table("guard", "guards-off", "warden")
         # Warden's own view: time in Warden excluding the wait on the upstream.
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
             metrics = r.read().decode()

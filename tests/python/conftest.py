@@ -35,6 +35,27 @@ def key_hash(key):
     return out.stdout.decode().strip()
 
 
+def start_warden(tmp, config, admin):
+    """Write `config` to tmp/warden.toml, start `warden serve` (log in tmp/warden.log) and wait
+    until the admin listener on port `admin` says ready. Returns the process and the open log."""
+    (tmp / "warden.toml").write_text(config)
+    log = open(tmp / "warden.log", "wb")
+    env = dict(os.environ, HOME=str(tmp))
+    proc = subprocess.Popen([_bin("WARDEN_BIN", "warden"), "serve", "--config", str(tmp / "warden.toml")],
+                            stderr=log, stdout=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return proc, log
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError("warden did not become ready:\n" + (tmp / "warden.log").read_text())
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def upstream():
     proc = subprocess.Popen([_bin("FAKE_UPSTREAM_BIN", "fake-upstream"), "--listen", "127.0.0.1:0",
@@ -74,22 +95,7 @@ name = "limited"
 api_keys = ["{key_hash(LIMITED_KEY)}"]
 requests_per_minute = 1
 """
-    (tmp / "warden.toml").write_text(config)
-    log = open(tmp / "warden.log", "wb")
-    env = dict(os.environ, HOME=str(tmp))
-    proc = subprocess.Popen([_bin("WARDEN_BIN", "warden"), "serve", "--config", str(tmp / "warden.toml")],
-                            stderr=log, stdout=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError("warden did not become ready:\n" + (tmp / "warden.log").read_text())
-        time.sleep(0.05)
+    proc, log = start_warden(tmp, config, admin)
     yield {"base_url": f"http://127.0.0.1:{proxy}/v1", "admin": f"http://127.0.0.1:{admin}", "log": tmp / "warden.log"}
     proc.terminate()
     assert proc.wait(timeout=15) == 0

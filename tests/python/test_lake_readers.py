@@ -2,10 +2,7 @@
 the same row count, the same schema, the Hive partition columns (`dt`, `hour`) recognised."""
 
 import json
-import os
-import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -13,7 +10,7 @@ import duckdb
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from conftest import KEY, _bin, free_port, key_hash
+from conftest import KEY, free_port, key_hash, start_warden
 
 
 def _post(url, body, key=KEY):
@@ -31,7 +28,7 @@ def test_lake_reads_in_duckdb_and_pyarrow(upstream):
     lake = tmp / "lake"
     (tmp / "telemetry.key").write_text("py1 " + "cd" * 32 + "\n")
     proxy, admin = free_port(), free_port()
-    (tmp / "warden.toml").write_text(f"""
+    config = f"""
 [server]
 listen = "127.0.0.1:{proxy}"
 grace_period_s = 5
@@ -49,21 +46,9 @@ health_interval_ms = 200
 [[tenants]]
 name = "py"
 api_keys = ["{key_hash(KEY)}"]
-""")
-    log = open(tmp / "warden.log", "wb")
-    proc = subprocess.Popen([_bin("WARDEN_BIN", "warden"), "serve", "--config", str(tmp / "warden.toml")],
-                            stderr=log, stdout=subprocess.DEVNULL, env=dict(os.environ, HOME=str(tmp)))
+"""
+    proc, log = start_warden(tmp, config, admin)
     try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, (tmp / "warden.log").read_text()
-            time.sleep(0.05)
         url = f"http://127.0.0.1:{proxy}/v1/chat/completions"
         statuses = [
             _post(url, {"model": "test-model", "messages": [{"role": "user", "content": f"hello {i}"}]})
