@@ -1,7 +1,8 @@
 //! End-to-end: the audit lake written by the real `warden` binary. Requests on every path
-//! (served, blocked, bad key, unknown model) each leave one Parquet row with keyed hashes and the
-//! guard's decision; random secrets in the prompts appear in no byte of any lake or log file;
-//! a rules reload is a hash-chained admin action, and `warden audit verify` catches an edit.
+//! (served, blocked, bad key, unknown model, client hang-up, upstream down) each leave one
+//! Parquet row with keyed hashes and the guard's decision; random secrets in the prompts appear
+//! in no byte of any spool, lake or log file; a rules reload is a hash-chained admin action, and
+//! `warden audit verify` catches an edit.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,10 +12,12 @@ use std::time::Duration;
 use arrow::array::{Array, ListArray, StringArray, UInt16Array};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
-use warden_tests::harness::{self, post, send, UpstreamSpec, Warden};
+use warden_tests::harness::{self, error_of, get, post, send, UpstreamSpec, Warden};
 use warden_tests::upstream::{FakeOptions, FakeUpstream};
 
 const MODEL: &str = "test-model";
+/// Routed to a port nobody listens on: the upstream-down path.
+const DOWN_MODEL: &str = "down-model";
 const ADMIN_KEY: &str = "sk-warden-admin-telemetry-test";
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -27,6 +30,51 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
                 out.push(p);
             }
         }
+    }
+}
+
+/// One `events` row, as far as these tests look at it.
+#[derive(Debug)]
+struct Row {
+    request_id: String,
+    status: u16,
+    error_code: Option<String>,
+    served_model: Option<String>,
+    decision: Option<String>,
+    prompt_hash: Option<String>,
+    system_hash: Option<String>,
+    key_id: String,
+    raw_is_null: bool,
+    config_hash: String,
+    route: String,
+    rules: usize,
+}
+
+/// Waits until `/readyz` reports the upstream `name` healthy. Readiness itself needs every model
+/// served, which a test with a model whose upstream is down never is.
+async fn wait_healthy(w: &Warden, name: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let healthy = get(w.admin, "/readyz")
+            .await
+            .ok()
+            .and_then(|r| r.json().ok())
+            .and_then(|v| {
+                v["upstreams"]
+                    .as_array()?
+                    .iter()
+                    .find(|u| u["name"] == name)
+                    .map(|u| u["healthy"] == true)
+            });
+        if healthy == Some(true) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upstream {name} never became healthy:\n{}",
+            w.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -63,14 +111,21 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
         key_file.display().to_string(),
         harness::key_hash(ADMIN_KEY)
     );
+    // Nothing listens there (the port was free a moment ago): connects are refused.
+    let closed: std::net::SocketAddr = format!("127.0.0.1:{}", harness::free_port())
+        .parse()
+        .unwrap();
     let mut w = Warden::start(
-        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
+        &[
+            UpstreamSpec::new("fake", up.addr(), &[MODEL]),
+            UpstreamSpec::new("down", closed, &[DOWN_MODEL]),
+        ],
         &server,
         "",
     );
-    w.wait_ready().await;
+    wait_healthy(&w, "fake").await;
 
-    let secrets: Vec<String> = (0..5).map(|i| format!("{}{i}", secret())).collect();
+    let secrets: Vec<String> = (0..7).map(|i| format!("{}{i}", secret())).collect();
     let chat = |content: String| {
         json!({"model": MODEL, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]}).to_string()
     };
@@ -134,6 +189,31 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
         conn.write_all(body.as_bytes()).await.unwrap();
         drop(conn);
     }
+    // Upstream down, plain and streamed: an OpenAI-style 502 with a stable code, which echoes
+    // nothing of the prompt.
+    for (i, stream) in [(0, false), (1, true)] {
+        let body = json!({"model": DOWN_MODEL, "stream": stream, "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": format!("the vault code is {}", secrets[5 + i])},
+        ]})
+        .to_string();
+        let id = format!("down-{i}");
+        let r = send(
+            w.proxy,
+            &post(
+                "/v1/chat/completions",
+                &body,
+                &format!("x-request-id: {id}\r\n"),
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 502, "{}", r.text());
+        let err = error_of(&r);
+        assert_eq!(err["code"], "upstream_unavailable", "{err}");
+        assert_eq!(err["request_id"], id.as_str());
+        assert!(!r.text().contains(&secrets[5 + i]));
+    }
     // An admin action.
     let reload = format!("POST /admin/rules/reload HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN_KEY}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     assert_eq!(
@@ -141,7 +221,7 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
         200
     );
     w.metrics_with(&[
-        "warden_telemetry_events_total{outcome=\"recorded\"} 5",
+        "warden_telemetry_events_total{outcome=\"recorded\"} 7",
         "warden_telemetry_healthy 1",
         // OpenTelemetry GenAI names, for the one request that reached the model.
         "gen_ai_server_time_to_first_token_seconds_count{gen_ai_operation_name=\"chat\",gen_ai_request_model=\"test-model\"} 1",
@@ -149,6 +229,28 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
         "gen_ai_client_token_usage_count{gen_ai_operation_name=\"chat\",gen_ai_request_model=\"test-model\",gen_ai_token_type=\"output\"} 1",
     ])
     .await;
+
+    // Once every event is fsynced, the spool holds them all: no secret in any byte of it.
+    w.metrics_with(&["warden_telemetry_events_total{outcome=\"synced\"} 7"])
+        .await;
+    let mut spooled = Vec::new();
+    files(&lake.join("spool"), &mut spooled);
+    spooled.retain(|p| p.extension().is_some_and(|e| e == "arrows"));
+    assert!(!spooled.is_empty(), "no spool file in {}", lake.display());
+    let contains =
+        |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+    let spool_bytes: Vec<Vec<u8>> = spooled.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert!(
+        ["down-0", "down-1"]
+            .iter()
+            .all(|id| spool_bytes.iter().any(|b| contains(b, id))),
+        "the scanned spool holds the upstream-down rows"
+    );
+    for (path, bytes) in spooled.iter().zip(&spool_bytes) {
+        for s in &secrets {
+            assert!(!contains(bytes, s), "secret found in {}", path.display());
+        }
+    }
 
     // Drain: the lake is closed and every spool converted before exit.
     w.signal("TERM");
@@ -185,13 +287,18 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
                     .unwrap()
                     .clone()
             };
-            let (status, decision, prompt, system, key_id, raw, config, route) = (
-                b.column_by_name("status")
-                    .unwrap()
-                    .as_any()
-                    .downcast_ref::<UInt16Array>()
-                    .unwrap()
-                    .clone(),
+            let status = b
+                .column_by_name("status")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<UInt16Array>()
+                .unwrap()
+                .clone();
+            let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
+            let (id, code, served, decision, prompt, system, key_id, raw, config, route) = (
+                s("request_id"),
+                s("error_code"),
+                s("served_model"),
                 s("guard_decision"),
                 s("prompt_hash"),
                 s("system_prompt_hash"),
@@ -208,22 +315,47 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
                 .unwrap()
                 .clone();
             for i in 0..b.num_rows() {
-                rows.push((
-                    status.value(i),
-                    (!decision.is_null(i)).then(|| decision.value(i).to_string()),
-                    (!prompt.is_null(i)).then(|| prompt.value(i).to_string()),
-                    (!system.is_null(i)).then(|| system.value(i).to_string()),
-                    key_id.value(i).to_string(),
-                    raw.is_null(i),
-                    config.value(i).to_string(),
-                    route.value(i).to_string(),
-                    rules.value(i).len(),
-                ));
+                rows.push(Row {
+                    request_id: id.value(i).to_string(),
+                    status: status.value(i),
+                    error_code: opt(&code, i),
+                    served_model: opt(&served, i),
+                    decision: opt(&decision, i),
+                    prompt_hash: opt(&prompt, i),
+                    system_hash: opt(&system, i),
+                    key_id: key_id.value(i).to_string(),
+                    raw_is_null: raw.is_null(i),
+                    config_hash: config.value(i).to_string(),
+                    route: route.value(i).to_string(),
+                    rules: rules.value(i).len(),
+                });
             }
         }
     }
-    rows.sort_by_key(|r| r.0);
-    let statuses: Vec<u16> = rows.iter().map(|r| r.0).collect();
+    assert!(rows.iter().all(|r| r.key_id == "k1"
+        && r.raw_is_null
+        && r.config_hash.starts_with("b3:")
+        && r.route == "chat_completions"));
+    // Upstream down: exactly one row each, with the client's request id and the error sent.
+    let (down, mut rows): (Vec<Row>, Vec<Row>) = rows
+        .into_iter()
+        .partition(|r| r.request_id.starts_with("down-"));
+    let mut down_ids: Vec<&str> = down.iter().map(|r| r.request_id.as_str()).collect();
+    down_ids.sort_unstable();
+    assert_eq!(down_ids, ["down-0", "down-1"], "{down:?}");
+    for r in &down {
+        assert_eq!(r.status, 502, "{r:?}");
+        assert_eq!(
+            r.error_code.as_deref(),
+            Some("upstream_unavailable"),
+            "{r:?}"
+        );
+        assert_eq!(r.served_model, None, "no upstream served it: {r:?}");
+        assert_eq!(r.decision.as_deref(), Some("allow"), "{r:?}");
+        assert!(r.prompt_hash.is_some(), "{r:?}");
+    }
+    rows.sort_by_key(|r| r.status);
+    let statuses: Vec<u16> = rows.iter().map(|r| r.status).collect();
     assert_eq!(&statuses[..4], [200, 400, 401, 404], "{rows:?}");
     assert_eq!(statuses.len(), 5, "{rows:?}");
     assert!(
@@ -231,20 +363,28 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
         "the hung-up request is recorded too: {rows:?}"
     );
     let (ok, blocked, unauth, unknown) = (&rows[0], &rows[1], &rows[2], &rows[3]);
-    assert_eq!(ok.1.as_deref(), Some("allow"));
-    assert_eq!(blocked.1.as_deref(), Some("block"));
-    assert!(blocked.8 >= 1, "blocked row carries its rule ids");
-    assert!(ok.2.as_deref().is_some_and(|h| h.starts_with("b3k:")));
-    assert_eq!(ok.3, blocked.3, "same system prompt, same keyed hash");
-    assert_ne!(ok.2, blocked.2);
+    assert_eq!(ok.decision.as_deref(), Some("allow"));
+    assert_eq!(ok.error_code, None, "{ok:?}");
+    assert_eq!(blocked.decision.as_deref(), Some("block"));
+    assert!(blocked.rules >= 1, "blocked row carries its rule ids");
+    assert!(ok
+        .prompt_hash
+        .as_deref()
+        .is_some_and(|h| h.starts_with("b3k:")));
+    assert_eq!(
+        ok.system_hash, blocked.system_hash,
+        "same system prompt, same keyed hash"
+    );
+    assert_eq!(
+        ok.system_hash, down[0].system_hash,
+        "same system prompt, same keyed hash"
+    );
+    assert_ne!(ok.prompt_hash, blocked.prompt_hash);
     assert!(
-        unauth.2.is_none(),
+        unauth.prompt_hash.is_none(),
         "a request that fails authentication is not parsed"
     );
-    assert!(unknown.2.is_some());
-    assert!(rows
-        .iter()
-        .all(|r| r.4 == "k1" && r.5 && r.6.starts_with("b3:") && r.7 == "chat_completions"));
+    assert!(unknown.prompt_hash.is_some());
 
     // No byte of any file in the lake or the log holds a secret.
     all.push(w.dir.join("warden.log"));
