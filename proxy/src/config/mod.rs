@@ -9,6 +9,7 @@
 
 mod guard;
 mod telemetry;
+mod traces;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use warden_guards::toml_reader::{Errors, Table};
 use crate::keys::KeyHash;
 pub use guard::{GuardConfig, SystemPromptMode, TenantGuard};
 pub use telemetry::{OnFull, TelemetryConfig};
+pub use traces::TracingConfig;
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub guard: GuardConfig,
     pub telemetry: TelemetryConfig,
+    /// OpenTelemetry traces over OTLP; off unless an endpoint is set.
+    pub tracing: TracingConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub tenants: Vec<TenantConfig>,
 }
@@ -173,7 +177,7 @@ impl Config {
             }
         };
         let mut root = Table::root(doc.as_table());
-        let mut config = decode(&mut root, &mut errs);
+        let mut config = decode(&mut root, doc.as_table(), &mut errs);
         config.hash = format!("b3:{}", &blake3::hash(src.as_bytes()).to_hex()[..16]);
         root.finish(&mut errs);
         if errs.list.is_empty() {
@@ -185,7 +189,7 @@ impl Config {
     }
 }
 
-fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
+fn decode(root: &mut Table<'_>, raw: &toml_edit::Table, errs: &mut Errors<'_>) -> Config {
     let server = match root.table(errs, "server") {
         Some(mut t) => {
             let s = decode_server(&mut t, errs);
@@ -220,6 +224,14 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
             c
         }
         None => TelemetryConfig::default(),
+    };
+    let tracing = match root.table(errs, "tracing") {
+        Some(mut t) => {
+            let c = traces::decode_tracing(&mut t, raw.get("tracing"), errs);
+            t.finish(errs);
+            c
+        }
+        None => TracingConfig::default(),
     };
     let logging = match root.table(errs, "logging") {
         Some(mut t) => {
@@ -310,6 +322,7 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
         logging,
         guard,
         telemetry,
+        tracing,
         upstreams,
         tenants,
     }
