@@ -75,6 +75,9 @@ impl ServeHttp for AdminApp {
                     let healthy = t.health() == warden_telemetry::Health::Ok;
                     self.app.metrics.observe_telemetry(&t.stats(), healthy);
                 }
+                if let Some(t) = &self.app.traces {
+                    self.app.metrics.observe_traces(t.stats());
+                }
                 reply(200, "text/plain; version=0.0.4", self.app.metrics.render())
             }
             _ => reply(

@@ -8,6 +8,7 @@
 //! - [`sse`]: incremental SSE parsing for streamed responses.
 //! - [`error`]: every client-visible error and the one mapping to status + OpenAI-style body.
 //! - [`proxy`]: the Pingora `ProxyHttp` phases, thin, calling the modules above.
+//! - [`traces`]: OpenTelemetry spans over OTLP, one per request (off unless configured).
 //! - [`admin`], [`health`], [`metrics`], [`state`], [`server`], [`logging`]: the rest of the
 //!   process; [`up`]: `warden up`, the worker and the proxy together on loopback.
 //!
@@ -28,5 +29,6 @@ pub mod rules_cmd;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod traces;
 pub mod up;
 pub mod validate;

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub telemetry_write_errors: IntCounter,
     pub telemetry_bytes_written: IntCounter,
     pub telemetry_files_written: IntCounter,
+    /// OTLP spans by outcome, mirrored from the exporter's counters on every scrape.
+    pub trace_spans: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -164,6 +166,10 @@ impl Metrics {
             telemetry_write_errors: IntCounter::new("warden_telemetry_write_errors_total", "Spool write, fsync and Parquet conversion errors")?,
             telemetry_bytes_written: IntCounter::new("warden_telemetry_bytes_written_total", "Bytes of Parquet files put in place")?,
             telemetry_files_written: IntCounter::new("warden_telemetry_files_written_total", "Parquet files put in place")?,
+            trace_spans: IntCounterVec::new(
+                Opts::new("warden_trace_spans_total", "Spans handed to the OTLP collector, by outcome (exported, failed); only with [tracing] on"),
+                &["outcome"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -201,6 +207,7 @@ impl Metrics {
             .register(Box::new(m.telemetry_bytes_written.clone()))?;
         m.registry
             .register(Box::new(m.telemetry_files_written.clone()))?;
+        m.registry.register(Box::new(m.trace_spans.clone()))?;
         Ok(m)
     }
 
@@ -226,6 +233,21 @@ impl Metrics {
         self.telemetry_queue_depth
             .set(i64::try_from(stats.queue_depth).unwrap_or(i64::MAX));
         self.telemetry_healthy.set(i64::from(healthy));
+    }
+
+    /// Mirror the OTLP exporter's counters (called before each scrape).
+    pub fn observe_traces(&self, stats: &crate::traces::ExportStats) {
+        use std::sync::atomic::Ordering;
+        for (outcome, total) in [
+            ("exported", stats.exported.load(Ordering::Relaxed)),
+            ("failed", stats.failed.load(Ordering::Relaxed)),
+        ] {
+            let c = self.trace_spans.with_label_values(&[outcome]);
+            let seen = c.get();
+            if total > seen {
+                c.inc_by(total - seen);
+            }
+        }
     }
 
     /// Prometheus text exposition.

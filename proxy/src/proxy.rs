@@ -6,13 +6,15 @@
 //!   with an OpenAI-style error and nothing reaches the upstream.
 //! - `upstream_peer`: the upstream chosen above, with its timeouts.
 //! - `upstream_request_filter` / `request_body_filter`: strip the client's key, pass the request
-//!   id, send the validated body.
+//!   id (and, with tracing on, a `traceparent` naming this request's span), send the validated
+//!   body.
 //! - `response_filter`: request id on the response; SSE responses get an incremental parser.
 //! - `response_body_filter` (synchronous): SSE events pass through one by one as they complete;
 //!   a stream that ends without `[DONE]` gets a final error event. Usage is read for quotas.
 //! - `fail_to_proxy`: upstream failures become 502/504 JSON errors, or — once a stream has
 //!   started — a final SSE error event instead of a silently truncated stream.
-//! - `logging`: metrics, quota reconciliation, one access-log line (no prompt text, no keys).
+//! - `logging`: metrics, quota reconciliation, one access-log line (no prompt text, no keys),
+//!   the audit event and, with `[tracing]` on, the request's span (opened in `request_filter`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,6 +34,7 @@ use crate::guard::{self, GuardOutcome, GuardRun};
 use crate::keys;
 use crate::sse::{SseEvent, SseParser};
 use crate::state::{App, InflightGuard};
+use crate::traces::{RequestSpan, SpanFacts};
 use crate::validate::{self, Endpoint};
 
 /// Largest single SSE event accepted from an upstream.
@@ -91,6 +94,8 @@ pub struct RequestCtx {
     identities: Option<Identities>,
     /// The masked prompt text, for tenants with `log_raw_prompts`.
     raw_prompt: Option<String>,
+    /// This request's OTLP span (tracing on and the request sampled or not).
+    span: Option<RequestSpan>,
     _inflight: InflightGuard,
 }
 
@@ -142,12 +147,16 @@ impl ProxyHttp for WardenProxy {
             client_ip: None,
             identities: None,
             raw_prompt: None,
+            span: None,
             _inflight: self.app.track(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = request_id(session.req_header());
+        if let Some(t) = &self.app.traces {
+            ctx.span = Some(t.begin(&session.req_header().headers, ctx.started_at));
+        }
         if self.app.telemetry.is_some() {
             ctx.client_ip = session
                 .client_addr()
@@ -199,6 +208,13 @@ impl ProxyHttp for WardenProxy {
         let len = ctx.body.as_ref().map_or(0, Bytes::len);
         req.insert_header("content-length", len.to_string())?;
         req.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let (Some(t), Some(span)) = (&self.app.traces, &ctx.span) {
+            // The worker joins Warden's trace; the client's own trace context is our parent.
+            req.remove_header("tracestate");
+            for (name, value) in t.propagation_headers(span) {
+                req.insert_header(name, value)?;
+            }
+        }
         ctx.upstream_sent_at = Some(Instant::now());
         Ok(())
     }
@@ -401,34 +417,33 @@ impl ProxyHttp for WardenProxy {
         m.overhead
             .with_label_values(&[endpoint])
             .observe(overhead.as_secs_f64());
+        // Upstream request sent → first byte back: metrics, audit event and span share it.
+        let ttft = match (ctx.upstream_sent_at, ctx.first_byte_at) {
+            (Some(sent), Some(first)) => Some(first.saturating_duration_since(sent)),
+            _ => None,
+        };
+        let error_code = ctx.error_code.or_else(|| e.map(|e| e.etype().as_str()));
         let upstream = ctx.upstream.and_then(|i| self.app.upstreams.get(i));
-        if let (Some(u), Some(sent), Some(first)) =
-            (upstream, ctx.upstream_sent_at, ctx.first_byte_at)
-        {
+        if let (Some(u), Some(ttft)) = (upstream, ttft) {
             m.time_to_first_byte
                 .with_label_values(&[
                     u.config.name.as_str(),
                     if ctx.stream { "true" } else { "false" },
                 ])
-                .observe(first.saturating_duration_since(sent).as_secs_f64());
+                .observe(ttft.as_secs_f64());
         }
-        if let (Some(sent), Some(model), Some(ep)) =
+        if let (Some(_), Some(model), Some(ep)) =
             (ctx.upstream_sent_at, ctx.model.as_deref(), ctx.endpoint)
         {
-            let op = match ep {
-                Endpoint::ChatCompletions => "chat",
-                Endpoint::Completions => "text_completion",
-                Endpoint::Embeddings => "embeddings",
-                Endpoint::Models => "models",
-            };
+            let op = ep.gen_ai_operation();
             let labels = [op, model];
             m.gen_ai_request_duration
                 .with_label_values(&labels)
                 .observe(total.as_secs_f64());
-            if let Some(first) = ctx.first_byte_at {
+            if let (Some(first), Some(ttft)) = (ctx.first_byte_at, ttft) {
                 m.gen_ai_ttft
                     .with_label_values(&labels)
-                    .observe(first.saturating_duration_since(sent).as_secs_f64());
+                    .observe(ttft.as_secs_f64());
                 if let (Some(done), Some(u)) = (ctx.upstream_done_at, ctx.usage) {
                     if u.output > 1 && ctx.stream {
                         let per = done.saturating_duration_since(first).as_secs_f64()
@@ -490,7 +505,31 @@ impl ProxyHttp for WardenProxy {
             error = e.map(|e| e.etype().as_str()),
             "request"
         );
-        self.record_event(ctx, e, total, overhead);
+        if let Some(span) = ctx.span.take() {
+            let forwarded = ctx.upstream_sent_at.is_some();
+            span.finish(&SpanFacts {
+                operation: ctx.endpoint.map(Endpoint::gen_ai_operation),
+                method: session.req_header().method.as_str(),
+                route: endpoint,
+                request_id: &ctx.request_id,
+                tenant: ctx.tenant.is_some().then_some(tenant),
+                requested_model: ctx.requested_model.as_deref(),
+                served_model: ctx.model.as_deref().filter(|_| forwarded),
+                upstream: upstream
+                    .filter(|_| forwarded)
+                    .map(|u| (u.config.name.as_str(), u.config.address)),
+                stream: ctx.stream,
+                status: ctx.status,
+                error: error_code,
+                input_tokens: ctx.usage.map(|u| u.input),
+                output_tokens: ctx.usage.map(|u| u.output),
+                guard: ctx.guard.as_ref(),
+                config_hash: &self.app.config.hash,
+                ttft,
+                overhead,
+            });
+        }
+        self.record_event(ctx, error_code, total, overhead, ttft);
     }
 }
 
@@ -631,9 +670,10 @@ impl WardenProxy {
     fn record_event(
         &self,
         ctx: &mut RequestCtx,
-        e: Option<&Error>,
+        error_code: Option<&str>,
         total: Duration,
         overhead: Duration,
+        ttft: Option<Duration>,
     ) {
         let Some((telemetry, hasher)) = &self.app.telemetry else {
             return;
@@ -643,10 +683,6 @@ impl WardenProxy {
         let upstream = ctx.upstream.and_then(|i| app.upstreams.get(i));
         let forwarded = ctx.upstream_sent_at.is_some();
         let ms = |d: Duration| d.as_secs_f32() * 1e3;
-        let ttft = match (ctx.upstream_sent_at, ctx.first_byte_at) {
-            (Some(sent), Some(first)) => Some(first.saturating_duration_since(sent)),
-            _ => None,
-        };
         let tpot = match (ctx.first_byte_at, ctx.upstream_done_at, ctx.usage) {
             (Some(first), Some(done), Some(u)) if u.output > 1 => {
                 Some(ms(done.saturating_duration_since(first)) / (u.output - 1) as f32)
@@ -654,10 +690,6 @@ impl WardenProxy {
             _ => None,
         };
         let ids = ctx.identities.take().unwrap_or_default();
-        let error_code = ctx
-            .error_code
-            .map(str::to_string)
-            .or_else(|| e.map(|e| e.etype().as_str().to_string()));
         let event = warden_telemetry::Event {
             time: ctx.started_at,
             request_id: ctx.request_id.clone(),
@@ -672,7 +704,7 @@ impl WardenProxy {
             region: app.config.telemetry.region.clone(),
             stream: ctx.stream,
             status: ctx.status,
-            error_code,
+            error_code: error_code.map(str::to_string),
             input_tokens: ctx
                 .usage
                 .map(|u| u32::try_from(u.input).unwrap_or(u32::MAX)),

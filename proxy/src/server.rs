@@ -24,6 +24,7 @@ use crate::guard::Guards;
 use crate::health::HealthChecker;
 use crate::proxy::WardenProxy;
 use crate::state::App;
+use crate::traces::Traces;
 
 #[derive(Debug)]
 pub enum StartError {
@@ -37,6 +38,8 @@ pub enum StartError {
     Rules(Vec<String>),
     /// The audit lake could not be opened (or its key read).
     Telemetry(String),
+    /// The OTLP trace exporter could not be built.
+    Traces(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -47,6 +50,7 @@ impl std::fmt::Display for StartError {
             }
             StartError::Metrics(e) => write!(f, "metrics setup failed: {e}"),
             StartError::Telemetry(e) => write!(f, "telemetry: {e}"),
+            StartError::Traces(e) => write!(f, "tracing: {e}"),
             StartError::Rules(errors) => {
                 write!(f, "rule packs failed ({} problem(s)):", errors.len())?;
                 for e in errors {
@@ -92,7 +96,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
     } else {
         None
     };
-    let app = App::new(config, guards, telemetry).map_err(StartError::Metrics)?;
+    let traces = Traces::start(&config.tracing).map_err(StartError::Traces)?;
+    let app = App::new(config, guards, telemetry, traces).map_err(StartError::Metrics)?;
     if let Some(g) = &app.guards {
         g.publish(&app.metrics);
     }
@@ -218,8 +223,11 @@ fn open_telemetry(
     Ok((telemetry, hasher))
 }
 
-/// Flush and close the audit lake before the process exits.
+/// Flush and close the audit lake and the trace exporter before the process exits.
 fn close_telemetry(app: &App) {
+    if let Some(t) = &app.traces {
+        t.shutdown();
+    }
     if let Some((t, _)) = &app.telemetry {
         let stats = t.close();
         tracing::info!(

@@ -46,6 +46,8 @@ pub struct App {
     pub guards: Option<crate::guard::Guards>,
     /// The audit lake and the key for prompt hashes; `None` when telemetry is off.
     pub telemetry: Option<(warden_telemetry::Telemetry, warden_telemetry::Hasher)>,
+    /// OTLP traces; `None` unless `[tracing] otlp_endpoint` is set.
+    pub traces: Option<crate::traces::Traces>,
     inflight: AtomicUsize,
     draining: AtomicBool,
 }
@@ -61,6 +63,7 @@ impl App {
         config: Config,
         guards: Option<crate::guard::Guards>,
         telemetry: Option<(warden_telemetry::Telemetry, warden_telemetry::Hasher)>,
+        traces: Option<crate::traces::Traces>,
     ) -> Result<Arc<App>, prometheus::Error> {
         let metrics = Metrics::new()?;
         let mut tenant_by_key = HashMap::new();
@@ -111,6 +114,7 @@ impl App {
             metrics,
             guards,
             telemetry,
+            traces,
             inflight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
         }))

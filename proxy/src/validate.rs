@@ -47,6 +47,16 @@ impl Endpoint {
             Endpoint::Models => "models",
         }
     }
+
+    /// `gen_ai.operation.name` of the OpenTelemetry GenAI conventions (metrics and spans).
+    pub fn gen_ai_operation(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat",
+            Endpoint::Completions => "text_completion",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Models => "models",
+        }
+    }
 }
 
 /// A request that passed validation.
