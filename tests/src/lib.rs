@@ -4,12 +4,15 @@
 //!   (`x-fault` header), used by integration tests and as the benchmark baseline.
 //! - [`http1`]: the small HTTP/1.1 framing layer shared by the fake upstream, the load
 //!   generator and tests that talk raw HTTP.
+//! - [`otlp`]: a fake OpenTelemetry collector (OTLP/gRPC traces) that keeps what it receives.
 //!
-//! Binaries: `fake-upstream` (serve the fake from the command line) and `loadgen` (an
-//! open-loop HTTP/1.1 load generator that reports latency percentiles as JSON).
+//! Binaries: `fake-upstream` (serve the fake from the command line), `loadgen` (an
+//! open-loop HTTP/1.1 load generator that reports latency percentiles as JSON) and `otlp-sink`
+//! (a trace collector that only counts, for benchmarks).
 
 pub mod harness;
 pub mod http1;
+pub mod otlp;
 pub mod upstream;
 
 /// The tokio runtime the binaries use: current-thread for 1, multi-thread otherwise.
