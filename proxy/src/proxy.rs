@@ -508,7 +508,12 @@ impl ProxyHttp for WardenProxy {
         if let Some(span) = ctx.span.take() {
             let forwarded = ctx.upstream_sent_at.is_some();
             span.finish(&SpanFacts {
-                operation: ctx.endpoint.map(Endpoint::gen_ai_operation),
+                // Listing models is answered here, not a GenAI operation: the span is named
+                // after the method and carries no gen_ai.* attributes.
+                operation: ctx
+                    .endpoint
+                    .filter(|ep| *ep != Endpoint::Models)
+                    .map(Endpoint::gen_ai_operation),
                 method: session.req_header().method.as_str(),
                 route: endpoint,
                 request_id: &ctx.request_id,

@@ -1,6 +1,6 @@
 //! End-to-end: OpenTelemetry traces from the real `warden` binary to an in-test OTLP/gRPC
 //! collector. A served, a streamed and a guard-blocked request each export one CLIENT span with
-//! the GenAI and Warden attributes; the client's `traceparent` is the parent and the upstream is
+//! the GenAI and Warden attributes (a model listing one without GenAI attributes); the client's `traceparent` is the parent and the upstream is
 //! handed Warden's; no prompt text, random secret or API key appears in any exported byte; and a
 //! collector that is not there costs nothing but failed-export counts.
 
@@ -176,8 +176,28 @@ async fn one_span_per_request_with_gen_ai_and_guard_attributes_and_no_prompt_tex
     .unwrap();
     assert_eq!(r.status(), 400, "{}", r.text());
 
-    let spans = collector.wait_spans(3, WAIT).await;
-    assert_eq!(spans.len(), 3, "{spans:#?}\n{}", w.logs());
+    // Listing models: answered by Warden, not a GenAI operation.
+    let models = format!(
+        "GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\nx-request-id: req-otel-models\r\nconnection: close\r\n\r\n"
+    );
+    assert_eq!(
+        send(w.proxy, models.as_bytes()).await.unwrap().status(),
+        200
+    );
+
+    let spans = collector.wait_spans(4, WAIT).await;
+    assert_eq!(spans.len(), 4, "{spans:#?}\n{}", w.logs());
+    let listing = span_for(&spans, "req-otel-models");
+    assert_eq!(listing.name, "GET");
+    assert_eq!(string(listing, "warden.route"), "models");
+    assert!(
+        listing
+            .attributes
+            .iter()
+            .all(|kv| !kv.key.starts_with("gen_ai.")),
+        "{listing:#?}"
+    );
+    let spans: Vec<Span> = spans.into_iter().filter(|s| s.name != "GET").collect();
 
     let resource = collector.requests()[0].resource_spans[0]
         .resource
@@ -300,7 +320,7 @@ async fn one_span_per_request_with_gen_ai_and_guard_attributes_and_no_prompt_tex
     }
 
     let metrics = w
-        .metrics_with(&["warden_trace_spans_total{outcome=\"exported\"} 3"])
+        .metrics_with(&["warden_trace_spans_total{outcome=\"exported\"} 4"])
         .await;
     assert!(!metrics.contains("warden_trace_spans_total{outcome=\"failed\"} 1"));
 }
