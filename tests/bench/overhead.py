@@ -8,8 +8,10 @@ Warden, in one run, alternating, repeated; reports medians and the added latency
 With --compare-guards, two Wardens run side by side on the same upstream, one with the input guard
 (the shipped packs) and one with `guard.enabled = false`; each round measures direct, guards off and
 guards on, and the guard's added latency is reported against guards-off from the same round.
+--compare-telemetry (audit lake) and --compare-tracing (OTLP traces to the `otlp-sink` collector)
+do the same for those features.
 
-Needs release builds of `warden`, `fake-upstream` and `loadgen`
+Needs release builds of `warden`, `fake-upstream`, `loadgen` (and `otlp-sink` for --compare-tracing)
 (`cargo build --release -p warden-proxy -p warden-tests --bins`). Everything runs on loopback on
 this machine, load generator included; every run is bounded by --duration.
 """
@@ -49,12 +51,16 @@ def main():
                     help="run a guards-off Warden beside the guards-on one and compare them")
     ap.add_argument("--compare-telemetry", action="store_true",
                     help="run a Warden writing the audit lake beside one that does not, and compare them")
+    ap.add_argument("--compare-tracing", action="store_true",
+                    help="run a Warden exporting OTLP traces (to otlp-sink) beside one that does not, "
+                         "and compare them")
     ap.add_argument("--prompt-bytes", type=int, default=0,
                     help="user message of about this many bytes of ordinary English (default: a short one)")
     args = ap.parse_args()
 
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
-    bins = {n: str(target / n) for n in ("warden", "fake-upstream", "loadgen")}
+    needed = ("warden", "fake-upstream", "loadgen") + (("otlp-sink",) if args.compare_tracing else ())
+    bins = {n: str(target / n) for n in needed}
     for path in bins.values():
         if not Path(path).exists():
             sys.exit(f"{path} missing: cargo build --release -p warden-proxy -p warden-tests --bins")
@@ -66,7 +72,7 @@ def main():
     key_hash = subprocess.run([bins["warden"], "keys", "hash"], input=KEY.encode(), capture_output=True,
                               check=True).stdout.decode().strip()
 
-    def start_warden(name, guard_enabled, lake=None):
+    def start_warden(name, guard_enabled, lake=None, otlp=None):
         proxy, admin = free_port(), free_port()
         cfg = tmp / f"{name}.toml"
         cfg.write_text(f"""
@@ -80,6 +86,7 @@ level = "warn"
 [guard]
 enabled = {"true" if guard_enabled else "false"}
 {f'[telemetry]{chr(10)}dir = "{lake}"' if lake else ""}
+{f'[tracing]{chr(10)}otlp_endpoint = "http://{otlp}"' if otlp else ""}
 [[upstreams]]
 name = "fake"
 address = "{up_addr}"
@@ -113,6 +120,14 @@ max_tokens = 16
             off_proxy, _ = start_warden("warden-noguard", False)
             paths = [("direct", f"http://{up_addr}"), ("guards-off", f"http://127.0.0.1:{off_proxy}"),
                      ("warden", f"http://127.0.0.1:{proxy}")]
+        elif args.compare_tracing:
+            sink = subprocess.Popen([bins["otlp-sink"], "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                                    text=True)
+            wardens.append(sink)
+            sink_addr = sink.stdout.readline().strip().removeprefix("listening on ")
+            on_proxy, on_admin = start_warden("warden-tracing", True, otlp=sink_addr)
+            paths = [("direct", f"http://{up_addr}"), ("tracing-off", f"http://127.0.0.1:{proxy}"),
+                     ("tracing-on", f"http://127.0.0.1:{on_proxy}")]
         elif args.compare_telemetry:
             on_proxy, _ = start_warden("warden-telemetry", True, lake=tmp / "lake")
             paths = [("direct", f"http://{up_addr}"), ("telemetry-off", f"http://127.0.0.1:{proxy}"),
@@ -187,6 +202,12 @@ max_tokens = 16
             paired_table("telemetry", "telemetry-off", "telemetry-on")
             files = sorted((tmp / "lake").glob("events/**/*.parquet"))
             print(f"\naudit lake: {len(files)} Parquet file(s), {sum(f.stat().st_size for f in files)} bytes so far")
+        if args.compare_tracing:
+            print("\nOTLP traces on vs off (paired per round against the tracing-off Warden):\n")
+            paired_table("tracing", "tracing-off", "tracing-on")
+            with urllib.request.urlopen(f"http://127.0.0.1:{on_admin}/metrics", timeout=5) as r:
+                spans = [l for l in r.read().decode().splitlines() if l.startswith("warden_trace_spans_total")]
+            print(f"\nspans: {', '.join(spans)}")
         if args.compare_guards:
             print("\nInput guard on vs off (paired per round against the guards-off Warden):\n")
             paired_table("guard", "guards-off", "warden")
