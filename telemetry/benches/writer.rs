@@ -84,6 +84,16 @@ fn scratch(tag: &str) -> PathBuf {
     p
 }
 
+/// A scratch directory removed when dropped. Benchmark routines return it, so criterion drops
+/// it after the clock stops: deleting what was written is not part of writing it.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Sizes and phase times of one run of the durable path.
 struct Run {
     spool_bytes: u64,
@@ -176,21 +186,21 @@ fn bench(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(20));
     g.bench_function("one_thread", |b| {
         b.iter_batched(
-            || scratch("one"),
+            || Scratch(scratch("one")),
             |dir| {
-                one_thread(&dir, &events);
-                let _ = std::fs::remove_dir_all(&dir);
+                one_thread(&dir.0, &events);
+                dir
             },
             BatchSize::PerIteration,
         )
     });
     g.bench_function("pipeline", |b| {
         b.iter_batched(
-            || (scratch("pipe"), events.clone()),
+            || (Scratch(scratch("pipe")), events.clone()),
             |(dir, evs)| {
                 // A queue as large as the run: measures sustained throughput to Parquet, not
                 // how many events a small queue drops.
-                let mut cfg = Config::new(&dir);
+                let mut cfg = Config::new(&dir.0);
                 cfg.queue_capacity = N as usize;
                 let tel = Telemetry::open(cfg).unwrap();
                 for e in evs {
@@ -199,7 +209,7 @@ fn bench(c: &mut Criterion) {
                 let stats = tel.close();
                 drop(tel);
                 assert_eq!(stats.events_written, N);
-                let _ = std::fs::remove_dir_all(&dir);
+                dir
             },
             BatchSize::PerIteration,
         )
