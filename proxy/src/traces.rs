@@ -526,16 +526,12 @@ mod tests {
         assert!(capture.0.lock().unwrap().is_empty());
     }
 
+    /// The SDK's default sampling (parent-based, else on), spans captured and dropped.
     fn traces() -> Traces {
-        let provider = SdkTracerProvider::builder().build();
-        let tracer = provider.tracer("test");
-        Traces {
-            provider,
-            tracer,
-            propagator: TraceContextPropagator::new(),
-            stats: Arc::default(),
-            runtime: None,
-        }
+        traces_into(
+            &Capture::default(),
+            Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        )
     }
 
     #[test]

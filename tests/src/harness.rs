@@ -42,6 +42,42 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// A fresh audit-lake directory under the temp dir, and beside it a hash-key file (`k1`, the key
+/// byte `key_byte` repeated, mode 0600 as Warden expects).
+pub fn scratch_lake(tag: &str, key_byte: &str) -> (PathBuf, PathBuf) {
+    let lake = std::env::temp_dir().join(format!(
+        "warden-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&lake).unwrap_or_else(|e| panic!("{}: {e}", lake.display()));
+    let key_file = lake.with_extension("key");
+    std::fs::write(&key_file, format!("k1 {}\n", key_byte.repeat(32)))
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", key_file.display()));
+    (lake, key_file)
+}
+
+/// Every file below `dir`, recursively (none when it cannot be read).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// The hash of an API key, computed the same way `warden keys hash` does.
 pub fn key_hash(key: &str) -> String {
     let out = Command::new(warden_bin())

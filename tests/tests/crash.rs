@@ -81,18 +81,7 @@ async fn kill_9_under_load_loses_no_acknowledged_event_and_duplicates_none() {
     )
     .await
     .unwrap();
-    let lake = std::env::temp_dir().join(format!(
-        "warden-crash-lake-{}-{}",
-        std::process::id(),
-        harness::free_port()
-    ));
-    std::fs::create_dir_all(&lake).unwrap();
-    let key_file = lake.with_extension("key");
-    std::fs::write(&key_file, format!("k1 {}\n", "cd".repeat(32))).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    let (lake, key_file) = harness::scratch_lake("crash-lake", "cd");
     // rotate_mb = 1 (the smallest): spools rotate and convert during the load, so a kill can
     // also land mid-conversion. The guard is off: it is not under test, and compiling its packs
     // makes each start of a debug build take seconds.
@@ -177,8 +166,7 @@ async fn kill_9_under_load_loses_no_acknowledged_event_and_duplicates_none() {
             }
         }
         leftover_before = leftover.keys().cloned().collect();
-        let mut in_lake = Vec::new();
-        files(&lake.join("events"), &mut in_lake);
+        let in_lake = harness::files_under(&lake.join("events"));
         eprintln!(
             "cycle {cycle}: {} sent, {} completed, {synced} synced before the kill, {} spool(s) left with {} readable rows ({torn} with a torn tail), {} Parquet file(s) in the lake",
             sent.len(),
@@ -206,8 +194,7 @@ async fn kill_9_under_load_loses_no_acknowledged_event_and_duplicates_none() {
     let exit = w.wait_exit(Duration::from_secs(20));
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}\n{}", w.logs());
 
-    let mut all = Vec::new();
-    files(&lake, &mut all);
+    let all = harness::files_under(&lake);
     let stray: Vec<_> = all
         .iter()
         .filter(|p| {
@@ -426,8 +413,7 @@ fn read_spools(dir: &Path) -> (BTreeMap<PathBuf, Vec<String>>, usize) {
 
 /// `(request_id, status)` of every row of every Parquet file under `events`.
 fn parquet_rows(events: &Path) -> Vec<(String, u16)> {
-    let mut all = Vec::new();
-    files(events, &mut all);
+    let all = harness::files_under(events);
     let mut rows = Vec::new();
     for p in all
         .iter()
@@ -457,17 +443,4 @@ fn parquet_rows(events: &Path) -> Vec<(String, u16)> {
         }
     }
     rows
-}
-
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                files(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
 }

@@ -20,19 +20,6 @@ const MODEL: &str = "test-model";
 const DOWN_MODEL: &str = "down-model";
 const ADMIN_KEY: &str = "sk-warden-admin-telemetry-test";
 
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                files(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-}
-
 /// One `events` row, as far as these tests look at it.
 #[derive(Debug)]
 struct Row {
@@ -97,14 +84,7 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
     )
     .await
     .unwrap();
-    let lake = std::env::temp_dir().join(format!(
-        "warden-lake-{}-{}",
-        std::process::id(),
-        harness::free_port()
-    ));
-    std::fs::create_dir_all(&lake).unwrap();
-    let key_file = lake.with_extension("key");
-    std::fs::write(&key_file, format!("k1 {}\n", "ab".repeat(32))).unwrap();
+    let (lake, key_file) = harness::scratch_lake("lake", "ab");
     let server = format!(
         "\n[telemetry]\ndir = {:?}\nkey_file = {:?}\nsync_interval_ms = 50\n\n[[admin.keys]]\nname = \"oncall\"\nkey_hash = \"{}\"\n",
         lake.display().to_string(),
@@ -233,8 +213,7 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
     // Once every event is fsynced, the spool holds them all: no secret in any byte of it.
     w.metrics_with(&["warden_telemetry_events_total{outcome=\"synced\"} 7"])
         .await;
-    let mut spooled = Vec::new();
-    files(&lake.join("spool"), &mut spooled);
+    let mut spooled = harness::files_under(&lake.join("spool"));
     spooled.retain(|p| p.extension().is_some_and(|e| e == "arrows"));
     assert!(!spooled.is_empty(), "no spool file in {}", lake.display());
     let contains =
@@ -260,8 +239,7 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
         w.logs()
     );
 
-    let mut all = Vec::new();
-    files(&lake, &mut all);
+    let mut all = harness::files_under(&lake);
     let parquet: Vec<&PathBuf> = all
         .iter()
         .filter(|p| {
