@@ -351,7 +351,7 @@ impl Normalizer {
                 pad += 1;
             }
             let len = body_end - start;
-            let hex = all_hex && len >= self.limits.min_hex_len && len % 2 == 0;
+            let hex = all_hex && len >= self.limits.min_hex_len && len.is_multiple_of(2);
             let span = start..body_end;
             if hex && self.try_blob(text, span, Encoding::Hex, depth, outer, budget, views) {
                 continue;

@@ -37,21 +37,21 @@ fn event(i: u64, h: &Hasher) -> Event {
         model_version: Some("2024-02".into()),
         upstream: Some(format!("10.0.0.{}:8000", i % 4)),
         region: Some("eu-west-1".into()),
-        stream: i % 3 != 0,
-        status: if i % 97 == 0 { 429 } else { 200 },
-        error_code: (i % 97 == 0).then(|| "rate_limited".into()),
+        stream: !i.is_multiple_of(3),
+        status: if i.is_multiple_of(97) { 429 } else { 200 },
+        error_code: i.is_multiple_of(97).then(|| "rate_limited".into()),
         input_tokens: Some(200 + (i % 300) as u32),
         output_tokens: Some(100 + (i * 7 % 500) as u32),
         ttft_ms: Some(30.0 + (i % 170) as f32 * 0.37),
         duration_ms: 900.0 + (i % 2000) as f32 * 1.3,
         tpot_ms: Some(7.0 + (i % 30) as f32 * 0.11),
-        guard_decision: Some(if i % 41 == 0 {
+        guard_decision: Some(if i.is_multiple_of(41) {
             GuardDecision::Flag
         } else {
             GuardDecision::Allow
         }),
         guard_score: Some((i % 7) as u32),
-        rule_ids: if i % 41 == 0 {
+        rule_ids: if i.is_multiple_of(41) {
             vec!["INJ-001".into(), "INJ-017".into()]
         } else {
             Vec::new()

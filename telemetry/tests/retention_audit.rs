@@ -21,7 +21,7 @@ fn action(i: u32) -> AdminAction {
         target: format!("switch:model/m{i}"),
         before: Some(r#"{"state":"on"}"#.into()),
         after: Some(r#"{"state":"off"}"#.into()),
-        reason: if i % 2 == 0 {
+        reason: if i.is_multiple_of(2) {
             Some(format!("INC-{i}"))
         } else {
             None

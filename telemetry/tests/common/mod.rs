@@ -57,22 +57,22 @@ pub fn event(i: u64, time: SystemTime, h: &Hasher) -> Event {
         route: "/v1/chat/completions".into(),
         requested_model: "llama-3-8b".into(),
         served_model: Some("llama-3-8b-instruct".into()),
-        model_version: if i % 3 == 0 {
+        model_version: if i.is_multiple_of(3) {
             None
         } else {
             Some("2024-02".into())
         },
         upstream: Some("127.0.0.1:8000".into()),
         region: None,
-        stream: i % 2 == 0,
-        status: if i % 50 == 0 { 429 } else { 200 },
-        error_code: if i % 50 == 0 {
+        stream: i.is_multiple_of(2),
+        status: if i.is_multiple_of(50) { 429 } else { 200 },
+        error_code: if i.is_multiple_of(50) {
             Some("rate_limited".into())
         } else {
             None
         },
         input_tokens: Some(120 + (i % 40) as u32),
-        output_tokens: if i % 50 == 0 {
+        output_tokens: if i.is_multiple_of(50) {
             None
         } else {
             Some(200 + (i % 100) as u32)
@@ -80,13 +80,13 @@ pub fn event(i: u64, time: SystemTime, h: &Hasher) -> Event {
         ttft_ms: Some(35.5 + (i % 10) as f32),
         duration_ms: 1500.25 + (i % 300) as f32,
         tpot_ms: Some(7.25),
-        guard_decision: Some(if i % 20 == 0 {
+        guard_decision: Some(if i.is_multiple_of(20) {
             GuardDecision::Flag
         } else {
             GuardDecision::Allow
         }),
         guard_score: Some((i % 5) as u32),
-        rule_ids: if i % 20 == 0 {
+        rule_ids: if i.is_multiple_of(20) {
             vec!["INJ-001".into(), "EXF-003".into()]
         } else {
             vec![]
