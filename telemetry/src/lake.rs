@@ -15,17 +15,19 @@
 //! Durability helpers: a file becomes visible only complete and durable: written under a
 //! `.tmp` name, fsynced, renamed, and its directory fsynced.
 //!
-//! Single writer: one process writes a lake. The lock file records the holder; a holder that is
-//! no longer alive (its `/proc/<pid>` is gone, or it is an instance of this process that was
-//! dropped) is taken over, which is how a restart after a crash proceeds. Non-goal: several
-//! hosts writing one directory (ship each host's lake to shared storage instead; file names
+//! Single writer: one process writes a lake. It holds an exclusive advisory lock (`flock`) on
+//! `spool/LOCK` for as long as it writes; the kernel releases it when the process ends, however it
+//! ends, so a restart after `kill -9` proceeds at once, and neither an unreaped zombie nor a pid
+//! reused by another program can keep the lake. The file stays behind; its content names the last
+//! holder, for the message a second writer gets; a clean close removes it (while still holding
+//! the lock, and a taker checks that the file it locked is still the one at the path, so an
+//! unlink never lets two writers in). Non-goal: several
+//! //! hosts writing one directory (ship each host's lake to shared storage instead; file names
 //! never collide, so merging is a copy).
 
-use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
 
 use crate::error::{io_at, Error};
 
@@ -38,12 +40,11 @@ pub const SPOOL_DIR: &str = "spool";
 /// Lock file name inside the spool directory.
 pub const LOCK_FILE: &str = "LOCK";
 
-/// The held lake lock; dropping it releases the lake.
+/// The held lake lock; dropping it removes the file and releases the lake.
 #[derive(Debug)]
 pub(crate) struct LakeLock {
     path: PathBuf,
-    key: PathBuf,
-    content: String,
+    _file: File,
 }
 
 // === durable file operations ===
@@ -158,55 +159,48 @@ pub(crate) fn host_name() -> String {
 
 // === impl LakeLock ===
 
-/// Lakes locked by this process (so a second open in-process is refused, and the lock of a
-/// dropped instance, whose pid is ours, can be told apart from a live one).
-fn held_in_process() -> &'static Mutex<HashSet<PathBuf>> {
-    static HELD: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
-    HELD.get_or_init(|| Mutex::new(HashSet::new()))
-}
-
 impl LakeLock {
     /// Takes the lake's lock or reports who holds it.
     pub(crate) fn acquire(spool_dir: &Path, instance: &str) -> Result<Self, Error> {
+        use std::os::unix::fs::MetadataExt;
         let path = spool_dir.join(LOCK_FILE);
-        let key = fs::canonicalize(spool_dir).map_err(io_at("resolve", spool_dir))?;
-        let mut held = held_in_process().lock().unwrap_or_else(|e| e.into_inner());
-        if held.contains(&key) {
-            let holder = fs::read_to_string(&path).unwrap_or_default();
-            return Err(Error::LakeBusy {
-                path,
-                holder: holder.trim().to_owned(),
-            });
-        }
-        let content = format!("{} {} {}\n", std::process::id(), host_name(), instance);
-        for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    f.write_all(content.as_bytes())
-                        .and_then(|()| f.sync_all())
-                        .map_err(io_at("write", &path))?;
-                    fsync_dir(spool_dir)?;
-                    held.insert(key.clone());
-                    return Ok(LakeLock { path, key, content });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+        // A holder closing cleanly unlinks the file it locked: the file locked here must still
+        // be the one at the path, or another taker may have created a new one. Twice at most.
+        for _ in 0..3 {
+            let created = !path.exists();
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io_at("open", &path))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
                     let holder = fs::read_to_string(&path).unwrap_or_default();
-                    if holder_alive(&holder) {
-                        return Err(Error::LakeBusy {
-                            path,
-                            holder: holder.trim().to_owned(),
-                        });
-                    }
-                    // Stale: its process is gone (or was this process, and that instance was
-                    // dropped without releasing it).
-                    match fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(io_at("remove stale lock", &path)(e)),
-                    }
+                    return Err(Error::LakeBusy {
+                        path,
+                        holder: holder.trim().to_owned(),
+                    });
                 }
-                Err(e) => return Err(io_at("create", &path)(e)),
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_at("lock", &path)(e)),
             }
+            let ours = file.metadata().map_err(io_at("stat", &path))?;
+            let same =
+                fs::metadata(&path).is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino());
+            if !same {
+                continue;
+            }
+            let content = format!("{} {} {}\n", std::process::id(), host_name(), instance);
+            file.set_len(0)
+                .and_then(|()| file.write_all(content.as_bytes()))
+                .and_then(|()| file.sync_all())
+                .map_err(io_at("write", &path))?;
+            if created {
+                fsync_dir(spool_dir)?;
+            }
+            return Ok(LakeLock { path, _file: file });
         }
         let holder = fs::read_to_string(&path).unwrap_or_default();
         Err(Error::LakeBusy {
@@ -216,35 +210,9 @@ impl LakeLock {
     }
 }
 
-fn holder_alive(holder: &str) -> bool {
-    let mut parts = holder.split_whitespace();
-    let (Some(pid), Some(host)) = (parts.next(), parts.next()) else {
-        return false; // empty or torn lock file: its writer died while creating it
-    };
-    if host != host_name() {
-        return true; // another host: cannot tell, so refuse
-    }
-    let Ok(pid) = pid.parse::<u32>() else {
-        return false;
-    };
-    if pid == std::process::id() {
-        return false; // ours, and not in the in-process set: a dropped instance
-    }
-    if !Path::new("/proc/self").exists() {
-        return false; // no procfs: assume stale (development machines)
-    }
-    Path::new("/proc").join(pid.to_string()).exists()
-}
-
 impl Drop for LakeLock {
     fn drop(&mut self) {
-        // Remove the file only if it is still ours.
-        if fs::read_to_string(&self.path).is_ok_and(|c| c == self.content) {
-            let _ = fs::remove_file(&self.path);
-        }
-        held_in_process()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+        // Unlinked while still locked; the lock goes with the file descriptor right after.
+        let _ = fs::remove_file(&self.path);
     }
 }

@@ -194,6 +194,31 @@ fn a_lake_has_one_writer() {
 }
 
 #[test]
+fn a_lock_file_naming_a_live_process_does_not_block_when_nobody_holds_the_lock() {
+    // What a writer killed with -9 leaves behind, with its pid since reused (pid 1 is always
+    // alive): the lock is the kernel's, not the file's content, so the lake opens.
+    let dir = TempDir::new("stale-lock");
+    std::fs::create_dir_all(dir.path().join("spool")).unwrap();
+    std::fs::write(
+        dir.path().join("spool").join("LOCK"),
+        "1 this-host old-instance\n",
+    )
+    .unwrap();
+    let tel = Telemetry::open(Config::new(dir.path())).unwrap();
+    // And while it is held, a second writer is told who holds it.
+    match Telemetry::open(Config::new(dir.path())) {
+        Err(warden_telemetry::Error::LakeBusy { holder, .. }) => {
+            assert!(
+                holder.starts_with(&format!("{} ", std::process::id())),
+                "{holder}"
+            );
+        }
+        other => panic!("second writer: {other:?}"),
+    }
+    tel.close();
+}
+
+#[test]
 fn config_validation_lists_every_problem() {
     let mut cfg = Config::new("");
     cfg.queue_capacity = 0;
