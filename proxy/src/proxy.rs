@@ -61,6 +61,8 @@ pub struct RequestCtx {
     /// Set only once validated against the config, so it is safe as a metric label.
     model: Option<String>,
     upstream: Option<usize>,
+    /// A connection to `upstream` was attempted (`upstream_peer` ran), whatever came of it.
+    contacted: bool,
     /// Upstreams that refused a connection for this request (failover skips them).
     failed_upstreams: Vec<usize>,
     /// The validated body, handed to the upstream in `request_body_filter`.
@@ -125,6 +127,7 @@ impl ProxyHttp for WardenProxy {
             tenant: None,
             model: None,
             upstream: None,
+            contacted: false,
             failed_upstreams: Vec::new(),
             body: None,
             stream: false,
@@ -186,6 +189,7 @@ impl ProxyHttp for WardenProxy {
         let Some(u) = ctx.upstream.and_then(|i| self.app.upstreams.get(i)) else {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
         };
+        ctx.contacted = true;
         let cfg = &u.config;
         let mut peer = HttpPeer::new(cfg.address, false, String::new());
         peer.options.connection_timeout = Some(cfg.connect_timeout);
@@ -703,8 +707,10 @@ impl WardenProxy {
             requested_model: ctx.requested_model.take().unwrap_or_default(),
             served_model: ctx.model.clone().filter(|_| forwarded),
             model_version: None,
+            // Contacted: the request went out, or a connect to it was tried and refused or timed
+            // out (the last one tried, after failover); auditors need to know which one failed.
             upstream: upstream
-                .filter(|_| forwarded)
+                .filter(|_| ctx.contacted)
                 .map(|u| u.config.name.clone()),
             region: app.config.telemetry.region.clone(),
             stream: ctx.stream,

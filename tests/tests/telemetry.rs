@@ -27,6 +27,7 @@ struct Row {
     status: u16,
     error_code: Option<String>,
     served_model: Option<String>,
+    upstream: Option<String>,
     decision: Option<String>,
     prompt_hash: Option<String>,
     system_hash: Option<String>,
@@ -273,10 +274,11 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
                 .unwrap()
                 .clone();
             let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
-            let (id, code, served, decision, prompt, system, key_id, raw, config, route) = (
+            let (id, code, served, upstream, decision, prompt, system, key_id, raw, config, route) = (
                 s("request_id"),
                 s("error_code"),
                 s("served_model"),
+                s("upstream"),
                 s("guard_decision"),
                 s("prompt_hash"),
                 s("system_prompt_hash"),
@@ -298,6 +300,7 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
                     status: status.value(i),
                     error_code: opt(&code, i),
                     served_model: opt(&served, i),
+                    upstream: opt(&upstream, i),
                     decision: opt(&decision, i),
                     prompt_hash: opt(&prompt, i),
                     system_hash: opt(&system, i),
@@ -329,6 +332,11 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
             "{r:?}"
         );
         assert_eq!(r.served_model, None, "no upstream served it: {r:?}");
+        assert_eq!(
+            r.upstream.as_deref(),
+            Some("down"),
+            "the one that failed: {r:?}"
+        );
         assert_eq!(r.decision.as_deref(), Some("allow"), "{r:?}");
         assert!(r.prompt_hash.is_some(), "{r:?}");
     }
@@ -345,6 +353,11 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
     assert_eq!(ok.error_code, None, "{ok:?}");
     assert_eq!(blocked.decision.as_deref(), Some("block"));
     assert!(blocked.rules >= 1, "blocked row carries its rule ids");
+    assert_eq!(ok.upstream.as_deref(), Some("fake"), "{ok:?}");
+    assert_eq!(
+        blocked.upstream, None,
+        "a blocked request contacts no upstream"
+    );
     assert!(ok
         .prompt_hash
         .as_deref()
