@@ -155,6 +155,41 @@ impl<'d> Table<'d> {
         }
     }
 
+    /// A number (float or integer) in `range`; `hint` ends the error message, e.g. what the
+    /// number means.
+    pub fn number(
+        &mut self,
+        errs: &mut Errors<'_>,
+        key: &str,
+        range: std::ops::RangeInclusive<f64>,
+        hint: &str,
+    ) -> Option<f64> {
+        let item = self.get(key)?;
+        #[allow(clippy::cast_precision_loss)] // config integers are small
+        let value = item
+            .as_float()
+            .or_else(|| item.as_integer().map(|i| i as f64));
+        match value {
+            Some(v) if range.contains(&v) => Some(v),
+            Some(v) => {
+                errs.push(
+                    &self.child_path(key),
+                    item_span(item),
+                    format!(
+                        "{v} is out of range ({}..={}){hint}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                None
+            }
+            None => {
+                self.type_error(errs, key, item, "a number");
+                None
+            }
+        }
+    }
+
     pub fn string_list(&mut self, errs: &mut Errors<'_>, key: &str) -> Option<Vec<String>> {
         let item = self.get(key)?;
         let Some(array) = item.as_array() else {
@@ -278,5 +313,33 @@ fn value_type_name(value: &Value) -> &'static str {
         Value::Datetime(_) => "a datetime",
         Value::Array(_) => "an array",
         Value::InlineTable(_) => "a table",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_take_floats_and_integers_and_report_range_and_type_with_their_line() {
+        let src = "a = 0.25\nb = 1\nc = 1.5\nd = \"x\"\n";
+        let doc = toml_edit::ImDocument::parse(src).unwrap();
+        let mut errs = Errors::new(src);
+        let mut t = Table::root(doc.as_table());
+        assert_eq!(t.number(&mut errs, "a", 0.0..=1.0, ""), Some(0.25));
+        assert_eq!(t.number(&mut errs, "b", 0.0..=1.0, ""), Some(1.0));
+        assert_eq!(t.number(&mut errs, "c", 0.0..=1.0, ": a ratio"), None);
+        assert_eq!(t.number(&mut errs, "d", 0.0..=1.0, ""), None);
+        assert_eq!(t.number(&mut errs, "missing", 0.0..=1.0, ""), None);
+        t.finish(&mut errs);
+        let got: Vec<String> = errs.list.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "line 3: c: 1.5 is out of range (0..=1): a ratio",
+                "line 4: d: expected a number, found a string",
+            ],
+            "{got:?}"
+        );
     }
 }

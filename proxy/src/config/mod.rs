@@ -177,7 +177,7 @@ impl Config {
             }
         };
         let mut root = Table::root(doc.as_table());
-        let mut config = decode(&mut root, doc.as_table(), &mut errs);
+        let mut config = decode(&mut root, &mut errs);
         config.hash = format!("b3:{}", &blake3::hash(src.as_bytes()).to_hex()[..16]);
         root.finish(&mut errs);
         if errs.list.is_empty() {
@@ -189,7 +189,7 @@ impl Config {
     }
 }
 
-fn decode(root: &mut Table<'_>, raw: &toml_edit::Table, errs: &mut Errors<'_>) -> Config {
+fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
     let server = match root.table(errs, "server") {
         Some(mut t) => {
             let s = decode_server(&mut t, errs);
@@ -227,7 +227,7 @@ fn decode(root: &mut Table<'_>, raw: &toml_edit::Table, errs: &mut Errors<'_>) -
     };
     let tracing = match root.table(errs, "tracing") {
         Some(mut t) => {
-            let c = traces::decode_tracing(&mut t, raw.get("tracing"), errs);
+            let c = traces::decode_tracing(&mut t, errs);
             t.finish(errs);
             c
         }

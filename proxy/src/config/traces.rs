@@ -35,12 +35,7 @@ impl Default for TracingConfig {
     }
 }
 
-/// `raw` is the section as written, for the one key the strict reader cannot read (a float).
-pub fn decode_tracing(
-    t: &mut Table<'_>,
-    raw: Option<&toml_edit::Item>,
-    errs: &mut Errors<'_>,
-) -> TracingConfig {
+pub fn decode_tracing(t: &mut Table<'_>, errs: &mut Errors<'_>) -> TracingConfig {
     let mut c = TracingConfig::default();
     if let Some(endpoint) = t.string(errs, "otlp_endpoint") {
         match check_endpoint(&endpoint) {
@@ -61,7 +56,12 @@ pub fn decode_tracing(
         Some(name) => c.service_name = name,
         None => {}
     }
-    if let Some(ratio) = ratio(t, raw.and_then(|r| r.get("sample_ratio")), errs) {
+    if let Some(ratio) = t.number(
+        errs,
+        "sample_ratio",
+        0.0..=1.0,
+        ": 0.1 keeps one trace in ten",
+    ) {
         c.sample_ratio = ratio;
     }
     c.timeout = super::millis(t, errs, "timeout_ms", 5_000);
@@ -98,30 +98,6 @@ fn check_endpoint(raw: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A number in 0..=1. The strict reader has no float type (guards/src/toml_reader.rs), so the key
-/// is taken through `uint` only to mark it as known to `finish`, and its value read from `raw`.
-fn ratio(t: &mut Table<'_>, raw: Option<&toml_edit::Item>, errs: &mut Errors<'_>) -> Option<f64> {
-    let key = "sample_ratio";
-    let before = errs.list.len();
-    let _ = t.uint(errs, key, u64::MAX);
-    errs.list.truncate(before);
-    let raw = raw?;
-    let value = raw
-        .as_float()
-        .or_else(|| raw.as_integer().map(|i| i as f64));
-    match value {
-        Some(v) if (0.0..=1.0).contains(&v) => Some(v),
-        _ => {
-            errs.push(
-                &t.child_path(key),
-                t.value_span(key),
-                "expected a number from 0 to 1 (e.g. 0.1 keeps one trace in ten)",
-            );
-            None
-        }
-    }
 }
 
 #[cfg(test)]
@@ -171,7 +147,7 @@ mod tests {
         let want = [
             ("tracing.otlp_endpoint", 2, "https"),
             ("tracing.service_name", 3, "empty"),
-            ("tracing.sample_ratio", 4, "0 to 1"),
+            ("tracing.sample_ratio", 4, "out of range (0..=1)"),
             ("tracing.timeout_ms", 5, "greater than 0"),
             ("tracing.export_interval_ms", 6, "integer"),
             ("tracing.sampler", 7, "unknown key"),
