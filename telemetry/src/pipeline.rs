@@ -734,17 +734,7 @@ impl Writer {
             self.write_pending();
         }
         if !self.failing {
-            if let Some(seg) = self.segment.as_mut() {
-                match seg.sync() {
-                    Ok(()) => {
-                        self.shared.c.synced.fetch_add(self.unsynced_rows, Relaxed);
-                        self.buffered_rows -= self.unsynced_rows;
-                        self.unsynced_rows = 0;
-                        self.unsynced.clear();
-                    }
-                    Err(e) => self.fail(&e),
-                }
-            }
+            self.sync_segment();
         }
         self.set_buffered();
         if self.failing {
@@ -762,6 +752,27 @@ impl Writer {
             });
         }
         Ok(self.shared.c.synced.load(Relaxed))
+    }
+
+    /// fsyncs the current segment: on success its rows count as synced and their batches are
+    /// let go; on failure the writer fails (see [`Self::fail`]). `false` when it failed.
+    fn sync_segment(&mut self) -> bool {
+        let Some(seg) = self.segment.as_mut() else {
+            return true;
+        };
+        match seg.sync() {
+            Ok(()) => {
+                self.shared.c.synced.fetch_add(self.unsynced_rows, Relaxed);
+                self.buffered_rows -= self.unsynced_rows;
+                self.unsynced_rows = 0;
+                self.unsynced.clear();
+                true
+            }
+            Err(e) => {
+                self.fail(&e);
+                false
+            }
+        }
     }
 
     fn fail(&mut self, err: &Error) {
@@ -806,16 +817,8 @@ impl Writer {
         if self.failing {
             return;
         }
-        if let Some(seg) = self.segment.as_mut() {
-            match seg.sync() {
-                Ok(()) => {
-                    self.shared.c.synced.fetch_add(self.unsynced_rows, Relaxed);
-                    self.buffered_rows -= self.unsynced_rows;
-                    self.unsynced_rows = 0;
-                    self.unsynced.clear();
-                }
-                Err(e) => return self.fail(&e),
-            }
+        if !self.sync_segment() {
+            return;
         }
         self.set_buffered();
         self.shared.recovered(&self.shared.writer_failure);
