@@ -524,8 +524,9 @@ impl ProxyHttp for WardenProxy {
                 tenant: ctx.tenant.is_some().then_some(tenant),
                 requested_model: ctx.requested_model.as_deref(),
                 served_model: ctx.model.as_deref().filter(|_| forwarded),
+                // As in the audit event: also the upstream whose connect failed.
                 upstream: upstream
-                    .filter(|_| forwarded)
+                    .filter(|_| ctx.contacted)
                     .map(|u| (u.config.name.as_str(), u.config.address)),
                 stream: ctx.stream,
                 status: ctx.status,

@@ -77,7 +77,7 @@ pub struct SpanFacts<'a> {
     pub requested_model: Option<&'a str>,
     /// The model that served the request; `None` when nothing was forwarded.
     pub served_model: Option<&'a str>,
-    /// Upstream name and address; `None` when nothing was forwarded.
+    /// Upstream name and address, when one was contacted (including a refused connect).
     pub upstream: Option<(&'a str, std::net::SocketAddr)>,
     pub stream: bool,
     pub status: u16,
