@@ -599,6 +599,10 @@ struct Writer {
     shared: Arc<Shared>,
 }
 
+/// Most messages the writer handles between two looks at its deadlines (sync, rotation,
+/// retry): at a few microseconds each, a deadline is met within milliseconds.
+const DRAIN_MAX: usize = 1024;
+
 impl Writer {
     fn run(mut self, rx: Receiver<Msg>) {
         loop {
@@ -608,15 +612,29 @@ impl Writer {
             } else {
                 self.next_sync
             };
-            match rx.recv_timeout(deadline.saturating_duration_since(now)) {
-                Ok(Msg::Event(e)) => self.on_event(&e),
-                Ok(Msg::Sync(reply)) => {
-                    let r = self.sync_now(true);
-                    let _ = reply.send(r);
-                }
-                Ok(Msg::Shutdown { convert }) => return self.shutdown(convert),
-                Err(RecvTimeoutError::Timeout) => {}
+            let mut next = match rx.recv_timeout(deadline.saturating_duration_since(now)) {
+                Ok(msg) => Some(msg),
+                Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return self.shutdown(false),
+            };
+            // Take what else is already queued before reading the clock again: under load the
+            // deadlines are checked once per burst (at most `DRAIN_MAX` events), not per event.
+            let mut taken = 0;
+            while let Some(msg) = next {
+                match msg {
+                    Msg::Event(e) => self.on_event(&e),
+                    Msg::Sync(reply) => {
+                        let r = self.sync_now(true);
+                        let _ = reply.send(r);
+                    }
+                    Msg::Shutdown { convert } => return self.shutdown(convert),
+                }
+                taken += 1;
+                next = if taken < DRAIN_MAX {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
             }
             self.tick();
         }

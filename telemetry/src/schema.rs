@@ -79,6 +79,8 @@ pub struct EventBatchBuilder {
     raw_prompt: StringBuilder,
     schema_version: UInt16Builder,
     len: usize,
+    /// Rows the builder is sized for; `finish` leaves a builder of the same size behind.
+    capacity: usize,
 }
 
 /// Content of `_warden_schema.json`.
@@ -194,8 +196,8 @@ pub fn audit_schema() -> SchemaRef {
         .clone()
 }
 
-/// Parquet settings for event files: zstd, page statistics, no dictionary for unique columns, a
-/// bloom filter on `prompt_hash` and `request_id` for point lookups.
+/// Parquet settings for event files: zstd, page statistics, no dictionary for unique or
+/// continuous columns, a bloom filter on `prompt_hash` and `request_id` for point lookups.
 pub fn event_writer_properties(
     zstd_level: i32,
     row_group_rows: usize,
@@ -216,10 +218,23 @@ pub fn event_writer_properties(
     for col in unique {
         b = b.set_column_dictionary_enabled(ColumnPath::from(col), false);
     }
-    // Min/max of random hashes prune nothing (the bloom filter serves lookups instead), and
-    // computing them is a measurable share of the encoding time.
+    // Timestamps, durations and scores are (nearly) all distinct in real traffic: a dictionary
+    // only costs an interning lookup per value before the writer falls back to plain anyway.
+    for col in [
+        "time",
+        "duration_ms",
+        "ttft_ms",
+        "tpot_ms",
+        "overhead_us",
+        "classifier_score",
+    ] {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(col), false);
+    }
+    // Min/max of random hashes and minted request ids prune nothing (the bloom filter serves
+    // lookups instead), and computing them is a measurable share of the encoding time.
     let hash_item = || ColumnPath::new(vec!["message_hashes".into(), "list".into(), "item".into()]);
     for col in [
+        "request_id",
         "prompt_hash",
         "system_prompt_hash",
         "client_addr_hash",
@@ -299,6 +314,7 @@ impl EventBatchBuilder {
             raw_prompt: StringBuilder::new(),
             schema_version: UInt16Builder::with_capacity(rows),
             len: 0,
+            capacity: rows,
         }
     }
 
@@ -364,9 +380,15 @@ impl EventBatchBuilder {
         self.len == 0
     }
 
-    /// Takes the pending rows as a batch of [`event_schema`]; the builder is empty afterwards.
+    /// Takes the pending rows as a batch of [`event_schema`]; the builder is empty afterwards,
+    /// with its buffers sized again for `capacity` rows (Arrow's own `finish` leaves them at
+    /// zero, so every batch after the first would grow them by doubling and copying).
     pub fn finish(&mut self) -> Result<RecordBatch, Error> {
-        self.len = 0;
+        let mut full = std::mem::replace(self, Self::with_capacity(self.capacity));
+        full.build()
+    }
+
+    fn build(&mut self) -> Result<RecordBatch, Error> {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.time.finish()),
             Arc::new(self.request_id.finish()),
@@ -544,6 +566,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("no column {path}"))
         };
         for path in [
+            "request_id",
             "prompt_hash",
             "system_prompt_hash",
             "client_addr_hash",
@@ -551,7 +574,13 @@ mod tests {
         ] {
             assert!(col(path).statistics().is_none(), "{path} has statistics");
         }
-        for path in ["request_id", "prompt_hash", "message_hashes.list.item"] {
+        for path in [
+            "request_id",
+            "prompt_hash",
+            "message_hashes.list.item",
+            "time",
+            "duration_ms",
+        ] {
             assert!(
                 col(path).dictionary_page_offset().is_none(),
                 "{path} is dictionary-encoded"
@@ -564,6 +593,7 @@ mod tests {
             );
         }
         assert!(col("tenant").statistics().is_some());
+        assert!(col("tenant").dictionary_page_offset().is_some());
         assert!(col("time").statistics().is_some());
         assert_eq!(
             col("tenant").compression(),
