@@ -5,6 +5,11 @@
 //! `pipeline`: `Telemetry::record` from one producer thread plus `close()` (writer and
 //! converter threads): first record to last row in Parquet.
 //!
+//! `sustained_one_core`: the same pipeline, every thread of it (and the producer) pinned to one
+//! CPU, over enough events that spools rotate and convert while the next one fills: the rate
+//! one core sustains into Parquet, with the disk waits of one thread overlapping the work of
+//! another as they do in the proxy.
+//!
 //! Run: `cargo bench -p warden-telemetry --bench writer`. Sizes are printed once per run.
 #![allow(
     clippy::unwrap_used,
@@ -100,6 +105,17 @@ struct Run {
     parquet_bytes: u64,
     spool_secs: f64,
     convert_secs: f64,
+    /// CPU time of the calling thread over both phases; the rest of the wall time is waiting
+    /// for the disk (fsync of the spool and of the Parquet file).
+    cpu_secs: f64,
+}
+
+/// CPU time this thread has run, from `/proc/thread-self/schedstat` (0 where there is none).
+fn thread_cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |ns| ns / 1e9)
 }
 
 /// The durable path on one thread.
@@ -112,6 +128,7 @@ fn one_thread_with(
     events: &[Event],
     props: &parquet::file::properties::WriterProperties,
 ) -> Run {
+    let cpu = thread_cpu_secs();
     let start = Instant::now();
     let spool_dir = dir.join("spool");
     std::fs::create_dir_all(&spool_dir).unwrap();
@@ -135,6 +152,7 @@ fn one_thread_with(
         parquet_bytes: out.bytes,
         spool_secs,
         convert_secs: start.elapsed().as_secs_f64(),
+        cpu_secs: thread_cpu_secs() - cpu,
     }
 }
 
@@ -170,13 +188,14 @@ fn bench(c: &mut Criterion) {
             .unwrap();
         let n = N as f64;
         println!(
-            "zstd {level}{}: spool {:.1} B/event, parquet {:.1} B/event; build+spool+fsync {:.0}/s, convert {:.0}/s, both on one thread {:.0} events/s",
+            "zstd {level}{}: spool {:.1} B/event, parquet {:.1} B/event; build+spool+fsync {:.0}/s, convert {:.0}/s, both on one thread {:.0} events/s ({:.0} per CPU-second)",
             if level == default_level { " (default)" } else { "" },
             run.spool_bytes as f64 / n,
             run.parquet_bytes as f64 / n,
             n / run.spool_secs,
             n / run.convert_secs,
             n / (run.spool_secs + run.convert_secs),
+            n / run.cpu_secs,
         );
     }
 
@@ -215,6 +234,63 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.finish();
+
+    // Long enough for two rotations at a 32 MiB spool (about 54k events each).
+    let long: Vec<Event> = (0..SUSTAINED_N).map(|i| event(i, &h)).collect();
+    let mut g = c.benchmark_group("writer");
+    g.throughput(Throughput::Elements(SUSTAINED_N));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(30));
+    g.bench_function("sustained_one_core", |b| {
+        b.iter_batched(
+            || (Scratch(scratch("core")), long.clone()),
+            |(dir, evs)| {
+                let pinned = OneCpu::pin();
+                let mut cfg = Config::new(&dir.0);
+                cfg.queue_capacity = evs.len();
+                cfg.rotate_bytes = 32 << 20;
+                let tel = Telemetry::open(cfg).unwrap();
+                for e in evs {
+                    tel.record(e).unwrap();
+                }
+                let stats = tel.close();
+                drop(tel);
+                drop(pinned);
+                assert_eq!(stats.events_written, SUSTAINED_N);
+                assert!(stats.files_written >= 3, "{stats:?}");
+                dir
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+const SUSTAINED_N: u64 = 200_000;
+
+/// Pins the calling thread, and so every thread it spawns while pinned, to the first CPU it may
+/// run on; restores the old mask when dropped.
+struct OneCpu(nix::sched::CpuSet);
+
+impl OneCpu {
+    fn pin() -> Self {
+        use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+        use nix::unistd::Pid;
+        let old = sched_getaffinity(Pid::from_raw(0)).unwrap();
+        let first = (0..CpuSet::count())
+            .find(|&i| old.is_set(i).unwrap_or(false))
+            .unwrap();
+        let mut one = CpuSet::new();
+        one.set(first).unwrap();
+        sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+        OneCpu(old)
+    }
+}
+
+impl Drop for OneCpu {
+    fn drop(&mut self) {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &self.0);
+    }
 }
 
 criterion_group!(benches, bench);
