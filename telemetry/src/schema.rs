@@ -245,8 +245,13 @@ pub fn event_writer_properties(
     b = b
         .set_column_statistics_enabled(hash_item(), EnabledStatistics::None)
         .set_column_dictionary_enabled(hash_item(), false);
+    // Sized for a full row group from the start (the default assumes 1M distinct values): a
+    // filter that fits in cache makes every insert cheaper; it is folded to its target
+    // false-positive rate when the row group closes either way.
     for col in ["request_id", "prompt_hash"] {
-        b = b.set_column_bloom_filter_enabled(ColumnPath::from(col), true);
+        b = b
+            .set_column_bloom_filter_enabled(ColumnPath::from(col), true)
+            .set_column_bloom_filter_ndv(ColumnPath::from(col), row_group_rows.max(1) as u64);
     }
     Ok(b.build())
 }
