@@ -251,7 +251,7 @@ pub fn event_writer_properties(
     for col in ["request_id", "prompt_hash"] {
         b = b
             .set_column_bloom_filter_enabled(ColumnPath::from(col), true)
-            .set_column_bloom_filter_ndv(ColumnPath::from(col), row_group_rows.max(1) as u64);
+            .set_column_bloom_filter_max_ndv(ColumnPath::from(col), row_group_rows.max(1) as u64);
     }
     Ok(b.build())
 }
