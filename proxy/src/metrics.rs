@@ -167,7 +167,7 @@ impl Metrics {
             telemetry_bytes_written: IntCounter::new("warden_telemetry_bytes_written_total", "Bytes of Parquet files put in place")?,
             telemetry_files_written: IntCounter::new("warden_telemetry_files_written_total", "Parquet files put in place")?,
             trace_spans: IntCounterVec::new(
-                Opts::new("warden_trace_spans_total", "Spans handed to the OTLP collector, by outcome (exported, failed); only with [tracing] on"),
+                Opts::new("warden_trace_spans_total", "Spans of the OTLP exporter, by outcome (exported, failed, dropped: queue full); only with [tracing] on"),
                 &["outcome"],
             )?,
             registry,
@@ -241,6 +241,7 @@ impl Metrics {
         for (outcome, total) in [
             ("exported", stats.exported.load(Ordering::Relaxed)),
             ("failed", stats.failed.load(Ordering::Relaxed)),
+            ("dropped", stats.dropped.load(Ordering::Relaxed)),
         ] {
             let c = self.trace_spans.with_label_values(&[outcome]);
             let seen = c.get();

@@ -7,10 +7,11 @@
 //! - Never prompt text, completions, API keys or the client address: a span carries only values
 //!   the audit event already records in the clear (ids, names from the config, counts, timings,
 //!   the guard's decision and rule ids), plus the model name the client asked for.
-//! - Export never touches serving: spans go to a bounded queue drained by the SDK's batch thread
-//!   (a full queue drops spans); the gRPC client runs on its own one-thread runtime. A collector
-//!   that is down costs a warning when exports start failing and `warden_trace_spans_total
-//!   {outcome="failed"}`.
+//! - Export never touches serving: spans go to a bounded queue drained by the SDK's batch thread;
+//!   the gRPC client runs on its own one-thread runtime. A collector that is down costs a warning
+//!   when exports start failing and `warden_trace_spans_total{outcome="failed"}`; spans that find
+//!   the queue full (a collector too slow for the traffic) are `{outcome="dropped"}`, counted
+//!   by Warden before the SDK would drop them silently.
 //! - A W3C `traceparent` from the client becomes the span's parent (and its sampled flag wins over
 //!   `sample_ratio`); the upstream receives a `traceparent` naming Warden's span.
 //!
@@ -32,7 +33,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData,
-    SpanExporter,
+    SpanExporter, SpanProcessor,
 };
 use opentelemetry_sdk::Resource;
 
@@ -54,6 +55,11 @@ pub struct Traces {
 pub struct ExportStats {
     pub exported: AtomicU64,
     pub failed: AtomicU64,
+    /// Ended spans not handed to the SDK because its queue could be full.
+    pub dropped: AtomicU64,
+    /// Spans handed to the SDK's queue; those not yet exported or failed are still in it (or
+    /// in the batch being exported).
+    queued: AtomicU64,
     failing: AtomicBool,
 }
 
@@ -96,6 +102,10 @@ const PROVIDER: &str = "openai";
 /// How long shutdown waits for the last batch.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Capacity of the SDK's span queue, set explicitly (the SDK would also read it from
+/// `OTEL_BSP_MAX_QUEUE_SIZE`), so [`Bounded`] knows the bound it must stay under.
+const QUEUE_SPANS: usize = 2048;
+
 // === impl Traces ===
 
 impl Traces {
@@ -130,9 +140,15 @@ impl Traces {
             .with_batch_config(
                 BatchConfigBuilder::default()
                     .with_scheduled_delay(c.export_interval)
+                    .with_max_queue_size(QUEUE_SPANS)
                     .build(),
             )
             .build();
+        let batch = Bounded {
+            inner: batch,
+            stats: stats.clone(),
+            capacity: QUEUE_SPANS as u64,
+        };
         let resource = Resource::builder()
             .with_service_name(c.service_name.clone())
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
@@ -195,6 +211,7 @@ impl Traces {
             Ok(()) => tracing::info!(
                 exported = self.stats.exported.load(Ordering::Relaxed),
                 failed = self.stats.failed.load(Ordering::Relaxed),
+                dropped = self.stats.dropped.load(Ordering::Relaxed),
                 "OTLP traces flushed"
             ),
             Err(e) => tracing::warn!(error = %e, "OTLP traces: shutdown did not complete"),
@@ -326,6 +343,54 @@ impl ExportStats {
     }
 }
 
+/// In front of the SDK's batch processor: hands it a span only while fewer than `capacity` spans
+/// are unresolved (queued or being exported), so its queue can never be full and every span it
+/// would have dropped silently is counted here instead. The SDK exports with `block_on`, so
+/// every span handed over is eventually counted as exported or failed.
+#[derive(Debug)]
+struct Bounded<P> {
+    inner: P,
+    stats: Arc<ExportStats>,
+    capacity: u64,
+}
+
+impl<P: SpanProcessor> SpanProcessor for Bounded<P> {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        let s = &self.stats;
+        // Reserve a place first, so concurrent requests cannot overshoot together.
+        let queued = s.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        let resolved = s.exported.load(Ordering::Relaxed) + s.failed.load(Ordering::Relaxed);
+        if queued.saturating_sub(resolved) > self.capacity {
+            s.queued.fetch_sub(1, Ordering::Relaxed);
+            let n = s.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped_total = n,
+                    "OTLP span queue full: the collector is slower than the traffic; spans dropped"
+                );
+            }
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
 /// The OTLP exporter, counting what it exports and what it fails to.
 #[derive(Debug)]
 struct Counted<E> {
@@ -412,6 +477,42 @@ mod tests {
             stats: Arc::default(),
             runtime: None,
         }
+    }
+
+    #[test]
+    fn spans_beyond_the_queue_bound_are_counted_as_dropped_not_handed_over() {
+        let capture = Capture::default();
+        let stats = Arc::new(ExportStats::default());
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(Bounded {
+                inner: opentelemetry_sdk::trace::SimpleSpanProcessor::new(capture.clone()),
+                stats: stats.clone(),
+                capacity: 2,
+            })
+            .build();
+        let tracer = provider.tracer("test");
+        let t = Traces {
+            provider,
+            tracer,
+            propagator: TraceContextPropagator::new(),
+            stats: stats.clone(),
+            runtime: None,
+        };
+        let end = |t: &Traces| {
+            t.begin(&http::HeaderMap::new(), SystemTime::now())
+                .finish(&facts(None, 200));
+        };
+        // `Capture` is not `Counted`: nothing resolves, so two spans fill the bound.
+        for _ in 0..5 {
+            end(&t);
+        }
+        assert_eq!(capture.0.lock().unwrap().len(), 2);
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 3);
+        // Once the exporter reports them, there is room again.
+        stats.exported.fetch_add(2, Ordering::Relaxed);
+        end(&t);
+        assert_eq!(capture.0.lock().unwrap().len(), 3);
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 3);
     }
 
     fn facts<'a>(guard: Option<&'a GuardOutcome>, status: u16) -> SpanFacts<'a> {

@@ -323,6 +323,7 @@ async fn one_span_per_request_with_gen_ai_and_guard_attributes_and_no_prompt_tex
         .metrics_with(&["warden_trace_spans_total{outcome=\"exported\"} 4"])
         .await;
     assert!(!metrics.contains("warden_trace_spans_total{outcome=\"failed\"} 1"));
+    assert!(metrics.contains("warden_trace_spans_total{outcome=\"dropped\"} 0"));
 }
 
 #[tokio::test]
