@@ -203,7 +203,6 @@ pub fn event_writer_properties(
     row_group_rows: usize,
 ) -> Result<WriterProperties, Error> {
     let level = ZstdLevel::try_new(zstd_level)?;
-    let unique = ["request_id", "prompt_hash", "raw_prompt"];
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
@@ -215,12 +214,13 @@ pub fn event_writer_properties(
             ),
             KeyValue::new(META_TABLE.to_owned(), "events".to_owned()),
         ]));
-    for col in unique {
-        b = b.set_column_dictionary_enabled(ColumnPath::from(col), false);
-    }
-    // Timestamps, durations and scores are (nearly) all distinct in real traffic: a dictionary
-    // only costs an interning lookup per value before the writer falls back to plain anyway.
+    // Ids, hashes and raw text are unique per row, and timestamps, durations and scores (nearly)
+    // all distinct in real traffic: a dictionary only costs an interning lookup per value before
+    // the writer falls back to plain anyway.
     for col in [
+        "request_id",
+        "prompt_hash",
+        "raw_prompt",
         "time",
         "duration_ms",
         "ttft_ms",
