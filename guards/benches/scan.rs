@@ -123,8 +123,9 @@ fn latency_distribution() {
         samples.sort_by(f64::total_cmp);
         let at = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
         println!(
-            "latency guard/inspect/{name}: p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs ({} samples)",
+            "latency guard/inspect/{name}: p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs ({} samples)",
             at(0.5),
+            at(0.9),
             at(0.99),
             at(0.999),
             samples.len()
