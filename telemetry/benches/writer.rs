@@ -1,7 +1,8 @@
 //! Writer throughput: events per second sustained into Parquet, and bytes per event on disk.
 //!
 //! `one_thread`: the whole durable path on the calling thread, no queue: build Arrow batches,
-//! append them to a spool, fsync, seal, convert to zstd Parquet (hour partitions, tmp + rename).
+//! append them to a spool, encode them into zstd Parquet (hour partitions) as the converter
+//! thread does live, fsync and seal the spool, close and rename the Parquet files.
 //! `pipeline`: `Telemetry::record` from one producer thread plus `close()` (writer and
 //! converter threads): first record to last row in Parquet.
 //!
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use warden_telemetry::schema::{event_writer_properties, EventBatchBuilder};
-use warden_telemetry::spool::{convert_spool, SpoolWriter};
+use warden_telemetry::spool::{Conversion, SpoolWriter};
 use warden_telemetry::{Config, Event, GuardDecision, Hasher, Telemetry};
 
 const N: u64 = 50_000;
@@ -129,29 +130,40 @@ fn one_thread_with(
     props: &parquet::file::properties::WriterProperties,
 ) -> Run {
     let cpu = thread_cpu_secs();
-    let start = Instant::now();
     let spool_dir = dir.join("spool");
     std::fs::create_dir_all(&spool_dir).unwrap();
+    let (mut spool_secs, mut convert_secs) = (0.0, 0.0);
+    let start = Instant::now();
     let mut spool = SpoolWriter::create(&spool_dir, "ev-bench-000001").unwrap();
+    let mut conversion = Conversion::new(spool.path(), &dir.join("events"), props).unwrap();
     let mut b = EventBatchBuilder::with_capacity(4096);
+    spool_secs += start.elapsed().as_secs_f64();
     for chunk in events.chunks(4096) {
+        let start = Instant::now();
         for e in chunk {
             b.push(e);
         }
-        spool.append(&b.finish().unwrap()).unwrap();
+        let batch = b.finish().unwrap();
+        spool.append(&batch).unwrap();
+        spool_secs += start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        conversion.write(&batch).unwrap();
+        convert_secs += start.elapsed().as_secs_f64();
     }
+    let start = Instant::now();
     spool.sync().unwrap();
     let spool_bytes = spool.written_len();
-    let path = spool.seal().unwrap();
-    let spool_secs = start.elapsed().as_secs_f64();
+    spool.seal().unwrap();
+    spool_secs += start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let out = convert_spool(&path, &dir.join("events"), props).unwrap();
+    let out = conversion.finish().unwrap();
+    convert_secs += start.elapsed().as_secs_f64();
     assert_eq!(out.rows, events.len() as u64);
     Run {
         spool_bytes,
         parquet_bytes: out.bytes,
         spool_secs,
-        convert_secs: start.elapsed().as_secs_f64(),
+        convert_secs,
         cpu_secs: thread_cpu_secs() - cpu,
     }
 }

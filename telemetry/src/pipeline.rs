@@ -9,9 +9,12 @@
 //! Writer thread: builds Arrow batches of [`Config::batch_rows`] events, appends them to the
 //! current spool file, fdatasyncs every [`Config::sync_interval`] (default 200 ms) and on
 //! rotation, and rotates the spool at [`Config::rotate_bytes`] (Arrow IPC bytes, uncompressed:
-//! the Parquet output is several times smaller) or [`Config::rotate_interval`]. A sealed spool
-//! goes to the converter thread, which turns it into Parquet (see [`crate::spool`]) so Parquet
-//! encoding never stalls the queue.
+//! the Parquet output is several times smaller) or [`Config::rotate_interval`]. The batches of
+//! each fsync go on to the converter thread, which encodes them into the spool's Parquet files
+//! as they come (see [`crate::spool::Conversion`]), so Parquet encoding never stalls the queue
+//! and a spool is never read back; when the spool is sealed the converter puts the files in
+//! place and deletes it. If live conversion fails, or the converter falls more than
+//! `LIVE_MAX_ROWS` rows behind, that spool is converted from its file once sealed instead.
 //!
 //! Failures (disk full, directory unwritable, I/O errors): the failing spool is cut back to its
 //! last fsynced length (so no row can be recovered from it *and* written again), the unsynced
@@ -47,7 +50,7 @@ use crate::event::Event;
 use crate::lake::{create_dir_durable, walk_files, LakeLock, AUDIT_DIR, EVENTS_DIR, SPOOL_DIR};
 use crate::retention::{apply_retention, RetentionReport};
 use crate::schema::{check_lake_schema, event_writer_properties, EventBatchBuilder};
-use crate::spool::{convert_spool, list_spools, SpoolWriter, StemGen};
+use crate::spool::{convert_spool, list_spools, Conversion, Converted, SpoolWriter, StemGen};
 
 /// Pipeline settings. [`Config::new`] gives the defaults; [`Config::validate`] lists every
 /// problem at once.
@@ -152,9 +155,26 @@ enum Msg {
 }
 
 enum ConvMsg {
+    /// Batches just fsynced to `spool`, in order, for its live conversion.
+    Rows {
+        spool: PathBuf,
+        batches: Vec<RecordBatch>,
+        rows: u64,
+    },
+    /// The live conversion of this spool is given up (the converter fell too far behind); it
+    /// is converted from the file once sealed.
+    Unlive(PathBuf),
+    /// A sealed (or retired) spool: finish its live conversion, or convert it from the file.
     Spool(PathBuf),
-    Stop { convert_all: bool },
+    Stop {
+        convert_all: bool,
+    },
 }
+
+/// Most rows handed to the converter and not yet encoded; beyond it the writer stops feeding
+/// the current spool's live conversion (it is converted from the file instead), so a converter
+/// that falls behind costs disk reads, never unbounded memory.
+const LIVE_MAX_ROWS: u64 = 131_072;
 
 #[derive(Default)]
 struct Counters {
@@ -172,6 +192,8 @@ struct Counters {
     dequeued: AtomicU64,
     buffered: AtomicU64,
     spools_pending: AtomicU64,
+    /// Rows sent to the converter's live conversion and not yet encoded.
+    live_in_flight: AtomicU64,
 }
 
 struct Failure {
@@ -353,6 +375,8 @@ impl Telemetry {
             events_dir,
             props,
             queue: leftovers.into(),
+            live: None,
+            unlived: None,
             shared: shared.clone(),
             audit: audit.clone(),
             retention_days: config.retention_days,
@@ -377,6 +401,7 @@ impl Telemetry {
             pending: VecDeque::new(),
             buffered_rows: 0,
             broken: None,
+            live: true,
             failing: false,
             next_retry: now,
             next_sync: now + config.sync_interval,
@@ -592,6 +617,8 @@ struct Writer {
     buffered_rows: u64,
     /// A segment that failed and could not be cut back to its fsynced length yet.
     broken: Option<SpoolWriter>,
+    /// The current segment's fsynced batches go to the converter as they are fsynced.
+    live: bool,
     failing: bool,
     next_retry: Instant,
     next_sync: Instant,
@@ -717,6 +744,7 @@ impl Writer {
                             .spool_bytes
                             .fetch_add(s.written_len(), Relaxed);
                         self.segment = Some(s);
+                        self.live = true;
                     }
                     Err(e) => return self.fail(&e),
                 }
@@ -780,10 +808,26 @@ impl Writer {
         };
         match seg.sync() {
             Ok(()) => {
-                self.shared.c.synced.fetch_add(self.unsynced_rows, Relaxed);
-                self.buffered_rows -= self.unsynced_rows;
+                let rows = self.unsynced_rows;
+                self.shared.c.synced.fetch_add(rows, Relaxed);
+                self.buffered_rows -= rows;
                 self.unsynced_rows = 0;
-                self.unsynced.clear();
+                let batches = std::mem::take(&mut self.unsynced);
+                if self.live && rows > 0 {
+                    let in_flight = &self.shared.c.live_in_flight;
+                    if in_flight.load(Relaxed) + rows <= LIVE_MAX_ROWS {
+                        in_flight.fetch_add(rows, Relaxed);
+                        let spool = seg.path().to_owned();
+                        let _ = self.conv.send(ConvMsg::Rows {
+                            spool,
+                            batches,
+                            rows,
+                        });
+                    } else {
+                        self.live = false;
+                        let _ = self.conv.send(ConvMsg::Unlive(seg.path().to_owned()));
+                    }
+                }
                 true
             }
             Err(e) => {
@@ -886,6 +930,10 @@ struct Converter {
     events_dir: PathBuf,
     props: WriterProperties,
     queue: VecDeque<PathBuf>,
+    /// The live conversion of the spool being written, fed as its batches are fsynced.
+    live: Option<Conversion>,
+    /// A spool whose live conversion was given up: converted from the file once sealed.
+    unlived: Option<PathBuf>,
     shared: Arc<Shared>,
     audit: AuditLog,
     retention_days: Option<u32>,
@@ -904,8 +952,21 @@ impl Converter {
                 deadline = deadline.min(self.next_retry);
             }
             match rx.recv_timeout(deadline.saturating_duration_since(now)) {
-                Ok(ConvMsg::Spool(p)) => self.queue.push_back(p),
+                Ok(ConvMsg::Rows {
+                    spool,
+                    batches,
+                    rows,
+                }) => {
+                    self.feed(spool, &batches);
+                    drop(batches);
+                    self.shared.c.live_in_flight.fetch_sub(rows, Relaxed);
+                }
+                Ok(ConvMsg::Unlive(spool)) => self.unlive(spool),
+                Ok(ConvMsg::Spool(p)) => self.sealed(p),
                 Ok(ConvMsg::Stop { convert_all }) => {
+                    if let Some(live) = self.live.take() {
+                        live.abandon();
+                    }
                     if convert_all {
                         // Every spool of the lake is ours (lock): include any skipped earlier.
                         if let Ok(all) = list_spools(&self.spool_dir) {
@@ -933,6 +994,101 @@ impl Converter {
         }
     }
 
+    /// Encodes batches fsynced to `spool` into its live conversion, starting one if needed.
+    fn feed(&mut self, spool: PathBuf, batches: &[RecordBatch]) {
+        if self.unlived.as_ref() == Some(&spool) {
+            return;
+        }
+        if self.live.as_ref().is_some_and(|l| l.spool() != spool) {
+            // Every spool ends with `Spool` before the next one's rows, so this one was given
+            // up without being told; its file is converted when it is sealed.
+            if let Some(old) = self.live.take() {
+                old.abandon();
+            }
+        }
+        let live = match self.live.take() {
+            Some(l) => l,
+            None => match Conversion::new(&spool, &self.events_dir, &self.props) {
+                Ok(l) => l,
+                Err(e) => {
+                    self.give_up_live(spool, &e);
+                    return;
+                }
+            },
+        };
+        let mut live = live;
+        let res = {
+            let _g = self
+                .shared
+                .lake_mutex
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            batches.iter().try_for_each(|b| live.write(b))
+        };
+        match res {
+            Ok(()) => self.live = Some(live),
+            Err(e) => {
+                live.abandon();
+                self.give_up_live(spool, &e);
+            }
+        }
+    }
+
+    /// Counted and reported like any conversion error; the spool is converted from its file
+    /// once sealed (and retried until that works).
+    fn give_up_live(&mut self, spool: PathBuf, err: &Error) {
+        self.shared.fail(&self.shared.converter_failure, err);
+        self.unlived = Some(spool);
+    }
+
+    fn unlive(&mut self, spool: PathBuf) {
+        if self.live.as_ref().is_some_and(|l| l.spool() == spool) {
+            if let Some(live) = self.live.take() {
+                live.abandon();
+            }
+        }
+        self.unlived = Some(spool);
+    }
+
+    /// A spool was sealed: finish its live conversion, or queue it for conversion from the file.
+    fn sealed(&mut self, spool: PathBuf) {
+        if self.unlived.as_ref() == Some(&spool) {
+            self.unlived = None;
+        }
+        let Some(live) = self.live.take_if(|l| l.spool() == spool) else {
+            self.queue.push_back(spool);
+            return;
+        };
+        let res = {
+            let _g = self
+                .shared
+                .lake_mutex
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            live.finish()
+        };
+        match res {
+            Ok(out) => self.converted(&spool, &out),
+            Err(e) => {
+                // Redone from the file, which replaces whatever was put in place.
+                self.shared.fail(&self.shared.converter_failure, &e);
+                self.queue.push_back(spool);
+            }
+        }
+    }
+
+    fn converted(&mut self, spool: &Path, out: &Converted) {
+        let c = &self.shared.c;
+        c.written.fetch_add(out.rows, Relaxed);
+        c.bytes_written.fetch_add(out.bytes, Relaxed);
+        c.files_written.fetch_add(out.files.len() as u64, Relaxed);
+        c.spools_pending.fetch_sub(1, Relaxed);
+        if out.quarantined {
+            tracing::error!(spool = %spool.display(), "telemetry spool unreadable; renamed to *.corrupt");
+        }
+        self.shared.recovered(&self.shared.converter_failure);
+    }
+
     fn drain(&mut self) {
         while let Some(path) = self.queue.front() {
             let res = {
@@ -945,16 +1101,9 @@ impl Converter {
             };
             match res {
                 Ok(out) => {
-                    let c = &self.shared.c;
-                    c.written.fetch_add(out.rows, Relaxed);
-                    c.bytes_written.fetch_add(out.bytes, Relaxed);
-                    c.files_written.fetch_add(out.files.len() as u64, Relaxed);
-                    c.spools_pending.fetch_sub(1, Relaxed);
-                    if out.quarantined {
-                        tracing::error!(spool = %path.display(), "telemetry spool unreadable; renamed to *.corrupt");
+                    if let Some(path) = self.queue.pop_front() {
+                        self.converted(&path, &out);
                     }
-                    self.queue.pop_front();
-                    self.shared.recovered(&self.shared.converter_failure);
                 }
                 Err(e) => {
                     if std::fs::metadata(path)

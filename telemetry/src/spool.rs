@@ -9,11 +9,13 @@
 //! Stem: `ev-<UTC start YYYYMMDDTHHMMSSZ>-<host>-p<pid>-<64-bit random instance id>-<seq:06>`:
 //! unique across hosts, processes and restarts without coordination.
 //!
-//! Conversion ([`convert_spool`], the same code for live rotation and start-up recovery): read
-//! the batches in order, stopping at the first message that does not decode (a torn tail: bytes
-//! after the last fsync), split rows by hour of `time`, and write one Parquet file per hour
+//! Conversion ([`Conversion`]): split rows by hour of `time` and write one Parquet file per hour
 //! partition named `events/dt=.../hour=.../<stem>.parquet`: written as `.parquet.tmp`, fsynced,
-//! renamed, directory fsynced. Only then is the spool deleted. The output name is a function of
+//! renamed, directory fsynced. Only then is the spool deleted. Live, the converter thread is fed
+//! the batches the writer has just fsynced to the spool, so a spool is never read back; at
+//! start-up (and for a spool whose live conversion was given up) [`convert_spool`] reads the
+//! batches from the file in order, stopping at the first message that does not decode (a torn
+//! tail: bytes after the last fsync). The output name is a function of
 //! the spool name and the rows read are a function of the spool bytes, so a conversion
 //! interrupted at any point and run again replaces its own files instead of adding rows:
 //! every row reaches the lake exactly once.
@@ -261,53 +263,64 @@ struct PartFile {
     rows: u64,
 }
 
-/// Converts one spool into Parquet files under `events_dir`, then deletes it. Idempotent: see
-/// the module docs. On error the spool is left in place (and any `.tmp` output is harmless:
-/// the next attempt overwrites it).
-pub fn convert_spool(
-    spool: &Path,
-    events_dir: &Path,
-    props: &WriterProperties,
-) -> Result<Converted, Error> {
-    let stem = spool
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .ok_or_else(|| Error::Corrupt {
-            path: spool.to_owned(),
-            detail: "spool name is not UTF-8".into(),
-        })?
-        .to_owned();
-    let file = File::open(spool).map_err(io_at("open", spool))?;
-    let mut out = Converted::default();
-    let reader = match StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None) {
-        Ok(r) => r,
-        Err(_) => return quarantine(spool, out),
-    };
-    if reader.schema().fields() != event_schema().fields() {
-        return Err(Error::Corrupt {
-            path: spool.to_owned(),
-            detail: "spool schema differs from this build's event schema".into(),
-        });
+/// The Parquet output of one spool, written as its batches arrive: one file per hour partition
+/// under a temporary name, put in place by [`Conversion::finish`]. The writer thread feeds it the
+/// batches it has fsynced to the spool, so live rotation never reads the spool back; recovery
+/// ([`convert_spool`]) feeds it the batches it reads. Either way the output names are a function
+/// of the spool name, and finishing deletes the spool, so a conversion that is interrupted (or
+/// abandoned and redone from the file) replaces its own files instead of adding rows.
+pub struct Conversion {
+    spool: PathBuf,
+    stem: String,
+    events_dir: PathBuf,
+    props: WriterProperties,
+    parts: BTreeMap<HourKey, PartFile>,
+    rows: u64,
+}
+
+impl Conversion {
+    /// Starts the conversion of `spool` into `events_dir`; creates nothing until the first row.
+    pub fn new(spool: &Path, events_dir: &Path, props: &WriterProperties) -> Result<Self, Error> {
+        let stem = spool
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| Error::Corrupt {
+                path: spool.to_owned(),
+                detail: "spool name is not UTF-8".into(),
+            })?
+            .to_owned();
+        Ok(Conversion {
+            spool: spool.to_owned(),
+            stem,
+            events_dir: events_dir.to_owned(),
+            props: props.clone(),
+            parts: BTreeMap::new(),
+            rows: 0,
+        })
     }
-    let mut parts: BTreeMap<HourKey, PartFile> = BTreeMap::new();
-    for item in reader {
-        let batch = match item {
-            Ok(b) => b,
-            Err(_) => {
-                out.torn_tail = true;
-                break;
-            }
-        };
-        for (key, slice) in split_by_hour(&batch)? {
-            let part = match parts.entry(key) {
+
+    /// The spool this converts.
+    pub fn spool(&self) -> &Path {
+        &self.spool
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Encodes `batch` into the files of its hour partitions. After an error, [`Self::abandon`].
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+        for (key, slice) in split_by_hour(batch)? {
+            let part = match self.parts.entry(key) {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {
-                    let dir = events_dir.join(partition_path(key.0, key.1));
+                    let dir = self.events_dir.join(partition_path(key.0, key.1));
                     create_dir_durable(&dir)?;
-                    let path = dir.join(format!("{stem}.parquet"));
+                    let path = dir.join(format!("{}.parquet", self.stem));
                     let tmp = tmp_path(&path);
                     let f = File::create(&tmp).map_err(io_at("create", &tmp))?;
-                    let writer = ArrowWriter::try_new(f, event_schema(), Some(props.clone()))?;
+                    let writer = ArrowWriter::try_new(f, event_schema(), Some(self.props.clone()))?;
                     v.insert(PartFile {
                         tmp,
                         path,
@@ -316,23 +329,90 @@ pub fn convert_spool(
                     })
                 }
             };
-            part.rows += slice.num_rows() as u64;
             part.writer.write(&slice)?;
+            part.rows += slice.num_rows() as u64;
+            self.rows += slice.num_rows() as u64;
+        }
+        Ok(())
+    }
+
+    /// Closes the files (fsynced), renames them into place, then deletes the spool. On error the
+    /// spool stays, and converting it from the file ([`convert_spool`]) redoes the work.
+    pub fn finish(self) -> Result<Converted, Error> {
+        let mut out = Converted::default();
+        for part in self.parts.into_values() {
+            part.writer.close()?;
+            publish(&part.tmp, &part.path)?;
+            out.bytes += fs::metadata(&part.path)
+                .map_err(io_at("stat", &part.path))?
+                .len();
+            out.rows += part.rows;
+            out.files.push(part.path);
+        }
+        fs::remove_file(&self.spool).map_err(io_at("remove", &self.spool))?;
+        if let Some(dir) = self.spool.parent() {
+            fsync_dir(dir)?;
+        }
+        Ok(out)
+    }
+
+    /// Gives up: drops the encoders and removes the temporary files (best effort; start-up
+    /// removes any left over). The spool is untouched.
+    pub fn abandon(self) {
+        for part in self.parts.into_values() {
+            drop(part.writer);
+            let _ = fs::remove_file(&part.tmp);
         }
     }
-    for part in parts.into_values() {
-        part.writer.close()?;
-        publish(&part.tmp, &part.path)?;
-        out.bytes += fs::metadata(&part.path)
-            .map_err(io_at("stat", &part.path))?
-            .len();
-        out.rows += part.rows;
-        out.files.push(part.path);
+}
+
+impl std::fmt::Debug for Conversion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conversion")
+            .field("spool", &self.spool)
+            .field("rows", &self.rows)
+            .field("files", &self.parts.len())
+            .finish_non_exhaustive()
     }
-    fs::remove_file(spool).map_err(io_at("remove", spool))?;
-    if let Some(dir) = spool.parent() {
-        fsync_dir(dir)?;
+}
+
+/// Converts one spool file into Parquet files under `events_dir`, then deletes it (start-up
+/// recovery, and spools whose live conversion was given up). Idempotent: see the module docs.
+/// On error the spool is left in place (and any `.tmp` output is harmless: the next attempt
+/// overwrites it).
+pub fn convert_spool(
+    spool: &Path,
+    events_dir: &Path,
+    props: &WriterProperties,
+) -> Result<Converted, Error> {
+    let mut conversion = Conversion::new(spool, events_dir, props)?;
+    let file = File::open(spool).map_err(io_at("open", spool))?;
+    let reader = match StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None) {
+        Ok(r) => r,
+        Err(_) => return quarantine(spool, Converted::default()),
+    };
+    if reader.schema().fields() != event_schema().fields() {
+        return Err(Error::Corrupt {
+            path: spool.to_owned(),
+            detail: "spool schema differs from this build's event schema".into(),
+        });
     }
+    let mut torn_tail = false;
+    for item in reader {
+        let batch = match item {
+            Ok(b) => b,
+            Err(_) => {
+                torn_tail = true;
+                break;
+            }
+        };
+        if let Err(e) = conversion.write(&batch) {
+            conversion.abandon();
+            return Err(e);
+        }
+    }
+    let mut out = conversion.finish()?;
+    out.torn_tail = torn_tail;
     Ok(out)
 }
 

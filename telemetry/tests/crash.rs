@@ -264,3 +264,56 @@ fn unwritable_spool_directory_fails_visibly_then_recovers_without_loss() {
     assert_eq!(counts.len(), 300);
     assert!(counts.values().all(|&c| c == 1));
 }
+
+/// Live conversion (rows encoded as they are fsynced) that fails part-way is given up, and the
+/// sealed spool is converted from its file once the lake is writable again: nothing lost,
+/// nothing twice, and no temporary file left behind.
+#[test]
+fn a_failed_live_conversion_falls_back_to_the_spool_file() {
+    let dir = TempDir::new("livefail");
+    let h = hasher();
+    let mut cfg = Config::new(dir.path());
+    cfg.sync_interval = Duration::from_millis(10);
+    cfg.retry_interval = Duration::from_millis(50);
+    cfg.rotate_interval = Duration::from_millis(300);
+    let tel = Telemetry::open(cfg).unwrap();
+
+    // The events directory becomes a plain file: the live conversion cannot create its
+    // partition, while the spool keeps taking rows.
+    let events = dir.path().join("events");
+    let moved = dir.path().join("events.moved");
+    std::fs::rename(&events, &moved).unwrap();
+    std::fs::write(&events, b"not a directory").unwrap();
+    for i in 0..500 {
+        tel.record(event(i, t(i), &h)).unwrap();
+    }
+    tel.sync().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(tel.health(), Health::Failing { .. }) {
+        assert!(
+            Instant::now() < deadline,
+            "conversion failure not visible: {:?}",
+            tel.stats()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(tel.stats().events_written, 0);
+
+    std::fs::remove_file(&events).unwrap();
+    std::fs::rename(&moved, &events).unwrap();
+    for i in 500..1000 {
+        tel.record(event(i, t(i), &h)).unwrap();
+    }
+    let stats = tel.close();
+    drop(tel);
+    assert_eq!(stats.events_written, 1000, "{stats:?}");
+    assert_eq!(stats.spools_pending, 0);
+    let counts = request_id_counts(dir.path());
+    assert_eq!(counts.len(), 1000);
+    assert!(counts.values().all(|&c| c == 1));
+    let tmp: Vec<_> = common::all_files(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "tmp"))
+        .collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
