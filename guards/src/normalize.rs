@@ -593,6 +593,20 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
             // lowercase happens once at the end.
             let start = i;
             let mut prev_space = out.ends_with(' ');
+            // Eight bytes at a time while they are all printable ASCII or single spaces.
+            while let Some(chunk) = b.get(i..i + 8) {
+                let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+                    break;
+                };
+                let x = u64::from_le_bytes(chunk);
+                let spaces = zero_bytes(x ^ (ONES * u64::from(b' ')));
+                let carry = if prev_space { 0x80 } else { 0 };
+                if has_byte_outside_printable(x) || spaces & ((spaces << 8) | carry) != 0 {
+                    break;
+                }
+                prev_space = spaces >> 63 != 0;
+                i += 8;
+            }
             while i < b.len() {
                 let c = b[i];
                 if c == b' ' {
@@ -671,6 +685,24 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
         i = end;
     }
     out[lower_from..].make_ascii_lowercase();
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// The high bit of every byte of `x` that is zero, and no other bit.
+const fn zero_bytes(x: u64) -> u64 {
+    !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
+}
+
+/// Whether a byte of `x` is below `0x20` or above `0x7e` (control, DEL or non-ASCII).
+const fn has_byte_outside_printable(x: u64) -> bool {
+    let below = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    // Adding 1 to each byte sets its high bit where it was 0x7f; bytes from 0x80 have it already
+    // (`| x`), and a carry out of a 0xff byte only disturbs bytes after one that counts.
+    let above = (x.wrapping_add(ONES) | x) & HIGH;
+    below | above != 0
 }
 
 fn push_space(out: &mut String, map: &mut SpanMap, orig: Range<usize>) {
@@ -1254,6 +1286,42 @@ mod tests {
     fn find_back<'a>(original: &'a str, view: &View, needle: &str) -> &'a str {
         let at = view.text.find(needle).unwrap();
         &original[view.original_span(at..at + needle.len())]
+    }
+
+    /// The eight-byte checks agree with the byte-by-byte rules on every byte value in every
+    /// position, and on space pairs across lanes.
+    #[test]
+    fn word_at_a_time_checks_agree_with_bytes() {
+        for v in 0..=255u8 {
+            for pos in 0..8 {
+                let mut bytes = [b'a'; 8];
+                bytes[pos] = v;
+                let x = u64::from_le_bytes(bytes);
+                assert_eq!(
+                    has_byte_outside_printable(x),
+                    !(0x20..=0x7e).contains(&v),
+                    "byte {v:#x} at {pos}"
+                );
+                let zeros = zero_bytes(x);
+                let want: u64 = bytes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &b)| b == 0)
+                    .map(|(i, _)| 0x80u64 << (8 * i))
+                    .sum();
+                assert_eq!(zeros, want, "byte {v:#x} at {pos}");
+            }
+        }
+        for text in [
+            "a  b",
+            "ab cd  e",
+            "        x",
+            "a b c d e f g h  i",
+            "abcdefg  hij",
+        ] {
+            assert_eq!(fold(text), fold(&text.replace("  ", " ")), "{text:?}");
+            assert!(!fold(text).contains("  "), "{text:?}");
+        }
     }
 
     #[test]
