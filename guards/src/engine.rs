@@ -79,6 +79,10 @@ pub struct Engine {
     has_suffixes: Vec<bool>,
     /// Regexes without a finite set of literal prefixes, combined: scanned in full on every view.
     unanchored: Option<meta::Regex>,
+    /// The same patterns compiled for ASCII text (`\w`, `\b`, classes without UTF-8 states),
+    /// used on views that are all ASCII, where they match exactly what `unanchored` matches and
+    /// scan about a fifth faster (measured). `None` if a pattern cannot be compiled that way.
+    unanchored_ascii: Option<meta::Regex>,
     /// `unanchored` pattern index → regex pattern index.
     unanchored_pid: Vec<usize>,
     /// Union of the view bits ([`crate::pack::view_bit`]) and of the target bits of the rules
@@ -539,6 +543,15 @@ impl Engine {
             }
         };
         let unanchored = combine(&unanchored_patterns);
+        let unanchored_ascii = (!unanchored_patterns.is_empty() && errors.is_empty())
+            .then(|| {
+                meta::Builder::new()
+                    .configure(regex_config())
+                    .syntax(syntax::Config::new().unicode(false).utf8(false))
+                    .build_many(&unanchored_patterns)
+                    .ok()
+            })
+            .flatten();
         let (mut unanchored_views, mut unanchored_targets) = (0u8, 0u8);
         for &pid in &unanchored_pid {
             let rule = &set.rules[regex_rule[pid]];
@@ -566,6 +579,7 @@ impl Engine {
             singles,
             has_suffixes,
             unanchored,
+            unanchored_ascii,
             unanchored_pid,
             unanchored_views,
             unanchored_targets,
@@ -715,6 +729,10 @@ impl Engine {
                 (&self.unanchored, patset.as_mut(), unanchored_wanted)
             {
                 patset.clear();
+                let re = match &self.unanchored_ascii {
+                    Some(ascii) if text.is_ascii() => ascii,
+                    _ => re,
+                };
                 re.which_overlapping_matches(&Input::new(text), patset);
                 for upid in patset.iter() {
                     let pid = self.unanchored_pid[upid.as_usize()];
@@ -1044,6 +1062,32 @@ regexes = ['\b\d(?:[ -]?\d){12,18}\b']
                 assert!(text.get(h.span.clone()).is_some(), "{text:?} {:?}", h.span);
             }
         }
+    }
+
+    /// On ASCII views the ASCII-compiled unanchored regexes report exactly the patterns the
+    /// Unicode ones do: every test case of the shipped packs, every view of it that is ASCII.
+    #[test]
+    fn ascii_unanchored_regexes_agree_with_unicode_on_ascii_views() {
+        let e = Engine::compile(RuleSet::embedded().unwrap()).unwrap();
+        let (Some(uni), Some(ascii)) = (&e.unanchored, &e.unanchored_ascii) else {
+            panic!("the shipped packs have unanchored regexes, all ASCII-compilable");
+        };
+        let mut checked = 0;
+        for rule in e.rules() {
+            for case in rule.must_match.iter().chain(&rule.must_not_match) {
+                let views = e.normalizer().views(case);
+                for view in views.views.iter().filter(|v| v.text.is_ascii()) {
+                    let mut a = PatternSet::new(uni.pattern_len());
+                    let mut b = PatternSet::new(ascii.pattern_len());
+                    uni.which_overlapping_matches(&Input::new(&view.text), &mut a);
+                    ascii.which_overlapping_matches(&Input::new(&view.text), &mut b);
+                    let (a, b): (Vec<_>, Vec<_>) = (a.iter().collect(), b.iter().collect());
+                    assert_eq!(a, b, "{:?}", view.text);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 500, "{checked}");
     }
 
     #[test]
