@@ -8,8 +8,8 @@
 //!
 //! Costs: the literal automaton and the regex are both linear in the text; per view, one pass of
 //! each. The automaton is a DFA walked in four interleaved lanes ([`LANES`]), and a regex's
-//! suffixes join it only where its prefixes are common words ([`COMMON_WORDS`]), so ordinary
-//! prose triggers few anchored searches. Spans for regex hits are found only for the rules that
+//! suffixes filter its prefix hits unless they are common words ([`COMMON_WORDS`]) behind rare
+//! prefixes, so ordinary prose triggers few anchored searches and few automaton hits. Spans for regex hits are found only for the rules that
 //! matched (a second, single-pattern search), so the common case (no hit) never pays for them.
 
 use std::ops::Range;
@@ -569,14 +569,14 @@ impl Engine {
                                     add(p, Trigger::Prefix(pid));
                                 }
                                 // A suffix set filters prefix hits before the anchored search.
-                                // Each suffix occurrence costs about what a prefix hit does, so
-                                // it pays only where the prefixes are common words and the
-                                // suffixes are not.
-                                let suffixes = if common {
-                                    literal_factors(re, Factor::Suffix)
-                                } else {
-                                    None
-                                };
+                                // Behind common-word prefixes it always pays. Behind rare ones
+                                // it pays unless the suffixes are common words themselves (" ai",
+                                // " to"): then it costs an automaton hit per occurrence in
+                                // ordinary text to save a rare verification. Kept for rare
+                                // suffixes, it stops text repeating a prefix (hostile leetspeak
+                                // repeating "ignore all previous") from verifying at each one.
+                                let suffixes = literal_factors(re, Factor::Suffix)
+                                    .filter(|s| common || !s.iter().any(|l| is_common(l)));
                                 has_suffixes.push(suffixes.is_some());
                                 for p in suffixes.unwrap_or_default() {
                                     add(p, Trigger::Suffix(pid));
