@@ -709,6 +709,12 @@ impl Engine {
         &self.set.version
     }
 
+    /// Heap held by the literal automaton (a DFA: the bulk of an engine's memory; the lazy DFA
+    /// caches of the regexes grow per thread on top, bounded).
+    pub fn automaton_bytes(&self) -> usize {
+        self.literals.as_ref().map_or(0, |dfa| dfa.memory_usage())
+    }
+
     pub fn normalizer(&self) -> &Normalizer {
         &self.normalizer
     }
