@@ -351,6 +351,7 @@ impl<'a> LazyWalk<'a> {
         text: &[u8],
     ) -> Self {
         set.clear();
+        cache.search_start(0);
         let start = dfa.start_state_forward(cache, &Input::new(text));
         let failed = start.is_err();
         LazyWalk {
@@ -384,6 +385,8 @@ impl<'a> LazyWalk<'a> {
                 self.tagged();
             }
         }
+        // Progress, for the cache's give-up rule (bytes searched per state built).
+        self.cache.search_update(self.at);
     }
 
     fn tagged(&mut self) {
@@ -411,6 +414,7 @@ impl<'a> LazyWalk<'a> {
             }
             Err(_) => self.failed = true,
         }
+        self.cache.search_finish(text.len());
         !self.failed
     }
 }
@@ -648,7 +652,11 @@ impl Engine {
                     .configure(
                         LazyDfa::config()
                             .match_kind(MatchKind::All)
-                            .cache_capacity(HYBRID_CACHE_BYTES),
+                            .cache_capacity(HYBRID_CACHE_BYTES)
+                            // Give up (and let the scan run the regex instead) when the cache
+                            // thrashes, as the regex's own lazy DFA does.
+                            .minimum_cache_clear_count(Some(3))
+                            .minimum_bytes_per_state(Some(10)),
                     )
                     .syntax(syntax::Config::new().unicode(false).utf8(false))
                     .thompson(

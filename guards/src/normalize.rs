@@ -871,9 +871,8 @@ fn unit_at(text: &str, i: usize) -> Option<usize> {
     Some(end)
 }
 
-/// Bit `i` (of word `i / 64`) is set where a despaced run can start. A unit is a one-byte word
-/// (a word byte between two non-word bytes) or a character starting at a non-ASCII lead byte;
-/// a run needs three units, each starting 2 to 7 bytes after the one before (a unit of up to
+/// Bit `i` (of word `i / 64`) is set where a despaced run can start. A unit starts where
+/// [`unit_starts`] has a bit; a run needs three units, each starting 2 to 7 bytes after the one before (a unit of up to
 /// 4 bytes, a separator of up to [`MAX_SEP`] bytes). Only unit starts followed by two more such
 /// starts are kept: in ordinary prose ("a", "I", "s" of "it's") almost none. Built 64 bytes at a
 /// time without branches.
@@ -896,20 +895,21 @@ fn run_starts(b: &[u8]) -> Vec<u64> {
     followed(&units, &two)
 }
 
-/// Bit `i` set where a unit starts: a one-byte word or a non-ASCII lead byte.
+/// Bit `i` set where a unit may start: an ASCII letter or digit whose neighbours are not ASCII
+/// letters or digits, or a non-ASCII lead byte. A superset of where [`unit_at`] finds a unit
+/// (it decides, with Unicode's idea of a letter for non-ASCII neighbours such as `→` or `é`).
 fn unit_starts(b: &[u8]) -> Vec<u64> {
     let mut word = Vec::with_capacity(b.len().div_ceil(64));
     let mut lead = Vec::with_capacity(word.capacity());
     for chunk in b.chunks(64) {
         let (mut w, mut l) = (0u64, 0u64);
         for (j, &c) in chunk.iter().enumerate() {
-            w |= u64::from(CLASS[usize::from(c)] >> 7) << j;
+            w |= u64::from(c.is_ascii_alphanumeric()) << j;
             l |= u64::from(c >= 0xc0) << j;
         }
         word.push(w);
         lead.push(l);
     }
-    const _: () = assert!(WORD == 1 << 7);
     (0..word.len())
         .map(|k| {
             let w = word[k];
@@ -1154,8 +1154,6 @@ const TOKEN: u8 = 8;
 const LEET: u8 = 16;
 const ALPHA: u8 = 32;
 const SEPARATOR: u8 = 64;
-/// Word bytes for despacing: ASCII alphanumerics and any non-ASCII byte.
-const WORD: u8 = 128;
 
 /// Per-byte classes, so the scanning loops are one load and one test per byte.
 static CLASS: [u8; 256] = {
@@ -1181,9 +1179,6 @@ static CLASS: [u8; 256] = {
         }
         if c.is_ascii_digit() || c >= 0x80 {
             k |= TOKEN;
-        }
-        if c.is_ascii_alphanumeric() || c >= 0x80 {
-            k |= WORD;
         }
         if matches!(
             c,
@@ -1346,6 +1341,8 @@ mod tests {
             "г",
             "é",
             "→",
+            "—",
+            "\u{20000}",
             "ab",
             "word",
             "\u{1d400}",
@@ -1354,23 +1351,38 @@ mod tests {
         ];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let normalizer = Normalizer::default();
-        for round in 0..3000 {
+        // Widest gaps (a 4-byte unit, a 3-byte separator) and units next to non-ASCII symbols.
+        let edges = [
+            "x---\u{20000}---y\u{2192}",
+            "\u{2014}i.g.n.o.r.e",
+            "a\u{2192}b c d",
+            "\u{20000}---\u{20000}---\u{20000}",
+        ];
+        let random = (0..3000).map(|round| {
             let len = 1 + round % 40;
-            let text: String = (0..len)
+            (0..len)
                 .map(|_| {
                     x = x
                         .wrapping_mul(6_364_136_223_846_793_005)
                         .wrapping_add(1442695040888963407);
                     pieces[(x >> 33) as usize % pieces.len()]
                 })
-                .collect();
+                .collect::<String>()
+        });
+        let mut joined = 0;
+        for text in edges.iter().map(|e| e.to_string()).chain(random) {
             let views = normalizer.views(&text);
             let folded = &views.views[0];
             let all = unit_starts(folded.text.as_bytes());
             let want = despace_from(folded, &all).map(|v| v.text);
             let got = despace(folded).map(|v| v.text);
             assert_eq!(got, want, "{text:?}");
+            joined += usize::from(got.is_some());
         }
+        assert!(joined > 100, "{joined}");
+        // A unit right after a non-ASCII symbol starts a run too.
+        let v = normalizer.views("\u{2192}i.g.n.o.r.e previous");
+        assert_eq!(text_of(&v, ViewKind::Despaced), Some("\u{2192}ignore previous"));
     }
 
     /// The eight-byte checks agree with the byte-by-byte rules on every byte value in every
