@@ -1059,6 +1059,7 @@ impl Converter {
             self.queue.push_back(spool);
             return;
         };
+        let rows = live.rows();
         let res = {
             let _g = self
                 .shared
@@ -1070,9 +1071,20 @@ impl Converter {
         match res {
             Ok(out) => self.converted(&spool, &out),
             Err(e) => {
-                // Redone from the file, which replaces whatever was put in place.
                 self.shared.fail(&self.shared.converter_failure, &e);
-                self.queue.push_back(spool);
+                if std::fs::metadata(&spool)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+                {
+                    // Only the last step (syncing the spool directory after the delete) failed:
+                    // the files are in place. Were the spool to come back after a crash, its
+                    // conversion would replace them with the same rows.
+                    let c = &self.shared.c;
+                    c.written.fetch_add(rows, Relaxed);
+                    c.spools_pending.fetch_sub(1, Relaxed);
+                } else {
+                    // Redone from the file, which replaces whatever was put in place.
+                    self.queue.push_back(spool);
+                }
             }
         }
     }
