@@ -1382,7 +1382,10 @@ mod tests {
         assert!(joined > 100, "{joined}");
         // A unit right after a non-ASCII symbol starts a run too.
         let v = normalizer.views("\u{2192}i.g.n.o.r.e previous");
-        assert_eq!(text_of(&v, ViewKind::Despaced), Some("\u{2192}ignore previous"));
+        assert_eq!(
+            text_of(&v, ViewKind::Despaced),
+            Some("\u{2192}ignore previous")
+        );
     }
 
     /// The eight-byte checks agree with the byte-by-byte rules on every byte value in every
