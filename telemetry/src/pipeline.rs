@@ -320,6 +320,13 @@ impl Shared {
         }
     }
 
+    /// Runs `f` holding the lake mutex (conversions and retention both write or delete
+    /// partitions).
+    fn with_lake<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _g = self.lake_mutex.lock().unwrap_or_else(|e| e.into_inner());
+        f()
+    }
+
     fn recovered(&self, slot: &Mutex<Option<Failure>>) {
         let mut f = slot.lock().unwrap_or_else(|e| e.into_inner());
         if f.take().is_some() {
@@ -536,12 +543,8 @@ impl Telemetry {
         if keep_days == 0 {
             return Err(Error::Config(vec!["keep_days: must be >= 1".into()]));
         }
-        let _g = self
-            .shared
-            .lake_mutex
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        apply_retention(&self.lake_dir, now, keep_days, &self.audit)
+        self.shared
+            .with_lake(|| apply_retention(&self.lake_dir, now, keep_days, &self.audit))
     }
 
     /// Flushes, fsyncs, seals and converts everything, then stops the threads. Later
@@ -924,6 +927,11 @@ impl Writer {
 
 // === converter thread ===
 
+/// The spool is not there any more (as opposed to unreadable).
+fn is_gone(spool: &Path) -> bool {
+    std::fs::metadata(spool).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+}
+
 struct Converter {
     lake_dir: PathBuf,
     spool_dir: PathBuf,
@@ -999,32 +1007,27 @@ impl Converter {
         if self.unlived.as_ref() == Some(&spool) {
             return;
         }
-        if self.live.as_ref().is_some_and(|l| l.spool() != spool) {
-            // Every spool ends with `Spool` before the next one's rows, so this one was given
-            // up without being told; its file is converted when it is sealed.
-            if let Some(old) = self.live.take() {
-                old.abandon();
-            }
-        }
-        let live = match self.live.take() {
-            Some(l) => l,
-            None => match Conversion::new(&spool, &self.events_dir, &self.props) {
-                Ok(l) => l,
-                Err(e) => {
-                    self.give_up_live(spool, &e);
-                    return;
+        let mut live = match self.live.take() {
+            Some(l) if l.spool() == spool => l,
+            other => {
+                // Every spool ends with `Spool` before the next one's rows, so another live
+                // conversion here was given up without being told; its file is converted when
+                // it is sealed.
+                if let Some(old) = other {
+                    old.abandon();
                 }
-            },
+                match Conversion::new(&spool, &self.events_dir, &self.props) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        self.give_up_live(spool, &e);
+                        return;
+                    }
+                }
+            }
         };
-        let mut live = live;
-        let res = {
-            let _g = self
-                .shared
-                .lake_mutex
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            batches.iter().try_for_each(|b| live.write(b))
-        };
+        let res = self
+            .shared
+            .with_lake(|| batches.iter().try_for_each(|b| live.write(b)));
         match res {
             Ok(()) => self.live = Some(live),
             Err(e) => {
@@ -1042,10 +1045,8 @@ impl Converter {
     }
 
     fn unlive(&mut self, spool: PathBuf) {
-        if self.live.as_ref().is_some_and(|l| l.spool() == spool) {
-            if let Some(live) = self.live.take() {
-                live.abandon();
-            }
+        if let Some(live) = self.live.take_if(|l| l.spool() == spool) {
+            live.abandon();
         }
         self.unlived = Some(spool);
     }
@@ -1060,21 +1061,12 @@ impl Converter {
             return;
         };
         let rows = live.rows();
-        let res = {
-            let _g = self
-                .shared
-                .lake_mutex
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            live.finish()
-        };
+        let res = self.shared.with_lake(|| live.finish());
         match res {
             Ok(out) => self.converted(&spool, &out),
             Err(e) => {
                 self.shared.fail(&self.shared.converter_failure, &e);
-                if std::fs::metadata(&spool)
-                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-                {
+                if is_gone(&spool) {
                     // Only the last step (syncing the spool directory after the delete) failed:
                     // the files are in place. Were the spool to come back after a crash, its
                     // conversion would replace them with the same rows.
@@ -1103,14 +1095,9 @@ impl Converter {
 
     fn drain(&mut self) {
         while let Some(path) = self.queue.front() {
-            let res = {
-                let _g = self
-                    .shared
-                    .lake_mutex
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                convert_spool(path, &self.events_dir, &self.props)
-            };
+            let res = self
+                .shared
+                .with_lake(|| convert_spool(path, &self.events_dir, &self.props));
             match res {
                 Ok(out) => {
                     if let Some(path) = self.queue.pop_front() {
@@ -1118,9 +1105,7 @@ impl Converter {
                     }
                 }
                 Err(e) => {
-                    if std::fs::metadata(path)
-                        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-                    {
+                    if is_gone(path) {
                         // Gone (deleted by hand?): nothing to convert, and retrying cannot help.
                         // Were it to reappear in spool/, the next start or close() would take it.
                         tracing::warn!(spool = %path.display(), "telemetry spool vanished before conversion");
@@ -1140,14 +1125,9 @@ impl Converter {
         let Some(days) = self.retention_days else {
             return;
         };
-        let res = {
-            let _g = self
-                .shared
-                .lake_mutex
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            apply_retention(&self.lake_dir, SystemTime::now(), days, &self.audit)
-        };
+        let res = self
+            .shared
+            .with_lake(|| apply_retention(&self.lake_dir, SystemTime::now(), days, &self.audit));
         match res {
             Ok(r) if !r.deleted.is_empty() => {
                 tracing::info!(partitions = ?r.deleted, files = r.files, bytes = r.bytes, "telemetry retention deleted partitions");

@@ -275,7 +275,6 @@ pub struct Conversion {
     events_dir: PathBuf,
     props: WriterProperties,
     parts: BTreeMap<HourKey, PartFile>,
-    rows: u64,
 }
 
 impl Conversion {
@@ -295,7 +294,6 @@ impl Conversion {
             events_dir: events_dir.to_owned(),
             props: props.clone(),
             parts: BTreeMap::new(),
-            rows: 0,
         })
     }
 
@@ -306,7 +304,7 @@ impl Conversion {
 
     /// Rows written so far.
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.parts.values().map(|p| p.rows).sum()
     }
 
     /// Encodes `batch` into the files of its hour partitions. After an error, [`Self::abandon`].
@@ -331,7 +329,6 @@ impl Conversion {
             };
             part.writer.write(&slice)?;
             part.rows += slice.num_rows() as u64;
-            self.rows += slice.num_rows() as u64;
         }
         Ok(())
     }
@@ -370,7 +367,7 @@ impl std::fmt::Debug for Conversion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conversion")
             .field("spool", &self.spool)
-            .field("rows", &self.rows)
+            .field("rows", &self.rows())
             .field("files", &self.parts.len())
             .finish_non_exhaustive()
     }
@@ -389,7 +386,7 @@ pub fn convert_spool(
     let file = File::open(spool).map_err(io_at("open", spool))?;
     let reader = match StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None) {
         Ok(r) => r,
-        Err(_) => return quarantine(spool, Converted::default()),
+        Err(_) => return quarantine(spool),
     };
     if reader.schema().fields() != event_schema().fields() {
         return Err(Error::Corrupt {
@@ -416,7 +413,8 @@ pub fn convert_spool(
     Ok(out)
 }
 
-fn quarantine(spool: &Path, mut out: Converted) -> Result<Converted, Error> {
+fn quarantine(spool: &Path) -> Result<Converted, Error> {
+    let mut out = Converted::default();
     let len = fs::metadata(spool).map_err(io_at("stat", spool))?.len();
     if len == 0 {
         // Created but never written: the crash came before the header; nothing to keep.
