@@ -775,10 +775,6 @@ impl Engine {
             (Some(dfa), _) => Some(dfa.create_cache()),
             (None, _) => None,
         };
-        let mut lazy_set = self
-            .unanchored_ascii
-            .as_ref()
-            .map(|dfa| PatternSet::new(dfa.pattern_len()));
         let mut hits: Vec<Hit> = Vec::new();
         // Rules already reported, so each counts once; mask rules collect every span.
         seen.clear();
@@ -787,6 +783,8 @@ impl Engine {
         // suffix hits.
         suffix_end.resize(self.singles.len(), 0);
         last_start.resize(self.singles.len(), 0);
+        // Which unanchored patterns matched in a view: filled by the lazy walk on ASCII views
+        // or by the regex (both compiled from the same patterns, in the same order).
         let mut patset = self
             .unanchored
             .as_ref()
@@ -798,7 +796,7 @@ impl Engine {
             last_start.iter_mut().for_each(|e| *e = 0);
             let unanchored_wanted = self.unanchored_views & crate::pack::view_bit(view.kind) != 0
                 && self.unanchored_targets & target.bit() != 0;
-            let mut walk = match (&self.unanchored_ascii, &mut lazy_cache, &mut lazy_set) {
+            let mut walk = match (&self.unanchored_ascii, &mut lazy_cache, &mut patset) {
                 (Some(dfa), Some(cache), Some(set)) if unanchored_wanted && text.is_ascii() => {
                     Some(LazyWalk::new(dfa, cache, set, text.as_bytes()))
                 }
@@ -866,7 +864,7 @@ impl Engine {
             }
             let walked = walk.is_some_and(|mut w| w.finish(text.as_bytes()));
             let found = match (&self.unanchored, patset.as_mut()) {
-                _ if walked => lazy_set.as_ref(),
+                (_, Some(patset)) if walked => Some(&*patset),
                 (Some(re), Some(patset)) if unanchored_wanted => {
                     patset.clear();
                     re.which_overlapping_matches(&Input::new(text), patset);
