@@ -130,9 +130,42 @@ pub struct Report {
     pub by_source: BTreeMap<String, Counts>,
     /// Guard latency per example, microseconds, sorted.
     pub latencies_us: Vec<f64>,
+    /// Every example the guard got wrong, in input order: what a rule author reads next.
+    pub errors: Vec<Misclassified>,
+}
+
+/// An example the guard got wrong: a missed attack or a blocked benign text.
+#[derive(Debug, Clone)]
+pub struct Misclassified {
+    /// Index of the example in the input.
+    pub index: usize,
+    /// Ids of the rules that matched: for a missed attack, those that scored too little to block.
+    pub rules: Vec<String>,
 }
 
 impl Report {
+    /// The misclassified examples as JSONL: each input line's `text`, `label`, `source` and
+    /// `role`, plus `"rules"` (the ids that matched) and `"error"` (`missed` or `blocked`).
+    pub fn errors_jsonl(&self, examples: &[Example]) -> String {
+        let mut out = String::new();
+        for e in &self.errors {
+            let Some(ex) = examples.get(e.index) else {
+                continue;
+            };
+            let line = json!({
+                "error": if ex.attack { "missed" } else { "blocked" },
+                "text": ex.text,
+                "label": u8::from(ex.attack),
+                "source": ex.source,
+                "role": ex.target.name(),
+                "rules": e.rules,
+            });
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        out
+    }
+
     pub fn percentile_us(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return 0.0;
@@ -191,7 +224,7 @@ impl Report {
 /// Run the guard over every example as one message of its role (`user` unless given).
 pub fn evaluate(engine: &Engine, policy: &Policy, examples: &[Example]) -> Report {
     let mut report = Report::default();
-    for ex in examples {
+    for (index, ex) in examples.iter().enumerate() {
         let started = Instant::now();
         let verdict = policy.inspect(
             engine,
@@ -205,6 +238,12 @@ pub fn evaluate(engine: &Engine, policy: &Policy, examples: &[Example]) -> Repor
             .latencies_us
             .push(started.elapsed().as_secs_f64() * 1e6);
         let blocked = verdict.decision == Decision::Block;
+        if blocked != ex.attack {
+            report.errors.push(Misclassified {
+                index,
+                rules: verdict.rule_ids().into_iter().map(str::to_owned).collect(),
+            });
+        }
         report.overall.add(ex.attack, blocked);
         report
             .by_source

@@ -124,6 +124,10 @@ enum RulesCommand {
         /// `table` or `json`.
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
+        /// Also write every misclassified line (missed attack or blocked benign text) to this
+        /// JSONL file, with the ids of the rules that matched.
+        #[arg(long)]
+        errors: Option<PathBuf>,
     },
 }
 
@@ -199,7 +203,13 @@ fn main() -> ExitCode {
                     input,
                     rules,
                     format,
-                } => rules_cmd::eval(&input, rules.as_deref(), format == "json"),
+                    errors,
+                } => rules_cmd::eval(
+                    &input,
+                    rules.as_deref(),
+                    format == "json",
+                    errors.as_deref(),
+                ),
             };
             err(&report.stderr);
             let code = out(&report.stdout);

@@ -140,8 +140,9 @@ pub fn lint_cmd(dir: Option<&Path>) -> Report {
     }
 }
 
-/// `warden rules eval --input FILE.jsonl [--rules DIR] [--format json]`, under the default policy.
-pub fn eval(input: &Path, dir: Option<&Path>, json: bool) -> Report {
+/// `warden rules eval --input FILE.jsonl [--rules DIR] [--format json] [--errors OUT.jsonl]`,
+/// under the default policy.
+pub fn eval(input: &Path, dir: Option<&Path>, json: bool, errors: Option<&Path>) -> Report {
     let engine = match load(dir) {
         Ok(e) => e,
         Err(r) => return r,
@@ -160,6 +161,14 @@ pub fn eval(input: &Path, dir: Option<&Path>, json: bool) -> Report {
         Err(errs) => return failed(&format!("{}: bad lines", input.display()), errs.into_iter()),
     };
     let report = evaluate(&engine, &Policy::default(), &examples);
+    if let Some(path) = errors {
+        if let Err(e) = std::fs::write(path, report.errors_jsonl(&examples)) {
+            return failed(
+                "cannot write the errors file",
+                std::iter::once(format!("{}: {e}", path.display())),
+            );
+        }
+    }
     Report {
         stdout: if json {
             format!("{}\n", report.to_json())
