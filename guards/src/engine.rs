@@ -77,8 +77,10 @@ pub struct Engine {
     /// Each regex alone: anchored verification at prefix hits, spans, validators.
     singles: Vec<meta::Regex>,
     /// Regexes with a literal suffix set too: a prefix hit is only tried when one of the
-    /// suffixes occurs after it.
+    /// suffixes ends after it, within `reach` bytes.
     has_suffixes: Vec<bool>,
+    /// Longest match of each regex in a view (`usize::MAX` if unbounded): see [`view_max_len`].
+    reach: Vec<usize>,
     /// Regexes without a finite set of literal prefixes, combined: scanned in full on every view.
     unanchored: Option<meta::Regex>,
     /// The same patterns as one lazy DFA compiled for ASCII text (`\w`, `\b`, classes without
@@ -169,13 +171,22 @@ pub enum Factor {
 
 /// The literals every match of `pattern` in a view starts (or ends) with; see [`literal_prefixes`].
 pub fn literal_factors(pattern: &str, factor: Factor) -> Option<Vec<Vec<u8>>> {
-    use regex_syntax::hir::literal::{ExtractKind, Extractor};
-    let hir = regex_syntax::ParserBuilder::new()
+    factor_literals(&as_seen_in_views(parse_pattern(pattern)?), factor)
+}
+
+/// `pattern` parsed as the scan's regexes are.
+fn parse_pattern(pattern: &str) -> Option<regex_syntax::hir::Hir> {
+    regex_syntax::ParserBuilder::new()
         .unicode(true)
         .utf8(true)
         .build()
         .parse(pattern)
-        .ok()?;
+        .ok()
+}
+
+/// [`literal_factors`] of an already view-shaped `hir`.
+fn factor_literals(hir: &regex_syntax::hir::Hir, factor: Factor) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let seq = Extractor::new()
         .kind(match factor {
             Factor::Prefix => ExtractKind::Prefix,
@@ -183,7 +194,7 @@ pub fn literal_factors(pattern: &str, factor: Factor) -> Option<Vec<Vec<u8>>> {
         })
         .limit_total(MAX_PREFIXES)
         .limit_literal_len(MAX_LITERAL_LEN)
-        .extract(&as_seen_in_views(hir));
+        .extract(hir);
     let lits = seq.literals()?;
     if lits.is_empty() || lits.iter().any(|l| l.as_bytes().len() < MIN_PREFIX_LEN) {
         return None;
@@ -203,6 +214,49 @@ pub fn literal_factors(pattern: &str, factor: Factor) -> Option<Vec<Vec<u8>>> {
         .cloned()
         .collect();
     Some(minimal)
+}
+
+/// A set of literals one of which every match of `pattern` in a view contains after its
+/// first piece (which the prefixes cover): the rarest of the regex's suffix set and the
+/// literal prefix sets of the later pieces of its top-level concatenation. `None` if none
+/// is usable.
+///
+/// A prefix hit is only verified when one of these ends after it (and within the regex's
+/// longest match). `(?:you are|act as)\s+(?:\w+\s+)?(?:unrestricted|amoral)\s+(?:\w+\s+)?(?:ai|bot)`
+/// is then tried only where "unrestricted" or "amoral" follows, not wherever " ai" or
+/// " bot" (its suffixes) follow a "you are".
+///
+/// A set is as rare as its most frequent literal, estimated by [`rarity`].
+pub fn required_factor(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::HirKind;
+    let hir = as_seen_in_views(parse_pattern(pattern)?);
+    let pieces = match hir.kind() {
+        HirKind::Concat(pieces) => pieces.get(1..).unwrap_or_default(),
+        _ => &[],
+    };
+    let candidates = std::iter::once(factor_literals(&hir, Factor::Suffix))
+        .chain(pieces.iter().map(|p| factor_literals(p, Factor::Prefix)))
+        .flatten();
+    let mut best: Option<(usize, Vec<Vec<u8>>)> = None;
+    for lits in candidates {
+        let score = lits.iter().map(|l| rarity(l)).min().unwrap_or(0);
+        // Ties keep the earlier set: the suffix, then pieces in order.
+        if best.as_ref().is_none_or(|(b, _)| score > *b) {
+            best = Some((score, lits));
+        }
+    }
+    best.map(|(_, lits)| lits)
+}
+
+/// How rarely `literal` occurs in ordinary text, roughly: its length, a quarter of it when it is
+/// made of common words only ([`is_common`]): " ai" or " this assistant" are everywhere, "rogue"
+/// and "d this assistant" (a suffix cut to [`MAX_LITERAL_LEN`]) are not.
+fn rarity(literal: &[u8]) -> usize {
+    if is_common(literal) && literal.len() < MAX_LITERAL_LEN {
+        literal.len() / 4
+    } else {
+        literal.len()
+    }
 }
 
 /// Words nearly every prompt contains: English function words and the vocabulary of talking to
@@ -229,7 +283,8 @@ const COMMON_WORDS: &[&str] = &[
 struct Scratch {
     seen: Vec<bool>,
     prefix_hits: Vec<(usize, usize)>,
-    suffix_end: Vec<usize>,
+    /// Per regex, where its suffixes end in the current view, in text order.
+    suffix_ends: Vec<Vec<usize>>,
     last_start: Vec<usize>,
     lanes: [Vec<(usize, StateID)>; LANES],
     matched: Vec<(usize, StateID)>,
@@ -248,6 +303,9 @@ impl Scratch {
         }
         shrink_over(&mut self.matched, SCRATCH_KEEP);
         shrink_over(&mut self.prefix_hits, SCRATCH_KEEP);
+        for ends in &mut self.suffix_ends {
+            shrink_over(ends, SCRATCH_KEEP);
+        }
     }
 }
 
@@ -463,8 +521,20 @@ fn is_space_class(class: &regex_syntax::hir::Class) -> bool {
     }
 }
 
+/// The longest match `pattern` can have in a view, in bytes, or `None` if unbounded. Views
+/// hold single spaces only, so a whitespace repetition counts one byte (see [`as_seen_in_views`]).
+pub fn view_max_len(pattern: &str) -> Option<usize> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(true)
+        .utf8(true)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    as_seen_in_views(hir).properties().maximum_len()
+}
+
 /// `hir` as it can match in a view: whitespace classes become a single space (see
-/// [`literal_prefixes`]). Used for prefix extraction only, never for matching.
+/// [`literal_prefixes`]). Used for literal extraction and length bounds, never for matching.
 fn as_seen_in_views(hir: regex_syntax::hir::Hir) -> regex_syntax::hir::Hir {
     use regex_syntax::hir::{Capture, Hir, HirKind, Repetition};
     let space = || Hir::literal(b" ".to_vec());
@@ -532,6 +602,7 @@ impl Engine {
         let mut singles = Vec::new();
         let mut unanchored_patterns: Vec<&str> = Vec::new();
         let mut has_suffixes = Vec::new();
+        let mut reach = Vec::new();
         let mut unanchored_pid = Vec::new();
         for (i, rule) in set.rules.iter().enumerate() {
             for lit in &rule.literals {
@@ -579,15 +650,17 @@ impl Engine {
                                 // ordinary text to save a rare verification. Kept for rare
                                 // suffixes, it stops text repeating a prefix (hostile leetspeak
                                 // repeating "ignore all previous") from verifying at each one.
-                                let suffixes = literal_factors(re, Factor::Suffix)
+                                let suffixes = required_factor(re)
                                     .filter(|s| common || !s.iter().any(|l| is_common(l)));
                                 has_suffixes.push(suffixes.is_some());
+                                reach.push(view_max_len(re).unwrap_or(usize::MAX));
                                 for p in suffixes.unwrap_or_default() {
                                     add(p, Trigger::Suffix(pid));
                                 }
                             }
                             None => {
                                 has_suffixes.push(false);
+                                reach.push(usize::MAX);
                                 unanchored_patterns.push(re);
                                 unanchored_pid.push(pid);
                             }
@@ -694,6 +767,7 @@ impl Engine {
             regex_source,
             singles,
             has_suffixes,
+            reach,
             unanchored,
             unanchored_ascii,
             id: NEXT_ENGINE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -764,7 +838,7 @@ impl Engine {
         let Scratch {
             seen,
             prefix_hits,
-            suffix_end,
+            suffix_ends,
             last_start,
             lanes,
             matched,
@@ -781,7 +855,7 @@ impl Engine {
         seen.resize(self.set.rules.len(), false);
         // Per view: (regex, start) of every prefix hit, and the furthest end of each regex's
         // suffix hits.
-        suffix_end.resize(self.singles.len(), 0);
+        suffix_ends.resize_with(self.singles.len(), Vec::new);
         last_start.resize(self.singles.len(), 0);
         // Which unanchored patterns matched in a view: filled by the lazy walk on ASCII views
         // or by the regex (both compiled from the same patterns, in the same order).
@@ -792,7 +866,7 @@ impl Engine {
         for view in &views.views {
             let text = view.text.as_str();
             prefix_hits.clear();
-            suffix_end.iter_mut().for_each(|e| *e = 0);
+            suffix_ends.iter_mut().for_each(Vec::clear);
             last_start.iter_mut().for_each(|e| *e = 0);
             let unanchored_wanted = self.unanchored_views & crate::pack::view_bit(view.kind) != 0
                 && self.unanchored_targets & target.bit() != 0;
@@ -835,19 +909,22 @@ impl Engine {
                                         prefix_hits.push((pid, start));
                                     }
                                 }
-                                Trigger::Suffix(pid) => {
-                                    suffix_end[pid] = suffix_end[pid].max(end);
-                                }
+                                Trigger::Suffix(pid) => suffix_ends[pid].push(end),
                             }
                         }
                     }
                 }
             }
             // Try each regex anchored where one of its prefixes starts, if one of its suffixes
-            // (when it has a suffix set) ends after that point: ordinary text rarely has both.
+            // (when it has a suffix set) ends after that point and no further than its longest
+            // match: ordinary text rarely has both.
             for &(pid, start) in prefix_hits.iter() {
-                if self.has_suffixes[pid] && suffix_end[pid] <= start {
-                    continue;
+                if self.has_suffixes[pid] {
+                    let ends = &suffix_ends[pid];
+                    let next = ends.partition_point(|&e| e <= start);
+                    if ends.get(next).is_none_or(|&e| e - start > self.reach[pid]) {
+                        continue;
+                    }
                 }
                 let rule_ix = self.regex_rule[pid];
                 let rule = &self.set.rules[rule_ix];
@@ -1068,6 +1145,7 @@ impl std::fmt::Display for TestFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn engine(rules: &str) -> Engine {
         let text = format!("[pack]\nname = \"t\"\ntitle = \"t\"\ndescription = \"t\"\n{rules}");
@@ -1270,6 +1348,111 @@ regexes = ['\b\d(?:[ -]?\d){12,18}\b']
             long_matched += usize::from(!want.is_empty());
         }
         assert!(long_matched > 3, "{long_matched}");
+    }
+
+    /// Which rules match `text` by brute force: every literal searched for in every view, every
+    /// regex run over every view, no automaton, no prefix or factor filter.
+    fn brute_force(e: &Engine, text: &str, target: Target) -> BTreeSet<usize> {
+        let views = e.normalizer().views(text);
+        let mut out = BTreeSet::new();
+        for view in &views.views {
+            let t = view.text.as_str();
+            for (i, rule) in e.rules().iter().enumerate() {
+                if !rule.reads(target) || !rule.sees(view.kind) {
+                    continue;
+                }
+                let literal = rule.literals.iter().map(|l| fold(l)).any(|l| {
+                    !l.is_empty()
+                        && t.match_indices(l.as_str())
+                            .any(|(at, m)| word_bounded(t, at, at + m.len()))
+                });
+                let regex = (0..e.singles.len())
+                    .filter(|&pid| e.regex_rule[pid] == i)
+                    .any(|pid| {
+                        e.singles[pid].find_iter(t).any(|m| {
+                            rule.validate
+                                .is_none_or(|v| t.get(m.range()).is_some_and(|s| v.check(s)))
+                        })
+                    });
+                if literal || regex {
+                    out.insert(i);
+                }
+            }
+        }
+        out
+    }
+
+    /// The scan's shortcuts (prefix triggers, required factors within a regex's reach, the
+    /// lanes, the ASCII lazy DFA) find exactly the rules brute force finds: on every shipped
+    /// test case, and on cases run together so that one case's factor follows another's prefix
+    /// at every distance.
+    #[test]
+    fn scan_finds_what_brute_force_finds() {
+        let e = Engine::compile(RuleSet::embedded().unwrap()).unwrap();
+        let cases: Vec<(&str, Target)> = e
+            .rules()
+            .iter()
+            .flat_map(|r| {
+                r.must_match
+                    .iter()
+                    .chain(&r.must_not_match)
+                    .map(move |c| (c.as_str(), r.test_target()))
+            })
+            .collect();
+        let check = |text: &str, target: Target| {
+            let got: BTreeSet<usize> = e.scan(text, target).hits.iter().map(|h| h.rule).collect();
+            assert_eq!(got, brute_force(&e, text, target), "{text:?} as {target:?}");
+        };
+        for &(case, target) in &cases {
+            check(case, target);
+        }
+        let fillers = [
+            "",
+            " ",
+            " and then ",
+            " some ordinary words in between here, ",
+            "\n\n",
+        ];
+        for (k, pair) in cases.windows(2).enumerate() {
+            let filler = fillers[k % fillers.len()];
+            check(&format!("{}{filler}{}", pair[0].0, pair[1].0), Target::User);
+        }
+        let long: String = cases.iter().map(|c| c.0).collect::<Vec<_>>().join(" ");
+        for end in (0..long.len()).step_by(4099).chain([long.len()]) {
+            let mut cut = end;
+            while !long.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            check(&long[..cut], Target::User);
+            check(&long[..cut], Target::Tool);
+        }
+    }
+
+    #[test]
+    fn required_factors_prefer_rare_pieces() {
+        let lits = |re: &str| -> Vec<String> {
+            required_factor(re)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| String::from_utf8(l).unwrap())
+                .collect()
+        };
+        // The suffixes " ai" / " bot" are everywhere; the middle piece is not.
+        assert_eq!(
+            lits(
+                r"(?:you are|act as)\s+(?:\w+\s+)?(?:unrestricted|amoral)\s+(?:\w+\s+)?(?:ai|bot)"
+            ),
+            ["amoral", "unrestricted"]
+        );
+        // A rare suffix stays.
+        assert_eq!(
+            lits(r"(?:ignore|forget)\s+(?:all\s+)?(?:previous|prior)\s+instructions"),
+            ["ior instructions", "ous instructions"]
+        );
+        // Optional pieces are not required; nothing usable here.
+        assert!(lits(r"(?:you are|act as)\s+(?:very\s+)?\w+").is_empty());
+        assert_eq!(view_max_len(r"ignore\s+(?:all\s+)?previous"), Some(19));
+        assert_eq!(view_max_len(r"ignore\s+\w+"), None);
     }
 
     #[test]
