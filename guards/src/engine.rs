@@ -8,8 +8,9 @@
 //!
 //! Costs: the literal automaton and the regex are both linear in the text; per view, one pass of
 //! each. The automaton is a DFA walked in four interleaved lanes ([`LANES`]), and a regex's
-//! suffixes filter its prefix hits unless they are common words ([`COMMON_WORDS`]) behind rare
-//! prefixes, so ordinary prose triggers few anchored searches and few automaton hits. Spans for regex hits are found only for the rules that
+//! rarest required piece ([`required_factor`]) filters its prefix hits unless it is made of common
+//! words ([`COMMON_WORDS`]) behind rare prefixes, so ordinary prose triggers few anchored searches
+//! and few automaton hits. Spans for regex hits are found only for the rules that
 //! matched (a second, single-pattern search), so the common case (no hit) never pays for them.
 
 use std::ops::Range;
@@ -53,15 +54,15 @@ enum Trigger {
     Literal(usize),
     /// A prefix of regex `pid`: try that regex anchored where the prefix starts.
     Prefix(usize),
-    /// A suffix of regex `pid`: every match ends with one of them.
-    Suffix(usize),
+    /// A literal of regex `pid`'s required piece ([`required_factor`]): every match contains one.
+    Factor(usize),
 }
 
 /// A compiled rule set.
 pub struct Engine {
     set: RuleSet,
     normalizer: Normalizer,
-    /// Every rule literal and every regex's literal prefixes (and the suffixes that filter them),
+    /// Every rule literal and every regex's literal prefixes (and the factors that filter them),
     /// in one automaton. A DFA: stepping it costs one table lookup per byte, where the NFA's
     /// failure transitions cost about twice that on English text (measured).
     literals: Option<DFA>,
@@ -76,9 +77,9 @@ pub struct Engine {
     regex_source: Vec<String>,
     /// Each regex alone: anchored verification at prefix hits, spans, validators.
     singles: Vec<meta::Regex>,
-    /// Regexes with a literal suffix set too: a prefix hit is only tried when one of the
-    /// suffixes ends after it, within `reach` bytes.
-    has_suffixes: Vec<bool>,
+    /// Regexes with a required factor too: a prefix hit is only tried when one of the factor's
+    /// literals ends after it, within `reach` bytes.
+    has_factor: Vec<bool>,
     /// Longest match of each regex in a view (`usize::MAX` if unbounded): see [`view_max_len`].
     reach: Vec<usize>,
     /// Regexes without a finite set of literal prefixes, combined: scanned in full on every view.
@@ -226,7 +227,7 @@ fn factor_literals(hir: &regex_syntax::hir::Hir, factor: Factor) -> Option<Vec<V
 /// is then tried only where "unrestricted" or "amoral" follows, not wherever " ai" or
 /// " bot" (its suffixes) follow a "you are".
 ///
-/// A set is as rare as its most frequent literal, estimated by [`rarity`].
+/// A set is as rare as its most frequent literal, estimated by `rarity`.
 pub fn required_factor(pattern: &str) -> Option<Vec<Vec<u8>>> {
     use regex_syntax::hir::HirKind;
     let hir = as_seen_in_views(parse_pattern(pattern)?);
@@ -283,8 +284,8 @@ const COMMON_WORDS: &[&str] = &[
 struct Scratch {
     seen: Vec<bool>,
     prefix_hits: Vec<(usize, usize)>,
-    /// Per regex, where its suffixes end in the current view, in text order.
-    suffix_ends: Vec<Vec<usize>>,
+    /// Per regex, where its factor's literals end in the current view, in text order.
+    factor_ends: Vec<Vec<usize>>,
     last_start: Vec<usize>,
     lanes: [Vec<(usize, StateID)>; LANES],
     matched: Vec<(usize, StateID)>,
@@ -303,7 +304,7 @@ impl Scratch {
         }
         shrink_over(&mut self.matched, SCRATCH_KEEP);
         shrink_over(&mut self.prefix_hits, SCRATCH_KEEP);
-        for ends in &mut self.suffix_ends {
+        for ends in &mut self.factor_ends {
             shrink_over(ends, SCRATCH_KEEP);
         }
     }
@@ -522,7 +523,7 @@ fn is_space_class(class: &regex_syntax::hir::Class) -> bool {
 }
 
 /// The longest match `pattern` can have in a view, in bytes, or `None` if unbounded. Views
-/// hold single spaces only, so a whitespace repetition counts one byte (see [`as_seen_in_views`]).
+/// hold single spaces only, so a whitespace repetition counts one byte (see `as_seen_in_views`).
 pub fn view_max_len(pattern: &str) -> Option<usize> {
     let hir = regex_syntax::ParserBuilder::new()
         .unicode(true)
@@ -601,7 +602,7 @@ impl Engine {
         let mut regex_source = Vec::new();
         let mut singles = Vec::new();
         let mut unanchored_patterns: Vec<&str> = Vec::new();
-        let mut has_suffixes = Vec::new();
+        let mut has_factor = Vec::new();
         let mut reach = Vec::new();
         let mut unanchored_pid = Vec::new();
         for (i, rule) in set.rules.iter().enumerate() {
@@ -643,23 +644,23 @@ impl Engine {
                                 for p in prefixes {
                                     add(p, Trigger::Prefix(pid));
                                 }
-                                // A suffix set filters prefix hits before the anchored search.
-                                // Behind common-word prefixes it always pays. Behind rare ones
-                                // it pays unless the suffixes are common words themselves (" ai",
+                                // A required factor filters prefix hits before the anchored
+                                // search. Behind common-word prefixes it always pays. Behind rare
+                                // ones it pays unless the factor is common words itself (" ai",
                                 // " to"): then it costs an automaton hit per occurrence in
                                 // ordinary text to save a rare verification. Kept for rare
-                                // suffixes, it stops text repeating a prefix (hostile leetspeak
+                                // factors, it stops text repeating a prefix (hostile leetspeak
                                 // repeating "ignore all previous") from verifying at each one.
-                                let suffixes = required_factor(re)
+                                let factor = required_factor(re)
                                     .filter(|s| common || !s.iter().any(|l| is_common(l)));
-                                has_suffixes.push(suffixes.is_some());
+                                has_factor.push(factor.is_some());
                                 reach.push(view_max_len(re).unwrap_or(usize::MAX));
-                                for p in suffixes.unwrap_or_default() {
-                                    add(p, Trigger::Suffix(pid));
+                                for p in factor.unwrap_or_default() {
+                                    add(p, Trigger::Factor(pid));
                                 }
                             }
                             None => {
-                                has_suffixes.push(false);
+                                has_factor.push(false);
                                 reach.push(usize::MAX);
                                 unanchored_patterns.push(re);
                                 unanchored_pid.push(pid);
@@ -766,7 +767,7 @@ impl Engine {
             regex_rule,
             regex_source,
             singles,
-            has_suffixes,
+            has_factor,
             reach,
             unanchored,
             unanchored_ascii,
@@ -838,7 +839,7 @@ impl Engine {
         let Scratch {
             seen,
             prefix_hits,
-            suffix_ends,
+            factor_ends,
             last_start,
             lanes,
             matched,
@@ -853,9 +854,8 @@ impl Engine {
         // Rules already reported, so each counts once; mask rules collect every span.
         seen.clear();
         seen.resize(self.set.rules.len(), false);
-        // Per view: (regex, start) of every prefix hit, and the furthest end of each regex's
-        // suffix hits.
-        suffix_ends.resize_with(self.singles.len(), Vec::new);
+        // Per view: (regex, start) of every prefix hit, and where each regex's factor hits end.
+        factor_ends.resize_with(self.singles.len(), Vec::new);
         last_start.resize(self.singles.len(), 0);
         // Which unanchored patterns matched in a view: filled by the lazy walk on ASCII views
         // or by the regex (both compiled from the same patterns, in the same order).
@@ -866,7 +866,7 @@ impl Engine {
         for view in &views.views {
             let text = view.text.as_str();
             prefix_hits.clear();
-            suffix_ends.iter_mut().for_each(Vec::clear);
+            factor_ends.iter_mut().for_each(Vec::clear);
             last_start.iter_mut().for_each(|e| *e = 0);
             let unanchored_wanted = self.unanchored_views & crate::pack::view_bit(view.kind) != 0
                 && self.unanchored_targets & target.bit() != 0;
@@ -909,18 +909,18 @@ impl Engine {
                                         prefix_hits.push((pid, start));
                                     }
                                 }
-                                Trigger::Suffix(pid) => suffix_ends[pid].push(end),
+                                Trigger::Factor(pid) => factor_ends[pid].push(end),
                             }
                         }
                     }
                 }
             }
-            // Try each regex anchored where one of its prefixes starts, if one of its suffixes
-            // (when it has a suffix set) ends after that point and no further than its longest
-            // match: ordinary text rarely has both.
+            // Try each regex anchored where one of its prefixes starts, if a literal of its
+            // required factor (when it has one) ends after that point and no further than its
+            // longest match: ordinary text rarely has both.
             for &(pid, start) in prefix_hits.iter() {
-                if self.has_suffixes[pid] {
-                    let ends = &suffix_ends[pid];
+                if self.has_factor[pid] {
+                    let ends = &factor_ends[pid];
                     let next = ends.partition_point(|&e| e <= start);
                     if ends.get(next).is_none_or(|&e| e - start > self.reach[pid]) {
                         continue;
