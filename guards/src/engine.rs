@@ -231,8 +231,16 @@ fn factor_literals(hir: &regex_syntax::hir::Hir, factor: Factor) -> Option<Vec<V
 pub fn required_factor(pattern: &str) -> Option<Vec<Vec<u8>>> {
     use regex_syntax::hir::HirKind;
     let hir = as_seen_in_views(parse_pattern(pattern)?);
+    // The pieces after the first that consumes text (a leading `\b` does not): that one is
+    // where the prefixes come from.
     let pieces = match hir.kind() {
-        HirKind::Concat(pieces) => pieces.get(1..).unwrap_or_default(),
+        HirKind::Concat(pieces) => {
+            let first = pieces
+                .iter()
+                .position(|p| p.properties().minimum_len() != Some(0))
+                .unwrap_or(pieces.len());
+            pieces.get(first + 1..).unwrap_or_default()
+        }
         _ => &[],
     };
     let candidates = std::iter::once(factor_literals(&hir, Factor::Suffix))
@@ -525,13 +533,9 @@ fn is_space_class(class: &regex_syntax::hir::Class) -> bool {
 /// The longest match `pattern` can have in a view, in bytes, or `None` if unbounded. Views
 /// hold single spaces only, so a whitespace repetition counts one byte (see `as_seen_in_views`).
 pub fn view_max_len(pattern: &str) -> Option<usize> {
-    let hir = regex_syntax::ParserBuilder::new()
-        .unicode(true)
-        .utf8(true)
-        .build()
-        .parse(pattern)
-        .ok()?;
-    as_seen_in_views(hir).properties().maximum_len()
+    as_seen_in_views(parse_pattern(pattern)?)
+        .properties()
+        .maximum_len()
 }
 
 /// `hir` as it can match in a view: whitespace classes become a single space (see
@@ -1428,6 +1432,41 @@ regexes = ['\b\d(?:[ -]?\d){12,18}\b']
         }
     }
 
+    /// A match exactly as long as the regex's longest match in a view, with its factor at its
+    /// very end, is still verified; so is one whose factor also occurs before the prefix.
+    #[test]
+    fn a_factor_at_the_edge_of_the_reach_still_verifies() {
+        let e = engine(
+            r#"
+[[rule]]
+id = "R-1"
+title = "t"
+description = "t"
+severity = "critical"
+paranoia = 1
+targets = ["user"]
+action = "block"
+regexes = ['zorkle\s+(?:[a-z]{1,4}\s+){0,3}blixen']
+"#,
+        );
+        let re = &e.set.rules[0].regexes[0];
+        assert_eq!(view_max_len(re), Some(28));
+        let pid = 0;
+        assert!(e.has_factor[pid] && e.reach[pid] == 28);
+        for text in [
+            "zorkle abcd efgh ijkl blixen",
+            "say zorkle abcd efgh ijkl blixen",
+            "blixen then zorkle abcd efgh ijkl blixen",
+            "zorkle  abcd\tefgh\n ijkl   blixen",
+        ] {
+            assert_eq!(rule_ids(&e, text, Target::User), ["R-1"], "{text:?}");
+            assert_eq!(brute_force(&e, text, Target::User).len(), 1, "{text:?}");
+        }
+        for text in ["zorkle abcd efgh ijklm blixen", "blixen zorkle abcd"] {
+            assert!(rule_ids(&e, text, Target::User).is_empty(), "{text:?}");
+        }
+    }
+
     #[test]
     fn required_factors_prefer_rare_pieces() {
         let lits = |re: &str| -> Vec<String> {
@@ -1451,6 +1490,11 @@ regexes = ['\b\d(?:[ -]?\d){12,18}\b']
         );
         // Optional pieces are not required; nothing usable here.
         assert!(lits(r"(?:you are|act as)\s+(?:very\s+)?\w+").is_empty());
+        // A leading `\b` is not the piece the prefixes come from.
+        assert_eq!(
+            lits(r"\bdev mode\s+(?:\w+\s+)?(?:enabled|activated)\s+\w+"),
+            ["activated", "enabled"]
+        );
         assert_eq!(view_max_len(r"ignore\s+(?:all\s+)?previous"), Some(19));
         assert_eq!(view_max_len(r"ignore\s+\w+"), None);
     }

@@ -139,7 +139,8 @@ pub struct Report {
 pub struct Misclassified {
     /// Index of the example in the input.
     pub index: usize,
-    /// Ids of the rules that matched: for a missed attack, those that scored too little to block.
+    /// Ids of every rule that matched (blocking or not), in rule order: for a missed attack,
+    /// those that scored too little to block.
     pub rules: Vec<String>,
 }
 
@@ -241,7 +242,7 @@ pub fn evaluate(engine: &Engine, policy: &Policy, examples: &[Example]) -> Repor
         if blocked != ex.attack {
             report.errors.push(Misclassified {
                 index,
-                rules: verdict.rule_ids().into_iter().map(str::to_owned).collect(),
+                rules: verdict.matches.iter().map(|m| m.id.clone()).collect(),
             });
         }
         report.overall.add(ex.attack, blocked);
