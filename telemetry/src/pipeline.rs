@@ -9,12 +9,14 @@
 //! Writer thread: builds Arrow batches of [`Config::batch_rows`] events, appends them to the
 //! current spool file, fdatasyncs every [`Config::sync_interval`] (default 200 ms) and on
 //! rotation, and rotates the spool at [`Config::rotate_bytes`] (Arrow IPC bytes, uncompressed:
-//! the Parquet output is several times smaller) or [`Config::rotate_interval`]. The batches of
-//! each fsync go on to the converter thread, which encodes them into the spool's Parquet files
-//! as they come (see [`crate::spool::Conversion`]), so Parquet encoding never stalls the queue
-//! and a spool is never read back; when the spool is sealed the converter puts the files in
-//! place and deletes it. If live conversion fails, or the converter falls more than
-//! `LIVE_MAX_ROWS` rows behind, that spool is converted from its file once sealed instead.
+//! the Parquet output is several times smaller) or [`Config::rotate_interval`]. Each batch goes
+//! on to the converter thread as soon as it is appended, and the converter encodes it into the
+//! spool's Parquet files (see [`crate::spool::Conversion`]) while the writer waits on fsync, so
+//! Parquet encoding never stalls the queue and a spool is never read back. The files keep
+//! temporary names until the spool is sealed (every row fsynced); then the converter renames
+//! them and deletes the spool. If live conversion fails, the converter falls more than
+//! `LIVE_MAX_ROWS` rows behind, or the spool fails with rows the converter already has, that
+//! spool is converted from its file once sealed or cut back instead.
 //!
 //! Failures (disk full, directory unwritable, I/O errors): the failing spool is cut back to its
 //! last fsynced length (so no row can be recovered from it *and* written again), the unsynced
@@ -155,7 +157,8 @@ enum Msg {
 }
 
 enum ConvMsg {
-    /// Batches just fsynced to `spool`, in order, for its live conversion.
+    /// Batches just appended to `spool`, in order, for its live conversion (named only once the
+    /// spool is sealed, so only when every one of them is fsynced).
     Rows {
         spool: PathBuf,
         batches: Vec<RecordBatch>,
@@ -405,6 +408,7 @@ impl Telemetry {
             segment: None,
             unsynced: Vec::new(),
             unsynced_rows: 0,
+            sent_unsynced: false,
             pending: VecDeque::new(),
             buffered_rows: 0,
             broken: None,
@@ -620,8 +624,11 @@ struct Writer {
     buffered_rows: u64,
     /// A segment that failed and could not be cut back to its fsynced length yet.
     broken: Option<SpoolWriter>,
-    /// The current segment's fsynced batches go to the converter as they are fsynced.
+    /// The current segment's batches go to the converter as they are appended.
     live: bool,
+    /// Some of `unsynced` already went to the converter: if the segment fails, its live
+    /// conversion holds rows the spool will not, and is given up.
+    sent_unsynced: bool,
     failing: bool,
     next_retry: Instant,
     next_sync: Instant,
@@ -763,7 +770,28 @@ impl Writer {
                         .spool_bytes
                         .fetch_add(seg.written_len() - before, Relaxed);
                     if let Some(b) = self.pending.pop_front() {
-                        self.unsynced_rows += b.num_rows() as u64;
+                        let rows = b.num_rows() as u64;
+                        // To the converter now, not after the fsync: it encodes while this
+                        // thread waits on the disk (on one core, the fsync was idle time).
+                        // Its files only take their names once the spool is sealed, when
+                        // every row is fsynced; a failure before that gives it up.
+                        if self.live && rows > 0 {
+                            let in_flight = &self.shared.c.live_in_flight;
+                            let spool = seg.path().to_owned();
+                            if in_flight.load(Relaxed) + rows <= LIVE_MAX_ROWS {
+                                in_flight.fetch_add(rows, Relaxed);
+                                self.sent_unsynced = true;
+                                let _ = self.conv.send(ConvMsg::Rows {
+                                    spool,
+                                    batches: vec![b.clone()],
+                                    rows,
+                                });
+                            } else {
+                                self.live = false;
+                                let _ = self.conv.send(ConvMsg::Unlive(spool));
+                            }
+                        }
+                        self.unsynced_rows += rows;
                         self.unsynced.push(b);
                     }
                 }
@@ -815,22 +843,8 @@ impl Writer {
                 self.shared.c.synced.fetch_add(rows, Relaxed);
                 self.buffered_rows -= rows;
                 self.unsynced_rows = 0;
-                let batches = std::mem::take(&mut self.unsynced);
-                if self.live && rows > 0 {
-                    let in_flight = &self.shared.c.live_in_flight;
-                    if in_flight.load(Relaxed) + rows <= LIVE_MAX_ROWS {
-                        in_flight.fetch_add(rows, Relaxed);
-                        let spool = seg.path().to_owned();
-                        let _ = self.conv.send(ConvMsg::Rows {
-                            spool,
-                            batches,
-                            rows,
-                        });
-                    } else {
-                        self.live = false;
-                        let _ = self.conv.send(ConvMsg::Unlive(seg.path().to_owned()));
-                    }
-                }
+                self.unsynced.clear();
+                self.sent_unsynced = false;
                 true
             }
             Err(e) => {
@@ -845,6 +859,13 @@ impl Writer {
         self.failing = true;
         self.next_retry = Instant::now() + self.cfg.retry_interval;
         if let Some(mut seg) = self.segment.take() {
+            if self.live && self.sent_unsynced {
+                // The live conversion has rows the cut-back spool will not: convert the spool
+                // from its file instead (the rows go back to `pending` for the next one).
+                let _ = self.conv.send(ConvMsg::Unlive(seg.path().to_owned()));
+            }
+            self.live = false;
+            self.sent_unsynced = false;
             for b in self.unsynced.drain(..).rev() {
                 self.pending.push_front(b);
             }

@@ -317,3 +317,98 @@ fn a_failed_live_conversion_falls_back_to_the_spool_file() {
         .collect();
     assert!(tmp.is_empty(), "{tmp:?}");
 }
+
+const EFBIG_CHILD_ENV: &str = "WARDEN_TELEMETRY_EFBIG_CHILD";
+
+/// Not a test on its own: the body of the child process of
+/// `a_spool_failing_after_rows_went_live_loses_and_doubles_nothing`, which needs a process of
+/// its own for the file size limit.
+#[test]
+fn efbig_child() {
+    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let Ok(lake) = std::env::var(EFBIG_CHILD_ENV) else {
+        return;
+    };
+    // Writing past the limit fails with EFBIG instead of killing the process (the threads the
+    // pipeline starts inherit the mask).
+    let mut xfsz = SigSet::empty();
+    xfsz.add(Signal::SIGXFSZ);
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&xfsz), None).unwrap();
+    setrlimit(Resource::RLIMIT_FSIZE, 128 * 1024, RLIM_INFINITY).unwrap();
+
+    let h = hasher();
+    let mut cfg = Config::new(&lake);
+    // No fsync before the failure: every row the converter has is unsynced when the spool
+    // outgrows the limit.
+    cfg.sync_interval = Duration::from_secs(600);
+    cfg.batch_rows = 32;
+    cfg.retry_interval = Duration::from_millis(20);
+    let tel = Telemetry::open(cfg).unwrap();
+    for i in 0..1000 {
+        tel.record(event(i, t(i), &h)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tel.stats().write_errors == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no write error: {:?}",
+            tel.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(matches!(tel.health(), Health::Failing { .. }));
+
+    // The limit goes away: the backlog is written to a new spool.
+    setrlimit(Resource::RLIMIT_FSIZE, RLIM_INFINITY, RLIM_INFINITY).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tel.sync().is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "did not recover: {:?}",
+            tel.health()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = tel.close();
+    assert_eq!(stats.spools_pending, 0, "{stats:?}");
+    drop(tel);
+    let counts = request_id_counts(std::path::Path::new(&lake));
+    assert_eq!(counts.len(), 1000);
+    assert!(
+        counts.values().all(|&c| c == 1),
+        "doubled: {:?}",
+        counts
+            .iter()
+            .filter(|(_, &c)| c != 1)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert!(parquet_files(&std::path::Path::new(&lake).join("events"))
+        .iter()
+        .all(|f| f.extension().is_some_and(|e| e == "parquet")));
+    println!("EFBIG CHILD OK");
+}
+
+/// Batches go to the converter as they are appended, before their fsync. A spool that fails
+/// after that (here: the file outgrows RLIMIT_FSIZE and the append fails with EFBIG) is cut
+/// back to its fsynced length and converted from its file; the converter's live copy, which
+/// holds the rows that go back to the backlog, is given up. Every event ends up in Parquet
+/// exactly once.
+#[test]
+fn a_spool_failing_after_rows_went_live_loses_and_doubles_nothing() {
+    let dir = TempDir::new("efbig");
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args(["--exact", "efbig_child", "--nocapture", "--test-threads=1"])
+        .env(EFBIG_CHILD_ENV, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("EFBIG CHILD OK"),
+        "{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
