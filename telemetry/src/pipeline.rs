@@ -163,9 +163,12 @@ enum ConvMsg {
         spool: PathBuf,
         batches: Vec<RecordBatch>,
         rows: u64,
+        /// These are the spool's first batches: only they may start its live conversion.
+        first: bool,
     },
-    /// The live conversion of this spool is given up (the converter fell too far behind); it
-    /// is converted from the file once sealed.
+    /// The live conversion of this spool is given up (the converter fell too far behind, or
+    /// the spool failed with rows the converter already has); it is converted from the file
+    /// once sealed or cut back.
     Unlive(PathBuf),
     /// A sealed (or retired) spool: finish its live conversion, or convert it from the file.
     Spool(PathBuf),
@@ -409,6 +412,7 @@ impl Telemetry {
             unsynced: Vec::new(),
             unsynced_rows: 0,
             sent_unsynced: false,
+            sent_batches: 0,
             pending: VecDeque::new(),
             buffered_rows: 0,
             broken: None,
@@ -629,6 +633,8 @@ struct Writer {
     /// Some of `unsynced` already went to the converter: if the segment fails, its live
     /// conversion holds rows the spool will not, and is given up.
     sent_unsynced: bool,
+    /// Batches of the current segment sent to the converter.
+    sent_batches: u64,
     failing: bool,
     next_retry: Instant,
     next_sync: Instant,
@@ -755,6 +761,7 @@ impl Writer {
                             .fetch_add(s.written_len(), Relaxed);
                         self.segment = Some(s);
                         self.live = true;
+                        self.sent_batches = 0;
                     }
                     Err(e) => return self.fail(&e),
                 }
@@ -785,7 +792,9 @@ impl Writer {
                                     spool,
                                     batches: vec![b.clone()],
                                     rows,
+                                    first: self.sent_batches == 0,
                                 });
+                                self.sent_batches += 1;
                             } else {
                                 self.live = false;
                                 let _ = self.conv.send(ConvMsg::Unlive(spool));
@@ -959,7 +968,7 @@ struct Converter {
     events_dir: PathBuf,
     props: WriterProperties,
     queue: VecDeque<PathBuf>,
-    /// The live conversion of the spool being written, fed as its batches are fsynced.
+    /// The live conversion of the spool being written, fed as its batches are appended.
     live: Option<Conversion>,
     /// A spool whose live conversion was given up: converted from the file once sealed.
     unlived: Option<PathBuf>,
@@ -985,8 +994,9 @@ impl Converter {
                     spool,
                     batches,
                     rows,
+                    first,
                 }) => {
-                    self.feed(spool, &batches);
+                    self.feed(spool, &batches, first);
                     drop(batches);
                     self.shared.c.live_in_flight.fetch_sub(rows, Relaxed);
                 }
@@ -1023,8 +1033,9 @@ impl Converter {
         }
     }
 
-    /// Encodes batches fsynced to `spool` into its live conversion, starting one if needed.
-    fn feed(&mut self, spool: PathBuf, batches: &[RecordBatch]) {
+    /// Encodes batches just appended to `spool` into its live conversion, starting one with the
+    /// spool's first batches.
+    fn feed(&mut self, spool: PathBuf, batches: &[RecordBatch], first: bool) {
         if self.unlived.as_ref() == Some(&spool) {
             return;
         }
@@ -1036,6 +1047,18 @@ impl Converter {
                 // it is sealed.
                 if let Some(old) = other {
                     old.abandon();
+                }
+                if !first {
+                    // A conversion started part-way would put in place a spool's later rows
+                    // only, and delete the spool. Never: the file is converted instead.
+                    let err = Error::Corrupt {
+                        path: spool.clone(),
+                        detail: "live conversion missed the spool's first batches; \
+                                 converting it from the file instead"
+                            .into(),
+                    };
+                    self.give_up_live(spool, &err);
+                    return;
                 }
                 match Conversion::new(&spool, &self.events_dir, &self.props) {
                     Ok(l) => l,

@@ -12,7 +12,8 @@
 //! Conversion ([`Conversion`]): split rows by hour of `time` and write one Parquet file per hour
 //! partition named `events/dt=.../hour=.../<stem>.parquet`: written as `.parquet.tmp`, fsynced,
 //! renamed, directory fsynced. Only then is the spool deleted. Live, the converter thread is fed
-//! the batches the writer has just fsynced to the spool, so a spool is never read back; at
+//! the batches the writer has just appended to the spool (the files keep their temporary names
+//! until the spool is sealed, every row fsynced), so a spool is never read back; at
 //! start-up (and for a spool whose live conversion was given up) [`convert_spool`] reads the
 //! batches from the file in order, stopping at the first message that does not decode (a torn
 //! tail: bytes after the last fsync). The output name is a function of
@@ -265,7 +266,8 @@ struct PartFile {
 
 /// The Parquet output of one spool, written as its batches arrive: one file per hour partition
 /// under a temporary name, put in place by [`Conversion::finish`]. The writer thread feeds it the
-/// batches it has fsynced to the spool, so live rotation never reads the spool back; recovery
+/// batches it has appended to the spool (finished only once the spool is sealed, so only with
+/// fsynced rows), so live rotation never reads the spool back; recovery
 /// ([`convert_spool`]) feeds it the batches it reads. Either way the output names are a function
 /// of the spool name, and finishing deletes the spool, so a conversion that is interrupted (or
 /// abandoned and redone from the file) replaces its own files instead of adding rows.

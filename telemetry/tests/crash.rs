@@ -325,7 +325,7 @@ const EFBIG_CHILD_ENV: &str = "WARDEN_TELEMETRY_EFBIG_CHILD";
 /// its own for the file size limit.
 #[test]
 fn efbig_child() {
-    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
     use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
     let Ok(lake) = std::env::var(EFBIG_CHILD_ENV) else {
         return;
@@ -335,7 +335,8 @@ fn efbig_child() {
     let mut xfsz = SigSet::empty();
     xfsz.add(Signal::SIGXFSZ);
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&xfsz), None).unwrap();
-    setrlimit(Resource::RLIMIT_FSIZE, 128 * 1024, RLIM_INFINITY).unwrap();
+    let (soft, hard) = getrlimit(Resource::RLIMIT_FSIZE).unwrap();
+    setrlimit(Resource::RLIMIT_FSIZE, 128 * 1024, hard).unwrap();
 
     let h = hasher();
     let mut cfg = Config::new(&lake);
@@ -358,9 +359,11 @@ fn efbig_child() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(matches!(tel.health(), Health::Failing { .. }));
+    // Nothing was fsynced: every row the converter got was past the spool's synced length.
+    assert_eq!(tel.stats().events_synced, 0);
 
-    // The limit goes away: the backlog is written to a new spool.
-    setrlimit(Resource::RLIMIT_FSIZE, RLIM_INFINITY, RLIM_INFINITY).unwrap();
+    // The limit goes back to what it was: the backlog is written to a new spool.
+    setrlimit(Resource::RLIMIT_FSIZE, soft, hard).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while tel.sync().is_err() {
         assert!(
