@@ -157,13 +157,13 @@ enum Msg {
 }
 
 enum ConvMsg {
-    /// Batches just appended to `spool`, in order, for its live conversion (named only once the
-    /// spool is sealed, so only when every one of them is fsynced).
+    /// A batch just appended to `spool`, in order, for its live conversion (named only once the
+    /// spool is sealed, so only when every row is fsynced).
     Rows {
         spool: PathBuf,
-        batches: Vec<RecordBatch>,
+        batch: RecordBatch,
         rows: u64,
-        /// These are the spool's first batches: only they may start its live conversion.
+        /// The spool's first batch: only it may start the spool's live conversion.
         first: bool,
     },
     /// The live conversion of this spool is given up (the converter fell too far behind, or
@@ -790,7 +790,7 @@ impl Writer {
                                 self.sent_unsynced = true;
                                 let _ = self.conv.send(ConvMsg::Rows {
                                     spool,
-                                    batches: vec![b.clone()],
+                                    batch: b.clone(),
                                     rows,
                                     first: self.sent_batches == 0,
                                 });
@@ -992,12 +992,12 @@ impl Converter {
             match rx.recv_timeout(deadline.saturating_duration_since(now)) {
                 Ok(ConvMsg::Rows {
                     spool,
-                    batches,
+                    batch,
                     rows,
                     first,
                 }) => {
-                    self.feed(spool, &batches, first);
-                    drop(batches);
+                    self.feed(spool, &batch, first);
+                    drop(batch);
                     self.shared.c.live_in_flight.fetch_sub(rows, Relaxed);
                 }
                 Ok(ConvMsg::Unlive(spool)) => self.unlive(spool),
@@ -1033,9 +1033,9 @@ impl Converter {
         }
     }
 
-    /// Encodes batches just appended to `spool` into its live conversion, starting one with the
-    /// spool's first batches.
-    fn feed(&mut self, spool: PathBuf, batches: &[RecordBatch], first: bool) {
+    /// Encodes a batch just appended to `spool` into its live conversion, starting one with the
+    /// spool's first batch.
+    fn feed(&mut self, spool: PathBuf, batch: &RecordBatch, first: bool) {
         if self.unlived.as_ref() == Some(&spool) {
             return;
         }
@@ -1053,7 +1053,7 @@ impl Converter {
                     // only, and delete the spool. Never: the file is converted instead.
                     let err = Error::Corrupt {
                         path: spool.clone(),
-                        detail: "live conversion missed the spool's first batches; \
+                        detail: "live conversion missed the spool's first batch; \
                                  converting it from the file instead"
                             .into(),
                     };
@@ -1069,9 +1069,7 @@ impl Converter {
                 }
             }
         };
-        let res = self
-            .shared
-            .with_lake(|| batches.iter().try_for_each(|b| live.write(b)));
+        let res = self.shared.with_lake(|| live.write(batch));
         match res {
             Ok(()) => self.live = Some(live),
             Err(e) => {
