@@ -229,8 +229,12 @@ fn factor_literals(hir: &regex_syntax::hir::Hir, factor: Factor) -> Option<Vec<V
 ///
 /// A set is as rare as its most frequent literal, estimated by `rarity`.
 pub fn required_factor(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    required_factor_of(&as_seen_in_views(parse_pattern(pattern)?))
+}
+
+/// [`required_factor`] of an already view-shaped `hir`.
+fn required_factor_of(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec<u8>>> {
     use regex_syntax::hir::HirKind;
-    let hir = as_seen_in_views(parse_pattern(pattern)?);
     // The pieces after the first that consumes text (a leading `\b` does not): that one is
     // where the prefixes come from.
     let pieces = match hir.kind() {
@@ -243,7 +247,7 @@ pub fn required_factor(pattern: &str) -> Option<Vec<Vec<u8>>> {
         }
         _ => &[],
     };
-    let candidates = std::iter::once(factor_literals(&hir, Factor::Suffix))
+    let candidates = std::iter::once(factor_literals(hir, Factor::Suffix))
         .chain(pieces.iter().map(|p| factor_literals(p, Factor::Prefix)))
         .flatten();
     let mut best: Option<(usize, Vec<Vec<u8>>)> = None;
@@ -618,11 +622,14 @@ impl Engine {
                 }
             }
             for (j, re) in rule.regexes.iter().enumerate() {
+                // Parsed once here; its view-shaped form gives the prefixes, the required
+                // factor and the reach.
+                let hir = parse_pattern(re);
                 // A pattern that can match the empty string matches everywhere (and between the
                 // bytes of a character): refuse the pack, as lint would.
-                if regex_syntax::Parser::new()
-                    .parse(re)
-                    .is_ok_and(|h| h.properties().minimum_len() == Some(0))
+                if hir
+                    .as_ref()
+                    .is_some_and(|h| h.properties().minimum_len() == Some(0))
                 {
                     errors.push(PackError::new(
                         &rule.origin.file,
@@ -642,8 +649,12 @@ impl Engine {
                         singles.push(single);
                         regex_rule.push(i);
                         regex_source.push(re.clone());
-                        match literal_prefixes(re) {
-                            Some(prefixes) => {
+                        let in_views = hir.map(as_seen_in_views);
+                        let prefixes = in_views
+                            .as_ref()
+                            .and_then(|h| factor_literals(h, Factor::Prefix));
+                        match (prefixes, in_views) {
+                            (Some(prefixes), Some(in_views)) => {
                                 let common = prefixes.iter().any(|p| is_common(p));
                                 for p in prefixes {
                                     add(p, Trigger::Prefix(pid));
@@ -655,15 +666,17 @@ impl Engine {
                                 // ordinary text to save a rare verification. Kept for rare
                                 // factors, it stops text repeating a prefix (hostile leetspeak
                                 // repeating "ignore all previous") from verifying at each one.
-                                let factor = required_factor(re)
+                                let factor = required_factor_of(&in_views)
                                     .filter(|s| common || !s.iter().any(|l| is_common(l)));
                                 has_factor.push(factor.is_some());
-                                reach.push(view_max_len(re).unwrap_or(usize::MAX));
+                                reach.push(
+                                    in_views.properties().maximum_len().unwrap_or(usize::MAX),
+                                );
                                 for p in factor.unwrap_or_default() {
                                     add(p, Trigger::Factor(pid));
                                 }
                             }
-                            None => {
+                            _ => {
                                 has_factor.push(false);
                                 reach.push(usize::MAX);
                                 unanchored_patterns.push(re);
