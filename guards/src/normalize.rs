@@ -594,11 +594,7 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
             let start = i;
             let mut prev_space = out.ends_with(' ');
             // Eight bytes at a time while they are all printable ASCII or single spaces.
-            while let Some(chunk) = b.get(i..i + 8) {
-                let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
-                    break;
-                };
-                let x = u64::from_le_bytes(chunk);
+            while let Some(x) = word_at(b, i) {
                 let spaces = zero_bytes(x ^ (ONES * u64::from(b' ')));
                 let carry = if prev_space { 0x80 } else { 0 };
                 if has_byte_outside_printable(x) || spaces & ((spaces << 8) | carry) != 0 {
@@ -690,6 +686,13 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
 const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// The eight bytes of `b` from `at` as one little-endian word (byte `at` lowest), if there are
+/// eight: the load of every word-at-a-time loop here.
+fn word_at(b: &[u8], at: usize) -> Option<u64> {
+    let bytes: [u8; 8] = b.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
 
 /// The high bit of every byte of `x` that is zero, and no other bit.
 const fn zero_bytes(x: u64) -> u64 {
@@ -899,10 +902,10 @@ fn unit_at(text: &str, i: usize) -> Option<usize> {
 }
 
 /// Bit `i` (of word `i / 64`) is set where a despaced run can start. A unit starts where
-/// [`unit_starts`] has a bit; a run needs three units, each starting 2 to 7 bytes after the one before (a unit of up to
-/// 4 bytes, a separator of up to [`MAX_SEP`] bytes). Only unit starts followed by two more such
-/// starts are kept: in ordinary prose ("a", "I", "s" of "it's") almost none. Built 64 bytes at a
-/// time without branches.
+/// [`unit_starts`] has a bit; a run needs three units, each starting 2 to 7 bytes after the one
+/// before (a unit of up to 4 bytes, a separator of up to [`MAX_SEP`] bytes). Only unit starts
+/// followed by two more such starts are kept: in ordinary prose ("a", "I", "s" of "it's")
+/// almost none. Built 64 bytes at a time without branches.
 fn run_starts(b: &[u8]) -> Vec<u64> {
     let units = unit_starts(b);
     // Bit i of the result: bit i of `bits` and some bit in i + 2 ..= i + 7 of `next`.
@@ -934,9 +937,7 @@ fn unit_starts(b: &[u8]) -> Vec<u64> {
         let mut eights = chunk.chunks_exact(8);
         let mut j = 0;
         for e in &mut eights {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(e);
-            let (alnum, leads) = alnum_and_lead_bits(u64::from_le_bytes(bytes));
+            let (alnum, leads) = alnum_and_lead_bits(word_at(e, 0).unwrap_or_default());
             w |= alnum << j;
             l |= leads << j;
             j += 8;
@@ -1092,9 +1093,7 @@ const fn leet_char(c: u8) -> Option<u8> {
 /// be (ordinary words: most of any text).
 fn next_leet(b: &[u8], mut from: usize) -> Option<usize> {
     while let Some(chunk) = b.get(from..from + 8) {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(chunk);
-        if may_hold_leet(u64::from_le_bytes(bytes)) {
+        if may_hold_leet(word_at(chunk, 0).unwrap_or_default()) {
             if let Some(off) = chunk
                 .iter()
                 .position(|&c| CLASS[usize::from(c)] & LEET != 0)
