@@ -16,6 +16,15 @@ use warden_telemetry::{Config, Health, Telemetry};
 
 const CHILD_ENV: &str = "WARDEN_TELEMETRY_CRASH_CHILD";
 
+/// This test binary run again as a child process that runs only the test `name`, with `env` set
+/// to `lake` (the child tests do nothing without it).
+fn child_test(name: &str, env: &str, lake: &std::path::Path) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env, lake);
+    cmd
+}
+
 /// Not a test on its own: the body of the child process of `kill_9_loses_nothing_acknowledged`.
 /// It records events forever and prints `ACK n` after each successful `sync()` covering the
 /// first `n` events.
@@ -46,10 +55,7 @@ fn crash_child() {
 #[test]
 fn kill_9_loses_nothing_acknowledged() {
     let dir = TempDir::new("kill9");
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, dir.path())
+    let mut child = child_test("crash_child", CHILD_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -401,10 +407,7 @@ fn efbig_child() {
 #[test]
 fn a_spool_failing_after_rows_went_live_loses_and_doubles_nothing() {
     let dir = TempDir::new("efbig");
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args(["--exact", "efbig_child", "--nocapture", "--test-threads=1"])
-        .env(EFBIG_CHILD_ENV, dir.path())
+    let out = child_test("efbig_child", EFBIG_CHILD_ENV, dir.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -2,7 +2,7 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use warden_tests::harness::warden_bin;
@@ -43,6 +43,20 @@ fn warden(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `warden rules eval --input INPUT --rules DIR` plus `extra` arguments.
+fn eval(input: &Path, dir: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "rules",
+        "eval",
+        "--input",
+        input.to_str().unwrap(),
+        "--rules",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    warden(&args)
 }
 
 #[test]
@@ -149,16 +163,7 @@ fn rules_eval_prints_the_documented_json() {
         .join("\n"),
     )
     .unwrap();
-    let (code, out, err) = warden(&[
-        "rules",
-        "eval",
-        "--input",
-        input.to_str().unwrap(),
-        "--rules",
-        dir.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let (code, out, err) = eval(&input, &dir, &["--format", "json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let o = &v["overall"];
@@ -180,28 +185,14 @@ fn rules_eval_prints_the_documented_json() {
     assert!(v["latency_us"]["p50"].as_f64().unwrap() > 0.0 && v["latency_us"]["p99"].is_number());
 
     // The table form, and a bad line is an error with its number.
-    let (code, out, _) = warden(&[
-        "rules",
-        "eval",
-        "--input",
-        input.to_str().unwrap(),
-        "--rules",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, out, _) = eval(&input, &dir, &[]);
     assert_eq!(code, 0);
     assert!(
         out.contains("overall") && out.contains("guard latency per message"),
         "{out}"
     );
     std::fs::write(&input, "{\"text\": \"x\", \"label\": 3}\n").unwrap();
-    let (code, _, err) = warden(&[
-        "rules",
-        "eval",
-        "--input",
-        input.to_str().unwrap(),
-        "--rules",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, _, err) = eval(&input, &dir, &[]);
     assert_eq!(code, 1);
     assert!(err.contains("line 1: \"label\" must be 0 or 1"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
@@ -223,16 +214,7 @@ fn rules_eval_writes_what_it_got_wrong_to_the_errors_file() {
     )
     .unwrap();
     let errors = dir.join("errors.jsonl");
-    let (code, out, err) = warden(&[
-        "rules",
-        "eval",
-        "--input",
-        input.to_str().unwrap(),
-        "--rules",
-        dir.to_str().unwrap(),
-        "--errors",
-        errors.to_str().unwrap(),
-    ]);
+    let (code, out, err) = eval(&input, &dir, &["--errors", errors.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&errors)
         .unwrap()
@@ -250,16 +232,14 @@ fn rules_eval_writes_what_it_got_wrong_to_the_errors_file() {
     assert_eq!(lines[1]["rules"], serde_json::json!(["T-1001"]));
 
     // An unwritable errors path fails the command and says where.
-    let (code, _, err) = warden(&[
-        "rules",
-        "eval",
-        "--input",
-        input.to_str().unwrap(),
-        "--rules",
-        dir.to_str().unwrap(),
-        "--errors",
-        dir.join("no-such-dir/errors.jsonl").to_str().unwrap(),
-    ]);
+    let (code, _, err) = eval(
+        &input,
+        &dir,
+        &[
+            "--errors",
+            dir.join("no-such-dir/errors.jsonl").to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 1);
     assert!(err.contains("no-such-dir"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
