@@ -247,7 +247,7 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
-    // Long enough for two rotations at a 32 MiB spool (about 54k events each).
+    // Long enough for two rotations at a 32 MiB spool (about 80k events each).
     let long: Vec<Event> = (0..SUSTAINED_N).map(|i| event(i, &h)).collect();
     let mut g = c.benchmark_group("writer");
     g.throughput(Throughput::Elements(SUSTAINED_N));

@@ -5,8 +5,9 @@
 //! sent ("did anyone send X?"); someone holding only the lake cannot recover or brute-force the
 //! text, not even for low-entropy inputs like IPv4 addresses.
 //!
-//! Output: [`KeyedHash`], rendered `b3k:<64 hex digits>` (the full 256-bit BLAKE3 output). The
-//! key that produced it is recorded beside it in the `hash_key_id` column.
+//! Output: [`KeyedHash`], the full 256-bit BLAKE3 output: 32 bytes in the lake (half the size of
+//! hex text, and nothing to compress), 64 lowercase hex digits when displayed. The key that
+//! produced it is recorded beside it in the `hash_key_id` column.
 //!
 //! Domains: each kind of input is hashed under its own domain (`prompt`, `system`, `message`,
 //! `client`), with length-prefixed fields, so a message hash never equals a prompt hash of the
@@ -37,13 +38,13 @@ use std::sync::Arc;
 
 /// Environment variable read by [`Hasher::from_env`].
 pub const KEY_ENV_VAR: &str = "WARDEN_TELEMETRY_KEY";
-/// Prefix of every [`KeyedHash`].
-pub const HASH_PREFIX: &str = "b3k:";
+/// Bytes in a [`KeyedHash`].
+pub const HASH_LEN: usize = 32;
 
-/// A keyed BLAKE3 hash, `b3k:<hex>`. Only a [`Hasher`] makes one, so a hash column can never
-/// hold caller text by mistake.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyedHash(String);
+/// A keyed BLAKE3 hash. Only a [`Hasher`] makes one, so a hash column can never hold caller
+/// text by mistake. Displays as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyedHash([u8; HASH_LEN]);
 
 /// Computes keyed hashes with the current key; older keys are kept for lookups.
 #[derive(Clone)]
@@ -102,26 +103,26 @@ const DOMAIN_CLIENT: &[u8] = b"warden/client-addr/v1";
 // === impl KeyedHash ===
 
 impl KeyedHash {
-    /// The `b3k:<hex>` text.
-    pub fn as_str(&self) -> &str {
+    /// The 32 bytes, as stored in the lake.
+    pub fn as_bytes(&self) -> &[u8; HASH_LEN] {
         &self.0
     }
 
-    /// The `b3k:<hex>` text, owned.
-    pub fn into_string(self) -> String {
-        self.0
+    /// The 64 lowercase hex digits, as SQL compares them (`encode(prompt_hash, 'hex')`).
+    pub fn to_hex(&self) -> String {
+        self.to_string()
     }
 }
 
 impl fmt::Display for KeyedHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(blake3::Hash::from_bytes(self.0).to_hex().as_str())
     }
 }
 
 impl fmt::Debug for KeyedHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -258,10 +259,7 @@ impl Hasher {
             h.update(&(f.len() as u64).to_le_bytes());
             h.update(f);
         }
-        let mut out = String::with_capacity(HASH_PREFIX.len() + 64);
-        out.push_str(HASH_PREFIX);
-        out.push_str(h.finalize().to_hex().as_str());
-        KeyedHash(out)
+        KeyedHash(*h.finalize().as_bytes())
     }
 
     fn build(source: &str, keys: Vec<Key>) -> Result<Self, KeyError> {
@@ -411,8 +409,14 @@ mod tests {
         assert_ne!(h.message("user", "ab"), h.message("usera", "b"));
         assert_ne!(h.client_addr("hi"), h.prompt("hi"));
         let p = h.prompt("hello");
-        assert!(p.as_str().starts_with("b3k:"));
-        assert_eq!(p.as_str().len(), 4 + 64);
+        let hex = p.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert!(hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(p.to_string(), hex);
+        assert_eq!(format!("{p:?}"), hex);
+        assert_eq!(hex::decode(&hex).unwrap(), p.as_bytes());
         assert_eq!(p, h.prompt("hello"));
     }
 

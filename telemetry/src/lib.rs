@@ -29,7 +29,7 @@
 //! ```
 //!
 //! Modules, in the order data flows:
-//! - [`hash`]: keyed BLAKE3 identities (`b3k:<hex>`), key file / env formats, rotation.
+//! - [`hash`]: keyed BLAKE3 identities (32 bytes, shown as hex), key file / env formats, rotation.
 //! - [`event`]: the [`Event`] row. `telemetry/SCHEMA.md` is its spec (MUST rules).
 //! - [`schema`]: Arrow schemas, the batch builder, the lake's schema-version marker.
 //! - [`pipeline`]: [`Telemetry`]: bounded queue, writer and converter threads, [`Stats`],

@@ -14,10 +14,12 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use arrow::array::builder::NullBufferBuilder;
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float32Builder, ListBuilder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder, UInt16Builder, UInt32Builder,
+    ArrayRef, BooleanBuilder, FixedSizeBinaryArray, Float32Builder, ListArray, ListBuilder,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder, UInt16Builder, UInt32Builder,
 };
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -27,10 +29,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{io_at, Error};
 use crate::event::Event;
+use crate::hash::{KeyedHash, HASH_LEN};
 use crate::time::unix_micros;
 
 /// Version of the `events` table schema written by this build (the `schema_version` column).
-pub const EVENTS_SCHEMA_VERSION: u16 = 1;
+pub const EVENTS_SCHEMA_VERSION: u16 = 2;
 /// Version of the `audit` table schema written by this build.
 pub const AUDIT_SCHEMA_VERSION: u16 = 1;
 /// File name of the lake's schema marker, in the lake root.
@@ -71,10 +74,10 @@ pub struct EventBatchBuilder {
     throttled: BooleanBuilder,
     switch_state: StringBuilder,
     overhead_us: UInt32Builder,
-    prompt_hash: StringBuilder,
-    system_prompt_hash: StringBuilder,
-    message_hashes: ListBuilder<StringBuilder>,
-    client_addr_hash: StringBuilder,
+    prompt_hash: HashColumn,
+    system_prompt_hash: HashColumn,
+    message_hashes: HashListColumn,
+    client_addr_hash: HashColumn,
     hash_key_id: StringBuilder,
     raw_prompt: StringBuilder,
     schema_version: UInt16Builder,
@@ -104,6 +107,14 @@ fn string_item() -> FieldRef {
     Arc::new(Field::new("item", DataType::Utf8, false))
 }
 
+fn hash_type() -> DataType {
+    DataType::FixedSizeBinary(HASH_LEN as i32)
+}
+
+fn hash_item() -> FieldRef {
+    Arc::new(Field::new("item", hash_type(), false))
+}
+
 fn table_metadata(table: &str, version: u16) -> std::collections::HashMap<String, String> {
     [
         (META_SCHEMA_VERSION.to_owned(), version.to_string()),
@@ -120,6 +131,7 @@ pub fn event_schema() -> SchemaRef {
         .get_or_init(|| {
             use DataType::{Boolean, Float32, UInt16, UInt32, Utf8};
             let list = DataType::List(string_item());
+            let hash = hash_type;
             let f = Field::new;
             let fields = vec![
                 f("time", utc(), false),
@@ -141,7 +153,7 @@ pub fn event_schema() -> SchemaRef {
                 f("tpot_ms", Float32, true),
                 f("guard_decision", Utf8, true),
                 f("guard_score", UInt32, true),
-                f("rule_ids", list.clone(), false),
+                f("rule_ids", list, false),
                 f("rule_pack_version", Utf8, true),
                 f("config_hash", Utf8, false),
                 f("classifier_score", Float32, true),
@@ -151,10 +163,10 @@ pub fn event_schema() -> SchemaRef {
                 f("throttled", Boolean, true),
                 f("switch_state", Utf8, true),
                 f("overhead_us", UInt32, false),
-                f("prompt_hash", Utf8, true),
-                f("system_prompt_hash", Utf8, true),
-                f("message_hashes", list, false),
-                f("client_addr_hash", Utf8, true),
+                f("prompt_hash", hash(), true),
+                f("system_prompt_hash", hash(), true),
+                f("message_hashes", DataType::List(hash_item()), false),
+                f("client_addr_hash", hash(), true),
                 f("hash_key_id", Utf8, false),
                 f("raw_prompt", Utf8, true),
                 f("schema_version", UInt16, false),
@@ -232,7 +244,8 @@ pub fn event_writer_properties(
     }
     // Min/max of random hashes and minted request ids prune nothing (the bloom filter serves
     // lookups instead), and computing them is a measurable share of the encoding time.
-    let hash_item = || ColumnPath::new(vec!["message_hashes".into(), "list".into(), "item".into()]);
+    let message_hash =
+        || ColumnPath::new(vec!["message_hashes".into(), "list".into(), "item".into()]);
     for col in [
         "request_id",
         "prompt_hash",
@@ -243,8 +256,8 @@ pub fn event_writer_properties(
         b = b.set_column_statistics_enabled(ColumnPath::from(col), EnabledStatistics::None);
     }
     b = b
-        .set_column_statistics_enabled(hash_item(), EnabledStatistics::None)
-        .set_column_dictionary_enabled(hash_item(), false);
+        .set_column_statistics_enabled(message_hash(), EnabledStatistics::None)
+        .set_column_dictionary_enabled(message_hash(), false);
     // Sized for a full row group from the start (the default assumes 1M distinct values): a
     // filter that fits in cache makes every insert cheaper; it is folded to its target
     // false-positive rate when the row group closes either way.
@@ -277,7 +290,6 @@ impl EventBatchBuilder {
     /// A builder with room for `rows` events before reallocating.
     pub fn with_capacity(rows: usize) -> Self {
         let s = || StringBuilder::with_capacity(rows, rows * 16);
-        let hashes = || StringBuilder::with_capacity(rows, rows * 68);
         let list = |values: StringBuilder| {
             ListBuilder::with_capacity(values, rows).with_field(string_item())
         };
@@ -311,10 +323,10 @@ impl EventBatchBuilder {
             throttled: BooleanBuilder::with_capacity(rows),
             switch_state: s(),
             overhead_us: UInt32Builder::with_capacity(rows),
-            prompt_hash: hashes(),
-            system_prompt_hash: hashes(),
-            message_hashes: list(StringBuilder::with_capacity(rows * 4, rows * 4 * 68)),
-            client_addr_hash: hashes(),
+            prompt_hash: HashColumn::with_capacity(rows),
+            system_prompt_hash: HashColumn::with_capacity(rows),
+            message_hashes: HashListColumn::with_capacity(rows, rows * 4),
+            client_addr_hash: HashColumn::with_capacity(rows),
             hash_key_id: s(),
             raw_prompt: StringBuilder::new(),
             schema_version: UInt16Builder::with_capacity(rows),
@@ -359,16 +371,10 @@ impl EventBatchBuilder {
         self.throttled.append_option(e.throttled);
         self.switch_state.append_option(e.switch_state.as_deref());
         self.overhead_us.append_value(e.overhead_us);
-        self.prompt_hash
-            .append_option(e.prompt_hash.as_ref().map(|h| h.as_str()));
-        self.system_prompt_hash
-            .append_option(e.system_prompt_hash.as_ref().map(|h| h.as_str()));
-        for h in &e.message_hashes {
-            self.message_hashes.values().append_value(h.as_str());
-        }
-        self.message_hashes.append(true);
-        self.client_addr_hash
-            .append_option(e.client_addr_hash.as_ref().map(|h| h.as_str()));
+        self.prompt_hash.push(e.prompt_hash.as_ref());
+        self.system_prompt_hash.push(e.system_prompt_hash.as_ref());
+        self.message_hashes.push(&e.message_hashes);
+        self.client_addr_hash.push(e.client_addr_hash.as_ref());
         self.hash_key_id.append_value(&e.hash_key_id);
         self.raw_prompt.append_option(e.raw_prompt.as_deref());
         self.schema_version.append_value(EVENTS_SCHEMA_VERSION);
@@ -424,15 +430,89 @@ impl EventBatchBuilder {
             Arc::new(self.throttled.finish()),
             Arc::new(self.switch_state.finish()),
             Arc::new(self.overhead_us.finish()),
-            Arc::new(self.prompt_hash.finish()),
-            Arc::new(self.system_prompt_hash.finish()),
-            Arc::new(self.message_hashes.finish()),
-            Arc::new(self.client_addr_hash.finish()),
+            Arc::new(self.prompt_hash.finish()?),
+            Arc::new(self.system_prompt_hash.finish()?),
+            Arc::new(self.message_hashes.finish()?),
+            Arc::new(self.client_addr_hash.finish()?),
             Arc::new(self.hash_key_id.finish()),
             Arc::new(self.raw_prompt.finish()),
             Arc::new(self.schema_version.finish()),
         ];
         Ok(RecordBatch::try_new(event_schema(), columns)?)
+    }
+}
+
+/// A nullable `FixedSizeBinary(32)` column being built: the hashes' bytes back to back (no
+/// per-value offsets or fallible appends, as Arrow's builder has).
+struct HashColumn {
+    values: Vec<u8>,
+    nulls: NullBufferBuilder,
+}
+
+impl HashColumn {
+    fn with_capacity(rows: usize) -> Self {
+        HashColumn {
+            values: Vec::with_capacity(rows * HASH_LEN),
+            nulls: NullBufferBuilder::new(rows),
+        }
+    }
+
+    fn push(&mut self, h: Option<&KeyedHash>) {
+        match h {
+            Some(h) => {
+                self.values.extend_from_slice(h.as_bytes());
+                self.nulls.append_non_null();
+            }
+            None => {
+                self.values.extend_from_slice(&[0; HASH_LEN]);
+                self.nulls.append_null();
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<FixedSizeBinaryArray, Error> {
+        let values = Buffer::from_vec(std::mem::take(&mut self.values));
+        Ok(FixedSizeBinaryArray::try_new(
+            HASH_LEN as i32,
+            values,
+            self.nulls.finish(),
+        )?)
+    }
+}
+
+/// A `List(FixedSizeBinary(32))` column (never null) being built.
+struct HashListColumn {
+    offsets: Vec<i32>,
+    values: Vec<u8>,
+}
+
+impl HashListColumn {
+    fn with_capacity(rows: usize, items: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        HashListColumn {
+            offsets,
+            values: Vec::with_capacity(items * HASH_LEN),
+        }
+    }
+
+    fn push(&mut self, hashes: &[KeyedHash]) {
+        for h in hashes {
+            self.values.extend_from_slice(h.as_bytes());
+        }
+        self.offsets.push((self.values.len() / HASH_LEN) as i32);
+    }
+
+    fn finish(&mut self) -> Result<ListArray, Error> {
+        let values = Buffer::from_vec(std::mem::take(&mut self.values));
+        let items = FixedSizeBinaryArray::try_new(HASH_LEN as i32, values, None)?;
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        Ok(ListArray::try_new(
+            hash_item(),
+            OffsetBuffer::new(ScalarBuffer::from(offsets)),
+            Arc::new(items),
+            None,
+        )?)
     }
 }
 

@@ -10,7 +10,9 @@ use arrow::compute::concat_batches;
 use common::{
     event, hasher, parquet_files, partitions, read_parquet, request_id_counts, t, TempDir,
 };
-use warden_telemetry::schema::{event_schema, events_to_batch, META_SCHEMA_VERSION};
+use warden_telemetry::schema::{
+    event_schema, events_to_batch, EVENTS_SCHEMA_VERSION, META_SCHEMA_VERSION,
+};
 use warden_telemetry::{Config, Dropped, Health, Telemetry};
 
 #[test]
@@ -71,9 +73,8 @@ fn round_trip_preserves_every_field_and_partitions_by_hour() {
             .file_metadata()
             .key_value_metadata()
             .unwrap();
-        assert!(kv
-            .iter()
-            .any(|kv| kv.key == META_SCHEMA_VERSION && kv.value.as_deref() == Some("1")));
+        assert!(kv.iter().any(|kv| kv.key == META_SCHEMA_VERSION
+            && kv.value.as_deref() == Some(EVENTS_SCHEMA_VERSION.to_string().as_str())));
         batches.extend(read_parquet(f));
     }
     let got = concat_batches(&event_schema(), &batches).unwrap();

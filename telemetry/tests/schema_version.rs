@@ -20,7 +20,7 @@ fn new_lake_gets_a_marker_and_reopens() {
     drop(tel);
     let marker: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join(MARKER_FILE)).unwrap()).unwrap();
-    assert_eq!(marker["events_schema_version"], 1);
+    assert_eq!(marker["events_schema_version"], 2);
     assert_eq!(marker["audit_schema_version"], 1);
     Telemetry::open(Config::new(dir.path())).unwrap().close();
 }
@@ -30,12 +30,12 @@ fn marker_of_another_version_is_refused() {
     let dir = TempDir::new("schema-other");
     std::fs::write(
         dir.path().join(MARKER_FILE),
-        br#"{"format":"warden-lake","events_schema_version":2,"audit_schema_version":1}"#,
+        br#"{"format":"warden-lake","events_schema_version":1,"audit_schema_version":1}"#,
     )
     .unwrap();
     match Telemetry::open(Config::new(dir.path())) {
         Err(Error::IncompatibleSchema { found, .. }) => {
-            assert!(found.contains("events v2"), "{found}")
+            assert!(found.contains("events v1"), "{found}")
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

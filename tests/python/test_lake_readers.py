@@ -7,6 +7,7 @@ import urllib.request
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -74,6 +75,9 @@ api_keys = ["{key_hash(KEY)}"]
     for col in ("time", "request_id", "tenant", "status", "guard_decision", "rule_ids",
                 "prompt_hash", "hash_key_id", "raw_prompt", "schema_version"):
         assert col in schema.names, schema
+    # Keyed hashes are 32 bytes (SCHEMA.md §5), read as such.
+    assert schema.field("prompt_hash").type == pa.binary(32), schema
+    assert schema.field("message_hashes").type.value_type == pa.binary(32), schema
     dataset = ds.dataset(lake / "events", format="parquet", partitioning="hive")
     assert {"dt", "hour"} <= set(dataset.schema.names)
     table = dataset.to_table()
@@ -93,3 +97,8 @@ api_keys = ["{key_hash(KEY)}"]
         GROUP BY ALL""").fetchall()
     assert blocked and all(t == "py" and n == 1 for t, _, n in blocked), blocked
     assert con.execute(f"SELECT count(*) FROM read_parquet('{glob}') WHERE raw_prompt IS NOT NULL").fetchone()[0] == 0
+    # Question 2 in DuckDB: a prompt hash given as hex finds its rows.
+    one = table.column("prompt_hash").drop_null()[0].as_py()
+    assert isinstance(one, bytes) and len(one) == 32
+    assert con.execute(f"SELECT count(*) FROM read_parquet('{glob}') WHERE prompt_hash = unhex(?)",
+                       [one.hex()]).fetchone()[0] >= 1

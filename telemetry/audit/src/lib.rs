@@ -28,7 +28,7 @@ pub const QUESTIONS: &[(&str, &str)] = &[
     (
         "Every request carrying a given prompt hash",
         "SELECT time, request_id, tenant, route, status, guard_decision FROM events \
-         WHERE prompt_hash = '$PROMPT_HASH' ORDER BY time",
+         WHERE prompt_hash = decode('$PROMPT_HASH', 'hex') ORDER BY time",
     ),
     (
         "Who changed what, and when (admin actions)",

@@ -24,7 +24,7 @@ fn lake() -> (std::path::PathBuf, String) {
     for i in 0..12u32 {
         let blocked = i % 3 == 0;
         let prompt = if blocked {
-            target_hash.clone()
+            target_hash
         } else {
             h.prompt(&format!("question {i}"))
         };
@@ -73,7 +73,7 @@ fn lake() -> (std::path::PathBuf, String) {
         })
         .unwrap();
     t.close();
-    (dir, target_hash.into_string())
+    (dir, target_hash.to_hex())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,6 +117,21 @@ async fn every_documented_question_runs_and_answers() {
     )
     .unwrap();
     assert_eq!(csv, "tenant,n\nacme,6\nglobex,6\n");
+    // Hashes are bytes in the lake; `encode` shows them as the hex an auditor compares.
+    let hex = render(
+        &query(
+            &dir,
+            &format!(
+                "SELECT DISTINCT encode(prompt_hash, 'hex') AS h FROM events \
+                 WHERE prompt_hash = decode('{hash}', 'hex')"
+            ),
+        )
+        .await
+        .unwrap(),
+        Format::Csv,
+    )
+    .unwrap();
+    assert_eq!(hex, format!("h\n{hash}\n"));
     // Bad SQL is an error, not a panic.
     assert!(query(&dir, "SELEC nonsense").await.is_err());
     let _ = std::fs::remove_dir_all(&dir);
