@@ -809,6 +809,11 @@ impl Engine {
         &self.set.version
     }
 
+    /// [`Self::version`], shared (what every audit event of this pack carries).
+    pub fn version_shared(&self) -> std::sync::Arc<str> {
+        std::sync::Arc::clone(&self.set.version)
+    }
+
     /// Heap held by the literal automaton (a DFA: the bulk of an engine's memory; the lazy DFA
     /// caches of the regexes grow per thread on top, bounded).
     pub fn automaton_bytes(&self) -> usize {

@@ -329,7 +329,7 @@ pub struct RuleSet {
     pub packs: Vec<PackInfo>,
     pub rules: Vec<Rule>,
     /// Content hash over every file: `sha-<16 hex>` (BLAKE3).
-    pub version: String,
+    pub version: std::sync::Arc<str>,
     /// Where it came from: a directory path or `embedded`.
     pub source: String,
 }
@@ -446,7 +446,7 @@ impl RuleSet {
         Ok(RuleSet {
             packs,
             rules,
-            version: format!("sha-{}", &hash.to_hex()[..16]),
+            version: format!("sha-{}", &hash.to_hex()[..16]).into(),
             source: source.to_string(),
         })
     }

@@ -148,7 +148,7 @@ pub struct GuardOutcome {
     pub decision: Decision,
     pub score: u32,
     pub rule_ids: Vec<String>,
-    pub pack_version: String,
+    pub pack_version: std::sync::Arc<str>,
     pub truncated: bool,
     pub elapsed: Duration,
 }
@@ -340,7 +340,7 @@ pub fn inspect_request(
         decision: verdict.decision,
         score: verdict.score,
         rule_ids: verdict.rule_ids().into_iter().map(str::to_string).collect(),
-        pack_version: run.engine.version().to_string(),
+        pack_version: run.engine.version_shared(),
         truncated: verdict.truncated,
         elapsed: Duration::ZERO,
     };

@@ -505,7 +505,7 @@ impl ProxyHttp for WardenProxy {
             guard_score = ctx.guard.as_ref().map(|g| g.score),
             guard_rules = ctx.guard.as_ref().map(|g| g.rule_ids.join(",")),
             guard_us = ctx.guard.as_ref().map(|g| g.elapsed.as_micros() as u64),
-            pack_version = ctx.guard.as_ref().map(|g| g.pack_version.as_str()),
+            pack_version = ctx.guard.as_ref().map(|g| &*g.pack_version),
             error = e.map(|e| e.etype().as_str()),
             "request"
         );
@@ -703,17 +703,15 @@ impl WardenProxy {
         let event = warden_telemetry::Event {
             time: ctx.started_at,
             request_id: ctx.request_id.clone(),
-            tenant: tenant.map_or("-", |t| t.config.name.as_str()).to_string(),
-            route: ctx.endpoint.map_or("other", Endpoint::label).to_string(),
+            tenant: tenant.map_or_else(|| app.labels.no_tenant.clone(), |t| t.name.clone()),
+            route: app.labels.route(ctx.endpoint),
             requested_model: ctx.requested_model.take().unwrap_or_default(),
             served_model: ctx.model.clone().filter(|_| forwarded),
             model_version: None,
             // Contacted: the request went out, or a connect to it was tried and refused or timed
             // out (the last one tried, after failover); auditors need to know which one failed.
-            upstream: upstream
-                .filter(|_| ctx.contacted)
-                .map(|u| u.config.name.clone()),
-            region: app.config.telemetry.region.clone(),
+            upstream: upstream.filter(|_| ctx.contacted).map(|u| u.name.clone()),
+            region: app.labels.region.clone(),
             stream: ctx.stream,
             status: ctx.status,
             error_code: error_code.map(str::to_string),
@@ -738,7 +736,7 @@ impl WardenProxy {
                 .map(|g| g.rule_ids.clone())
                 .unwrap_or_default(),
             rule_pack_version: ctx.guard.as_ref().map(|g| g.pack_version.clone()),
-            config_hash: app.config.hash.clone(),
+            config_hash: app.labels.config_hash.clone(),
             classifier_score: None,
             refusal: None,
             canary_leak: None,
@@ -750,7 +748,7 @@ impl WardenProxy {
             system_prompt_hash: ids.system_prompt,
             message_hashes: ids.messages,
             client_addr_hash: ctx.client_ip.as_deref().map(|ip| hasher.client_addr(ip)),
-            hash_key_id: hasher.key_id().to_string(),
+            hash_key_id: hasher.key_id_shared(),
             raw_prompt: ctx.raw_prompt.take(),
         };
         if let Err(dropped) = telemetry.record(event) {

@@ -12,6 +12,8 @@ use crate::quota::TenantQuota;
 
 pub struct Tenant {
     pub config: TenantConfig,
+    /// `config.name`, shared by the audit events of this tenant.
+    pub name: Arc<str>,
     pub quota: TenantQuota,
     /// `None` = every model.
     allowed: Option<HashSet<String>>,
@@ -25,6 +27,8 @@ impl Tenant {
 
 pub struct Upstream {
     pub config: UpstreamConfig,
+    /// `config.name`, shared by the audit events it serves.
+    pub name: Arc<str>,
     healthy: AtomicBool,
 }
 
@@ -48,9 +52,63 @@ pub struct App {
     pub telemetry: Option<(warden_telemetry::Telemetry, warden_telemetry::Hasher)>,
     /// OTLP traces; `None` unless `[tracing] otlp_endpoint` is set.
     pub traces: Option<crate::traces::Traces>,
+    /// Strings every audit event repeats, kept once.
+    pub labels: EventLabels,
     inflight: AtomicUsize,
     draining: AtomicBool,
 }
+
+/// The strings an audit event repeats from request to request, held once so that building an
+/// event clones pointers instead of allocating copies (which the telemetry writer would then
+/// have to free).
+pub struct EventLabels {
+    pub config_hash: Arc<str>,
+    pub region: Option<Arc<str>>,
+    /// Tenant of a request that never resolved one.
+    pub no_tenant: Arc<str>,
+    /// `Endpoint::label` of each endpoint, then `other`, in [`EventLabels::route`]'s order.
+    routes: Vec<Arc<str>>,
+}
+
+impl EventLabels {
+    fn new(config: &Config) -> Self {
+        use crate::validate::Endpoint;
+        let routes = [
+            Endpoint::ChatCompletions,
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+            Endpoint::Models,
+        ]
+        .into_iter()
+        .map(|e| Arc::from(e.label()))
+        .chain(std::iter::once(Arc::from(OTHER_ROUTE)))
+        .collect();
+        EventLabels {
+            config_hash: config.hash.as_str().into(),
+            region: config.telemetry.region.as_deref().map(Arc::from),
+            no_tenant: "-".into(),
+            routes,
+        }
+    }
+
+    /// The route label of a request (`other` when it matched no endpoint).
+    pub fn route(&self, endpoint: Option<crate::validate::Endpoint>) -> Arc<str> {
+        use crate::validate::Endpoint;
+        let i = match endpoint {
+            Some(Endpoint::ChatCompletions) => 0,
+            Some(Endpoint::Completions) => 1,
+            Some(Endpoint::Embeddings) => 2,
+            Some(Endpoint::Models) => 3,
+            None => 4,
+        };
+        self.routes
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| endpoint.map_or(OTHER_ROUTE, |e| e.label()).into())
+    }
+}
+
+const OTHER_ROUTE: &str = "other";
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,6 +135,7 @@ impl App {
                 }
                 Tenant {
                     config: t.clone(),
+                    name: t.name.as_str().into(),
                     quota: TenantQuota::new(t.requests_per_minute, t.tokens_per_minute),
                     allowed: (!t.models.iter().any(|m| m == "*"))
                         .then(|| t.models.iter().cloned().collect()),
@@ -93,6 +152,7 @@ impl App {
                     .set(0);
                 Upstream {
                     config: u.clone(),
+                    name: u.name.as_str().into(),
                     healthy: AtomicBool::new(false),
                 }
             })
@@ -105,8 +165,10 @@ impl App {
                 }
             }
         }
+        let labels = EventLabels::new(&config);
         Ok(Arc::new(App {
             config,
+            labels,
             tenants,
             tenant_by_key,
             upstreams,

@@ -20,6 +20,7 @@
 )]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -29,20 +30,46 @@ use warden_telemetry::{Config, Event, GuardDecision, Hasher, Telemetry};
 
 const N: u64 = 50_000;
 
-fn event(i: u64, h: &Hasher) -> Event {
+/// What the proxy holds once and every event shares: tenant and upstream names from the config,
+/// the route label, region, pack version, config hash and key id.
+struct Labels {
+    tenants: Vec<Arc<str>>,
+    upstreams: Vec<Arc<str>>,
+    route: Arc<str>,
+    region: Arc<str>,
+    pack: Arc<str>,
+    config: Arc<str>,
+    key_id: Arc<str>,
+}
+
+impl Labels {
+    fn new(h: &Hasher) -> Self {
+        Labels {
+            tenants: (0..50).map(|t| format!("tenant-{t}").into()).collect(),
+            upstreams: (0..4).map(|u| format!("10.0.0.{u}:8000").into()).collect(),
+            route: "/v1/chat/completions".into(),
+            region: "eu-west-1".into(),
+            pack: "packs-2024.03.1".into(),
+            config: "b3:5f1c0e9a".into(),
+            key_id: h.key_id_shared(),
+        }
+    }
+}
+
+fn event(i: u64, h: &Hasher, l: &Labels) -> Event {
     let system = "You are a helpful assistant for Acme Corp. Answer briefly.";
     let user =
         format!("please summarise the attached quarterly report number {i} in three bullet points");
     Event {
         time: UNIX_EPOCH + Duration::from_secs(1_710_061_200) + Duration::from_millis(i * 5),
         request_id: format!("req-{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-        tenant: format!("tenant-{}", i % 50),
-        route: "/v1/chat/completions".into(),
+        tenant: l.tenants[(i % 50) as usize].clone(),
+        route: l.route.clone(),
         requested_model: "llama-3-8b".into(),
         served_model: Some("llama-3-8b-instruct".into()),
         model_version: Some("2024-02".into()),
-        upstream: Some(format!("10.0.0.{}:8000", i % 4)),
-        region: Some("eu-west-1".into()),
+        upstream: Some(l.upstreams[(i % 4) as usize].clone()),
+        region: Some(l.region.clone()),
         stream: !i.is_multiple_of(3),
         status: if i.is_multiple_of(97) { 429 } else { 200 },
         error_code: i.is_multiple_of(97).then(|| "rate_limited".into()),
@@ -62,8 +89,8 @@ fn event(i: u64, h: &Hasher) -> Event {
         } else {
             Vec::new()
         },
-        rule_pack_version: Some("packs-2024.03.1".into()),
-        config_hash: "b3:5f1c0e9a".into(),
+        rule_pack_version: Some(l.pack.clone()),
+        config_hash: l.config.clone(),
         classifier_score: None,
         refusal: None,
         canary_leak: None,
@@ -75,7 +102,7 @@ fn event(i: u64, h: &Hasher) -> Event {
         system_prompt_hash: Some(h.system_prompt(system)),
         message_hashes: vec![h.message("system", system), h.message("user", &user)],
         client_addr_hash: Some(h.client_addr(&format!("198.51.100.{}", i % 200))),
-        hash_key_id: h.key_id().to_owned(),
+        hash_key_id: l.key_id.clone(),
         raw_prompt: None,
     }
 }
@@ -180,7 +207,8 @@ fn bench(c: &mut Criterion) {
         "bench",
     )
     .unwrap();
-    let events: Vec<Event> = (0..N).map(|i| event(i, &h)).collect();
+    let labels = Labels::new(&h);
+    let events: Vec<Event> = (0..N).map(|i| event(i, &h, &labels)).collect();
 
     // Sizes (and a single timed run) per zstd level, once.
     let default_level = Config::new("unused").zstd_level;
@@ -248,7 +276,7 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     // Long enough for two rotations at a 32 MiB spool (about 80k events each).
-    let long: Vec<Event> = (0..SUSTAINED_N).map(|i| event(i, &h)).collect();
+    let long: Vec<Event> = (0..SUSTAINED_N).map(|i| event(i, &h, &labels)).collect();
     let mut g = c.benchmark_group("writer");
     g.throughput(Throughput::Elements(SUSTAINED_N));
     g.sample_size(10);

@@ -12,11 +12,17 @@
 //! Non-goals: validation of business rules (e.g. "raw_prompt only when the tenant opted in"):
 //! the caller owns the tenant policy; the spec states the rule.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::hash::KeyedHash;
 
 /// One request, as audited. See `telemetry/SCHEMA.md` for the meaning and rules of each field.
+///
+/// Values that repeat across requests (tenant, route, upstream, region, pack version, config
+/// hash, key id) are [`Arc<str>`]s the caller keeps and clones: an event then carries no copy of
+/// them to allocate on the request path and free on the writer's thread (where freeing a dozen
+/// strings per event was a fifth of the writer's time).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// When Warden received the request (UTC, stored with microsecond precision). Partitions
@@ -25,9 +31,9 @@ pub struct Event {
     /// Request id (the one returned to the client in `x-request-id`).
     pub request_id: String,
     /// Tenant resolved from the API key; `"anonymous"`-style values are the caller's choice.
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// Endpoint, e.g. `/v1/chat/completions`.
-    pub route: String,
+    pub route: Arc<str>,
     /// Model named by the client.
     pub requested_model: String,
     /// Model that served the request; `None` if none did (rejected before routing).
@@ -35,9 +41,9 @@ pub struct Event {
     /// Version of the served model, when the upstream reports one.
     pub model_version: Option<String>,
     /// Upstream (worker) that served the request; `None` if none was contacted.
-    pub upstream: Option<String>,
+    pub upstream: Option<Arc<str>>,
     /// Region / residency zone of the upstream, when configured.
-    pub region: Option<String>,
+    pub region: Option<Arc<str>>,
     /// Whether the client asked for a streamed (SSE) response.
     pub stream: bool,
     /// HTTP status sent to the client (499 for a client that went away).
@@ -61,9 +67,9 @@ pub struct Event {
     /// Ids of the rules that matched (input and output), in match order, deduplicated.
     pub rule_ids: Vec<String>,
     /// Version of the active rule pack set; `None` if no pack was loaded.
-    pub rule_pack_version: Option<String>,
+    pub rule_pack_version: Option<Arc<str>>,
     /// Hash of the effective configuration that handled the request.
-    pub config_hash: String,
+    pub config_hash: Arc<str>,
     /// Classifier score; no classifier exists yet, so always `None` (never a fake value).
     pub classifier_score: Option<f32>,
     /// A refusal was detected in the response; `None` = not evaluated.
@@ -87,7 +93,7 @@ pub struct Event {
     /// Keyed hash of the client address; `None` if unknown.
     pub client_addr_hash: Option<KeyedHash>,
     /// Id of the key that produced every hash of this row ([`crate::Hasher::key_id`]).
-    pub hash_key_id: String,
+    pub hash_key_id: Arc<str>,
     /// The prompt text, already masked by the caller, ONLY for tenants that opted in.
     pub raw_prompt: Option<String>,
 }
@@ -111,8 +117,8 @@ impl Default for Event {
         Event {
             time: UNIX_EPOCH,
             request_id: String::new(),
-            tenant: String::new(),
-            route: String::new(),
+            tenant: Arc::from(""),
+            route: Arc::from(""),
             requested_model: String::new(),
             served_model: None,
             model_version: None,
@@ -130,7 +136,7 @@ impl Default for Event {
             guard_score: None,
             rule_ids: Vec::new(),
             rule_pack_version: None,
-            config_hash: String::new(),
+            config_hash: Arc::from(""),
             classifier_score: None,
             refusal: None,
             canary_leak: None,
@@ -142,7 +148,7 @@ impl Default for Event {
             system_prompt_hash: None,
             message_hashes: Vec::new(),
             client_addr_hash: None,
-            hash_key_id: String::new(),
+            hash_key_id: Arc::from(""),
             raw_prompt: None,
         }
     }

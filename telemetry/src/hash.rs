@@ -90,7 +90,7 @@ pub enum KeyError {
 }
 
 struct Key {
-    id: String,
+    id: Arc<str>,
     bytes: [u8; 32],
 }
 
@@ -134,7 +134,10 @@ impl Hasher {
         Self::build(
             "keys",
             keys.into_iter()
-                .map(|(id, bytes)| Key { id, bytes })
+                .map(|(id, bytes)| Key {
+                    id: id.into(),
+                    bytes,
+                })
                 .collect(),
         )
     }
@@ -195,7 +198,7 @@ impl Hasher {
         let bytes: [u8; 32] = rand::random();
         let tag: [u8; 8] = rand::random();
         let key = Key {
-            id: format!("ephemeral-{}", hex::encode(tag)),
+            id: format!("ephemeral-{}", hex::encode(tag)).into(),
             bytes,
         };
         Hasher {
@@ -209,17 +212,22 @@ impl Hasher {
         &self.current.id
     }
 
+    /// [`Self::key_id`], shared: what an [`crate::Event`] carries.
+    pub fn key_id_shared(&self) -> Arc<str> {
+        Arc::clone(&self.current.id)
+    }
+
     /// Ids of all keys, current first.
     pub fn key_ids(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.current.id.as_str()).chain(self.older.iter().map(|k| k.id.as_str()))
+        std::iter::once(&*self.current.id).chain(self.older.iter().map(|k| &*k.id))
     }
 
     /// A hasher whose current key is `id` (to look up rows written under an older key).
     pub fn with_key(&self, id: &str) -> Option<Hasher> {
-        if self.current.id == id {
+        if &*self.current.id == id {
             return Some(self.clone());
         }
-        let k = self.older.iter().find(|k| k.id == id)?;
+        let k = self.older.iter().find(|k| &*k.id == id)?;
         Some(Hasher {
             current: Arc::new(Key {
                 id: k.id.clone(),
@@ -274,7 +282,7 @@ impl Hasher {
             if k.id == current.id || older[..i].iter().any(|o| o.id == k.id) {
                 return Err(KeyError::DuplicateId {
                     source: source.into(),
-                    id: k.id.clone(),
+                    id: k.id.to_string(),
                 });
             }
         }
@@ -319,7 +327,7 @@ fn parse_key(id: &str, hex_text: &str) -> Result<Key, &'static str> {
         return Err("key must not be all zeros");
     }
     Ok(Key {
-        id: id.to_owned(),
+        id: id.into(),
         bytes,
     })
 }

@@ -17,7 +17,7 @@
 //!     route: "/v1/chat/completions".into(),
 //!     prompt_hash: Some(hasher.prompt("normalised prompt text")),
 //!     message_hashes: vec![hasher.message("user", "normalised prompt text")],
-//!     hash_key_id: hasher.key_id().to_owned(),
+//!     hash_key_id: hasher.key_id_shared(),
 //!     ..Event::default()
 //! };
 //! if let Err(dropped) = telemetry.record(event) {

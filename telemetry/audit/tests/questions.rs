@@ -56,7 +56,7 @@ fn lake() -> (std::path::PathBuf, String) {
             rule_pack_version: Some("sha-test".into()),
             config_hash: "b3:cfg".into(),
             prompt_hash: Some(prompt),
-            hash_key_id: h.key_id().into(),
+            hash_key_id: h.key_id_shared(),
             ..Event::default()
         })
         .unwrap();

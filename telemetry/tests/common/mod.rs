@@ -53,7 +53,7 @@ pub fn event(i: u64, time: SystemTime, h: &Hasher) -> Event {
     Event {
         time,
         request_id: format!("req-{i:08}"),
-        tenant: format!("tenant-{}", i % 7),
+        tenant: format!("tenant-{}", i % 7).into(),
         route: "/v1/chat/completions".into(),
         requested_model: "llama-3-8b".into(),
         served_model: Some("llama-3-8b-instruct".into()),
@@ -104,7 +104,7 @@ pub fn event(i: u64, time: SystemTime, h: &Hasher) -> Event {
         system_prompt_hash: Some(h.system_prompt(system)),
         message_hashes: vec![h.message("system", system), h.message("user", &user)],
         client_addr_hash: Some(h.client_addr(&format!("10.0.{}.{}", i % 3, i % 250))),
-        hash_key_id: h.key_id().to_owned(),
+        hash_key_id: h.key_id_shared(),
         raw_prompt: None,
     }
 }
