@@ -93,6 +93,6 @@ mod tests {
         );
         assert_ne!(a.prompt, c.prompt);
         assert!(c.system_prompt.is_none());
-        assert!(a.prompt.is_some());
+        assert!(a.prompt.is_some_and(|p| p.to_hex().len() == 64));
     }
 }

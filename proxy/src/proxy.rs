@@ -397,7 +397,7 @@ impl ProxyHttp for WardenProxy {
                 .map_or(499, |r| r.status.as_u16());
         }
         let m = &self.app.metrics;
-        let endpoint = ctx.endpoint.map_or("other", Endpoint::label);
+        let endpoint = ctx.endpoint.map_or(Endpoint::OTHER_LABEL, Endpoint::label);
         let tenant = ctx
             .tenant
             .and_then(|i| self.app.tenants.get(i))

@@ -9,6 +9,7 @@ use crate::config::{Config, TenantConfig, UpstreamConfig};
 use crate::keys::KeyHash;
 use crate::metrics::Metrics;
 use crate::quota::TenantQuota;
+use crate::validate::Endpoint;
 
 pub struct Tenant {
     pub config: TenantConfig,
@@ -66,49 +67,31 @@ pub struct EventLabels {
     pub region: Option<Arc<str>>,
     /// Tenant of a request that never resolved one.
     pub no_tenant: Arc<str>,
-    /// `Endpoint::label` of each endpoint, then `other`, in [`EventLabels::route`]'s order.
+    /// `Endpoint::label` of each of `Endpoint::ALL`, in that order.
     routes: Vec<Arc<str>>,
+    other_route: Arc<str>,
 }
 
 impl EventLabels {
     fn new(config: &Config) -> Self {
-        use crate::validate::Endpoint;
-        let routes = [
-            Endpoint::ChatCompletions,
-            Endpoint::Completions,
-            Endpoint::Embeddings,
-            Endpoint::Models,
-        ]
-        .into_iter()
-        .map(|e| Arc::from(e.label()))
-        .chain(std::iter::once(Arc::from(OTHER_ROUTE)))
-        .collect();
         EventLabels {
             config_hash: config.hash.as_str().into(),
             region: config.telemetry.region.as_deref().map(Arc::from),
             no_tenant: "-".into(),
-            routes,
+            routes: Endpoint::ALL.iter().map(|e| Arc::from(e.label())).collect(),
+            other_route: Endpoint::OTHER_LABEL.into(),
         }
     }
 
-    /// The route label of a request (`other` when it matched no endpoint).
-    pub fn route(&self, endpoint: Option<crate::validate::Endpoint>) -> Arc<str> {
-        use crate::validate::Endpoint;
-        let i = match endpoint {
-            Some(Endpoint::ChatCompletions) => 0,
-            Some(Endpoint::Completions) => 1,
-            Some(Endpoint::Embeddings) => 2,
-            Some(Endpoint::Models) => 3,
-            None => 4,
-        };
-        self.routes
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| endpoint.map_or(OTHER_ROUTE, |e| e.label()).into())
+    /// The route label of a request: `Endpoint::label`, or `Endpoint::OTHER_LABEL`.
+    pub fn route(&self, endpoint: Option<Endpoint>) -> Arc<str> {
+        endpoint
+            .and_then(|e| Endpoint::ALL.iter().position(|&x| x == e))
+            .and_then(|i| self.routes.get(i))
+            .unwrap_or(&self.other_route)
+            .clone()
     }
 }
-
-const OTHER_ROUTE: &str = "other";
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -280,5 +263,33 @@ impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Ordering::SeqCst);
         self.0.metrics.inflight.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_labels_are_the_endpoint_labels() {
+        let config = Config::parse(
+            r#"
+[[upstreams]]
+name = "w"
+address = "127.0.0.1:8081"
+models = ["m"]
+
+[[tenants]]
+name = "t"
+api_keys = ["blake3:0000000000000000000000000000000000000000000000000000000000000000"]
+"#,
+        )
+        .unwrap();
+        let labels = EventLabels::new(&config);
+        for e in Endpoint::ALL {
+            assert_eq!(&*labels.route(Some(e)), e.label());
+        }
+        assert_eq!(&*labels.route(None), Endpoint::OTHER_LABEL);
+        assert_eq!(&*labels.config_hash, config.hash);
     }
 }

@@ -21,6 +21,17 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Models,
+    ];
+
+    /// The label of a request that matched no endpoint (metrics and audit rows).
+    pub const OTHER_LABEL: &'static str = "other";
+
     /// Route a request line. `Err` distinguishes unknown paths from wrong methods.
     pub fn route(method: &str, path: &str) -> Result<Endpoint, ApiError> {
         let path = path.split('?').next().unwrap_or(path);

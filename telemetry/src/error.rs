@@ -88,7 +88,8 @@ impl fmt::Display for Error {
             Error::Parquet(e) => write!(f, "parquet: {e}"),
             Error::IncompatibleSchema { path, found, expected } => write!(
                 f,
-                "incompatible telemetry schema at {}: found {found}, this build writes {expected}",
+                "incompatible telemetry schema at {}: found {found}, this build writes {expected}; \
+                 point telemetry at a new lake directory (SCHEMA.md §7 has the migration steps)",
                 path.display()
             ),
             Error::LakeBusy { path, holder } => {

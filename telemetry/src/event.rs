@@ -32,7 +32,7 @@ pub struct Event {
     pub request_id: String,
     /// Tenant resolved from the API key; `"anonymous"`-style values are the caller's choice.
     pub tenant: Arc<str>,
-    /// Endpoint, e.g. `/v1/chat/completions`.
+    /// Endpoint label, e.g. `chat_completions` (`other` for any other path).
     pub route: Arc<str>,
     /// Model named by the client.
     pub requested_model: String,

@@ -6,7 +6,7 @@
 //! text, not even for low-entropy inputs like IPv4 addresses.
 //!
 //! Output: [`KeyedHash`], the full 256-bit BLAKE3 output: 32 bytes in the lake (half the size of
-//! hex text, and nothing to compress), 64 lowercase hex digits when displayed. The key that
+//! hex text), 64 lowercase hex digits when displayed. The key that
 //! produced it is recorded beside it in the `hash_key_id` column.
 //!
 //! Domains: each kind of input is hashed under its own domain (`prompt`, `system`, `message`,

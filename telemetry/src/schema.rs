@@ -131,7 +131,6 @@ pub fn event_schema() -> SchemaRef {
         .get_or_init(|| {
             use DataType::{Boolean, Float32, UInt16, UInt32, Utf8};
             let list = DataType::List(string_item());
-            let hash = hash_type;
             let f = Field::new;
             let fields = vec![
                 f("time", utc(), false),
@@ -163,10 +162,10 @@ pub fn event_schema() -> SchemaRef {
                 f("throttled", Boolean, true),
                 f("switch_state", Utf8, true),
                 f("overhead_us", UInt32, false),
-                f("prompt_hash", hash(), true),
-                f("system_prompt_hash", hash(), true),
+                f("prompt_hash", hash_type(), true),
+                f("system_prompt_hash", hash_type(), true),
                 f("message_hashes", DataType::List(hash_item()), false),
-                f("client_addr_hash", hash(), true),
+                f("client_addr_hash", hash_type(), true),
                 f("hash_key_id", Utf8, false),
                 f("raw_prompt", Utf8, true),
                 f("schema_version", UInt16, false),
@@ -442,8 +441,8 @@ impl EventBatchBuilder {
     }
 }
 
-/// A nullable `FixedSizeBinary(32)` column being built: the hashes' bytes back to back (no
-/// per-value offsets or fallible appends, as Arrow's builder has).
+/// A nullable `FixedSizeBinary(32)` column being built: the hashes' bytes back to back (an
+/// append cannot fail, unlike with Arrow's `FixedSizeBinaryBuilder`).
 struct HashColumn {
     values: Vec<u8>,
     nulls: NullBufferBuilder,
@@ -500,10 +499,19 @@ impl HashListColumn {
         for h in hashes {
             self.values.extend_from_slice(h.as_bytes());
         }
-        self.offsets.push((self.values.len() / HASH_LEN) as i32);
+        // Saturates past i32::MAX hashes in one batch (64 GiB); `finish` then refuses the batch.
+        self.offsets
+            .push(i32::try_from(self.values.len() / HASH_LEN).unwrap_or(i32::MAX));
     }
 
     fn finish(&mut self) -> Result<ListArray, Error> {
+        let items = self.values.len() / HASH_LEN;
+        if self.offsets.last().map(|&o| o as usize) != Some(items) {
+            return Err(arrow::error::ArrowError::InvalidArgumentError(format!(
+                "{items} message hashes in one batch: more than a list array holds"
+            ))
+            .into());
+        }
         let values = Buffer::from_vec(std::mem::take(&mut self.values));
         let items = FixedSizeBinaryArray::try_new(HASH_LEN as i32, values, None)?;
         let offsets = std::mem::replace(&mut self.offsets, vec![0]);
@@ -625,6 +633,54 @@ mod tests {
     use super::*;
     use crate::hash::Hasher;
     use parquet::arrow::ArrowWriter;
+
+    #[test]
+    fn hash_columns_keep_nulls_empty_lists_and_batch_boundaries() {
+        use arrow::array::{Array, FixedSizeBinaryArray, ListArray};
+        let h = Hasher::ephemeral();
+        let row = |i: usize| Event {
+            prompt_hash: i.is_multiple_of(2).then(|| h.prompt(&i.to_string())),
+            system_prompt_hash: i.is_multiple_of(3).then(|| h.system_prompt("s")),
+            message_hashes: (0..i % 3)
+                .map(|k| h.message("user", &k.to_string()))
+                .collect(),
+            client_addr_hash: None,
+            ..Event::default()
+        };
+        let mut b = EventBatchBuilder::with_capacity(2);
+        // Two batches through one builder: the second must not see the first's rows.
+        for batch in 0..2 {
+            let rows: Vec<Event> = (0..5).map(|i| row(i + batch)).collect();
+            rows.iter().for_each(|e| b.push(e));
+            let got = b.finish().unwrap();
+            let col = |name: &str| got.column_by_name(name).unwrap().clone();
+            let prompt = col("prompt_hash");
+            let prompt = prompt
+                .as_any()
+                .downcast_ref::<FixedSizeBinaryArray>()
+                .unwrap();
+            let client = col("client_addr_hash");
+            let messages = col("message_hashes");
+            let messages = messages.as_any().downcast_ref::<ListArray>().unwrap();
+            assert_eq!(got.num_rows(), 5);
+            assert_eq!(client.null_count(), 5);
+            for (i, e) in rows.iter().enumerate() {
+                match &e.prompt_hash {
+                    Some(p) => assert_eq!(prompt.value(i), p.as_bytes()),
+                    None => assert!(prompt.is_null(i)),
+                }
+                let list = messages.value(i);
+                let list = list
+                    .as_any()
+                    .downcast_ref::<FixedSizeBinaryArray>()
+                    .unwrap();
+                assert_eq!(list.len(), e.message_hashes.len(), "row {i}");
+                for (k, m) in e.message_hashes.iter().enumerate() {
+                    assert_eq!(list.value(k), m.as_bytes());
+                }
+            }
+        }
+    }
 
     #[test]
     fn writer_settings_reach_the_intended_columns() {

@@ -19,18 +19,15 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Every `W`-byte window of every secret (and of the key).
+/// Every `W`-byte window of every secret and of the key, as hex and as its raw bytes (hash
+/// columns hold raw bytes, so a key written there by mistake would be bytes, not text).
 fn windows(secrets: &[String]) -> HashSet<Vec<u8>> {
+    let raw_key = hex::decode(KEY_HEX).unwrap();
     secrets
         .iter()
-        .map(String::as_str)
-        .chain([KEY_HEX])
-        .flat_map(|s| {
-            s.as_bytes()
-                .windows(W)
-                .map(<[u8]>::to_vec)
-                .collect::<Vec<_>>()
-        })
+        .map(|s| s.as_bytes())
+        .chain([KEY_HEX.as_bytes(), raw_key.as_slice()])
+        .flat_map(|s| s.windows(W).map(<[u8]>::to_vec).collect::<Vec<_>>())
         .collect()
 }
 

@@ -49,7 +49,7 @@ const SCRAPE_EVERY: Duration = Duration::from_millis(25);
 const CLIENTS: usize = 4;
 const CYCLES: usize = 5;
 /// Messages per request (see [`body`]).
-const MESSAGES: usize = 80;
+const MESSAGES: usize = 160;
 
 /// What one run under load saw before it was killed.
 struct Run {
@@ -339,7 +339,7 @@ async fn client(
     (sent, completed)
 }
 
-/// A chat request with [`MESSAGES`] messages: each adds a keyed hash (~70 bytes) to the event,
+/// A chat request with [`MESSAGES`] messages: each adds a keyed hash (32 bytes) to the event,
 /// so the 1 MiB spool rotates every few hundred requests.
 fn body(id: &str, stream: bool) -> String {
     let messages: Vec<_> = (0..MESSAGES)
