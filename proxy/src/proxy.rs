@@ -677,6 +677,7 @@ impl WardenProxy {
     }
 
     /// The audit event of this request, handed to the telemetry writer (never waits on disk).
+    /// The last use of the context in `logging`: it moves what the context owns into the event.
     fn record_event(
         &self,
         ctx: &mut RequestCtx,
@@ -706,7 +707,8 @@ impl WardenProxy {
             tenant: tenant.map_or_else(|| app.labels.no_tenant.clone(), |t| t.name.clone()),
             route: app.labels.route(ctx.endpoint),
             requested_model: ctx.requested_model.take().unwrap_or_default(),
-            served_model: ctx.model.clone().filter(|_| forwarded),
+            // The event is the last use of the context: move what it owns, copy nothing.
+            served_model: ctx.model.take().filter(|_| forwarded),
             model_version: None,
             // Contacted: the request went out, or a connect to it was tried and refused or timed
             // out (the last one tried, after failover); auditors need to know which one failed.
@@ -732,8 +734,8 @@ impl WardenProxy {
             guard_score: ctx.guard.as_ref().map(|g| g.score),
             rule_ids: ctx
                 .guard
-                .as_ref()
-                .map(|g| g.rule_ids.clone())
+                .as_mut()
+                .map(|g| std::mem::take(&mut g.rule_ids))
                 .unwrap_or_default(),
             rule_pack_version: ctx.guard.as_ref().map(|g| g.pack_version.clone()),
             config_hash: app.labels.config_hash.clone(),
