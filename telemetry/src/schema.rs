@@ -479,10 +479,12 @@ impl HashColumn {
     }
 }
 
-/// A `List(FixedSizeBinary(32))` column (never null) being built.
+/// A `List(FixedSizeBinary(32))` column (never null) being built: its items are a
+/// [`HashColumn`] without nulls, cut into rows by `offsets`.
 struct HashListColumn {
     offsets: Vec<i32>,
-    values: Vec<u8>,
+    items: HashColumn,
+    len: usize,
 }
 
 impl HashListColumn {
@@ -491,30 +493,32 @@ impl HashListColumn {
         offsets.push(0);
         HashListColumn {
             offsets,
-            values: Vec::with_capacity(items * HASH_LEN),
+            items: HashColumn::with_capacity(items),
+            len: 0,
         }
     }
 
     fn push(&mut self, hashes: &[KeyedHash]) {
         for h in hashes {
-            self.values.extend_from_slice(h.as_bytes());
+            self.items.push(Some(h));
         }
+        self.len += hashes.len();
         // Saturates past i32::MAX hashes in one batch (64 GiB); `finish` then refuses the batch.
         self.offsets
-            .push(i32::try_from(self.values.len() / HASH_LEN).unwrap_or(i32::MAX));
+            .push(i32::try_from(self.len).unwrap_or(i32::MAX));
     }
 
     fn finish(&mut self) -> Result<ListArray, Error> {
-        let items = self.values.len() / HASH_LEN;
-        if self.offsets.last().map(|&o| o as usize) != Some(items) {
+        if self.offsets.last().map(|&o| o as usize) != Some(self.len) {
             return Err(arrow::error::ArrowError::InvalidArgumentError(format!(
-                "{items} message hashes in one batch: more than a list array holds"
+                "{} message hashes in one batch: more than a list array holds",
+                self.len
             ))
             .into());
         }
-        let values = Buffer::from_vec(std::mem::take(&mut self.values));
-        let items = FixedSizeBinaryArray::try_new(HASH_LEN as i32, values, None)?;
+        let items = self.items.finish()?;
         let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        self.len = 0;
         Ok(ListArray::try_new(
             hash_item(),
             OffsetBuffer::new(ScalarBuffer::from(offsets)),
