@@ -272,19 +272,7 @@ mod tests {
 
     #[test]
     fn event_labels_are_the_endpoint_labels() {
-        let config = Config::parse(
-            r#"
-[[upstreams]]
-name = "w"
-address = "127.0.0.1:8081"
-models = ["m"]
-
-[[tenants]]
-name = "t"
-api_keys = ["blake3:0000000000000000000000000000000000000000000000000000000000000000"]
-"#,
-        )
-        .unwrap();
+        let config = Config::parse(&crate::config::tests::minimal()).unwrap();
         let labels = EventLabels::new(&config);
         for e in Endpoint::ALL {
             assert_eq!(&*labels.route(Some(e)), e.label());

@@ -25,6 +25,19 @@ fn child_test(name: &str, env: &str, lake: &std::path::Path) -> Command {
     cmd
 }
 
+/// Waits until `ready(tel)`; fails the test with the pipeline's health after `within`.
+fn recover_within(tel: &Telemetry, within: Duration, ready: impl Fn(&Telemetry) -> bool) {
+    let deadline = Instant::now() + within;
+    while !ready(tel) {
+        assert!(
+            Instant::now() < deadline,
+            "did not recover: {:?}",
+            tel.health()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Not a test on its own: the body of the child process of `kill_9_loses_nothing_acknowledged`.
 /// It records events forever and prints `ACK n` after each successful `sync()` covering the
 /// first `n` events.
@@ -253,15 +266,9 @@ fn unwritable_spool_directory_fails_visibly_then_recovers_without_loss() {
     // The disk comes back.
     std::fs::remove_file(&spool).unwrap();
     std::fs::rename(&moved, &spool).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tel.health() != Health::Ok || tel.sync().is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "did not recover: {:?}",
-            tel.health()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    recover_within(&tel, Duration::from_secs(10), |t| {
+        t.health() == Health::Ok && t.sync().is_ok()
+    });
     let stats = tel.close();
     assert_eq!(stats.events_buffered, 0);
     assert_eq!(stats.spools_pending, 0);
@@ -370,15 +377,7 @@ fn efbig_child() {
 
     // The limit goes back to what it was: the backlog is written to a new spool.
     setrlimit(Resource::RLIMIT_FSIZE, soft, hard).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tel.sync().is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "did not recover: {:?}",
-            tel.health()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    recover_within(&tel, Duration::from_secs(20), |t| t.sync().is_ok());
     let stats = tel.close();
     assert_eq!(stats.spools_pending, 0, "{stats:?}");
     drop(tel);

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use arrow::array::{Array, FixedSizeBinaryArray, ListArray, StringArray, UInt16Array};
+use arrow::array::{Array, FixedSizeBinaryArray, ListArray, RecordBatch, StringArray, UInt16Array};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
 use warden_tests::harness::{self, error_of, get, post, send, UpstreamSpec, Warden};
@@ -21,6 +21,16 @@ const DOWN_MODEL: &str = "down-model";
 const ADMIN_KEY: &str = "sk-warden-admin-telemetry-test";
 
 /// One `events` row, as far as these tests look at it.
+/// Column `name` of `b`, as the array type the schema gives it.
+fn column<A: Array + Clone + 'static>(b: &RecordBatch, name: &str) -> A {
+    b.column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<A>()
+        .unwrap_or_else(|| panic!("column {name} has another type"))
+        .clone()
+}
+
 #[derive(Debug)]
 struct Row {
     request_id: String,
@@ -258,30 +268,10 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
             .unwrap();
         for batch in reader {
             let b = batch.unwrap();
-            let s = |name: &str| {
-                b.column_by_name(name)
-                    .unwrap()
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .unwrap()
-                    .clone()
-            };
-            let status = b
-                .column_by_name("status")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<UInt16Array>()
-                .unwrap()
-                .clone();
+            let s = |name: &str| column::<StringArray>(&b, name);
+            let hash = |name: &str| column::<FixedSizeBinaryArray>(&b, name);
+            let status = column::<UInt16Array>(&b, "status");
             let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
-            let hash = |name: &str| {
-                b.column_by_name(name)
-                    .unwrap()
-                    .as_any()
-                    .downcast_ref::<FixedSizeBinaryArray>()
-                    .unwrap()
-                    .clone()
-            };
             let opt_hash =
                 |a: &FixedSizeBinaryArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_vec());
             let (id, code, served, upstream, decision, prompt, system, key_id, raw, config, route) = (
@@ -297,13 +287,7 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
                 s("config_hash"),
                 s("route"),
             );
-            let rules = b
-                .column_by_name("rule_ids")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<ListArray>()
-                .unwrap()
-                .clone();
+            let rules = column::<ListArray>(&b, "rule_ids");
             for i in 0..b.num_rows() {
                 rows.push(Row {
                     request_id: id.value(i).to_string(),

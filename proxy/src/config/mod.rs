@@ -610,12 +610,13 @@ fn positive(t: &mut Table<'_>, errs: &mut Errors<'_>, key: &'static str, max: u6
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const KEY: &str = "blake3:0000000000000000000000000000000000000000000000000000000000000000";
 
-    fn minimal() -> String {
+    /// The smallest valid config: one upstream, one tenant.
+    pub(crate) fn minimal() -> String {
         format!(
             r#"
 [[upstreams]]
