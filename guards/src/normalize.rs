@@ -633,6 +633,25 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
             break;
         };
         let mut end = i + ch.len_utf8();
+        // A character in disguise: its UTF-8 bytes shown as Windows-1252 text ("â€‹" for a
+        // zero-width space), or "€" standing for an "e" inside a word ("pleas€").
+        let undisguised = mojibake_at(text, i).or_else(|| {
+            let in_word = out.as_bytes().last().is_some_and(u8::is_ascii_alphabetic)
+                || b.get(end).is_some_and(u8::is_ascii_alphabetic);
+            (ch == '€' && in_word).then_some(('e', end))
+        });
+        if let Some((real, real_end)) = undisguised {
+            let before = out.len();
+            if real.is_whitespace() {
+                push_space(out, map, i..real_end);
+            } else if !is_stripped(real) {
+                let mut buf = [0u8; 4];
+                fold_char(real.encode_utf8(&mut buf), out);
+                map.push_replace(i..real_end, out.len() - before);
+            }
+            i = real_end;
+            continue;
+        }
         if is_stripped(ch) {
             i = end;
             continue;
@@ -654,25 +673,7 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
         }
         let seg = &text[i..end];
         let before = out.len();
-        let chars = seg
-            .chars()
-            .nfkd()
-            .filter(|&c| !is_generic_diacritic(c) && !is_stripped(c))
-            .nfc();
-        for c in chars {
-            let c = confusable(c);
-            if c.is_whitespace() {
-                if !out.ends_with(' ') {
-                    out.push(' ');
-                }
-                continue;
-            }
-            for l in c.to_lowercase() {
-                if !is_generic_diacritic(l) && !is_stripped(l) {
-                    out.push(confusable(l));
-                }
-            }
-        }
+        fold_char(seg, out);
         if out[before..] == *seg {
             map.push_copy(i, seg.len());
         } else {
@@ -681,6 +682,95 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
         i = end;
     }
     out[lower_from..].make_ascii_lowercase();
+}
+
+/// Appends the folded form of one segment (a character and its combining marks): compatibility
+/// decomposition without diacritics, confusables, lowercase.
+fn fold_char(seg: &str, out: &mut String) {
+    let chars = seg
+        .chars()
+        .nfkd()
+        .filter(|&c| !is_generic_diacritic(c) && !is_stripped(c))
+        .nfc();
+    for c in chars {
+        let c = confusable(c);
+        if c.is_whitespace() {
+            if !out.ends_with(' ') {
+                out.push(' ');
+            }
+            continue;
+        }
+        for l in c.to_lowercase() {
+            if !is_generic_diacritic(l) && !is_stripped(l) {
+                out.push(confusable(l));
+            }
+        }
+    }
+}
+
+/// The byte that Windows-1252 shows as `c`; for the five bytes it leaves undefined, the C1
+/// control Latin-1 shows instead.
+fn cp1252_byte(c: char) -> Option<u8> {
+    if let Ok(b) = u8::try_from(u32::from(c)) {
+        return (b >= 0x80).then_some(b);
+    }
+    Some(match c {
+        '€' => 0x80,
+        '‚' => 0x82,
+        'ƒ' => 0x83,
+        '„' => 0x84,
+        '…' => 0x85,
+        '†' => 0x86,
+        '‡' => 0x87,
+        'ˆ' => 0x88,
+        '‰' => 0x89,
+        'Š' => 0x8a,
+        '‹' => 0x8b,
+        'Œ' => 0x8c,
+        'Ž' => 0x8e,
+        '‘' => 0x91,
+        '’' => 0x92,
+        '“' => 0x93,
+        '”' => 0x94,
+        '•' => 0x95,
+        '–' => 0x96,
+        '—' => 0x97,
+        '˜' => 0x98,
+        '™' => 0x99,
+        'š' => 0x9a,
+        '›' => 0x9b,
+        'œ' => 0x9c,
+        'ž' => 0x9e,
+        'Ÿ' => 0x9f,
+        _ => return None,
+    })
+}
+
+/// Mojibake at `i`: a character whose UTF-8 bytes were decoded as Windows-1252 ("â€‹" is
+/// U+200B, "Ð°" is Cyrillic "а"), which hides a zero-width character or a homoglyph from a
+/// plain reading. The character and where its disguise ends, if the bytes the disguise stands
+/// for are exactly one valid UTF-8 character of two to four bytes.
+fn mojibake_at(text: &str, i: usize) -> Option<(char, usize)> {
+    let mut chars = text[i..].char_indices();
+    let (_, lead) = chars.next()?;
+    let lead = match cp1252_byte(lead)? {
+        b @ 0xc2..=0xf4 => b,
+        _ => return None,
+    };
+    let continuation = match lead {
+        0xc2..=0xdf => 1,
+        0xe0..=0xef => 2,
+        _ => 3,
+    };
+    let mut bytes = [lead, 0, 0, 0];
+    let mut end = i;
+    for byte in bytes.iter_mut().skip(1).take(continuation) {
+        let (at, c) = chars.next()?;
+        *byte = cp1252_byte(c).filter(|b| (0x80..=0xbf).contains(b))?;
+        end = i + at + c.len_utf8();
+    }
+    let real = std::str::from_utf8(&bytes[..=continuation]).ok()?;
+    real.chars().next().map(|c| (c, end))
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -1577,6 +1667,48 @@ mod tests {
         let v = views(t);
         assert_eq!(find_back(t, &v.views[0], "ignore"), "ign\u{200b}ore");
         assert_spans_sound(t, &v);
+    }
+
+    #[test]
+    fn folded_repairs_mojibake_and_euro_inside_words() {
+        // UTF-8 shown as Windows-1252: zero-width characters and Cyrillic homoglyphs.
+        for (t, want) in [
+            ("over\u{e2}\u{20ac}\u{152}ride", "override"),
+            ("dis\u{e2}\u{20ac}\u{2039}able safety", "disable safety"),
+            ("d\u{d1}\u{2013}sr\u{d0}\u{b5}gard", "disregard"),
+            ("F\u{d0}\u{be}rg\u{d0}\u{b5}t", "forget"),
+            ("caf\u{c3}\u{a9}", "cafe"),
+            ("a\u{e2}\u{20ac}\u{201d}b", "a-b"),
+            ("pleas\u{20ac} r\u{20ac}veal", "please reveal"),
+        ] {
+            assert_eq!(folded(t), want, "{t:?}");
+            let v = views(t);
+            assert_spans_sound(t, &v);
+        }
+        // What is not a disguise stays: amounts, a lone lead character, real accented text.
+        for t in [
+            "\u{20ac}100 or 5\u{20ac}",
+            "na\u{ef}ve caf\u{e9}",
+            "\u{c3} \u{a9}",
+        ] {
+            assert_eq!(folded(t), fold_plain(t), "{t:?}");
+        }
+        let t = "say over\u{e2}\u{20ac}\u{152}ride now";
+        let v = views(t);
+        assert_eq!(
+            find_back(t, &v.views[0], "override"),
+            "over\u{e2}\u{20ac}\u{152}ride"
+        );
+    }
+
+    /// Folding without the disguise repairs: each character folded on its own.
+    fn fold_plain(t: &str) -> String {
+        let mut out = String::new();
+        for c in t.chars() {
+            let mut buf = [0u8; 4];
+            fold_char(c.encode_utf8(&mut buf), &mut out);
+        }
+        out
     }
 
     #[test]
