@@ -636,8 +636,13 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
         // A character in disguise: its UTF-8 bytes shown as Windows-1252 text ("â€‹" for a
         // zero-width space), or "€" standing for an "e" inside a word ("pleas€").
         let undisguised = mojibake_at(text, i).or_else(|| {
-            let in_word = out.as_bytes().last().is_some_and(u8::is_ascii_alphabetic)
-                || b.get(end).is_some_and(u8::is_ascii_alphabetic);
+            let letter = |c: Option<&u8>| c.is_some_and(u8::is_ascii_alphabetic);
+            let o = out.as_bytes();
+            // Letters on both sides, or two on one side: "r€veal", "th€", "€xecute"; not the
+            // unit of "10 M€".
+            let in_word = (letter(o.last()) && letter(b.get(end)))
+                || (letter(o.last()) && letter(o.len().checked_sub(2).map(|k| &o[k])))
+                || (letter(b.get(end)) && letter(b.get(end + 1)));
             (ch == '€' && in_word).then_some(('e', end))
         });
         if let Some((real, real_end)) = undisguised {
@@ -749,7 +754,8 @@ fn cp1252_byte(c: char) -> Option<u8> {
 /// Mojibake at `i`: a character whose UTF-8 bytes were decoded as Windows-1252 ("â€‹" is
 /// U+200B, "Ð°" is Cyrillic "а"), which hides a zero-width character or a homoglyph from a
 /// plain reading. The character and where its disguise ends, if the bytes the disguise stands
-/// for are exactly one valid UTF-8 character of two to four bytes.
+/// for are exactly one valid UTF-8 character of two to four bytes and that character is
+/// invisible, a space or one that folds to ASCII.
 fn mojibake_at(text: &str, i: usize) -> Option<(char, usize)> {
     let mut chars = text[i..].char_indices();
     let (_, lead) = chars.next()?;
@@ -769,8 +775,20 @@ fn mojibake_at(text: &str, i: usize) -> Option<(char, usize)> {
         *byte = cp1252_byte(c).filter(|b| (0x80..=0xbf).contains(b))?;
         end = i + at + c.len_utf8();
     }
-    let real = std::str::from_utf8(&bytes[..=continuation]).ok()?;
-    real.chars().next().map(|c| (c, end))
+    let real = std::str::from_utf8(&bytes[..=continuation])
+        .ok()?
+        .chars()
+        .next()?;
+    // Only what a disguise is for: an invisible character, a space, or a character that folds
+    // to ASCII (a homoglyph, "Ã©" for "é", "â€™" for "’"). Real Latin-1 text followed by typographic
+    // punctuation ("été »", "CAFÉ’s") decodes to unrelated characters and stays as it is,
+    // so it cannot hide the word it spells.
+    let mut folded = String::new();
+    fold_char(real.encode_utf8(&mut [0u8; 4]), &mut folded);
+    let disguise = is_stripped(real)
+        || real.is_whitespace()
+        || (!folded.is_empty() && folded.bytes().all(|c| c.is_ascii_graphic()));
+    disguise.then_some((real, end))
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -1685,20 +1703,64 @@ mod tests {
             let v = views(t);
             assert_spans_sound(t, &v);
         }
-        // What is not a disguise stays: amounts, a lone lead character, real accented text.
+        // What is not a disguise stays: amounts, a lone lead character, real accented text,
+        // and real accented text before typographic punctuation, which would otherwise decode to
+        // an unrelated character and hide the word ("IGNOR\u{c9}\u{a0}your" must still read
+        // "ignore your").
         for t in [
-            "\u{20ac}100 or 5\u{20ac}",
+            "\u{20ac}100 or 5\u{20ac}, 10 M\u{20ac}, 50 k\u{20ac}",
             "na\u{ef}ve caf\u{e9}",
             "\u{c3} \u{a9}",
+            "\u{e9}t\u{e9}\u{a0}\u{bb}",
+            "\u{201e}Gru\u{df}\u{201c}",
+            "CAF\u{c9}\u{2019}s",
+            "caf\u{e9}\u{2026}\u{201d}",
         ] {
             assert_eq!(folded(t), fold_plain(t), "{t:?}");
         }
+        assert_eq!(folded("IGNOR\u{c9}\u{a0}YOUR"), "ignore your");
+        assert_eq!(folded("Ignor\u{e9}\u{2019}\u{2019} your"), "ignore'' your");
         let t = "say over\u{e2}\u{20ac}\u{152}ride now";
         let v = views(t);
         assert_eq!(
             find_back(t, &v.views[0], "override"),
             "over\u{e2}\u{20ac}\u{152}ride"
         );
+    }
+
+    /// Random strings made of disguise pieces (lead and continuation characters, euro signs,
+    /// zero-width characters, combining marks, real accented text): every view keeps sound
+    /// spans, and every folded character other than a space maps back to original text.
+    #[test]
+    fn disguise_repairs_keep_spans_sound_on_random_text() {
+        let alphabet: Vec<char> = "ab z\u{c3}\u{a9}\u{e2}\u{20ac}\u{152}\u{8b}\u{a0}\u{bb}\u{f0}\u{178}\u{2dc}\u{df}\u{201c}\u{301}\u{200b}\u{cc}\u{81}\u{ef}\u{bf}\u{bd}\u{c2}\u{85}\u{d0}\u{b5}\u{4e2d}\u{9d}0|1"
+            .chars()
+            .collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            alphabet[(x >> 11) as usize % alphabet.len()]
+        };
+        for len in 0..40 {
+            for _ in 0..200 {
+                let t: String = (0..len).map(|_| next()).collect();
+                let v = views(&t);
+                assert_spans_sound(&t, &v);
+                let f = &v.views[0];
+                let mut off = 0;
+                for c in f.text.chars() {
+                    let o = f.original_span(off..off + c.len_utf8());
+                    assert!(
+                        o.start < o.end || c == ' ',
+                        "{t:?} {:?} {c:?} {o:?}",
+                        f.text
+                    );
+                    off += c.len_utf8();
+                }
+            }
+        }
     }
 
     /// Folding without the disguise repairs: each character folded on its own.
