@@ -645,18 +645,16 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
                 || (letter(b.get(end)) && letter(b.get(end + 1)));
             (ch == '€' && in_word).then_some(('e', end))
         });
-        if let Some((real, real_end)) = undisguised {
-            let before = out.len();
-            if real.is_whitespace() {
-                push_space(out, map, i..real_end);
-            } else if !is_stripped(real) {
-                let mut buf = [0u8; 4];
-                fold_char(real.encode_utf8(&mut buf), out);
-                map.push_replace(i..real_end, out.len() - before);
+        // From here on the character is the one the disguise stands for, read like any other:
+        // stripped, a space, or folded (always as a replacement of the whole disguise).
+        let disguised = undisguised.is_some();
+        let ch = match undisguised {
+            Some((real, real_end)) => {
+                end = real_end;
+                real
             }
-            i = real_end;
-            continue;
-        }
+            None => ch,
+        };
         if is_stripped(ch) {
             i = end;
             continue;
@@ -666,20 +664,25 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
             i = end;
             continue;
         }
-        // A segment is a character and the combining marks that follow it, so composition and
-        // diacritic removal see them together.
-        // Bounded like UAX #15 stream-safe text: a longer run of marks starts new segments.
-        for next in text[end..].chars().take(MAX_SEGMENT_MARKS) {
-            if is_combining_mark(next) || is_stripped(next) {
-                end += next.len_utf8();
-            } else {
-                break;
+        let mut buf = [0u8; 4];
+        let seg: &str = if disguised {
+            ch.encode_utf8(&mut buf)
+        } else {
+            // A segment is a character and the combining marks that follow it, so composition
+            // and diacritic removal see them together.
+            // Bounded like UAX #15 stream-safe text: a longer run of marks starts new segments.
+            for next in text[end..].chars().take(MAX_SEGMENT_MARKS) {
+                if is_combining_mark(next) || is_stripped(next) {
+                    end += next.len_utf8();
+                } else {
+                    break;
+                }
             }
-        }
-        let seg = &text[i..end];
+            &text[i..end]
+        };
         let before = out.len();
         fold_char(seg, out);
-        if out[before..] == *seg {
+        if !disguised && out[before..] == *seg {
             map.push_copy(i, seg.len());
         } else {
             map.push_replace(i..end, out.len() - before);
