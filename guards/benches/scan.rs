@@ -160,6 +160,15 @@ fn calibrate(median_us: f64) -> u64 {
     }
 }
 
+/// The latency distribution of [`spin`] calibrated to a median of `median_us`.
+fn fixed_work_distribution(what: &str, median_us: f64) {
+    let rounds = calibrate(median_us);
+    let s = samples(|| {
+        black_box(spin(black_box(rounds)));
+    });
+    print_distribution(what, &s);
+}
+
 /// p50 / p99 / p99.9 of single inspections, after a warm-up; then, as the same-run baseline for
 /// the tail, a fixed computation with the same median: whatever its p99 adds to its p50 is the
 /// machine's, not the guard's.
@@ -179,21 +188,16 @@ fn latency_distribution() {
             english_median = median;
         }
     }
-    let rounds = calibrate(english_median);
-    let s = samples(|| {
-        black_box(spin(black_box(rounds)));
-    });
-    print_distribution("baseline/fixed_work_same_median (machine jitter)", &s);
+    fixed_work_distribution(
+        "baseline/fixed_work_same_median (machine jitter)",
+        english_median,
+    );
     // What the machine alone does to the tail of shorter work: the median a computation needs
     // here for its p99 to stay within the 50 µs target.
     for median_us in [15.0, 20.0, 25.0] {
-        let rounds = calibrate(median_us);
-        let s = samples(|| {
-            black_box(spin(black_box(rounds)));
-        });
-        print_distribution(
+        fixed_work_distribution(
             &format!("baseline/fixed_work_{median_us:.0}us (machine floor)"),
-            &s,
+            median_us,
         );
     }
     let t = Instant::now();
