@@ -2,11 +2,11 @@
 //! applying a tenant's policy to a validated request.
 //!
 //! Per request ([`inspect_request`]): the tenant's tool policy is checked, every text of the
-//! request is collected with its role (message content and text parts, tool-call arguments,
-//! `prompt`, `input`), the active engine scores them, masks are written back into the body, and a
-//! pinned system prompt is put in place (it is the operator's text and is not scanned). A block
-//! becomes `400 prompt_blocked` with rule ids only. Engines are `Arc`s: a reload swaps the pointer
-//! and requests in flight keep the engine they started with.
+//! request that reaches the model is collected with the role it is read as (the field table is in
+//! the README, "The input guard"), the active engine scores them, masks are written back into the
+//! body, and a pinned system prompt is put in place (it is the operator's text and is not
+//! scanned). A block becomes `400 prompt_blocked` with rule ids only. Engines are `Arc`s: a reload
+//! swaps the pointer and requests in flight keep the engine they started with.
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -20,7 +20,9 @@ use warden_guards::{Engine, RuleSet, Target};
 use crate::config::{GuardConfig, SystemPromptMode, TenantGuard};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::validate::{Endpoint, Validated};
+use crate::validate::{
+    Endpoint, Validated, FUNCTION_CALL_TEXTS, MESSAGE_TEXTS, PART_TYPES, TOOL_CALL_TEXTS,
+};
 
 /// Load, compile and self-test a pack directory (or the embedded packs). Errors are printable
 /// lines: parse errors with file and line, compile errors, failing test cases.
@@ -154,15 +156,107 @@ pub struct GuardOutcome {
 }
 
 /// Where a scanned text lives in the body, so a mask can be written back.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, PartialEq)]
 enum Loc {
+    /// `messages[i].content`, a string.
     Content(usize),
-    Part(usize, usize),
-    ToolArgs(usize, usize),
+    /// `messages[i].content[j]`, then the part's text path ([`PART_TYPES`]).
+    Part(usize, usize, &'static [&'static str]),
+    /// `messages[i]`, then a path of [`MESSAGE_TEXTS`] or [`FUNCTION_CALL_TEXTS`].
+    Message(usize, &'static [&'static str]),
+    /// `messages[i].tool_calls[j]`, then a path of [`TOOL_CALL_TEXTS`].
+    ToolCall(usize, usize, &'static [&'static str]),
+    /// A top-level string: `prompt`, `suffix`, `input`.
     Field(&'static str),
+    /// An item of a top-level array: `prompt[i]`, `input[i]`.
     FieldItem(&'static str, usize),
+    /// A string anywhere inside a declaration ([`DECLARATIONS`]), by its path from the body.
+    Value(Box<[Seg]>),
+    /// An object key inside a declaration (a property name): a mask renames the key.
+    Key(Box<[Seg]>),
 }
 
+/// One step of a [`Loc::Value`] / [`Loc::Key`] path.
+#[derive(Debug, Clone, PartialEq)]
+enum Seg {
+    Key(Box<str>),
+    Index(usize),
+}
+
+/// What a chat request declares besides its messages, walked whole (every string value and every
+/// object key that is not a fixed keyword), with the role each is read as:
+///
+/// - `tools`, `functions`: definitions often come from third-party tool servers (tool poisoning),
+///   so they are untrusted like tool output: `Tool`, weighted ×2, read by the indirect-injection
+///   rules. Templates render the whole definition (`tools | tojson`), so property names and
+///   unknown keywords reach the model as well as descriptions.
+/// - `documents` (vLLM, for RAG chat templates): retrieved documents, `Tool` by definition.
+/// - `response_format` (OpenAI documents `json_schema.description` as read by the model to decide
+///   how to answer; the schema's names and descriptions guide it the same way) and
+///   `chat_template_kwargs` (template variables; templates write some into the prompt, such as
+///   gpt-oss's `model_identity`): the caller's own text, `User`, like its messages.
+const DECLARATIONS: [(&str, Target); 5] = [
+    ("tools", Target::Tool),
+    ("functions", Target::Tool),
+    ("documents", Target::Tool),
+    ("response_format", Target::User),
+    ("chat_template_kwargs", Target::User),
+];
+
+/// Keys of declarations that are fixed vocabulary (JSON Schema and the OpenAI tool and format
+/// shapes): no attacker text can hide in them, so they are not scanned. Any other key is.
+fn is_keyword(key: &str) -> bool {
+    matches!(
+        key,
+        "type"
+            | "function"
+            | "name"
+            | "description"
+            | "parameters"
+            | "strict"
+            | "json_schema"
+            | "schema"
+            | "title"
+            | "text"
+            | "properties"
+            | "patternProperties"
+            | "additionalProperties"
+            | "required"
+            | "items"
+            | "prefixItems"
+            | "enum"
+            | "const"
+            | "default"
+            | "examples"
+            | "anyOf"
+            | "oneOf"
+            | "allOf"
+            | "not"
+            | "$defs"
+            | "definitions"
+            | "$ref"
+            | "$schema"
+            | "$id"
+            | "format"
+            | "pattern"
+            | "minimum"
+            | "maximum"
+            | "exclusiveMinimum"
+            | "exclusiveMaximum"
+            | "multipleOf"
+            | "minLength"
+            | "maxLength"
+            | "minItems"
+            | "maxItems"
+            | "uniqueItems"
+            | "minProperties"
+            | "maxProperties"
+            | "nullable"
+    )
+}
+
+/// The role a message's texts are read as. Roles are one of `validate::ROLES`; the fallback only
+/// keeps this total.
 fn role_target(role: &str) -> Target {
     match role {
         "system" | "developer" => Target::System,
@@ -172,92 +266,222 @@ fn role_target(role: &str) -> Target {
     }
 }
 
-/// Every text of the request with the role it is read as, in body order (also what telemetry
-/// hashes).
+/// The conversation texts with the role they are read as, in body order, for telemetry: message
+/// content and text parts, tool-call arguments, `prompt`, `input`. Telemetry hashes each as one
+/// message (`message_hashes` in telemetry/SCHEMA.md), so the names, ids, reasoning and
+/// declarations the guard also scans are left out rather than multiply an audit row by every
+/// string of every tool schema.
 pub fn texts(endpoint: Endpoint, doc: &Map<String, Value>) -> Vec<(Target, &str)> {
     collect(endpoint, doc)
         .into_iter()
+        .filter(|(_, loc, _)| {
+            matches!(
+                loc,
+                Loc::Content(_)
+                    | Loc::Part(_, _, ["text"])
+                    | Loc::ToolCall(_, _, ["function", "arguments"])
+                    | Loc::Field("prompt" | "input")
+                    | Loc::FieldItem(..)
+            )
+        })
         .map(|(t, _, s)| (t, s))
         .collect()
 }
 
-/// Every text of the request, with its role and location.
+/// Every text of the request that reaches the model, with its role and location: the messages in
+/// body order, then the declarations. Validation has refused every shape that would carry text
+/// this does not read (see `validate`), so what is skipped here for its shape never reaches an
+/// upstream.
 fn collect(endpoint: Endpoint, doc: &Map<String, Value>) -> Vec<(Target, Loc, &str)> {
     let mut out = Vec::new();
     match endpoint {
         Endpoint::ChatCompletions => {
-            let Some(messages) = doc.get("messages").and_then(Value::as_array) else {
-                return out;
-            };
-            for (i, m) in messages.iter().enumerate() {
-                let target = role_target(m.get("role").and_then(Value::as_str).unwrap_or("user"));
-                match m.get("content") {
-                    Some(Value::String(s)) => out.push((target, Loc::Content(i), s.as_str())),
-                    Some(Value::Array(parts)) => {
-                        for (j, p) in parts.iter().enumerate() {
-                            if let Some(t) = p.get("text").and_then(Value::as_str) {
-                                out.push((target, Loc::Part(i, j), t));
-                            }
-                        }
-                    }
-                    _ => {}
+            if let Some(messages) = doc.get("messages").and_then(Value::as_array) {
+                for (i, m) in messages.iter().enumerate() {
+                    collect_message(i, m, &mut out);
                 }
-                if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-                    for (j, c) in calls.iter().enumerate() {
-                        if let Some(a) = c.pointer("/function/arguments").and_then(Value::as_str) {
-                            out.push((Target::ToolArgs, Loc::ToolArgs(i, j), a));
-                        }
-                    }
+            }
+            for (field, target) in DECLARATIONS {
+                if let Some(v) = doc.get(field) {
+                    let mut path = vec![Seg::Key(field.into())];
+                    walk(v, target, &mut path, &mut out);
                 }
             }
         }
-        Endpoint::Completions | Endpoint::Embeddings => {
-            let field = if endpoint == Endpoint::Completions {
-                "prompt"
-            } else {
-                "input"
-            };
-            match doc.get(field) {
-                Some(Value::String(s)) => out.push((Target::User, Loc::Field(field), s.as_str())),
-                Some(Value::Array(items)) => {
-                    for (i, v) in items.iter().enumerate() {
-                        if let Some(s) = v.as_str() {
-                            out.push((Target::User, Loc::FieldItem(field, i), s));
-                        }
-                    }
-                }
-                _ => {}
+        Endpoint::Completions => {
+            collect_input(doc, "prompt", &mut out);
+            if let Some(Value::String(s)) = doc.get("suffix") {
+                out.push((Target::User, Loc::Field("suffix"), s.as_str()));
             }
         }
+        Endpoint::Embeddings => collect_input(doc, "input", &mut out),
         Endpoint::Models => {}
     }
     out
 }
 
+/// One chat message: content and text parts, its other text fields (all read as its role), and
+/// its tool calls (`ToolArgs`: what the assistant asked a tool to do).
+fn collect_message<'a>(i: usize, m: &'a Value, out: &mut Vec<(Target, Loc, &'a str)>) {
+    let target = role_target(m.get("role").and_then(Value::as_str).unwrap_or("user"));
+    match m.get("content") {
+        Some(Value::String(s)) => out.push((target, Loc::Content(i), s.as_str())),
+        Some(Value::Array(parts)) => {
+            for (j, p) in parts.iter().enumerate() {
+                let ty = p.get("type").and_then(Value::as_str);
+                let Some((_, path)) = PART_TYPES.iter().find(|(t, _)| Some(*t) == ty) else {
+                    continue;
+                };
+                if let Some(s) = text_at(p, path) {
+                    out.push((target, Loc::Part(i, j, path), s));
+                }
+            }
+        }
+        _ => {}
+    }
+    for path in MESSAGE_TEXTS {
+        if let Some(s) = text_at(m, path) {
+            out.push((target, Loc::Message(i, path), s));
+        }
+    }
+    for path in FUNCTION_CALL_TEXTS {
+        if let Some(s) = text_at(m, path) {
+            out.push((Target::ToolArgs, Loc::Message(i, path), s));
+        }
+    }
+    if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+        for (j, c) in calls.iter().enumerate() {
+            for path in TOOL_CALL_TEXTS {
+                if let Some(s) = text_at(c, path) {
+                    out.push((Target::ToolArgs, Loc::ToolCall(i, j, path), s));
+                }
+            }
+        }
+    }
+}
+
+/// `prompt` / `input`: a string or an array of strings (validation refused token ids).
+fn collect_input<'a>(
+    doc: &'a Map<String, Value>,
+    field: &'static str,
+    out: &mut Vec<(Target, Loc, &'a str)>,
+) {
+    match doc.get(field) {
+        Some(Value::String(s)) => out.push((Target::User, Loc::Field(field), s.as_str())),
+        Some(Value::Array(items)) => {
+            for (i, v) in items.iter().enumerate() {
+                if let Some(s) = v.as_str() {
+                    out.push((Target::User, Loc::FieldItem(field, i), s));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every string value and every non-keyword key below `v`. A key is emitted after the texts
+/// below it, so masks are written back below a key before the key itself is renamed (their paths
+/// go through its old name). Recursion is bounded by the JSON parser, which refuses nesting
+/// deeper than 128; the texts by the body cap.
+fn walk<'a>(
+    v: &'a Value,
+    target: Target,
+    path: &mut Vec<Seg>,
+    out: &mut Vec<(Target, Loc, &'a str)>,
+) {
+    match v {
+        Value::String(s) => out.push((target, Loc::Value(path.clone().into()), s.as_str())),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push(Seg::Index(i));
+                walk(item, target, path, out);
+                path.pop();
+            }
+        }
+        Value::Object(o) => {
+            for (k, item) in o {
+                path.push(Seg::Key(k.as_str().into()));
+                walk(item, target, path, out);
+                if !is_keyword(k) {
+                    out.push((target, Loc::Key(path.clone().into()), k.as_str()));
+                }
+                path.pop();
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// The string at `path` below `v`, if there is one.
+fn text_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(v, |v, key| v.get(*key))
+        .and_then(Value::as_str)
+}
+
+fn dig<'a>(v: Option<&'a mut Value>, path: &[&str]) -> Option<&'a mut Value> {
+    path.iter().try_fold(v?, |v, key| v.get_mut(*key))
+}
+
+fn follow<'a>(doc: &'a mut Map<String, Value>, path: &[Seg]) -> Option<&'a mut Value> {
+    let (Seg::Key(first), rest) = path.split_first()? else {
+        return None;
+    };
+    rest.iter()
+        .try_fold(doc.get_mut(&**first)?, |v, seg| match seg {
+            Seg::Key(k) => v.get_mut(&**k),
+            Seg::Index(i) => v.get_mut(*i),
+        })
+}
+
+fn message(doc: &mut Map<String, Value>, i: usize) -> Option<&mut Value> {
+    doc.get_mut("messages").and_then(|m| m.get_mut(i))
+}
+
 fn write_back(doc: &mut Map<String, Value>, loc: Loc, text: String) {
     let slot = match loc {
-        Loc::Content(i) => doc
-            .get_mut("messages")
-            .and_then(|m| m.get_mut(i))
-            .and_then(|m| m.get_mut("content")),
-        Loc::Part(i, j) => doc
-            .get_mut("messages")
-            .and_then(|m| m.get_mut(i))
-            .and_then(|m| m.get_mut("content"))
-            .and_then(|c| c.get_mut(j))
-            .and_then(|p| p.get_mut("text")),
-        Loc::ToolArgs(i, j) => doc
-            .get_mut("messages")
-            .and_then(|m| m.get_mut(i))
-            .and_then(|m| m.get_mut("tool_calls"))
-            .and_then(|c| c.get_mut(j))
-            .and_then(|c| c.get_mut("function"))
-            .and_then(|f| f.get_mut("arguments")),
+        Loc::Content(i) => message(doc, i).and_then(|m| m.get_mut("content")),
+        Loc::Part(i, j, path) => dig(
+            message(doc, i)
+                .and_then(|m| m.get_mut("content"))
+                .and_then(|c| c.get_mut(j)),
+            path,
+        ),
+        Loc::Message(i, path) => dig(message(doc, i), path),
+        Loc::ToolCall(i, j, path) => dig(
+            message(doc, i)
+                .and_then(|m| m.get_mut("tool_calls"))
+                .and_then(|c| c.get_mut(j)),
+            path,
+        ),
         Loc::Field(f) => doc.get_mut(f),
         Loc::FieldItem(f, i) => doc.get_mut(f).and_then(|v| v.get_mut(i)),
+        Loc::Value(path) => follow(doc, &path),
+        Loc::Key(path) => {
+            rename(doc, &path, text);
+            return;
+        }
     };
     if let Some(slot) = slot {
         *slot = Value::String(text);
+    }
+}
+
+/// Rename the key at the end of `path`, keeping its place. A masked name equal to a sibling's
+/// replaces that sibling: the secret must not be forwarded, and two properties named by masked
+/// secrets are not a schema worth keeping intact.
+fn rename(doc: &mut Map<String, Value>, path: &[Seg], text: String) {
+    let Some((Seg::Key(old), parent)) = path.split_last() else {
+        return;
+    };
+    let Some(Value::Object(obj)) = follow(doc, parent) else {
+        return;
+    };
+    let Some(at) = obj.keys().position(|k| **k == **old) else {
+        return;
+    };
+    if let Some(v) = obj.shift_remove(&**old) {
+        obj.shift_insert(at, text, v);
     }
 }
 
@@ -332,7 +556,7 @@ pub fn inspect_request(
     let masked: Vec<(Loc, String)> = verdict
         .masked
         .iter()
-        .map(|(i, text)| (texts[*i].1, text.clone()))
+        .map(|(i, text)| (texts[*i].1.clone(), text.clone()))
         .collect();
     drop(messages);
     drop(texts);
@@ -407,4 +631,184 @@ fn compare_shadow(run: &GuardRun<'_>, active: &Verdict, shadow: &Verdict) {
         shadow_rules = %s_ids.join(","),
         "shadow pack would decide differently"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    /// A chat request with text in every field the guard reads, and some it must not.
+    fn chat_doc() -> Map<String, Value> {
+        doc(json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "name": "sys-name", "content": "sys"},
+                {"role": "user", "name": "user-name", "content": [
+                    {"type": "text", "text": "part"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                    {"type": "file", "file": {"filename": "report.pdf", "file_data": "JVBERi0="}}
+                ]},
+                {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}],
+                 "refusal": "nope", "reasoning_content": "think", "reasoning": "think2",
+                 "thinking": "think3",
+                 "function_call": {"name": "legacy", "arguments": "{}"},
+                 "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{\"q\":1}"}},
+                    {"id": "call_2", "type": "custom", "custom": {"name": "sh", "input": "ls"}}
+                 ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "result"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "get", "description": "Gets.",
+                "parameters": {"type": "object", "properties": {
+                    "q": {"type": "string", "description": "Query.", "enum": ["a"]}}}}}],
+            "response_format": {"type": "json_schema", "json_schema": {
+                "name": "out", "description": "Shape.", "schema": {"type": "object"}}},
+            "documents": [{"title": "Doc", "text": "Body"}],
+            "chat_template_kwargs": {"enable_thinking": false, "model_identity": "You are X."},
+            "stop": ["never"],
+            "user": "end-user-1",
+            "max_tokens": 5
+        }))
+    }
+
+    fn targets_and_texts(endpoint: Endpoint, d: &Map<String, Value>) -> Vec<(Target, &str)> {
+        collect(endpoint, d)
+            .into_iter()
+            .map(|(t, _, s)| (t, s))
+            .collect()
+    }
+
+    #[test]
+    fn collect_reads_every_chat_field_with_its_role() {
+        use Target::*;
+        let d = chat_doc();
+        assert_eq!(
+            targets_and_texts(Endpoint::ChatCompletions, &d),
+            [
+                (System, "sys"),
+                (System, "sys-name"),
+                (User, "part"),
+                (User, "report.pdf"),
+                (User, "user-name"),
+                (Assistant, "no"),
+                (Assistant, "nope"),
+                (Assistant, "think"),
+                (Assistant, "think2"),
+                (Assistant, "think3"),
+                (ToolArgs, "legacy"),
+                (ToolArgs, "{}"),
+                (ToolArgs, "call_1"),
+                (ToolArgs, "get"),
+                (ToolArgs, "{\"q\":1}"),
+                (ToolArgs, "call_2"),
+                (ToolArgs, "sh"),
+                (ToolArgs, "ls"),
+                (Tool, "result"),
+                (Tool, "call_1"),
+                // tools: every string, and the property name after what is below it.
+                (Tool, "function"),
+                (Tool, "get"),
+                (Tool, "Gets."),
+                (Tool, "object"),
+                (Tool, "string"),
+                (Tool, "Query."),
+                (Tool, "a"),
+                (Tool, "q"),
+                (Tool, "Doc"),
+                (Tool, "Body"),
+                (User, "json_schema"),
+                (User, "out"),
+                (User, "Shape."),
+                (User, "object"),
+                (User, "enable_thinking"),
+                (User, "You are X."),
+                (User, "model_identity"),
+            ]
+        );
+    }
+
+    #[test]
+    fn collect_reads_prompt_suffix_and_input() {
+        let d = doc(json!({"prompt": ["a", "b"], "suffix": "s", "input": "not read here"}));
+        assert_eq!(
+            targets_and_texts(Endpoint::Completions, &d),
+            [
+                (Target::User, "a"),
+                (Target::User, "b"),
+                (Target::User, "s")
+            ]
+        );
+        let d = doc(json!({"input": ["x", "y"], "prompt": "not read here"}));
+        assert_eq!(
+            targets_and_texts(Endpoint::Embeddings, &d),
+            [(Target::User, "x"), (Target::User, "y")]
+        );
+        assert!(collect(Endpoint::Models, &d).is_empty());
+    }
+
+    /// Every location takes a mask: rewrite each text in collection order (as `inspect_request`
+    /// does) and read them all again. A property name is renamed in place, after the texts below
+    /// it, whose paths go through its old name.
+    #[test]
+    fn every_location_takes_a_mask() {
+        let cases = [
+            (Endpoint::ChatCompletions, chat_doc()),
+            (
+                Endpoint::Completions,
+                doc(json!({"prompt": "p", "suffix": "s"})),
+            ),
+            (Endpoint::Completions, doc(json!({"prompt": ["p", "q"]}))),
+            (Endpoint::Embeddings, doc(json!({"input": ["x", "y"]}))),
+        ];
+        for (endpoint, mut d) in cases {
+            let before: Vec<(Target, Loc, String)> = collect(endpoint, &d)
+                .into_iter()
+                .map(|(t, l, s)| (t, l, s.to_string()))
+                .collect();
+            for (_, loc, text) in &before {
+                write_back(&mut d, loc.clone(), format!("<{text}>"));
+            }
+            let after: Vec<(Target, String)> = collect(endpoint, &d)
+                .into_iter()
+                .map(|(t, _, s)| (t, s.to_string()))
+                .collect();
+            let want: Vec<(Target, String)> = before
+                .iter()
+                .map(|(t, _, s)| (*t, format!("<{s}>")))
+                .collect();
+            assert_eq!(after, want, "{endpoint:?}");
+        }
+        // The renamed property kept its place and its schema.
+        let mut d = doc(
+            json!({"tools": [{"function": {"parameters": {"properties": {
+            "a": {"type": "string"}, "jo@example.com": {"type": "string"}, "z": {}}}}}]}),
+        );
+        let key = collect(Endpoint::ChatCompletions, &d)
+            .into_iter()
+            .find(|(_, _, s)| *s == "jo@example.com")
+            .map(|(_, l, _)| l)
+            .unwrap();
+        write_back(&mut d, key, "[EMAIL]".into());
+        let props = &d["tools"][0]["function"]["parameters"]["properties"];
+        let names: Vec<&String> = props.as_object().unwrap().keys().collect();
+        assert_eq!(names, ["a", "[EMAIL]", "z"]);
+        assert_eq!(props["[EMAIL]"], json!({"type": "string"}));
+    }
+
+    #[test]
+    fn telemetry_hashes_the_conversation_only() {
+        let d = chat_doc();
+        let read: Vec<&str> = texts(Endpoint::ChatCompletions, &d)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(read, ["sys", "part", "{\"q\":1}", "result"]);
+        let d = doc(json!({"prompt": "p", "suffix": "s"}));
+        assert_eq!(texts(Endpoint::Completions, &d), [(Target::User, "p")]);
+    }
 }
