@@ -125,6 +125,11 @@ pub struct View {
     pub kind: ViewKind,
     /// The text rule packs are matched against.
     pub text: String,
+    /// For a view derived from the folded one (despaced, leet), the ranges of `text` where it
+    /// differs from the folded view, in order; a deletion shows as an empty range where it was.
+    /// Everywhere else the view holds the folded view's text, so a scanner that has scanned the
+    /// folded view needs to scan a derived one only around these. `None`: scan the whole view.
+    pub differs: Option<Vec<Range<usize>>>,
     map: SpanMap,
 }
 
@@ -212,6 +217,7 @@ impl Normalizer {
         let folded = View {
             kind: ViewKind::Folded,
             text: folded,
+            differs: None,
             map,
         };
 
@@ -424,6 +430,7 @@ impl Normalizer {
             kind: ViewKind::Decoded { encoding, depth },
             map: SpanMap::whole(folded.len(), orig.clone()),
             text: folded,
+            differs: None,
         });
         if depth < self.limits.max_decode_depth {
             self.decode_blobs(&raw, depth + 1, Some(orig), budget, views);
@@ -583,6 +590,14 @@ impl SpanMap {
 /// Appends the `Folded` form of `text` to `out`, recording the mapping in `map` (whose original
 /// offsets are offsets into `text`).
 fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
+    FOLD_CACHE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut cache) => fold_with(text, out, map, &mut cache),
+        // Only if a fold ever ran inside another on this thread.
+        Err(_) => fold_with(text, out, map, &mut FoldCache::default()),
+    })
+}
+
+fn fold_with(text: &str, out: &mut String, map: &mut SpanMap, cache: &mut FoldCache) {
     let b = text.as_bytes();
     let lower_from = out.len();
     let mut i = 0;
@@ -681,7 +696,7 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
             &text[i..end]
         };
         let before = out.len();
-        fold_char(seg, out);
+        cache.fold(seg, out);
         if !disguised && out[before..] == *seg {
             map.push_copy(i, seg.len());
         } else {
@@ -690,6 +705,70 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
         i = end;
     }
     out[lower_from..].make_ascii_lowercase();
+}
+
+/// Segments folded recently, per thread: folding a non-ASCII character (NFKD, filtering, NFC,
+/// confusables, lowercase) costs about 150 ns, and text in any script repeats a small set of
+/// characters, so a direct-mapped table of their results makes non-Latin text cost about what
+/// Latin text does.
+struct FoldCache {
+    slots: Vec<FoldSlot>,
+}
+
+/// One cached segment: its UTF-8 bytes and the folded bytes (both short; `key_len == 0` is an
+/// empty slot).
+#[derive(Clone, Copy, Default)]
+struct FoldSlot {
+    key: [u8; 15],
+    key_len: u8,
+    out: [u8; 15],
+    out_len: u8,
+}
+
+const FOLD_CACHE_SLOTS: usize = 4096;
+
+thread_local! {
+    static FOLD_CACHE: std::cell::RefCell<FoldCache> = std::cell::RefCell::new(FoldCache::default());
+}
+
+impl Default for FoldCache {
+    fn default() -> Self {
+        FoldCache {
+            slots: vec![FoldSlot::default(); FOLD_CACHE_SLOTS],
+        }
+    }
+}
+
+impl FoldCache {
+    /// [`fold_char`], remembered. Results that hold a space are not kept: whether that space is
+    /// written depends on what precedes it.
+    fn fold(&mut self, seg: &str, out: &mut String) {
+        let key = seg.as_bytes();
+        if key.is_empty() || key.len() > 15 {
+            return fold_char(seg, out);
+        }
+        // FNV-1a over at most 15 bytes.
+        let mut h: u32 = 0x811c_9dc5;
+        for &b in key {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        let slot = &mut self.slots[(h as usize) & (FOLD_CACHE_SLOTS - 1)];
+        if usize::from(slot.key_len) == key.len() && slot.key[..key.len()] == *key {
+            if let Ok(s) = std::str::from_utf8(&slot.out[..usize::from(slot.out_len)]) {
+                out.push_str(s);
+                return;
+            }
+        }
+        let before = out.len();
+        fold_char(seg, out);
+        let folded = &out.as_bytes()[before..];
+        if folded.len() <= 15 && !folded.contains(&b' ') {
+            slot.key[..key.len()].copy_from_slice(key);
+            slot.key_len = key.len() as u8;
+            slot.out[..folded.len()].copy_from_slice(folded);
+            slot.out_len = folded.len() as u8;
+        }
+    }
 }
 
 /// Appends the folded form of one segment (a character and its combining marks): compatibility
@@ -1060,6 +1139,24 @@ fn unit_starts(b: &[u8]) -> Vec<u64> {
         word.push(w);
         lead.push(l);
     }
+    // A non-ASCII character can be a unit of a run only next to an ASCII separator (runs are
+    // split by ASCII separators): in text of a script without spaces between letters, or in the
+    // middle of a word, none are, and this skips their Unicode lookups.
+    let ascii_gap = |i: Option<usize>| {
+        i.and_then(|i| b.get(i))
+            .is_none_or(|&c| c < 0x80 && !c.is_ascii_alphanumeric())
+    };
+    for (k, l) in lead.iter_mut().enumerate() {
+        let mut bits = *l;
+        while bits != 0 {
+            let at = k * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let len = b.get(at).map_or(1, |&c| utf8_len(c));
+            if !ascii_gap(at.checked_sub(1)) && !ascii_gap(Some(at + len)) {
+                *l &= !(1u64 << (at % 64));
+            }
+        }
+    }
     (0..word.len())
         .map(|k| {
             let w = word[k];
@@ -1170,15 +1267,20 @@ fn despace_from(folded: &View, starts: &[u64]) -> Option<View> {
     }
     let mut out = String::with_capacity(text.len());
     let mut map = SpanMap::default();
+    let mut differs = Vec::with_capacity(deletions.len());
     let mut kept = 0;
     for d in deletions.iter().chain(std::iter::once(&(b.len()..b.len()))) {
         out.push_str(&text[kept..d.start]);
         map.copy_from(&folded.map, kept..d.start);
+        if d.start < b.len() {
+            differs.push(out.len()..out.len());
+        }
         kept = d.end;
     }
     Some(View {
         kind: ViewKind::Despaced,
         text: out,
+        differs: Some(differs),
         map,
     })
 }
@@ -1243,6 +1345,7 @@ const MAX_LEET_TOKEN: usize = 24;
 fn leet_view(src: &View, kind: ViewKind) -> Option<View> {
     let b = src.text.as_bytes();
     let mut out: Option<Vec<u8>> = None;
+    let mut folded_tokens: Vec<Range<usize>> = Vec::new();
     let mut i = 0;
     while i < b.len() {
         // Jump to the next leet byte, then widen to its token; `i` is never inside a token here.
@@ -1284,15 +1387,40 @@ fn leet_view(src: &View, kind: ViewKind) -> Option<View> {
                     *dst = l;
                 }
             }
+            folded_tokens.push(s..e);
         }
     }
-    // ASCII-for-ASCII replacement keeps UTF-8 validity and every offset, so the map is shared.
+    // ASCII-for-ASCII replacement keeps UTF-8 validity and every offset, so the map is shared,
+    // and where the source differs from the folded view this view does too.
     let text = String::from_utf8(out?).ok()?;
+    let differs = match &src.differs {
+        None => folded_tokens,
+        Some(before) => merge_ranges(before, &folded_tokens),
+    };
     Some(View {
         kind,
         text,
+        differs: Some(differs),
         map: src.map.clone(),
     })
+}
+
+/// Two ordered lists of ranges as one, in order (ranges may touch or overlap; readers widen and
+/// merge them anyway).
+fn merge_ranges(a: &[Range<usize>], b: &[Range<usize>]) -> Vec<Range<usize>> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let take_a = j == b.len() || (i < a.len() && a[i].start <= b[j].start);
+        if take_a {
+            out.push(a[i].clone());
+            i += 1;
+        } else {
+            out.push(b[j].clone());
+            j += 1;
+        }
+    }
+    out
 }
 
 // === Decoded ===

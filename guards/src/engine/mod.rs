@@ -1,37 +1,42 @@
 //! The compiled rule engine: every enabled rule of a [`RuleSet`] in one Aho-Corasick automaton
-//! (literals) and one regex-automata multi-pattern regex (regexes), built once per pack version.
+//! (rule literals, and the literal prefixes of the regexes) and relaxed lazy DFAs for the regexes
+//! ([`regexes`]), built once per pack version.
 //!
-//! Scanning a text: normalise it into views ([`crate::normalize`]), run both automata over each
-//! view, keep the matches of rules that read this target and this view, and map each match back
-//! to a byte span of the original text. An [`Engine`] is immutable and `Sync`: the proxy holds it
-//! in an `Arc` and swaps in a new one on reload, so a request finishes on the engine it started with.
+//! Scanning a text: normalise it into views ([`crate::normalize`]), walk the literal automaton
+//! over each view, try each regex where one of its prefixes starts (and the regexes without
+//! prefixes in one unanchored pass), keep the matches of rules that read this target and this
+//! view, and map each match back to a byte span of the original text. An [`Engine`] is immutable
+//! and `Sync`: the proxy holds it in an `Arc` and swaps in a new one on reload, so a request
+//! finishes on the engine it started with.
 //!
-//! Costs: the literal automaton and the regex are both linear in the text; per view, one pass of
-//! each. The automaton is a DFA walked in four interleaved lanes ([`LANES`]), and a regex's
-//! rarest required piece ([`required_factor`]) filters its prefix hits unless it is made of common
-//! words ([`COMMON_WORDS`]) behind rare prefixes, so ordinary prose triggers few anchored searches
-//! and few automaton hits. Spans for regex hits are found only for the rules that
-//! matched (a second, single-pattern search), so the common case (no hit) never pays for them.
+//! Costs, on any text (any script, any bytes): per view, one walk of the literal automaton (a
+//! DFA, in four interleaved lanes, [`walk`]) and one of the unanchored relaxed DFA; per prefix
+//! hit that its regex's rarest required piece ([`required_factor`]) does not filter out, one
+//! anchored attempt of at most the regex's longest match ([`regexes::max_match`]); the exact
+//! regex only on windows where a relaxed DFA found a candidate. All of it is counted in
+//! [`Work`], and a scan given a limit stops verifying past it and says so
+//! ([`TextScan::work_limited`]).
 
 use std::ops::Range;
 use std::time::Instant;
 
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::{dfa::DFA, Anchored as AcAnchored, MatchKind as AcMatchKind, StartKind};
-use regex_automata::hybrid::dfa::{Cache as LazyCache, DFA as LazyDfa};
-use regex_automata::hybrid::LazyStateID;
 use regex_automata::meta;
 use regex_automata::util::syntax;
-use regex_automata::{Input, MatchKind, PatternSet};
+use regex_automata::Input;
 
 use crate::normalize::{fold, Limits, Normalizer, ViewKind, Views};
 use crate::pack::{Action, PackError, Rule, RuleSet, Target};
 
 mod extract;
+mod regexes;
 mod walk;
 
 use extract::*;
 pub use extract::{literal_factors, literal_prefixes, required_factor, view_max_len, Factor};
+use regexes::{Caches, Relaxed, Windows};
+pub use regexes::{Work, MAX_DETECT_MATCH_BYTES, MAX_MATCH_BYTES};
 use walk::*;
 
 /// One rule matching one view of one text.
@@ -50,8 +55,13 @@ pub struct TextScan {
     /// At most one hit per rule (the first view and span it matched in), except for `mask`
     /// rules, which get every span so all of them can be replaced.
     pub hits: Vec<Hit>,
-    /// Part of the text was beyond the normaliser's bounds and not scanned.
+    /// Part of the text was not scanned: beyond the normaliser's bounds, or left when the work
+    /// limit was reached.
     pub truncated: bool,
+    /// The scan stopped verifying because its work passed the limit it was given.
+    pub work_limited: bool,
+    /// What the scan cost.
+    pub work: Work,
 }
 
 /// What an Aho-Corasick pattern stands for.
@@ -63,6 +73,9 @@ enum Trigger {
     Prefix(usize),
     /// A literal of regex `pid`'s required piece ([`required_factor`]): every match contains one.
     Factor(usize),
+    /// The same, for a regex without usable prefixes: its exact regex looks for a match in the
+    /// window around the hit that such a match would have to lie in.
+    Window(usize),
 }
 
 /// A compiled rule set.
@@ -82,29 +95,32 @@ pub struct Engine {
     regex_rule: Vec<usize>,
     /// Regex pattern index → its source text.
     regex_source: Vec<String>,
-    /// Each regex alone: anchored verification at prefix hits, spans, validators.
+    /// Each regex alone, exact: confirms a relaxed candidate on its window and gives the span.
     singles: Vec<meta::Regex>,
+    /// Every regex without its Unicode word boundaries, as lazy DFAs that run on any text.
+    relaxed: Relaxed,
+    /// For a regex found through windows around its required factor ([`Trigger::Window`]): where
+    /// in a window to try it.
+    starts: Vec<Starts>,
     /// Regexes with a required factor too: a prefix hit is only tried when one of the factor's
     /// literals ends after it, within `reach` bytes.
     has_factor: Vec<bool>,
-    /// Longest match of each regex in a view (`usize::MAX` if unbounded): see [`view_max_len`].
+    /// How far a match of each regex is looked for in a view ([`regexes::max_match`] of its
+    /// longest match, [`view_max_len`]).
     reach: Vec<usize>,
-    /// Regexes without a finite set of literal prefixes, combined: scanned in full on every view.
-    unanchored: Option<meta::Regex>,
-    /// The same patterns as one lazy DFA compiled for ASCII text (`\w`, `\b`, classes without
-    /// UTF-8 states), for views that are all ASCII: there it matches exactly what `unanchored`
-    /// matches, and the scan steps it by hand in the same loop as the literal automaton's
-    /// lanes ([`match_states`]), so the two walks overlap their memory waits. `None` if a
-    /// pattern cannot be compiled that way.
-    unanchored_ascii: Option<LazyDfa>,
-    /// Tells apart the per-thread caches of `unanchored_ascii` of different engines.
+    /// Tells apart the per-thread DFA caches of different engines.
     id: u64,
-    /// `unanchored` pattern index → regex pattern index.
+    /// Unanchored pattern index → regex pattern index.
     unanchored_pid: Vec<usize>,
     /// Union of the view bits ([`crate::pack::view_bit`]) and of the target bits of the rules
-    /// behind `unanchored`: views and targets none of them reads skip that pass.
+    /// behind the unanchored regexes: views and targets none of them reads skip that pass.
     unanchored_views: u8,
     unanchored_targets: u8,
+    /// Per view bit ([`crate::pack::view_bit`]), how far around the places where a derived view
+    /// differs from the folded view its scan must look: the longest match of any rule that reads
+    /// it, and a character each side for the assertions. `None`: scan that view whole (a rule
+    /// reads it but not the folded view, so the folded scan does not stand in for the rest).
+    derived_context: [Option<usize>; 5],
     /// Time the compilation took.
     pub compile_time: std::time::Duration,
 }
@@ -126,23 +142,6 @@ impl std::fmt::Debug for Engine {
 
 static NEXT_ENGINE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Cache of the lazy DFA behind the combined unanchored regex, per thread.
-const HYBRID_CACHE_BYTES: usize = 8 * 1024 * 1024;
-
-/// Heap allowed for compiling the combined regex; each pattern alone keeps the default (10 MiB).
-const MULTI_NFA_BYTES: usize = 64 * 1024 * 1024;
-
-fn regex_config() -> meta::Config {
-    meta::Config::new()
-        .match_kind(MatchKind::All)
-        .utf8_empty(false)
-        .nfa_size_limit(Some(MULTI_NFA_BYTES))
-        .hybrid_cache_capacity(HYBRID_CACHE_BYTES)
-        // Only `which_overlapping_matches` runs on the combined regex; spans come from the
-        // single-pattern regexes, so capture states would only cost compile time and memory.
-        .which_captures(regex_automata::nfa::thompson::WhichCaptures::None)
-}
-
 fn syntax_config() -> syntax::Config {
     // Views are lowercase already; Unicode classes stay on so `\w` and `\s` mean what they say.
     syntax::Config::new().unicode(true).utf8(true)
@@ -157,10 +156,38 @@ struct Scratch {
     /// Per regex, where its factor's literals end in the current view, in text order.
     factor_ends: Vec<Vec<usize>>,
     last_start: Vec<usize>,
+    /// Per regex, where its last accepted match in the current view ends: a later prefix hit
+    /// inside it is not tried again (mask rules take every match, as `find_iter` would).
+    covered: Vec<usize>,
     lanes: [Vec<(usize, StateID)>; LANES],
     matched: Vec<(usize, StateID)>,
-    /// Cache of the lazy DFA of the engine with this id.
-    lazy: Option<(u64, LazyCache)>,
+    /// Windows around required-factor hits of the regexes triggered that way.
+    windows: Windows,
+    /// Windows around the unanchored walk's match ends.
+    walk_windows: Windows,
+    /// The parts of the current view to walk.
+    segments: Vec<Range<usize>>,
+    /// Caches of the relaxed DFAs of the engine with this id.
+    caches: Option<(u64, Caches)>,
+}
+
+/// Where a regex triggered by windows can start.
+enum Starts {
+    /// Where one of its literal prefixes (of any length: "tu", "ai") starts.
+    Literals(aho_corasick::AhoCorasick),
+    /// Where a byte it can start with is (it starts with a class, or with too many literals).
+    Bytes(Box<FirstBytes>),
+    /// Anywhere.
+    Anywhere,
+}
+
+/// What anchored attempts update, borrowed from a scan.
+struct Attempts<'s> {
+    caches: &'s mut Caches,
+    work: &'s mut Work,
+    seen: &'s mut [bool],
+    covered: &'s mut [usize],
+    hits: &'s mut Vec<Hit>,
 }
 
 /// Entries a [`Scratch`] buffer keeps between scans; a hostile text can need far more once,
@@ -177,6 +204,8 @@ impl Scratch {
         for ends in &mut self.factor_ends {
             shrink_over(ends, SCRATCH_KEEP);
         }
+        self.windows.trim(SCRATCH_KEEP);
+        self.walk_windows.trim(SCRATCH_KEEP);
     }
 }
 
@@ -215,8 +244,9 @@ impl Engine {
         let mut regex_rule = Vec::new();
         let mut regex_source = Vec::new();
         let mut singles = Vec::new();
-        let mut unanchored_patterns: Vec<&str> = Vec::new();
+        let mut hirs = Vec::new();
         let mut has_factor = Vec::new();
+        let mut short = Vec::new();
         let mut reach = Vec::new();
         let mut unanchored_pid = Vec::new();
         for (i, rule) in set.rules.iter().enumerate() {
@@ -229,73 +259,96 @@ impl Engine {
             }
             for (j, re) in rule.regexes.iter().enumerate() {
                 // Parsed once here; its view-shaped form gives the prefixes, the required
-                // factor and the reach.
-                let hir = parse_pattern(re);
+                // factor and the reach, and it is what the relaxed DFAs are built from.
+                let at = || format!("{}.regexes[{j}]", rule.origin.path);
+                let hir = match parse_pattern(re) {
+                    Some(hir) => hir,
+                    None => {
+                        // The meta builder below says why.
+                        if let Err(e) = meta::Builder::new().syntax(syntax_config()).build(re) {
+                            errors.push(PackError::new(
+                                &rule.origin.file,
+                                &at(),
+                                rule.origin.line,
+                                format!("cannot compile: {}", error_chain(&e)),
+                            ));
+                        }
+                        continue;
+                    }
+                };
                 // A pattern that can match the empty string matches everywhere (and between the
                 // bytes of a character): refuse the pack, as lint would.
-                if hir
-                    .as_ref()
-                    .is_some_and(|h| h.properties().minimum_len() == Some(0))
-                {
+                if hir.properties().minimum_len() == Some(0) {
                     errors.push(PackError::new(
                         &rule.origin.file,
-                        &format!("{}.regexes[{j}]", rule.origin.path),
+                        &at(),
                         rule.origin.line,
                         "matches the empty string, so it would match everywhere",
                     ));
                     continue;
                 }
-                match meta::Builder::new()
+                let single = match meta::Builder::new()
                     .configure(meta::Config::new())
                     .syntax(syntax_config())
                     .build(re)
                 {
-                    Ok(single) => {
-                        let pid = singles.len();
-                        singles.push(single);
-                        regex_rule.push(i);
-                        regex_source.push(re.clone());
-                        let in_views = hir.map(as_seen_in_views);
-                        let prefixes = in_views
-                            .as_ref()
-                            .and_then(|h| factor_literals(h, Factor::Prefix));
-                        match (prefixes, in_views) {
-                            (Some(prefixes), Some(in_views)) => {
-                                let common = prefixes.iter().any(|p| is_common(p));
-                                for p in prefixes {
-                                    add(p, Trigger::Prefix(pid));
-                                }
-                                // A required factor filters prefix hits before the anchored
-                                // search. Behind common-word prefixes it always pays. Behind rare
-                                // ones it pays unless the factor is common words itself (" ai",
-                                // " to"): then it costs an automaton hit per occurrence in
-                                // ordinary text to save a rare verification. Kept for rare
-                                // factors, it stops text repeating a prefix (hostile leetspeak
-                                // repeating "ignore all previous") from verifying at each one.
-                                let factor = required_factor_of(&in_views)
-                                    .filter(|s| common || !s.iter().any(|l| is_common(l)));
-                                has_factor.push(factor.is_some());
-                                reach.push(
-                                    in_views.properties().maximum_len().unwrap_or(usize::MAX),
-                                );
-                                for p in factor.unwrap_or_default() {
-                                    add(p, Trigger::Factor(pid));
-                                }
-                            }
-                            _ => {
-                                has_factor.push(false);
-                                reach.push(usize::MAX);
-                                unanchored_patterns.push(re);
-                                unanchored_pid.push(pid);
-                            }
+                    Ok(single) => single,
+                    Err(e) => {
+                        errors.push(PackError::new(
+                            &rule.origin.file,
+                            &at(),
+                            rule.origin.line,
+                            format!("cannot compile: {}", error_chain(&e)),
+                        ));
+                        continue;
+                    }
+                };
+                let pid = singles.len();
+                singles.push(single);
+                regex_rule.push(i);
+                regex_source.push(re.clone());
+                let in_views = as_seen_in_views(hir.clone());
+                hirs.push(hir);
+                reach.push(regexes::max_match(
+                    in_views.properties().maximum_len(),
+                    rule.action == Action::Mask,
+                ));
+                match factor_literals(&in_views, Factor::Prefix) {
+                    Some(prefixes) => {
+                        let common = prefixes.iter().any(|p| is_common(p));
+                        for p in prefixes {
+                            add(p, Trigger::Prefix(pid));
+                        }
+                        // A required factor filters prefix hits before the anchored attempt.
+                        // Behind common-word prefixes it always pays. Behind rare ones it pays
+                        // unless the factor is common words itself (" ai", " to"): then it costs
+                        // an automaton hit per occurrence in ordinary text to save a rare
+                        // attempt. Kept for rare factors, it stops text repeating a prefix
+                        // (hostile leetspeak repeating "ignore all previous") from trying each.
+                        let factor = required_factor_of(&in_views)
+                            .filter(|s| common || !s.iter().any(|l| is_common(l)));
+                        has_factor.push(factor.is_some());
+                        for p in factor.unwrap_or_default() {
+                            add(p, Trigger::Factor(pid));
                         }
                     }
-                    Err(e) => errors.push(PackError::new(
-                        &rule.origin.file,
-                        &format!("{}.regexes[{j}]", rule.origin.path),
-                        rule.origin.line,
-                        format!("cannot compile: {}", error_chain(&e)),
-                    )),
+                    None => {
+                        has_factor.push(false);
+                        // No usable prefix ("tu", "ai", a class): a rare required piece, where
+                        // there is one, marks the windows where a match must lie. Otherwise the
+                        // regex joins the unanchored pass.
+                        match required_factor_of(&in_views)
+                            .filter(|s| !s.iter().any(|l| is_common(l)))
+                        {
+                            Some(factor) => {
+                                for p in factor {
+                                    add(p, Trigger::Window(pid));
+                                }
+                                short.push((pid, in_views.clone()));
+                            }
+                            None => unanchored_pid.push(pid),
+                        }
+                    }
                 }
             }
         }
@@ -321,59 +374,38 @@ impl Engine {
                 }
             }
         };
-        let mut combine = |patterns: &[&str]| {
-            if patterns.is_empty() || !errors.is_empty() {
-                return None;
-            }
-            match meta::Builder::new()
-                .configure(regex_config())
-                .syntax(syntax_config())
-                .build_many(patterns)
-            {
-                Ok(re) => Some(re),
-                Err(e) => {
-                    errors.push(PackError::new(
-                        &set.source,
-                        "",
-                        None,
-                        format!("regex engine: {}", error_chain(&e)),
-                    ));
-                    None
-                }
-            }
-        };
-        let unanchored = combine(&unanchored_patterns);
-        let unanchored_ascii = (!unanchored_patterns.is_empty() && errors.is_empty())
-            .then(|| {
-                LazyDfa::builder()
-                    .configure(
-                        LazyDfa::config()
-                            .match_kind(MatchKind::All)
-                            .cache_capacity(HYBRID_CACHE_BYTES)
-                            // Give up (and let the scan run the regex instead) when the cache
-                            // thrashes, as the regex's own lazy DFA does.
-                            .minimum_cache_clear_count(Some(3))
-                            .minimum_bytes_per_state(Some(10)),
-                    )
-                    .syntax(syntax::Config::new().unicode(false).utf8(false))
-                    .thompson(
-                        regex_automata::nfa::thompson::Config::new()
-                            .nfa_size_limit(Some(MULTI_NFA_BYTES))
-                            .which_captures(regex_automata::nfa::thompson::WhichCaptures::None),
-                    )
-                    .build_many(&unanchored_patterns)
-                    .ok()
-            })
-            .flatten();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut starts: Vec<Starts> = (0..singles.len()).map(|_| Starts::Anywhere).collect();
+        for (pid, in_views) in short {
+            starts[pid] = match short_prefixes(&in_views) {
+                Some(prefixes) => match aho_corasick::AhoCorasick::builder()
+                    .match_kind(AcMatchKind::Standard)
+                    .build(&prefixes)
+                {
+                    Ok(ac) => Starts::Literals(ac),
+                    Err(_) => Starts::Anywhere,
+                },
+                None => FirstBytes::of(&in_views)
+                    .map_or(Starts::Anywhere, |f| Starts::Bytes(Box::new(f))),
+            };
+        }
+        let relaxed = Relaxed::build(&hirs, &unanchored_pid).map_err(|e| {
+            vec![PackError::new(
+                &set.source,
+                "",
+                None,
+                format!("regex engine: {e}"),
+            )]
+        })?;
         let (mut unanchored_views, mut unanchored_targets) = (0u8, 0u8);
         for &pid in &unanchored_pid {
             let rule = &set.rules[regex_rule[pid]];
             unanchored_views |= rule.views;
             unanchored_targets |= rule.targets;
         }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let derived_context = derived_context(&set, &regex_rule, &reach);
         let mut trigger_start = Vec::with_capacity(triggers.len() + 1);
         let mut trigger_list = Vec::new();
         for t in &triggers {
@@ -390,14 +422,15 @@ impl Engine {
             regex_rule,
             regex_source,
             singles,
+            relaxed,
+            starts,
             has_factor,
             reach,
-            unanchored,
-            unanchored_ascii,
             id: NEXT_ENGINE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             unanchored_pid,
             unanchored_views,
             unanchored_targets,
+            derived_context,
             compile_time: started.elapsed(),
         })
     }
@@ -426,6 +459,16 @@ impl Engine {
         self.literals.as_ref().map_or(0, |dfa| dfa.memory_usage())
     }
 
+    /// Heap held by the relaxed lazy DFAs (their NFAs; the caches are per thread).
+    pub fn regex_bytes(&self) -> usize {
+        self.relaxed.anchored.memory_usage()
+            + self
+                .relaxed
+                .unanchored
+                .as_ref()
+                .map_or(0, |d| d.memory_usage())
+    }
+
     pub fn normalizer(&self) -> &Normalizer {
         &self.normalizer
     }
@@ -440,112 +483,175 @@ impl Engine {
         })
     }
 
-    /// Scan one text as `target`.
+    /// Scan one text as `target`, with no limit on work (its bounds are the normaliser's).
     pub fn scan(&self, text: &str, target: Target) -> TextScan {
+        self.scan_limited(text, target, u64::MAX)
+    }
+
+    /// Scan one text as `target`, verifying candidates only while the scan's [`Work`] stays
+    /// within `limit`.
+    pub fn scan_limited(&self, text: &str, target: Target, limit: u64) -> TextScan {
         let views = self.normalizer.views(text);
-        self.scan_views(&views, target)
+        self.scan_views_limited(&views, target, limit)
+    }
+
+    /// Scan already-normalised views of a text, with no limit on work.
+    pub fn scan_views(&self, views: &Views, target: Target) -> TextScan {
+        self.scan_views_limited(views, target, u64::MAX)
     }
 
     /// Scan already-normalised views of a text.
     ///
     /// One pass of the automaton per view finds rule literals and regex prefixes; each regex is
-    /// then run *anchored* where one of its prefixes starts, so its cost is the length of a match
-    /// attempt, not of the text. Regexes without literal prefixes run in one combined pass.
-    pub fn scan_views(&self, views: &Views, target: Target) -> TextScan {
+    /// then tried *anchored* where one of its prefixes starts, so its cost is the length of a
+    /// match attempt, not of the text. Regexes without literal prefixes run in one unanchored
+    /// pass of their relaxed DFA, in the automaton's loop.
+    pub fn scan_views_limited(&self, views: &Views, target: Target, limit: u64) -> TextScan {
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => {
-                let scan = self.scan_with(views, target, &mut scratch);
+                let scan = self.scan_with(views, target, limit, &mut scratch);
                 scratch.trim();
                 scan
             }
             // Only if a scan ever ran inside another on this thread.
-            Err(_) => self.scan_with(views, target, &mut Scratch::default()),
+            Err(_) => self.scan_with(views, target, limit, &mut Scratch::default()),
         })
     }
 
-    fn scan_with(&self, views: &Views, target: Target, scratch: &mut Scratch) -> TextScan {
+    fn scan_with(
+        &self,
+        views: &Views,
+        target: Target,
+        limit: u64,
+        scratch: &mut Scratch,
+    ) -> TextScan {
         let Scratch {
             seen,
             prefix_hits,
             factor_ends,
             last_start,
+            covered,
             lanes,
             matched,
-            lazy,
+            windows,
+            walk_windows,
+            segments,
+            caches: cache_slot,
         } = scratch;
-        let mut lazy_cache = match (&self.unanchored_ascii, lazy.take()) {
-            (Some(_), Some((id, cache))) if id == self.id => Some(cache),
-            (Some(dfa), _) => Some(dfa.create_cache()),
-            (None, _) => None,
+        let mut caches = match cache_slot.take() {
+            Some((id, c)) if id == self.id => c,
+            _ => self.relaxed.caches(),
         };
         let mut hits: Vec<Hit> = Vec::new();
+        let mut work = Work::default();
+        let mut limited = false;
         // Rules already reported, so each counts once; mask rules collect every span.
         seen.clear();
         seen.resize(self.set.rules.len(), false);
-        // Per view: (regex, start) of every prefix hit, and where each regex's factor hits end.
         factor_ends.resize_with(self.singles.len(), Vec::new);
         last_start.resize(self.singles.len(), 0);
-        // Which unanchored patterns matched in a view: filled by the lazy walk on ASCII views
-        // or by the regex (both compiled from the same patterns, in the same order).
-        let mut patset = self
-            .unanchored
-            .as_ref()
-            .map(|re| PatternSet::new(re.pattern_len()));
+        covered.resize(self.singles.len(), 0);
         for view in &views.views {
+            if work.total() > limit {
+                limited = true;
+                break;
+            }
             let text = view.text.as_str();
+            let bytes = text.as_bytes();
+            // Per view: (regex, start) of every prefix hit, and where each regex's factor hits end.
             prefix_hits.clear();
             factor_ends.iter_mut().for_each(Vec::clear);
             last_start.iter_mut().for_each(|e| *e = 0);
+            covered.iter_mut().for_each(|e| *e = 0);
             let unanchored_wanted = self.unanchored_views & crate::pack::view_bit(view.kind) != 0
                 && self.unanchored_targets & target.bit() != 0;
-            let mut walk = match (&self.unanchored_ascii, &mut lazy_cache, &mut patset) {
-                (Some(dfa), Some(cache), Some(set)) if unanchored_wanted && text.is_ascii() => {
-                    Some(LazyWalk::new(dfa, cache, set, text.as_bytes()))
-                }
-                _ => None,
-            };
-            if let Some(dfa) = &self.literals {
-                match_states(dfa, text.as_bytes(), lanes, matched, walk.as_mut());
-                for &(end, sid) in matched.iter() {
-                    for k in 0..dfa.match_len(sid) {
-                        let pattern = dfa.match_pattern(sid, k);
-                        let start = end - dfa.pattern_len(pattern);
-                        let p = pattern.as_usize();
-                        let (from, to) = (self.trigger_start[p], self.trigger_start[p + 1]);
-                        for trigger in &self.trigger_list[from as usize..to as usize] {
-                            match *trigger {
-                                Trigger::Literal(rule_ix) => {
-                                    let rule = &self.set.rules[rule_ix];
-                                    if !self.wants(rule, rule_ix, target, view.kind, seen) {
-                                        continue;
+            windows.reset(self.singles.len());
+            walk_windows.reset(self.singles.len());
+            segments.clear();
+            self.segments(view, segments);
+            for seg in segments.iter() {
+                let mut walk = match (&self.relaxed.unanchored, caches.unanchored.as_mut()) {
+                    (Some(dfa), Some(cache)) if unanchored_wanted => Some(regexes::Walk::new(
+                        dfa,
+                        cache,
+                        walk_windows,
+                        &self.unanchored_pid,
+                        &self.reach,
+                        bytes,
+                        seg.start,
+                    )),
+                    _ => None,
+                };
+                if let Some(dfa) = &self.literals {
+                    work.automaton +=
+                        match_states(dfa, bytes, seg.clone(), lanes, matched, walk.as_mut()) as u64;
+                    for &(end, sid) in matched.iter() {
+                        for k in 0..dfa.match_len(sid) {
+                            let pattern = dfa.match_pattern(sid, k);
+                            let start = end - dfa.pattern_len(pattern);
+                            let p = pattern.as_usize();
+                            let (from, to) = (self.trigger_start[p], self.trigger_start[p + 1]);
+                            for trigger in &self.trigger_list[from as usize..to as usize] {
+                                match *trigger {
+                                    Trigger::Literal(rule_ix) => {
+                                        let rule = &self.set.rules[rule_ix];
+                                        if !self.wants(rule, rule_ix, target, view.kind, seen) {
+                                            continue;
+                                        }
+                                        if !word_bounded(text, start, end) {
+                                            continue;
+                                        }
+                                        seen[rule_ix] = true;
+                                        hits.push(Hit {
+                                            rule: rule_ix,
+                                            view: view.kind,
+                                            span: view.original_span(start..end),
+                                        });
                                     }
-                                    if !word_bounded(text, start, end) {
-                                        continue;
+                                    Trigger::Prefix(pid) => {
+                                        // Several prefixes of one regex often start at one place.
+                                        if last_start[pid] != start + 1
+                                            && text.is_char_boundary(start)
+                                        {
+                                            last_start[pid] = start + 1;
+                                            prefix_hits.push((pid, start));
+                                        }
                                     }
-                                    seen[rule_ix] = true;
-                                    hits.push(Hit {
-                                        rule: rule_ix,
-                                        view: view.kind,
-                                        span: view.original_span(start..end),
-                                    });
+                                    Trigger::Factor(pid) => factor_ends[pid].push(end),
+                                    // A match holding this hit starts in this window.
+                                    Trigger::Window(pid) => windows.record(
+                                        pid,
+                                        end.saturating_sub(self.reach[pid]),
+                                        start,
+                                    ),
                                 }
-                                Trigger::Prefix(pid) => {
-                                    // Several prefixes of one regex often start at one place.
-                                    if last_start[pid] != start + 1 && text.is_char_boundary(start)
-                                    {
-                                        last_start[pid] = start + 1;
-                                        prefix_hits.push((pid, start));
-                                    }
-                                }
-                                Trigger::Factor(pid) => factor_ends[pid].push(end),
                             }
                         }
                     }
                 }
+                // If the walk could not finish (it should not: no quit bytes, never gives up),
+                // every unanchored regex is confirmed on the whole segment instead.
+                match walk.map(|w| w.finish(bytes, seg.end)) {
+                    Some(Some(n)) => work.unanchored += n as u64,
+                    Some(None) => {
+                        for &pid in &self.unanchored_pid {
+                            walk_windows.record(pid, seg.start, seg.end);
+                        }
+                    }
+                    None => {}
+                }
             }
             // Try each regex anchored where one of its prefixes starts, if a literal of its
             // required factor (when it has one) ends after that point and no further than its
-            // longest match: ordinary text rarely has both.
+            // longest match: ordinary text rarely has both. The relaxed DFA decides most
+            // attempts; the exact regex runs only on its candidates.
+            let mut at = Attempts {
+                caches: &mut caches,
+                work: &mut work,
+                seen,
+                covered,
+                hits: &mut hits,
+            };
             for &(pid, start) in prefix_hits.iter() {
                 if self.has_factor[pid] {
                     let ends = &factor_ends[pid];
@@ -554,50 +660,168 @@ impl Engine {
                         continue;
                     }
                 }
+                if at.work.total() > limit {
+                    limited = true;
+                    break;
+                }
+                self.attempt(&mut at, view, target, pid, start);
+            }
+            // Regexes without usable prefixes, near a hit of their required factor: tried where
+            // one of their short prefixes ("tu", "ai") starts in the window a match would have
+            // to start in, or at every character there when they start with a class.
+            for (pid, list) in windows.per_regex.iter().enumerate() {
+                for &(from, to) in list {
+                    if at.work.total() > limit {
+                        limited = true;
+                        break;
+                    }
+                    let to = to.min(bytes.len());
+                    match &self.starts[pid] {
+                        Starts::Literals(ac) => {
+                            let scan_to = to.saturating_add(ac.max_pattern_len()).min(bytes.len());
+                            at.work.anchored += (scan_to - from) as u64;
+                            let hay = aho_corasick::Input::new(&bytes[from..scan_to]);
+                            let mut last = usize::MAX;
+                            for m in ac.find_overlapping_iter(hay) {
+                                let start = from + m.start();
+                                if start > to || start == last {
+                                    continue;
+                                }
+                                last = start;
+                                if !self.attempt(&mut at, view, target, pid, start) {
+                                    break;
+                                }
+                            }
+                        }
+                        Starts::Bytes(first) => {
+                            at.work.anchored += (to + 1 - from) as u64;
+                            for start in from..=to {
+                                if first.may_start(bytes, start)
+                                    && text.is_char_boundary(start)
+                                    && !self.attempt(&mut at, view, target, pid, start)
+                                {
+                                    break;
+                                }
+                            }
+                        }
+                        Starts::Anywhere => {
+                            for start in from..=to {
+                                if text.is_char_boundary(start)
+                                    && !self.attempt(&mut at, view, target, pid, start)
+                                {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // The unanchored regexes, confirmed on the windows where their relaxed forms matched.
+            for (pid, list) in walk_windows.per_regex.iter().enumerate() {
+                if list.is_empty() {
+                    continue;
+                }
                 let rule_ix = self.regex_rule[pid];
                 let rule = &self.set.rules[rule_ix];
-                if !self.wants(rule, rule_ix, target, view.kind, seen) {
+                if !self.wants(rule, rule_ix, target, view.kind, at.seen) {
                     continue;
                 }
-                let input = Input::new(text)
-                    .range(start..)
-                    .anchored(regex_automata::Anchored::Yes);
-                let Some(found) = self.singles[pid].search(&input) else {
-                    continue;
-                };
-                accept(rule_ix, rule, view, found.range(), seen, &mut hits);
-            }
-            let walked = walk.is_some_and(|mut w| w.finish(text.as_bytes()));
-            let found = match (&self.unanchored, patset.as_mut()) {
-                (_, Some(patset)) if walked => Some(&*patset),
-                (Some(re), Some(patset)) if unanchored_wanted => {
-                    patset.clear();
-                    re.which_overlapping_matches(&Input::new(text), patset);
-                    Some(&*patset)
-                }
-                _ => None,
-            };
-            if let Some(found) = found {
-                for upid in found.iter() {
-                    let pid = self.unanchored_pid[upid.as_usize()];
-                    let rule_ix = self.regex_rule[pid];
-                    let rule = &self.set.rules[rule_ix];
-                    if !self.wants(rule, rule_ix, target, view.kind, seen) {
-                        continue;
+                let mask = rule.action == Action::Mask;
+                'windows: for &(from, to) in list {
+                    if at.work.total() > limit {
+                        limited = true;
+                        break;
                     }
-                    let mask = rule.action == Action::Mask;
-                    for m in self.singles[pid].find_iter(text) {
-                        if accept(rule_ix, rule, view, m.range(), seen, &mut hits) && !mask {
-                            break;
+                    let mut from = from;
+                    while !text.is_char_boundary(from) {
+                        from -= 1;
+                    }
+                    let to = to.min(bytes.len());
+                    at.work.exact += (to - from) as u64;
+                    for m in self.singles[pid].find_iter(Input::new(text).range(from..to)) {
+                        if accept(rule_ix, rule, view, m.range(), at.seen, at.hits) && !mask {
+                            break 'windows;
                         }
                     }
                 }
             }
         }
-        *lazy = lazy_cache.map(|cache| (self.id, cache));
+        *cache_slot = Some((self.id, caches));
         TextScan {
             hits,
-            truncated: views.truncated || views.decode_limited,
+            truncated: views.truncated || views.decode_limited || limited,
+            work_limited: limited,
+            work,
+        }
+    }
+
+    /// One anchored attempt of regex `pid` at `start` of `view`: the relaxed DFA first, for at
+    /// most the regex's reach, and the exact regex only if that found a match. `false` once the
+    /// regex needs no more attempts in this view (its rule has matched and is not a mask).
+    fn attempt(
+        &self,
+        at: &mut Attempts<'_>,
+        view: &crate::normalize::View,
+        target: Target,
+        pid: usize,
+        start: usize,
+    ) -> bool {
+        let rule_ix = self.regex_rule[pid];
+        let rule = &self.set.rules[rule_ix];
+        if !self.wants(rule, rule_ix, target, view.kind, at.seen) {
+            return false;
+        }
+        if start < at.covered[pid] {
+            return true;
+        }
+        let (text, bytes) = (view.text.as_str(), view.text.as_bytes());
+        let end = start.saturating_add(self.reach[pid]).min(bytes.len());
+        if !self
+            .relaxed
+            .anchored_match(&mut at.caches.anchored, bytes, start, end, pid, at.work)
+        {
+            return true;
+        }
+        at.work.exact += (end - start) as u64;
+        let input = Input::new(text)
+            .range(start..end)
+            .anchored(regex_automata::Anchored::Yes);
+        if let Some(found) = self.singles[pid].search(&input) {
+            if accept(rule_ix, rule, view, found.range(), at.seen, at.hits) {
+                at.covered[pid] = found.end();
+                return rule.action == Action::Mask;
+            }
+        }
+        true
+    }
+
+    /// The ranges of `view` to walk: all of it, or, for a view derived from the folded one, the
+    /// places where it differs widened by [`Engine::derived_context`] and merged. A match that
+    /// touches none of them (nor the character either side of it) lies in text the derived view
+    /// shares with the folded view, which every rule reads and which was scanned first: it has
+    /// been found there.
+    fn segments(&self, view: &crate::normalize::View, out: &mut Vec<Range<usize>>) {
+        let text = view.text.as_str();
+        let n = text.len();
+        let bit = crate::pack::view_bit(view.kind).trailing_zeros() as usize;
+        let context = self.derived_context.get(bit).copied().flatten();
+        let (Some(differs), Some(context)) = (&view.differs, context) else {
+            out.push(0..n);
+            return;
+        };
+        for d in differs {
+            let mut from = d.start.saturating_sub(context);
+            while !text.is_char_boundary(from) {
+                from -= 1;
+            }
+            let mut to = d.end.saturating_add(context).min(n);
+            while !text.is_char_boundary(to) {
+                to += 1;
+            }
+            match out.last_mut() {
+                Some(last) if from <= last.end => last.end = last.end.max(to),
+                _ => out.push(from..to),
+            }
         }
     }
 
@@ -674,6 +898,35 @@ impl Engine {
         out.push_str(text.get(pos..).unwrap_or(""));
         Some(out)
     }
+}
+
+/// [`Engine::derived_context`] of a rule set whose regex `pid` belongs to rule `regex_rule[pid]`
+/// and is looked for over `reach[pid]` bytes.
+fn derived_context(set: &RuleSet, regex_rule: &[usize], reach: &[usize]) -> [Option<usize>; 5] {
+    let folded = crate::pack::view_bit(ViewKind::Folded);
+    std::array::from_fn(|bit| {
+        let bit = 1u8 << bit;
+        if bit == folded {
+            return None;
+        }
+        let mut longest = 0usize;
+        for (i, rule) in set.rules.iter().enumerate() {
+            if rule.views & bit == 0 {
+                continue;
+            }
+            if rule.views & folded == 0 {
+                return None;
+            }
+            for lit in &rule.literals {
+                longest = longest.max(fold(lit).len());
+            }
+            for (pid, _) in regex_rule.iter().enumerate().filter(|(_, &r)| r == i) {
+                longest = longest.max(reach[pid]);
+            }
+        }
+        // A character (up to 4 bytes) either side, for word boundaries and anchors.
+        Some(longest + 8)
+    })
 }
 
 /// An error and its causes, on one line ("error building NFA: ... exceeds size limit").
@@ -908,74 +1161,6 @@ regexes = ['\b\d(?:[ -]?\d){12,18}\b']
                 assert!(text.get(h.span.clone()).is_some(), "{text:?} {:?}", h.span);
             }
         }
-    }
-
-    /// On ASCII views the ASCII-compiled lazy DFA, stepped by hand, reports exactly the patterns
-    /// the Unicode regex does: every view of every shipped test case that is ASCII, and each of
-    /// them cut short so matches end exactly at the end of the text.
-    #[test]
-    fn ascii_unanchored_walk_agrees_with_unicode_regex_on_ascii_views() {
-        let e = Engine::compile(RuleSet::embedded().unwrap()).unwrap();
-        let (Some(uni), Some(ascii)) = (&e.unanchored, &e.unanchored_ascii) else {
-            panic!("the shipped packs have unanchored regexes, all ASCII-compilable");
-        };
-        let mut cache = ascii.create_cache();
-        let (mut checked, mut matched) = (0, 0);
-        for rule in e.rules() {
-            for case in rule.must_match.iter().chain(&rule.must_not_match) {
-                let views = e.normalizer().views(case);
-                for view in views.views.iter().filter(|v| v.text.is_ascii()) {
-                    for end in [view.text.len(), view.text.len().saturating_sub(1)] {
-                        let text = &view.text[..end];
-                        let mut want = PatternSet::new(uni.pattern_len());
-                        uni.which_overlapping_matches(&Input::new(text), &mut want);
-                        let mut got = PatternSet::new(ascii.pattern_len());
-                        let mut walk = LazyWalk::new(ascii, &mut cache, &mut got, text.as_bytes());
-                        assert!(walk.finish(text.as_bytes()));
-                        let (want, got): (Vec<_>, Vec<_>) =
-                            (want.iter().collect(), got.iter().collect());
-                        assert_eq!(got, want, "{text:?}");
-                        checked += 1;
-                        matched += usize::from(!want.is_empty());
-                    }
-                }
-            }
-        }
-        assert!(checked > 1000 && matched > 50, "{checked} {matched}");
-
-        // Long texts take the lanes, where the walk advances inside the lanes' loop: the same
-        // answer on every prefix of all the ASCII cases run together.
-        let long: String = e
-            .rules()
-            .iter()
-            .flat_map(|r| r.must_match.iter())
-            .map(|c| e.normalizer().views(c).views[0].text.clone())
-            .filter(|t| t.is_ascii())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let literals = e.literals.as_ref().unwrap();
-        let mut lanes: [Vec<(usize, StateID)>; LANES] = Default::default();
-        let mut out = Vec::new();
-        let mut long_matched = 0;
-        for end in (LANE_MIN_LEN..long.len()).step_by(997).chain([long.len()]) {
-            let text = &long[..end];
-            let mut want = PatternSet::new(uni.pattern_len());
-            uni.which_overlapping_matches(&Input::new(text), &mut want);
-            let mut got = PatternSet::new(ascii.pattern_len());
-            let mut walk = LazyWalk::new(ascii, &mut cache, &mut got, text.as_bytes());
-            match_states(
-                literals,
-                text.as_bytes(),
-                &mut lanes,
-                &mut out,
-                Some(&mut walk),
-            );
-            assert!(walk.finish(text.as_bytes()));
-            let (want, got): (Vec<_>, Vec<_>) = (want.iter().collect(), got.iter().collect());
-            assert_eq!(got, want, "prefix of {end} bytes");
-            long_matched += usize::from(!want.is_empty());
-        }
-        assert!(long_matched > 3, "{long_matched}");
     }
 
     /// Which rules match `text` by brute force: every literal searched for in every view, every

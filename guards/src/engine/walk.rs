@@ -1,6 +1,8 @@
 //! Walking the literal automaton over a view in interleaved lanes, with the unanchored
-//! regexes' lazy DFA stepped in the same loop.
+//! regexes' relaxed DFA ([`super::regexes::Walk`]) stepped in the same loop, so the two walks
+//! overlap their memory waits.
 
+use super::regexes::Walk;
 use super::*;
 
 /// Independent walks of the automaton interleaved over one text. Each step of one walk waits on
@@ -13,18 +15,20 @@ pub(super) const LANES: usize = 4;
 /// `max_pattern_len - 1` bytes before its quarter.
 pub(super) const LANE_MIN_LEN: usize = 512;
 
-/// Every match state the automaton enters over `text`, as `(end, state)` in text order: exactly
-/// what one walk would see, however many lanes produced it.
+/// Every match state the automaton enters over `text[range]` (started fresh at `range.start`), as
+/// `(end, state)` in text order with `end` an offset in `text`: exactly what one walk would see,
+/// however many lanes produced it. Steps `walk` over the same range. Returns the bytes stepped.
 pub(super) fn match_states(
     dfa: &DFA,
     text: &[u8],
+    range: Range<usize>,
     lanes: &mut [Vec<(usize, StateID)>; LANES],
     out: &mut Vec<(usize, StateID)>,
-    mut walk: Option<&mut LazyWalk<'_>>,
-) {
+    mut walk: Option<&mut Walk<'_>>,
+) -> usize {
     out.clear();
     let Ok(start) = dfa.start_state(AcAnchored::No) else {
-        return;
+        return 0;
     };
     let step = |sid: StateID, at: usize, out: &mut Vec<(usize, StateID)>| {
         let sid = dfa.next_state(AcAnchored::No, sid, text[at]);
@@ -33,33 +37,34 @@ pub(super) fn match_states(
         }
         sid
     };
-    let n = text.len();
+    let (base, n) = (range.start, range.len());
     if n < LANE_MIN_LEN {
         let mut sid = start;
-        for at in 0..n {
+        for at in range {
             sid = step(sid, at, out);
         }
-        return;
+        return n;
     }
     // Lane `l` reports the matches ending in its quarter `(l*q, (l+1)*q]` (the last one to the
-    // end of the text) and starts reading `overlap` bytes before it, so a match that began in
+    // end of the range) and starts reading `overlap` bytes before it, so a match that began in
     // the quarter before is still seen whole.
     let q = n / LANES;
     let overlap = dfa.max_pattern_len().saturating_sub(1);
-    let from: [usize; LANES] = std::array::from_fn(|l| (l * q).saturating_sub(overlap));
-    let to: [usize; LANES] = std::array::from_fn(|l| if l + 1 == LANES { n } else { (l + 1) * q });
+    let from: [usize; LANES] = std::array::from_fn(|l| base + (l * q).saturating_sub(overlap));
+    let to: [usize; LANES] =
+        std::array::from_fn(|l| base + if l + 1 == LANES { n } else { (l + 1) * q });
     let mut sids = [start; LANES];
     for lane in lanes.iter_mut() {
         lane.clear();
     }
     // Every lane is at least `q` bytes long: walk that much of all of them in lock step, and
-    // the unanchored regexes' lazy DFA `LANES` bytes further each time.
+    // the unanchored regexes' relaxed DFA `LANES` bytes further each time.
     for k in 0..q {
         for l in 0..LANES {
             sids[l] = step(sids[l], from[l] + k, &mut lanes[l]);
         }
         if let Some(w) = walk.as_deref_mut() {
-            w.advance(text, (k + 1) * LANES);
+            w.advance(text, base + (k + 1) * LANES);
         }
     }
     for l in 0..LANES {
@@ -68,96 +73,9 @@ pub(super) fn match_states(
         }
     }
     for (l, lane) in lanes.iter().enumerate() {
-        out.extend(lane.iter().filter(|(end, _)| *end > l * q));
+        out.extend(lane.iter().filter(|(end, _)| *end > base + l * q));
     }
-}
-
-/// A walk of the unanchored regexes' lazy DFA over one ASCII view, collecting every pattern
-/// that matches anywhere (overlapping, `MatchKind::All`).
-pub(super) struct LazyWalk<'a> {
-    dfa: &'a LazyDfa,
-    cache: &'a mut LazyCache,
-    set: &'a mut PatternSet,
-    sid: LazyStateID,
-    at: usize,
-    /// The lazy DFA gave up (its cache thrashed): the caller runs the regex instead.
-    failed: bool,
-}
-
-impl<'a> LazyWalk<'a> {
-    pub(super) fn new(
-        dfa: &'a LazyDfa,
-        cache: &'a mut LazyCache,
-        set: &'a mut PatternSet,
-        text: &[u8],
-    ) -> Self {
-        set.clear();
-        cache.search_start(0);
-        let start = dfa.start_state_forward(cache, &Input::new(text));
-        let failed = start.is_err();
-        LazyWalk {
-            sid: start.unwrap_or_default(),
-            dfa,
-            cache,
-            set,
-            at: 0,
-            failed,
-        }
-    }
-
-    /// Steps through `text[self.at..upto]`. Matches show one byte late, as the DFA reports
-    /// them; [`Self::finish`] takes the last one.
-    #[inline]
-    pub(super) fn advance(&mut self, text: &[u8], upto: usize) {
-        if self.failed {
-            return;
-        }
-        let upto = upto.min(text.len());
-        while self.at < upto {
-            match self.dfa.next_state(self.cache, self.sid, text[self.at]) {
-                Ok(sid) => self.sid = sid,
-                Err(_) => {
-                    self.failed = true;
-                    return;
-                }
-            }
-            self.at += 1;
-            if self.sid.is_tagged() {
-                self.tagged();
-            }
-        }
-        // Progress, for the cache's give-up rule (bytes searched per state built).
-        self.cache.search_update(self.at);
-    }
-
-    fn tagged(&mut self) {
-        if self.sid.is_match() {
-            for k in 0..self.dfa.match_len(self.cache, self.sid) {
-                let _ = self
-                    .set
-                    .try_insert(self.dfa.match_pattern(self.cache, self.sid, k));
-            }
-        } else if self.sid.is_quit() {
-            self.failed = true;
-        }
-    }
-
-    /// Walks the rest of `text` and its end; `false` if the walk gave up.
-    pub(super) fn finish(&mut self, text: &[u8]) -> bool {
-        self.advance(text, text.len());
-        if self.failed {
-            return false;
-        }
-        match self.dfa.next_eoi_state(self.cache, self.sid) {
-            Ok(sid) => {
-                self.sid = sid;
-                self.tagged();
-            }
-            Err(_) => self.failed = true,
-        }
-        self.cache.search_finish(text.len());
-        !self.failed
-    }
+    (0..LANES).map(|l| to[l] - from[l]).sum()
 }
 
 #[cfg(test)]
@@ -207,7 +125,7 @@ mod tests {
         }
         for text in texts {
             let len = text.len();
-            match_states(&dfa, &text, &mut lanes, &mut out, None);
+            match_states(&dfa, &text, 0..text.len(), &mut lanes, &mut out, None);
             let dfa = &dfa;
             let got: Vec<(usize, usize)> = out
                 .iter()
