@@ -170,17 +170,13 @@ enum Loc {
     Field(&'static str),
     /// An item of a top-level array: `prompt[i]`, `input[i]`.
     FieldItem(&'static str, usize),
-    /// A string anywhere inside a declaration ([`DECLARATIONS`]), by its path from the body.
-    Value(Box<[Seg]>),
-    /// An object key inside a declaration (a property name): a mask renames the key.
-    Key(Box<[Seg]>),
-}
-
-/// One step of a [`Loc::Value`] / [`Loc::Key`] path.
-#[derive(Debug, Clone, PartialEq)]
-enum Seg {
-    Key(Box<str>),
-    Index(usize),
+    /// A string inside a top-level declaration ([`DECLARATIONS`]): the field, then at each level
+    /// the position in the array or object below it. Positions, not names, so a path costs one
+    /// allocation and a renamed key does not break the paths below it.
+    Value(&'static str, Box<[usize]>),
+    /// An object key inside a declaration (a property name), as [`Loc::Value`]: a mask renames
+    /// the key in place.
+    Key(&'static str, Box<[usize]>),
 }
 
 /// What a chat request declares besides its messages, walked whole (every string value and every
@@ -205,6 +201,7 @@ const DECLARATIONS: [(&str, Target); 5] = [
 
 /// Keys of declarations that are fixed vocabulary (JSON Schema and the OpenAI tool and format
 /// shapes): no attacker text can hide in them, so they are not scanned. Any other key is.
+/// Each scanned text costs a microsecond or two, and a tool-heavy request holds hundreds of keys.
 fn is_keyword(key: &str) -> bool {
     matches!(
         key,
@@ -252,6 +249,25 @@ fn is_keyword(key: &str) -> bool {
             | "minProperties"
             | "maxProperties"
             | "nullable"
+    )
+}
+
+/// String values of declarations that are fixed vocabulary (JSON types, the OpenAI `type`s):
+/// skipped like [`is_keyword`] keys.
+fn is_vocabulary(value: &str) -> bool {
+    matches!(
+        value,
+        "object"
+            | "string"
+            | "number"
+            | "integer"
+            | "boolean"
+            | "array"
+            | "null"
+            | "function"
+            | "json_schema"
+            | "json_object"
+            | "text"
     )
 }
 
@@ -303,8 +319,7 @@ fn collect(endpoint: Endpoint, doc: &Map<String, Value>) -> Vec<(Target, Loc, &s
             }
             for (field, target) in DECLARATIONS {
                 if let Some(v) = doc.get(field) {
-                    let mut path = vec![Seg::Key(field.into())];
-                    walk(v, target, &mut path, &mut out);
+                    walk(v, target, field, &mut Vec::new(), &mut out);
                 }
             }
         }
@@ -379,36 +394,42 @@ fn collect_input<'a>(
     }
 }
 
-/// Every string value and every non-keyword key below `v`. A key is emitted after the texts
-/// below it, so masks are written back below a key before the key itself is renamed (their paths
-/// go through its old name). Recursion is bounded by the JSON parser, which refuses nesting
-/// deeper than 128; the texts by the body cap.
+/// Every string value and every key below `v` of declaration `field`, except fixed vocabulary.
+/// Recursion is bounded by the JSON parser, which refuses nesting deeper than 128; the number of
+/// texts by the body cap.
 fn walk<'a>(
     v: &'a Value,
     target: Target,
-    path: &mut Vec<Seg>,
+    field: &'static str,
+    path: &mut Vec<usize>,
     out: &mut Vec<(Target, Loc, &'a str)>,
 ) {
     match v {
-        Value::String(s) => out.push((target, Loc::Value(path.clone().into()), s.as_str())),
+        Value::String(s) if !is_vocabulary(s) => {
+            out.push((
+                target,
+                Loc::Value(field, path.as_slice().into()),
+                s.as_str(),
+            ));
+        }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                path.push(Seg::Index(i));
-                walk(item, target, path, out);
+                path.push(i);
+                walk(item, target, field, path, out);
                 path.pop();
             }
         }
         Value::Object(o) => {
-            for (k, item) in o {
-                path.push(Seg::Key(k.as_str().into()));
-                walk(item, target, path, out);
+            for (i, (k, item)) in o.iter().enumerate() {
+                path.push(i);
                 if !is_keyword(k) {
-                    out.push((target, Loc::Key(path.clone().into()), k.as_str()));
+                    out.push((target, Loc::Key(field, path.as_slice().into()), k.as_str()));
                 }
+                walk(item, target, field, path, out);
                 path.pop();
             }
         }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        Value::String(_) | Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
@@ -423,15 +444,13 @@ fn dig<'a>(v: Option<&'a mut Value>, path: &[&str]) -> Option<&'a mut Value> {
     path.iter().try_fold(v?, |v, key| v.get_mut(*key))
 }
 
-fn follow<'a>(doc: &'a mut Map<String, Value>, path: &[Seg]) -> Option<&'a mut Value> {
-    let (Seg::Key(first), rest) = path.split_first()? else {
-        return None;
-    };
-    rest.iter()
-        .try_fold(doc.get_mut(&**first)?, |v, seg| match seg {
-            Seg::Key(k) => v.get_mut(&**k),
-            Seg::Index(i) => v.get_mut(*i),
-        })
+/// The value at a [`Loc::Value`] path: each position indexes the array or object it meets.
+fn follow<'a>(v: Option<&'a mut Value>, path: &[usize]) -> Option<&'a mut Value> {
+    path.iter().try_fold(v?, |v, &i| match v {
+        Value::Array(items) => items.get_mut(i),
+        Value::Object(o) => o.values_mut().nth(i),
+        _ => None,
+    })
 }
 
 fn message(doc: &mut Map<String, Value>, i: usize) -> Option<&mut Value> {
@@ -456,9 +475,13 @@ fn write_back(doc: &mut Map<String, Value>, loc: Loc, text: String) {
         ),
         Loc::Field(f) => doc.get_mut(f),
         Loc::FieldItem(f, i) => doc.get_mut(f).and_then(|v| v.get_mut(i)),
-        Loc::Value(path) => follow(doc, &path),
-        Loc::Key(path) => {
-            rename(doc, &path, text);
+        Loc::Value(field, path) => follow(doc.get_mut(field), &path),
+        Loc::Key(field, path) => {
+            if let Some((at, parent)) = path.split_last() {
+                if let Some(Value::Object(o)) = follow(doc.get_mut(field), parent) {
+                    rename(o, *at, text);
+                }
+            }
             return;
         }
     };
@@ -467,21 +490,23 @@ fn write_back(doc: &mut Map<String, Value>, loc: Loc, text: String) {
     }
 }
 
-/// Rename the key at the end of `path`, keeping its place. A masked name equal to a sibling's
-/// replaces that sibling: the secret must not be forwarded, and two properties named by masked
-/// secrets are not a schema worth keeping intact.
-fn rename(doc: &mut Map<String, Value>, path: &[Seg], text: String) {
-    let Some((Seg::Key(old), parent)) = path.split_last() else {
+/// Rename the key at position `at`, keeping its place. A masked name that a sibling already has
+/// gets a numbered suffix: overwriting would drop the sibling and shift every later position.
+fn rename(obj: &mut Map<String, Value>, at: usize, text: String) {
+    let Some(old) = obj.keys().nth(at).cloned() else {
         return;
     };
-    let Some(Value::Object(obj)) = follow(doc, parent) else {
+    if old == text {
         return;
-    };
-    let Some(at) = obj.keys().position(|k| **k == **old) else {
-        return;
-    };
-    if let Some(v) = obj.shift_remove(&**old) {
-        obj.shift_insert(at, text, v);
+    }
+    let mut name = text.clone();
+    let mut n = 2;
+    while obj.contains_key(&name) {
+        name = format!("{text} ({n})");
+        n += 1;
+    }
+    if let Some(v) = obj.shift_remove(&old) {
+        obj.shift_insert(at, name, v);
     }
 }
 
@@ -710,24 +735,20 @@ mod tests {
                 (ToolArgs, "ls"),
                 (Tool, "result"),
                 (Tool, "call_1"),
-                // tools: every string, and the property name after what is below it.
-                (Tool, "function"),
+                // Declarations: every string and key but fixed vocabulary ("function",
+                // "object", "string", "json_schema", "type", "description", ...).
                 (Tool, "get"),
                 (Tool, "Gets."),
-                (Tool, "object"),
-                (Tool, "string"),
+                (Tool, "q"),
                 (Tool, "Query."),
                 (Tool, "a"),
-                (Tool, "q"),
                 (Tool, "Doc"),
                 (Tool, "Body"),
-                (User, "json_schema"),
                 (User, "out"),
                 (User, "Shape."),
-                (User, "object"),
                 (User, "enable_thinking"),
-                (User, "You are X."),
                 (User, "model_identity"),
+                (User, "You are X."),
             ]
         );
     }
@@ -752,8 +773,8 @@ mod tests {
     }
 
     /// Every location takes a mask: rewrite each text in collection order (as `inspect_request`
-    /// does) and read them all again. A property name is renamed in place, after the texts below
-    /// it, whose paths go through its old name.
+    /// does) and read them all again. A renamed property keeps its place, and the paths below it
+    /// still lead to its texts.
     #[test]
     fn every_location_takes_a_mask() {
         let cases = [
@@ -783,21 +804,31 @@ mod tests {
                 .collect();
             assert_eq!(after, want, "{endpoint:?}");
         }
-        // The renamed property kept its place and its schema.
+        // A renamed property keeps its place and its schema; a name a sibling already has is
+        // numbered rather than overwrite the sibling.
         let mut d = doc(
             json!({"tools": [{"function": {"parameters": {"properties": {
-            "a": {"type": "string"}, "jo@example.com": {"type": "string"}, "z": {}}}}}]}),
+            "a": {"type": "string"}, "jo@example.com": {"type": "string"},
+            "[EMAIL]": {"type": "integer"}, "z": {"description": "last"}}}}}]}),
         );
-        let key = collect(Endpoint::ChatCompletions, &d)
+        let locs: Vec<(Loc, String)> = collect(Endpoint::ChatCompletions, &d)
             .into_iter()
-            .find(|(_, _, s)| *s == "jo@example.com")
-            .map(|(_, l, _)| l)
-            .unwrap();
-        write_back(&mut d, key, "[EMAIL]".into());
+            .map(|(_, l, s)| (l, s.to_string()))
+            .collect();
+        for (loc, text) in locs {
+            let masked = match text.as_str() {
+                "jo@example.com" => "[EMAIL]".to_string(),
+                "last" => "LAST".to_string(),
+                _ => text,
+            };
+            write_back(&mut d, loc, masked);
+        }
         let props = &d["tools"][0]["function"]["parameters"]["properties"];
         let names: Vec<&String> = props.as_object().unwrap().keys().collect();
-        assert_eq!(names, ["a", "[EMAIL]", "z"]);
-        assert_eq!(props["[EMAIL]"], json!({"type": "string"}));
+        assert_eq!(names, ["a", "[EMAIL] (2)", "[EMAIL]", "z"]);
+        assert_eq!(props["[EMAIL] (2)"], json!({"type": "string"}));
+        assert_eq!(props["[EMAIL]"], json!({"type": "integer"}));
+        assert_eq!(props["z"], json!({"description": "LAST"}));
     }
 
     #[test]
