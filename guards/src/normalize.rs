@@ -1339,6 +1339,85 @@ const fn may_hold_leet(x: u64) -> bool {
 /// Tokens longer than this are identifiers, hashes or blobs rather than words: not leet-folded.
 const MAX_LEET_TOKEN: usize = 24;
 
+/// Letters after a number that make it an ordinal, a decade or a unit ("19th", "1950s", "5g",
+/// "1.25rem").
+const NUMBER_SUFFIXES: &[&[u8]] = &[
+    b"st", b"nd", b"rd", b"th", b"s", b"k", b"m", b"g", b"b", b"x", b"d", b"h", b"p", b"km", b"kg",
+    b"mb", b"gb", b"kb", b"tb", b"px", b"ms", b"hz", b"cm", b"mm", b"ml", b"am", b"pm", b"fps",
+    b"mhz", b"ghz", b"min", b"sec", b"yo", b"rem", b"em", b"vh", b"vw", b"pt", b"deg", b"fr",
+    b"dpi", b"bit", b"bits", b"mbps", b"gbps", b"kbps", b"hrs", b"mins", b"yrs", b"kw", b"kwh",
+];
+
+/// Tokens that hold leet characters for ordinary reasons and stay as they are: ordinals, decades
+/// and units ("19th", "1950s", "1.25rem"), versions and identifiers ("q3", "v12", "user42",
+/// "sha256sum"), hex ids ("99f9ab90"), times ("17t09", "00z"), money ("us$2"), escapes ("%20",
+/// "\u201c"), e-mail addresses, shell variables ("$home"), negations in code ("!doctype") and key
+/// chords ("ctrl+c"). Leetspeak spells a word of at least two letters with single digits or
+/// symbols among them ("1gn0r3", "4ll", "h4ck"), which none of these shapes is. Without this, a
+/// long text of ordinary prose, code or tool output has leet tokens every few hundred bytes,
+/// and the leet view has to be scanned almost whole.
+///
+/// `before` is the byte before the token, `after` what follows it.
+fn ordinary_token(token: &[u8], before: Option<u8>, after: &[u8]) -> bool {
+    // Letters of another script next to the token are not part of its shape ("user42を").
+    let start = token.iter().position(u8::is_ascii).unwrap_or(token.len());
+    let end = token
+        .iter()
+        .rposition(u8::is_ascii)
+        .map_or(start, |i| i + 1);
+    let token = &token[start..end.max(start)];
+    let letters = token.iter().filter(|c| c.is_ascii_alphabetic()).count();
+    if letters < 2 || matches!(before, Some(b'%' | b'\\')) {
+        return true;
+    }
+    let digits = token.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits > 0 && NUMBER_SUFFIXES.contains(&&token[digits..]) {
+        return true;
+    }
+    let trailing = token
+        .iter()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let head = &token[..token.len() - trailing];
+    if trailing >= 2 && head.iter().all(u8::is_ascii_alphabetic) {
+        return true;
+    }
+    if token.windows(3).any(|w| w.iter().all(u8::is_ascii_digit)) {
+        return true;
+    }
+    let hex_digits = token.iter().filter(|c| c.is_ascii_digit()).count();
+    if token.len() >= 4 && hex_digits >= 2 && token.iter().all(u8::is_ascii_hexdigit) {
+        return true;
+    }
+    if token
+        .windows(2)
+        .any(|w| w[0] == b'$' && w[1].is_ascii_digit())
+    {
+        return true;
+    }
+    // Only one kind of leet character, and it is one that code and text use for itself.
+    let only = |sym: u8| token.iter().all(|&c| c == sym || leet_char(c).is_none());
+    if (token.first() == Some(&b'$') && only(b'$') && !token[1..].contains(&b'$'))
+        || (token.first() == Some(&b'!') && only(b'!') && !token[1..].contains(&b'!'))
+        || only(b'+')
+    {
+        return true;
+    }
+    // name@domain followed by the rest of a domain (".com", "-lumiere.pt"): an address, not
+    // "h@ck".
+    let at = token.iter().position(|&c| c == b'@');
+    let domain_rest = after
+        .iter()
+        .take(64)
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.'))
+        .collect::<Vec<_>>();
+    let domain_follows = domain_rest
+        .windows(2)
+        .any(|w| *w[0] == b'.' && w[1].is_ascii_alphabetic());
+    at.is_some_and(|i| i > 0 && i + 1 < token.len()) && domain_follows
+}
+
 /// Folds leetspeak inside tokens that contain at least one ASCII letter and one leet character;
 /// pure numbers and amounts (`2024`, `$100`) have no letter and stay. Trailing `!`, and `|` / `@`
 /// at the edges of a token, are punctuation, tables and mentions rather than letters.
@@ -1380,6 +1459,7 @@ fn leet_view(src: &View, kind: ViewKind) -> Option<View> {
         if token.len() <= MAX_LEET_TOKEN
             && token.iter().any(u8::is_ascii_alphabetic)
             && token.iter().any(|&c| leet_char(c).is_some())
+            && !ordinary_token(token, s.checked_sub(1).map(|k| b[k]), &b[e..])
         {
             let buf = out.get_or_insert_with(|| b.to_vec());
             for (dst, &c) in buf[s..e].iter_mut().zip(token) {
@@ -1982,6 +2062,28 @@ mod tests {
             text_of(&views("h@ck th3 $y$tem"), ViewKind::Leet),
             Some("hack the system")
         );
+    }
+
+    /// Ordinals, decades, versions, identifiers, times, addresses, variables and key chords are
+    /// not leetspeak: prose full of them has no leet view to scan.
+    #[test]
+    fn ordinary_tokens_with_digits_are_not_leet() {
+        let t = "On the 19th of May in the 1950s, v12 of user42's 100km run (q3) at \
+                 2024-05-17t09:30:00z was mailed to hello@mercury.com; echo $home; press ctrl+c, \
+                 then x86 files.";
+        assert!(
+            views(t).get(ViewKind::Leet).is_none(),
+            "{:?}",
+            text_of(&views(t), ViewKind::Leet)
+        );
+        for (leet, plain) in [
+            ("4ll", "all"),
+            ("ignor3", "ignore"),
+            ("h4ck", "hack"),
+            ("1gn0r3", "ignore"),
+        ] {
+            assert_eq!(text_of(&views(leet), ViewKind::Leet), Some(plain), "{leet}");
+        }
     }
 
     #[test]

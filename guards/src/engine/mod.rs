@@ -154,11 +154,12 @@ struct Scratch {
     seen: Vec<bool>,
     prefix_hits: Vec<(usize, usize)>,
     /// Per regex, where its factor's literals end in the current view, in text order.
-    factor_ends: Vec<Vec<usize>>,
-    last_start: Vec<usize>,
+    factor_ends: Lists,
+    /// Per regex, where its last prefix hit in the current view started.
+    last_start: Stamps,
     /// Per regex, where its last accepted match in the current view ends: a later prefix hit
     /// inside it is not tried again (mask rules take every match, as `find_iter` would).
-    covered: Vec<usize>,
+    covered: Stamps,
     lanes: [Vec<(usize, StateID)>; LANES],
     matched: Vec<(usize, StateID)>,
     /// Windows around required-factor hits of the regexes triggered that way.
@@ -186,8 +187,77 @@ struct Attempts<'s> {
     caches: &'s mut Caches,
     work: &'s mut Work,
     seen: &'s mut [bool],
-    covered: &'s mut [usize],
+    covered: &'s mut Stamps,
     hits: &'s mut Vec<Hit>,
+}
+
+/// One value per index, valid for the current view only: a new view bumps the epoch instead of
+/// writing every entry, so a short text pays nothing per regex.
+#[derive(Default)]
+struct Stamps {
+    epoch: u32,
+    values: Vec<(u32, usize)>,
+}
+
+impl Stamps {
+    fn next_view(&mut self, len: usize) {
+        if self.values.len() < len {
+            self.values.resize(len, (0, 0));
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.values.iter_mut().for_each(|v| *v = (0, 0));
+            self.epoch = 1;
+        }
+    }
+
+    /// The value set in this view, or 0.
+    fn get(&self, i: usize) -> usize {
+        match self.values.get(i) {
+            Some(&(e, v)) if e == self.epoch => v,
+            _ => 0,
+        }
+    }
+
+    fn set(&mut self, i: usize, v: usize) {
+        if let Some(slot) = self.values.get_mut(i) {
+            *slot = (self.epoch, v);
+        }
+    }
+}
+
+/// One list per index, valid for the current view; only the lists written are cleared.
+#[derive(Default)]
+struct Lists {
+    lists: Vec<Vec<usize>>,
+    touched: Vec<usize>,
+}
+
+impl Lists {
+    fn next_view(&mut self, len: usize) {
+        if self.lists.len() < len {
+            self.lists.resize_with(len, Vec::new);
+        }
+        for &i in &self.touched {
+            let list = &mut self.lists[i];
+            list.clear();
+            list.shrink_to(SCRATCH_KEEP);
+        }
+        self.touched.clear();
+    }
+
+    fn push(&mut self, i: usize, v: usize) {
+        if let Some(list) = self.lists.get_mut(i) {
+            if list.is_empty() {
+                self.touched.push(i);
+            }
+            list.push(v);
+        }
+    }
+
+    fn get(&self, i: usize) -> &[usize] {
+        self.lists.get(i).map_or(&[], Vec::as_slice)
+    }
 }
 
 /// Entries a [`Scratch`] buffer keeps between scans; a hostile text can need far more once,
@@ -201,11 +271,6 @@ impl Scratch {
         }
         shrink_over(&mut self.matched, SCRATCH_KEEP);
         shrink_over(&mut self.prefix_hits, SCRATCH_KEEP);
-        for ends in &mut self.factor_ends {
-            shrink_over(ends, SCRATCH_KEEP);
-        }
-        self.windows.trim(SCRATCH_KEEP);
-        self.walk_windows.trim(SCRATCH_KEEP);
     }
 }
 
@@ -548,9 +613,7 @@ impl Engine {
         // Rules already reported, so each counts once; mask rules collect every span.
         seen.clear();
         seen.resize(self.set.rules.len(), false);
-        factor_ends.resize_with(self.singles.len(), Vec::new);
-        last_start.resize(self.singles.len(), 0);
-        covered.resize(self.singles.len(), 0);
+
         for view in &views.views {
             if work.total() > limit {
                 limited = true;
@@ -560,9 +623,9 @@ impl Engine {
             let bytes = text.as_bytes();
             // Per view: (regex, start) of every prefix hit, and where each regex's factor hits end.
             prefix_hits.clear();
-            factor_ends.iter_mut().for_each(Vec::clear);
-            last_start.iter_mut().for_each(|e| *e = 0);
-            covered.iter_mut().for_each(|e| *e = 0);
+            factor_ends.next_view(self.singles.len());
+            last_start.next_view(self.singles.len());
+            covered.next_view(self.singles.len());
             let unanchored_wanted = self.unanchored_views & crate::pack::view_bit(view.kind) != 0
                 && self.unanchored_targets & target.bit() != 0;
             windows.reset(self.singles.len());
@@ -610,14 +673,14 @@ impl Engine {
                                     }
                                     Trigger::Prefix(pid) => {
                                         // Several prefixes of one regex often start at one place.
-                                        if last_start[pid] != start + 1
+                                        if last_start.get(pid) != start + 1
                                             && text.is_char_boundary(start)
                                         {
-                                            last_start[pid] = start + 1;
+                                            last_start.set(pid, start + 1);
                                             prefix_hits.push((pid, start));
                                         }
                                     }
-                                    Trigger::Factor(pid) => factor_ends[pid].push(end),
+                                    Trigger::Factor(pid) => factor_ends.push(pid, end),
                                     // A match holding this hit starts in this window.
                                     Trigger::Window(pid) => windows.record(
                                         pid,
@@ -654,7 +717,7 @@ impl Engine {
             };
             for &(pid, start) in prefix_hits.iter() {
                 if self.has_factor[pid] {
-                    let ends = &factor_ends[pid];
+                    let ends = factor_ends.get(pid);
                     let next = ends.partition_point(|&e| e <= start);
                     if ends.get(next).is_none_or(|&e| e - start > self.reach[pid]) {
                         continue;
@@ -669,7 +732,7 @@ impl Engine {
             // Regexes without usable prefixes, near a hit of their required factor: tried where
             // one of their short prefixes ("tu", "ai") starts in the window a match would have
             // to start in, or at every character there when they start with a class.
-            for (pid, list) in windows.per_regex.iter().enumerate() {
+            for (pid, list) in windows.iter() {
                 for &(from, to) in list {
                     if at.work.total() > limit {
                         limited = true;
@@ -717,10 +780,7 @@ impl Engine {
                 }
             }
             // The unanchored regexes, confirmed on the windows where their relaxed forms matched.
-            for (pid, list) in walk_windows.per_regex.iter().enumerate() {
-                if list.is_empty() {
-                    continue;
-                }
+            for (pid, list) in walk_windows.iter() {
                 let rule_ix = self.regex_rule[pid];
                 let rule = &self.set.rules[rule_ix];
                 if !self.wants(rule, rule_ix, target, view.kind, at.seen) {
@@ -771,7 +831,7 @@ impl Engine {
         if !self.wants(rule, rule_ix, target, view.kind, at.seen) {
             return false;
         }
-        if start < at.covered[pid] {
+        if start < at.covered.get(pid) {
             return true;
         }
         let (text, bytes) = (view.text.as_str(), view.text.as_bytes());
@@ -788,7 +848,7 @@ impl Engine {
             .anchored(regex_automata::Anchored::Yes);
         if let Some(found) = self.singles[pid].search(&input) {
             if accept(rule_ix, rule, view, found.range(), at.seen, at.hits) {
-                at.covered[pid] = found.end();
+                at.covered.set(pid, found.end());
                 return rule.action == Action::Mask;
             }
         }

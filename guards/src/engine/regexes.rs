@@ -452,13 +452,24 @@ pub struct Walk<'a> {
 /// overlap so the exact regex reads each byte of a view at most once per regex.
 #[derive(Debug, Default)]
 pub struct Windows {
-    pub per_regex: Vec<Vec<(usize, usize)>>,
+    per_regex: Vec<Vec<(usize, usize)>>,
+    /// Regexes with windows in the current view: only these are cleared and visited, so a scan
+    /// of a short text costs nothing per regex it did not touch.
+    touched: Vec<usize>,
 }
 
 impl Windows {
+    /// Empties the windows of the last view (and gives back memory a hostile text took).
     pub fn reset(&mut self, regexes: usize) {
-        self.per_regex.resize_with(regexes, Vec::new);
-        self.per_regex.iter_mut().for_each(Vec::clear);
+        if self.per_regex.len() < regexes {
+            self.per_regex.resize_with(regexes, Vec::new);
+        }
+        for &r in &self.touched {
+            let list = &mut self.per_regex[r];
+            list.clear();
+            list.shrink_to(WINDOWS_KEEP);
+        }
+        self.touched.clear();
     }
 
     /// Adds `[start, end)` for `regex`; windows arrive in order of their starts.
@@ -468,20 +479,30 @@ impl Windows {
         };
         match list.last_mut() {
             Some(last) if start <= last.1 => last.1 = last.1.max(end),
-            _ => list.push((start, end)),
-        }
-    }
-
-    /// Give back memory a hostile text made us take.
-    pub fn trim(&mut self, keep: usize) {
-        for list in &mut self.per_regex {
-            if list.capacity() > keep {
-                list.clear();
-                list.shrink_to(keep);
+            Some(_) => list.push((start, end)),
+            None => {
+                list.push((start, end));
+                self.touched.push(regex);
             }
         }
     }
+
+    /// The regexes with windows, in regex order, and their windows.
+    pub fn iter(&mut self) -> impl Iterator<Item = (usize, &[(usize, usize)])> {
+        self.touched.sort_unstable();
+        self.touched
+            .iter()
+            .map(|&r| (r, self.per_regex[r].as_slice()))
+    }
+
+    #[cfg(test)]
+    pub fn of(&self, regex: usize) -> &[(usize, usize)] {
+        &self.per_regex[regex]
+    }
 }
+
+/// Windows a regex keeps between views.
+const WINDOWS_KEEP: usize = 1 << 10;
 
 impl<'a> Walk<'a> {
     /// A walk over `text` from `from` (where the literal automaton's walk of a segment starts),
@@ -623,10 +644,11 @@ mod tests {
             );
             for (p, re) in exact.iter().enumerate() {
                 for m in re.find_iter(text) {
-                    let covered = windows.per_regex[p]
+                    let covered = windows
+                        .of(p)
                         .iter()
                         .any(|&(a, b)| a <= m.start() && m.end() <= b);
-                    assert!(covered, "{text:?} {p} {m:?} {:?}", windows.per_regex[p]);
+                    assert!(covered, "{text:?} {p} {m:?} {:?}", windows.of(p));
                     let mut work = Work::default();
                     assert!(relaxed.anchored_match(
                         &mut caches.anchored,
@@ -648,6 +670,6 @@ mod tests {
         for end in [10usize, 12, 30, 100] {
             w.record(0, end.saturating_sub(20), end);
         }
-        assert_eq!(w.per_regex[0], [(0, 30), (80, 100)]);
+        assert_eq!(w.of(0), [(0, 30), (80, 100)]);
     }
 }
