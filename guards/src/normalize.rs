@@ -648,57 +648,70 @@ fn fold_with(text: &str, out: &mut String, map: &mut SpanMap, cache: &mut FoldCa
             break;
         };
         let mut end = i + ch.len_utf8();
+        let info = cache.info(ch);
         // A character in disguise: its UTF-8 bytes shown as Windows-1252 text ("â€‹" for a
-        // zero-width space), or "€" standing for an "e" inside a word ("pleas€").
-        let undisguised = mojibake_at(text, i).or_else(|| {
-            let letter = |c: Option<&u8>| c.is_some_and(u8::is_ascii_alphabetic);
-            let o = out.as_bytes();
-            // Letters on both sides, or two on one side: "r€veal", "th€", "€xecute"; not the
-            // unit of "10 M€".
-            let in_word = (letter(o.last()) && letter(b.get(end)))
-                || (letter(o.last()) && letter(o.len().checked_sub(2).map(|k| &o[k])))
-                || (letter(b.get(end)) && letter(b.get(end + 1)));
-            (ch == '€' && in_word).then_some(('e', end))
-        });
+        // zero-width space), or "€" standing for an "e" inside a word ("pleas€"). Only
+        // characters that Windows-1252 shows can start one.
+        let undisguised = if info.flags & MAY_DISGUISE == 0 {
+            None
+        } else {
+            mojibake_at(text, i).or_else(|| {
+                let letter = |c: Option<&u8>| c.is_some_and(u8::is_ascii_alphabetic);
+                let o = out.as_bytes();
+                // Letters on both sides, or two on one side: "r€veal", "th€", "€xecute"; not
+                // the unit of "10 M€".
+                let in_word = (letter(o.last()) && letter(b.get(end)))
+                    || (letter(o.last()) && letter(o.len().checked_sub(2).map(|k| &o[k])))
+                    || (letter(b.get(end)) && letter(b.get(end + 1)));
+                (ch == '€' && in_word).then_some(('e', end))
+            })
+        };
         // From here on the character is the one the disguise stands for, read like any other:
         // stripped, a space, or folded (always as a replacement of the whole disguise).
         let disguised = undisguised.is_some();
-        let ch = match undisguised {
+        let (ch, flags) = match undisguised {
             Some((real, real_end)) => {
                 end = real_end;
-                real
+                (real, cache.info(real).flags)
             }
-            None => ch,
+            None => (ch, info.flags),
         };
-        if is_stripped(ch) {
+        if flags & STRIPPED != 0 {
             i = end;
             continue;
         }
-        if ch.is_whitespace() {
+        if flags & WHITESPACE != 0 {
             push_space(out, map, i..end);
             i = end;
             continue;
         }
-        let mut buf = [0u8; 4];
-        let seg: &str = if disguised {
-            ch.encode_utf8(&mut buf)
-        } else {
-            // A segment is a character and the combining marks that follow it, so composition
-            // and diacritic removal see them together.
-            // Bounded like UAX #15 stream-safe text: a longer run of marks starts new segments.
-            for next in text[end..].chars().take(MAX_SEGMENT_MARKS) {
-                if is_combining_mark(next) || is_stripped(next) {
-                    end += next.len_utf8();
-                } else {
+        // A segment is a character and the combining marks that follow it, so composition and
+        // diacritic removal see them together. Bounded like UAX #15 stream-safe text: a longer
+        // run of marks starts new segments.
+        let mut marks = 0;
+        if !disguised {
+            while marks < MAX_SEGMENT_MARKS {
+                let Some(next) = text[end..].chars().next() else {
+                    break;
+                };
+                if next.is_ascii() || cache.info(next).flags & (COMBINING | STRIPPED) == 0 {
                     break;
                 }
+                end += next.len_utf8();
+                marks += 1;
             }
-            &text[i..end]
-        };
+        }
         let before = out.len();
-        cache.fold(seg, out);
-        if !disguised && out[before..] == *seg {
-            map.push_copy(i, seg.len());
+        let same = if marks == 0 && flags & SPACED == 0 {
+            // One character on its own: its fold is cached by character.
+            out.push_str(&cache.info(ch).folded);
+            !disguised && flags & SAME != 0
+        } else {
+            cache.fold(&text[i..end], out);
+            !disguised && out[before..] == text[i..end]
+        };
+        if same {
+            map.push_copy(i, end - i);
         } else {
             map.push_replace(i..end, out.len() - before);
         }
@@ -707,25 +720,51 @@ fn fold_with(text: &str, out: &mut String, map: &mut SpanMap, cache: &mut FoldCa
     out[lower_from..].make_ascii_lowercase();
 }
 
-/// Segments folded recently, per thread: folding a non-ASCII character (NFKD, filtering, NFC,
-/// confusables, lowercase) costs about 150 ns, and text in any script repeats a small set of
-/// characters, so a direct-mapped table of their results makes non-Latin text cost about what
-/// Latin text does.
+/// What the normaliser needs to know of a non-ASCII character, remembered per thread: folding
+/// one (NFKD, filtering, NFC, confusables, lowercase) costs about 150 ns and its Unicode property
+/// lookups tens more, and text in any script repeats a small set of characters, so direct-mapped
+/// tables of these results make non-Latin text cost about what Latin text does.
 struct FoldCache {
-    slots: Vec<FoldSlot>,
+    chars: Vec<CharSlot>,
+    segments: Vec<FoldSlot>,
 }
 
-/// One cached segment: its UTF-8 bytes and the folded bytes (both short; `key_len == 0` is an
-/// empty slot).
-#[derive(Clone, Copy, Default)]
+/// A character's [`CharInfo`]; `ch == '\0'` marks an empty slot (NUL is ASCII, never looked up).
+#[derive(Clone, Default)]
+struct CharSlot {
+    ch: char,
+    info: CharInfo,
+}
+
+#[derive(Clone, Default)]
+struct CharInfo {
+    /// [`STRIPPED`], [`WHITESPACE`], [`COMBINING`], [`MAY_DISGUISE`], [`SPACED`].
+    flags: u8,
+    /// The character folded on its own ([`fold_char`]); meaningless for stripped or whitespace.
+    folded: Box<str>,
+}
+
+const STRIPPED: u8 = 1;
+const WHITESPACE: u8 = 2;
+const COMBINING: u8 = 4;
+/// Windows-1252 shows this character for some byte: it may begin a mojibake disguise, or be "€".
+const MAY_DISGUISE: u8 = 8;
+/// Its fold holds a space (a compatibility form such as "¨"): folded afresh each time.
+const SPACED: u8 = 16;
+/// It folds to itself.
+const SAME: u8 = 32;
+
+/// One cached segment (a character and its marks): its UTF-8 bytes, zero-padded, and the folded
+/// text (`key_len == 0` is an empty slot).
+#[derive(Clone, Default)]
 struct FoldSlot {
-    key: [u8; 15],
+    key: u128,
     key_len: u8,
-    out: [u8; 15],
-    out_len: u8,
+    folded: Box<str>,
 }
 
-const FOLD_CACHE_SLOTS: usize = 4096;
+const FOLD_CACHE_CHARS: usize = 4096;
+const FOLD_CACHE_SEGMENTS: usize = 1024;
 
 thread_local! {
     static FOLD_CACHE: std::cell::RefCell<FoldCache> = std::cell::RefCell::new(FoldCache::default());
@@ -734,39 +773,78 @@ thread_local! {
 impl Default for FoldCache {
     fn default() -> Self {
         FoldCache {
-            slots: vec![FoldSlot::default(); FOLD_CACHE_SLOTS],
+            chars: vec![CharSlot::default(); FOLD_CACHE_CHARS],
+            segments: vec![FoldSlot::default(); FOLD_CACHE_SEGMENTS],
         }
     }
 }
 
 impl FoldCache {
-    /// [`fold_char`], remembered. Results that hold a space are not kept: whether that space is
-    /// written depends on what precedes it.
+    fn info(&mut self, ch: char) -> &CharInfo {
+        let code = u32::from(ch);
+        let slot =
+            &mut self.chars[(code.wrapping_mul(0x9E37_79B1) >> 20) as usize % FOLD_CACHE_CHARS];
+        if slot.ch != ch || slot.ch == '\0' {
+            let mut flags = 0;
+            if is_stripped(ch) {
+                flags |= STRIPPED;
+            }
+            if ch.is_whitespace() {
+                flags |= WHITESPACE;
+            }
+            if is_combining_mark(ch) {
+                flags |= COMBINING;
+            }
+            if cp1252_byte(ch).is_some() || ch == '€' {
+                flags |= MAY_DISGUISE;
+            }
+            let mut folded = String::new();
+            if flags & (STRIPPED | WHITESPACE) == 0 {
+                fold_char(ch.encode_utf8(&mut [0u8; 4]), &mut folded);
+            }
+            // A fold that produced a space depends on what precedes it: not used from here.
+            if folded.contains(' ') {
+                flags |= SPACED;
+            }
+            if folded.chars().eq(std::iter::once(ch)) {
+                flags |= SAME;
+            }
+            *slot = CharSlot {
+                ch,
+                info: CharInfo {
+                    flags,
+                    folded: folded.into_boxed_str(),
+                },
+            };
+        }
+        &slot.info
+    }
+
+    /// [`fold_char`] of a segment (a character with its marks), remembered. Results that hold a
+    /// space are not kept: whether that space is written depends on what precedes it.
     fn fold(&mut self, seg: &str, out: &mut String) {
-        let key = seg.as_bytes();
-        if key.is_empty() || key.len() > 15 {
+        let bytes = seg.as_bytes();
+        if bytes.is_empty() || bytes.len() > 16 {
             return fold_char(seg, out);
         }
-        // FNV-1a over at most 15 bytes.
-        let mut h: u32 = 0x811c_9dc5;
-        for &b in key {
-            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-        }
-        let slot = &mut self.slots[(h as usize) & (FOLD_CACHE_SLOTS - 1)];
-        if usize::from(slot.key_len) == key.len() && slot.key[..key.len()] == *key {
-            if let Ok(s) = std::str::from_utf8(&slot.out[..usize::from(slot.out_len)]) {
-                out.push_str(s);
-                return;
-            }
+        let mut padded = [0u8; 16];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        let key = u128::from_le_bytes(padded);
+        let h = (key as u64 ^ (key >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let slot = &mut self.segments[(h >> 54) as usize % FOLD_CACHE_SEGMENTS];
+        if usize::from(slot.key_len) == bytes.len() && slot.key == key {
+            out.push_str(&slot.folded);
+            return;
         }
         let before = out.len();
         fold_char(seg, out);
-        let folded = &out.as_bytes()[before..];
-        if folded.len() <= 15 && !folded.contains(&b' ') {
-            slot.key[..key.len()].copy_from_slice(key);
-            slot.key_len = key.len() as u8;
-            slot.out[..folded.len()].copy_from_slice(folded);
-            slot.out_len = folded.len() as u8;
+        let folded = &out[before..];
+        if !folded.contains(' ') {
+            *slot = FoldSlot {
+                key,
+                key_len: bytes.len() as u8,
+                folded: folded.into(),
+            };
         }
     }
 }
@@ -1073,13 +1151,29 @@ fn alnum_at(text: &str, i: usize) -> Option<usize> {
         return b.is_ascii_alphanumeric().then_some(i + 1);
     }
     let c = text.get(i..)?.chars().next()?;
-    c.is_alphanumeric().then_some(i + c.len_utf8())
+    is_alnum(c).then_some(i + c.len_utf8())
 }
 
 fn alnum_before(text: &str, i: usize) -> bool {
     text.get(..i)
         .and_then(|s| s.chars().next_back())
-        .is_some_and(char::is_alphanumeric)
+        .is_some_and(is_alnum)
+}
+
+/// [`char::is_alphanumeric`], with the letter blocks of the common scripts answered by a range
+/// check first: the Unicode table lookup behind it costs tens of nanoseconds, and despacing asks
+/// it about most words of text in Arabic, Russian or Hindi.
+fn is_alnum(c: char) -> bool {
+    matches!(c,
+        '\u{00C0}'..='\u{00D6}' | '\u{00D8}'..='\u{00F6}' | '\u{00F8}'..='\u{024F}' // Latin
+        | '\u{0400}'..='\u{0481}' | '\u{048A}'..='\u{04FF}' // Cyrillic
+        | '\u{05D0}'..='\u{05EA}' // Hebrew
+        | '\u{0620}'..='\u{064A}' | '\u{0660}'..='\u{0669}' | '\u{0671}'..='\u{06D3}' // Arabic
+        | '\u{0904}'..='\u{0939}' | '\u{0958}'..='\u{0961}' | '\u{0966}'..='\u{096F}' // Devanagari
+        | '\u{3041}'..='\u{3096}' | '\u{30A1}'..='\u{30FA}' // kana
+        | '\u{4E00}'..='\u{9FFF}' // CJK
+        | '\u{AC00}'..='\u{D7A3}' // Hangul
+    ) || c.is_alphanumeric()
 }
 
 /// A single alphanumeric character at `i` with no alphanumeric neighbour: its end.
@@ -1423,7 +1517,7 @@ fn ordinary_token(token: &[u8], before: Option<u8>, after: &[u8]) -> bool {
 /// at the edges of a token, are punctuation, tables and mentions rather than letters.
 fn leet_view(src: &View, kind: ViewKind) -> Option<View> {
     let b = src.text.as_bytes();
-    let mut out: Option<Vec<u8>> = None;
+    let mut out: Option<String> = None;
     let mut folded_tokens: Vec<Range<usize>> = Vec::new();
     let mut i = 0;
     while i < b.len() {
@@ -1461,18 +1555,23 @@ fn leet_view(src: &View, kind: ViewKind) -> Option<View> {
             && token.iter().any(|&c| leet_char(c).is_some())
             && !ordinary_token(token, s.checked_sub(1).map(|k| b[k]), &b[e..])
         {
-            let buf = out.get_or_insert_with(|| b.to_vec());
-            for (dst, &c) in buf[s..e].iter_mut().zip(token) {
-                if let Some(l) = leet_char(c) {
-                    *dst = l;
-                }
-            }
+            // Leet characters are ASCII and become ASCII letters: every offset and char
+            // boundary stays.
+            let plain: String = src.text[s..e]
+                .chars()
+                .map(|c| match u8::try_from(c).ok().and_then(leet_char) {
+                    Some(l) => char::from(l),
+                    None => c,
+                })
+                .collect();
+            out.get_or_insert_with(|| src.text.clone())
+                .replace_range(s..e, &plain);
             folded_tokens.push(s..e);
         }
     }
     // ASCII-for-ASCII replacement keeps UTF-8 validity and every offset, so the map is shared,
     // and where the source differs from the folded view this view does too.
-    let text = String::from_utf8(out?).ok()?;
+    let text = out?;
     let differs = match &src.differs {
         None => folded_tokens,
         Some(before) => merge_ranges(before, &folded_tokens),
@@ -2044,6 +2143,19 @@ mod tests {
             "A well-known co-op.",
         ] {
             assert!(views(t).get(ViewKind::Despaced).is_none(), "{t:?}");
+        }
+    }
+
+    /// The range fast path of `is_alnum` says what `char::is_alphanumeric` says, for every char.
+    #[test]
+    fn is_alnum_agrees_with_unicode() {
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            assert_eq!(
+                is_alnum(c),
+                c.is_alphanumeric(),
+                "{c:?} U+{:04X}",
+                u32::from(c)
+            );
         }
     }
 
