@@ -26,7 +26,7 @@ pub mod policy;
 pub mod toml_reader;
 pub mod tools;
 
-pub use engine::{Engine, Hit, TestFailure};
+pub use engine::{Engine, Hit, TestFailure, TextScan, Work};
 pub use normalize::{Encoding, Limits, Normalizer, View, ViewKind, Views};
 pub use pack::{Action, RuleSet, Severity, Target};
-pub use policy::{Decision, Exclusions, Message, Policy, Verdict};
+pub use policy::{Budget, Decision, Exclusions, Message, OnOversize, Policy, Verdict};

@@ -37,8 +37,10 @@ use unicode_normalization::UnicodeNormalization;
 /// Combining marks kept with their base character in one normalisation segment.
 const MAX_SEGMENT_MARKS: usize = 30;
 
-/// Bytes of a message that are normalised; the rest is not scanned and [`Views::truncated`] is set.
-pub const MAX_SCAN_BYTES: usize = 256 * 1024;
+/// Bytes of a text that are normalised; the rest is not scanned and [`Views::truncated`] is set.
+/// A bound on one call; how much of a request is scanned is the guard policy's budget
+/// (`policy::Budget`), which never asks for more than this of one text at a time.
+pub const MAX_SCAN_BYTES: usize = 1024 * 1024;
 /// Decoded views produced per input, across all nesting levels.
 pub const MAX_BLOBS: usize = 32;
 /// Nesting of decoding: 1 decodes blobs of the input, 2 also blobs found inside decoded text.
@@ -2359,7 +2361,7 @@ mod tests {
 
     #[test]
     fn pathological_long_input_is_truncated() {
-        let t = "a".repeat(1 << 20);
+        let t = "a".repeat(2 * MAX_SCAN_BYTES);
         fast(|| {
             let v = views(&t);
             assert!(v.truncated);
