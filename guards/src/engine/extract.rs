@@ -51,21 +51,6 @@ pub(super) fn factor_literals(
     hir: &regex_syntax::hir::Hir,
     factor: Factor,
 ) -> Option<Vec<Vec<u8>>> {
-    literals_at_least(hir, factor, MIN_PREFIX_LEN)
-}
-
-/// The literal prefixes of a view-shaped `hir` of any length (one byte and up): where a match can
-/// start, for a regex tried only near a hit of its required factor. `None` if there is no finite
-/// set (the regex starts with a class: it can start anywhere).
-pub(super) fn short_prefixes(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec<u8>>> {
-    literals_at_least(hir, Factor::Prefix, 1)
-}
-
-fn literals_at_least(
-    hir: &regex_syntax::hir::Hir,
-    factor: Factor,
-    min_len: usize,
-) -> Option<Vec<Vec<u8>>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let seq = Extractor::new()
         .kind(match factor {
@@ -76,7 +61,7 @@ fn literals_at_least(
         .limit_literal_len(MAX_LITERAL_LEN)
         .extract(hir);
     let lits = seq.literals()?;
-    if lits.is_empty() || lits.iter().any(|l| l.as_bytes().len() < min_len) {
+    if lits.is_empty() || lits.iter().any(|l| l.as_bytes().len() < MIN_PREFIX_LEN) {
         return None;
     }
     let mut out: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
@@ -138,6 +123,65 @@ pub(super) fn required_factor_of(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec
         }
     }
     best.map(|(_, lits)| lits)
+}
+
+/// Where the literals of [`required_factor_at`] come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FactorAt {
+    /// Every match ends with one of them.
+    Suffix,
+    /// Top-level piece `k` of the regex starts with one of them.
+    Piece(usize),
+}
+
+/// Literals, and where in the regex they come from.
+pub(super) type Located = (Vec<Vec<u8>>, FactorAt);
+
+/// [`required_factor`] of a regex as parsed (not view-shaped), and where it sits, so the part
+/// of the regex before it ([`before_factor`]) can be searched backwards from a hit. Each piece is
+/// view-shaped on its own, so piece indices are the regex's own.
+pub(super) fn required_factor_at(hir: &regex_syntax::hir::Hir) -> Option<(Vec<Vec<u8>>, FactorAt)> {
+    use regex_syntax::hir::HirKind;
+    let pieces: &[regex_syntax::hir::Hir] = match hir.kind() {
+        HirKind::Concat(pieces) => pieces,
+        _ => &[],
+    };
+    let first = pieces
+        .iter()
+        .position(|p| p.properties().minimum_len() != Some(0))
+        .unwrap_or(pieces.len());
+    let suffix = factor_literals(&as_seen_in_views(hir.clone()), Factor::Suffix)
+        .map(|l| (l, FactorAt::Suffix));
+    let later = pieces
+        .iter()
+        .enumerate()
+        .skip(first + 1)
+        .filter_map(|(k, p)| {
+            factor_literals(&as_seen_in_views(p.clone()), Factor::Prefix)
+                .map(|l| (l, FactorAt::Piece(k)))
+        });
+    let mut best: Option<(usize, Located)> = None;
+    for (lits, at) in suffix.into_iter().chain(later) {
+        let score = lits.iter().map(|l| rarity(l)).min().unwrap_or(0);
+        // Ties keep the earlier set: the suffix, then pieces in order.
+        if best.as_ref().is_none_or(|(b, _)| score > *b) {
+            best = Some((score, (lits, at)));
+        }
+    }
+    best.map(|(_, found)| found)
+}
+
+/// The part of `hir` that precedes its required factor: all of it for a suffix factor, else the
+/// pieces before piece `k`. A match holding a factor hit ends (suffix) or continues (piece) where
+/// that hit ends (starts), so running this part backwards from there finds where it can start.
+pub(super) fn before_factor(hir: &regex_syntax::hir::Hir, at: FactorAt) -> regex_syntax::hir::Hir {
+    use regex_syntax::hir::{Hir, HirKind};
+    match (hir.kind(), at) {
+        (HirKind::Concat(pieces), FactorAt::Piece(k)) => {
+            Hir::concat(pieces.get(..k).unwrap_or_default().to_vec())
+        }
+        _ => hir.clone(),
+    }
 }
 
 /// How rarely `literal` occurs in ordinary text, roughly: its length, a quarter of it when it is
@@ -262,95 +306,6 @@ pub(super) fn as_seen_in_views(hir: regex_syntax::hir::Hir) -> regex_syntax::hir
         HirKind::Look(l) => Hir::look(l),
         HirKind::Empty => Hir::empty(),
     }
-}
-
-/// Where a match of a regex can start, as the set of bytes it can start with, and whether it
-/// can start at the very start of a view (a `^` branch, which matches nowhere else: views hold no
-/// line breaks).
-#[derive(Debug, Clone)]
-pub(super) struct FirstBytes {
-    pub bytes: [bool; 256],
-    pub at_start: bool,
-}
-
-impl FirstBytes {
-    /// The first bytes of a view-shaped `hir`; `None` when it can match the empty string, or start
-    /// anywhere for another reason.
-    pub(super) fn of(hir: &regex_syntax::hir::Hir) -> Option<FirstBytes> {
-        let mut out = FirstBytes {
-            bytes: [false; 256],
-            at_start: false,
-        };
-        out.add(hir)?.then_some(out)
-    }
-
-    /// Adds the first bytes of `hir`; `Some(false)` when `hir` can be empty (the next piece
-    /// starts the match too), `None` when the start cannot be bounded.
-    fn add(&mut self, hir: &regex_syntax::hir::Hir) -> Option<bool> {
-        use regex_syntax::hir::{Class, HirKind, Look};
-        match hir.kind() {
-            HirKind::Empty => Some(false),
-            HirKind::Literal(l) => {
-                self.bytes[usize::from(*l.0.first()?)] = true;
-                Some(true)
-            }
-            HirKind::Class(Class::Bytes(c)) => {
-                for r in c.iter() {
-                    for b in r.start()..=r.end() {
-                        self.bytes[usize::from(b)] = true;
-                    }
-                }
-                Some(true)
-            }
-            HirKind::Class(Class::Unicode(c)) => {
-                for r in c.iter() {
-                    let (lo, hi) = (utf8_lead(r.start()), utf8_lead(r.end()));
-                    for b in lo..=hi {
-                        self.bytes[usize::from(b)] = true;
-                    }
-                }
-                Some(true)
-            }
-            // A match that must start at the start of the view: nothing else starts there.
-            HirKind::Look(Look::Start | Look::StartLF | Look::StartCRLF) => {
-                self.at_start = true;
-                Some(true)
-            }
-            HirKind::Look(_) => Some(false),
-            HirKind::Repetition(r) => {
-                let consumed = self.add(&r.sub)?;
-                Some(consumed && r.min > 0)
-            }
-            HirKind::Capture(c) => self.add(&c.sub),
-            HirKind::Concat(subs) => {
-                for sub in subs {
-                    if self.add(sub)? {
-                        return Some(true);
-                    }
-                }
-                Some(false)
-            }
-            HirKind::Alternation(subs) => {
-                let mut all = true;
-                for sub in subs {
-                    all &= self.add(sub)?;
-                }
-                Some(all)
-            }
-        }
-    }
-
-    /// Whether a match may start at `at` of `text`.
-    pub(super) fn may_start(&self, text: &[u8], at: usize) -> bool {
-        (self.at_start && at == 0) || text.get(at).is_some_and(|&b| self.bytes[usize::from(b)])
-    }
-}
-
-/// The first byte of `c` in UTF-8.
-fn utf8_lead(c: char) -> u8 {
-    let mut buf = [0u8; 4];
-    c.encode_utf8(&mut buf);
-    buf[0]
 }
 
 #[cfg(test)]

@@ -100,8 +100,11 @@ pub fn max_match(view_len: Option<usize>, mask: bool) -> usize {
 pub struct Relaxed {
     /// Every regex (pattern `i` is regex `i`), anchored, a start state per pattern.
     pub anchored: LazyDfa,
-    /// The regexes without usable prefixes, unanchored, reporting every match end.
+    /// The regexes without usable prefixes or factor, unanchored, reporting every match end.
     pub unanchored: Option<LazyDfa>,
+    /// For the regexes found from a hit of their required factor: the part before the factor
+    /// ([`super::extract::before_factor`]), reversed, anchored, a start state per pattern.
+    pub reverse: Option<LazyDfa>,
 }
 
 /// Per-thread caches of an engine's [`Relaxed`] DFAs.
@@ -109,14 +112,26 @@ pub struct Relaxed {
 pub struct Caches {
     pub anchored: LazyCache,
     pub unanchored: Option<LazyCache>,
+    pub reverse: Option<LazyCache>,
 }
 
 impl Relaxed {
     /// Compile the relaxed forms of `regexes` (parsed as the scan parses them); `unanchored`
-    /// lists the indices of the regexes scanned in full.
-    pub fn build(regexes: &[Hir], unanchored: &[usize]) -> Result<Relaxed, String> {
+    /// lists the indices of the regexes scanned in full, `before_factors` the parts before the
+    /// factor of the regexes found from their factor.
+    pub fn build(
+        regexes: &[Hir],
+        unanchored: &[usize],
+        before_factors: &[Hir],
+    ) -> Result<Relaxed, String> {
         let relaxed: Vec<Hir> = regexes.iter().map(|h| relax(h.clone())).collect();
-        let anchored = lazy_dfa(&relaxed, true, ANCHORED_CACHE_BYTES)?;
+        let anchored = lazy_dfa(&relaxed, true, ANCHORED_CACHE_BYTES, false)?;
+        let reverse = if before_factors.is_empty() {
+            None
+        } else {
+            let set: Vec<Hir> = before_factors.iter().map(|h| relax(h.clone())).collect();
+            Some(lazy_dfa(&set, true, UNANCHORED_CACHE_BYTES, true)?)
+        };
         let unanchored = if unanchored.is_empty() {
             None
         } else {
@@ -124,11 +139,12 @@ impl Relaxed {
                 .iter()
                 .map(|&i| uncounted(relaxed[i].clone()))
                 .collect();
-            Some(lazy_dfa(&set, false, UNANCHORED_CACHE_BYTES)?)
+            Some(lazy_dfa(&set, false, UNANCHORED_CACHE_BYTES, false)?)
         };
         Ok(Relaxed {
             anchored,
             unanchored,
+            reverse,
         })
     }
 
@@ -136,7 +152,69 @@ impl Relaxed {
         Caches {
             anchored: self.anchored.create_cache(),
             unanchored: self.unanchored.as_ref().map(LazyDfa::create_cache),
+            reverse: self.reverse.as_ref().map(LazyDfa::create_cache),
         }
+    }
+
+    /// Where, at most `reach` bytes before `end`, a match of reversed pattern `pattern` that
+    /// ends at `end` can start: pushed to `starts`, nearest first. `false` when the DFA could
+    /// not tell (it never should); the caller then tries every position.
+    pub fn reverse_starts(
+        &self,
+        cache: &mut LazyCache,
+        text: &[u8],
+        (end, pattern, reach): (usize, usize, usize),
+        starts: &mut Vec<usize>,
+        work: &mut Work,
+    ) -> bool {
+        let Some(dfa) = &self.reverse else {
+            return false;
+        };
+        let Ok(pid) = PatternID::new(pattern) else {
+            return false;
+        };
+        // Backwards, the "byte before" the search is the one after `end`.
+        let config = start::Config::new()
+            .anchored(Anchored::Pattern(pid))
+            .look_behind(text.get(end).copied());
+        let Ok(mut sid) = dfa.start_state(cache, &config) else {
+            return false;
+        };
+        let floor = end.saturating_sub(reach);
+        let mut at = end;
+        while at > floor {
+            at -= 1;
+            match dfa.next_state(cache, sid, text[at]) {
+                Ok(next) => sid = next,
+                Err(_) => return false,
+            }
+            if sid.is_tagged() {
+                // Matches show one byte late: this one starts after the byte just read.
+                if sid.is_match() {
+                    starts.push(at + 1);
+                }
+                if sid.is_dead() {
+                    break;
+                }
+                if sid.is_quit() {
+                    return false;
+                }
+            }
+        }
+        work.anchored += (end - at) as u64 + 1;
+        if !sid.is_dead() {
+            // One step more: the byte before `at`, or the start of the text.
+            let last = match at.checked_sub(1) {
+                Some(i) => dfa.next_state(cache, sid, text[i]),
+                None => dfa.next_eoi_state(cache, sid),
+            };
+            match last {
+                Ok(s) if s.is_match() => starts.push(at),
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     /// Whether relaxed regex `pid` matches starting at `at` and ending at or before `end`.
@@ -201,11 +279,17 @@ impl Relaxed {
 
 /// A lazy DFA over `hirs` with `MatchKind::All` (a match state wherever some match ends) that
 /// clears its cache rather than giving up: its cost stays bounded per byte on any input.
-fn lazy_dfa(hirs: &[Hir], per_pattern_starts: bool, cache: usize) -> Result<LazyDfa, String> {
+fn lazy_dfa(
+    hirs: &[Hir],
+    per_pattern_starts: bool,
+    cache: usize,
+    reverse: bool,
+) -> Result<LazyDfa, String> {
     let nfa = thompson::Compiler::new()
         .configure(
             thompson::Config::new()
                 .nfa_size_limit(Some(NFA_BYTES))
+                .reverse(reverse)
                 .which_captures(thompson::WhichCaptures::None),
         )
         .build_many_from_hir(hirs)
@@ -613,7 +697,7 @@ mod tests {
     fn relaxed_forms_find_a_superset_and_never_quit() {
         let patterns = [r"\bact as\b", r"\w+\b you", r"(?:^|\.\s*)show\b"];
         let hirs: Vec<Hir> = patterns.iter().map(|p| hir(p)).collect();
-        let relaxed = Relaxed::build(&hirs, &[0, 1, 2]).unwrap();
+        let relaxed = Relaxed::build(&hirs, &[0, 1, 2], &hirs).unwrap();
         let mut caches = relaxed.caches();
         let exact: Vec<regex_automata::meta::Regex> = patterns
             .iter()

@@ -82,6 +82,7 @@ pub(super) fn match_states(
 mod tests {
     use super::*;
 
+    /// The lanes see exactly the matches one walk (the crate's own overlapping search) sees,
     /// in the same order, including matches that straddle a quarter boundary.
     #[test]
     fn automaton_lanes_report_every_match_once_in_order() {
