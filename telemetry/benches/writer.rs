@@ -104,6 +104,9 @@ fn event(i: u64, h: &Hasher, l: &Labels) -> Event {
         client_addr_hash: Some(h.client_addr(&format!("198.51.100.{}", i % 200))),
         hash_key_id: l.key_id.clone(),
         raw_prompt: None,
+        guard_truncated: Some(i.is_multiple_of(500)),
+        guard_scanned_bytes: Some((system.len() + user.len()) as u32),
+        guard_us: Some(30 + (i % 120) as u32),
     }
 }
 

@@ -96,6 +96,15 @@ pub struct Event {
     pub hash_key_id: Arc<str>,
     /// The prompt text, already masked by the caller, ONLY for tenants that opted in.
     pub raw_prompt: Option<String>,
+    /// The input guard did not scan every text whole (scan budget reached: head and tail only;
+    /// a text beyond the normaliser's bounds; engine-work cap reached). `Some(false)` only when
+    /// it scanned everything whole; `None` if it did not run.
+    pub guard_truncated: Option<bool>,
+    /// Text bytes the input guard scanned, all texts together (saturating); `None` if it did
+    /// not run.
+    pub guard_scanned_bytes: Option<u32>,
+    /// Time the input guard took (µs, saturating); `None` if it did not run.
+    pub guard_us: Option<u32>,
 }
 
 /// Input-guard decision, stored as the strings `allow`, `flag`, `block`.
@@ -150,6 +159,9 @@ impl Default for Event {
             client_addr_hash: None,
             hash_key_id: Arc::from(""),
             raw_prompt: None,
+            guard_truncated: None,
+            guard_scanned_bytes: None,
+            guard_us: None,
         }
     }
 }

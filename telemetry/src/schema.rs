@@ -33,7 +33,7 @@ use crate::hash::{KeyedHash, HASH_LEN};
 use crate::time::unix_micros;
 
 /// Version of the `events` table schema written by this build (the `schema_version` column).
-pub const EVENTS_SCHEMA_VERSION: u16 = 2;
+pub const EVENTS_SCHEMA_VERSION: u16 = 3;
 /// Version of the `audit` table schema written by this build.
 pub const AUDIT_SCHEMA_VERSION: u16 = 1;
 /// File name of the lake's schema marker, in the lake root.
@@ -80,6 +80,9 @@ pub struct EventBatchBuilder {
     client_addr_hash: HashColumn,
     hash_key_id: StringBuilder,
     raw_prompt: StringBuilder,
+    guard_truncated: BooleanBuilder,
+    guard_scanned_bytes: UInt32Builder,
+    guard_us: UInt32Builder,
     schema_version: UInt16Builder,
     len: usize,
     /// Rows the builder is sized for; `finish` leaves a builder of the same size behind.
@@ -168,6 +171,9 @@ pub fn event_schema() -> SchemaRef {
                 f("client_addr_hash", hash_type(), true),
                 f("hash_key_id", Utf8, false),
                 f("raw_prompt", Utf8, true),
+                f("guard_truncated", Boolean, true),
+                f("guard_scanned_bytes", UInt32, true),
+                f("guard_us", UInt32, true),
                 f("schema_version", UInt16, false),
             ];
             Arc::new(Schema::new_with_metadata(
@@ -237,6 +243,7 @@ pub fn event_writer_properties(
         "ttft_ms",
         "tpot_ms",
         "overhead_us",
+        "guard_us",
         "classifier_score",
     ] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(col), false);
@@ -328,6 +335,9 @@ impl EventBatchBuilder {
             client_addr_hash: HashColumn::with_capacity(rows),
             hash_key_id: s(),
             raw_prompt: StringBuilder::new(),
+            guard_truncated: BooleanBuilder::with_capacity(rows),
+            guard_scanned_bytes: UInt32Builder::with_capacity(rows),
+            guard_us: UInt32Builder::with_capacity(rows),
             schema_version: UInt16Builder::with_capacity(rows),
             len: 0,
             capacity: rows,
@@ -376,6 +386,10 @@ impl EventBatchBuilder {
         self.client_addr_hash.push(e.client_addr_hash.as_ref());
         self.hash_key_id.append_value(&e.hash_key_id);
         self.raw_prompt.append_option(e.raw_prompt.as_deref());
+        self.guard_truncated.append_option(e.guard_truncated);
+        self.guard_scanned_bytes
+            .append_option(e.guard_scanned_bytes);
+        self.guard_us.append_option(e.guard_us);
         self.schema_version.append_value(EVENTS_SCHEMA_VERSION);
         self.len += 1;
     }
@@ -435,6 +449,9 @@ impl EventBatchBuilder {
             Arc::new(self.client_addr_hash.finish()?),
             Arc::new(self.hash_key_id.finish()),
             Arc::new(self.raw_prompt.finish()),
+            Arc::new(self.guard_truncated.finish()),
+            Arc::new(self.guard_scanned_bytes.finish()),
+            Arc::new(self.guard_us.finish()),
             Arc::new(self.schema_version.finish()),
         ];
         Ok(RecordBatch::try_new(event_schema(), columns)?)
@@ -749,7 +766,7 @@ mod tests {
     #[test]
     fn event_schema_is_the_documented_one() {
         let schema = event_schema();
-        assert_eq!(schema.fields().len(), 36);
+        assert_eq!(schema.fields().len(), 39);
         assert_eq!(
             schema.fields().last().map(|f| f.name().as_str()),
             Some("schema_version")

@@ -6,14 +6,16 @@ mod common;
 
 use std::time::Duration;
 
+use arrow::array::AsArray;
 use arrow::compute::concat_batches;
+use arrow::datatypes::UInt32Type;
 use common::{
     event, hasher, parquet_files, partitions, read_parquet, request_id_counts, t, TempDir,
 };
 use warden_telemetry::schema::{
     event_schema, events_to_batch, EVENTS_SCHEMA_VERSION, META_SCHEMA_VERSION,
 };
-use warden_telemetry::{Config, Dropped, Health, Telemetry};
+use warden_telemetry::{Config, Dropped, Event, Health, Telemetry};
 
 #[test]
 fn round_trip_preserves_every_field_and_partitions_by_hour() {
@@ -89,12 +91,52 @@ fn round_trip_preserves_every_field_and_partitions_by_hour() {
             field.name()
         );
     }
+    // The guard columns against the events themselves, not only against the batch builder:
+    // null (the guard did not run), false and true kept apart.
+    let truncated: Vec<Option<bool>> = got
+        .column_by_name("guard_truncated")
+        .unwrap()
+        .as_boolean()
+        .iter()
+        .collect();
+    for kind in [None, Some(false), Some(true)] {
+        assert!(truncated.contains(&kind), "no guard_truncated {kind:?}");
+    }
+    same_rows("guard_truncated", &truncated, &events, |e| {
+        e.guard_truncated
+    });
+    let u32s = |name: &str| -> Vec<Option<u32>> {
+        let col = got.column_by_name(name).unwrap();
+        col.as_primitive::<UInt32Type>().iter().collect()
+    };
+    let scanned = u32s("guard_scanned_bytes");
+    same_rows("guard_scanned_bytes", &scanned, &events, |e| {
+        e.guard_scanned_bytes
+    });
+    same_rows("guard_us", &u32s("guard_us"), &events, |e| e.guard_us);
     // No spool, lock or temporary file left behind.
     let leftovers: Vec<_> = common::all_files(dir.path())
         .into_iter()
         .filter(|p| !p.extension().is_some_and(|x| x == "parquet" || x == "json"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `got[i]` is `want(events[i])` for every row; a mismatch names the first row that differs.
+fn same_rows<T: PartialEq + std::fmt::Debug>(
+    name: &str,
+    got: &[T],
+    events: &[Event],
+    want: impl Fn(&Event) -> T,
+) {
+    assert_eq!(got.len(), events.len(), "{name}: row count");
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != want(&events[i])) {
+        panic!(
+            "{name}, row {i}: got {:?}, expected {:?}",
+            got[i],
+            want(&events[i])
+        );
+    }
 }
 
 #[test]

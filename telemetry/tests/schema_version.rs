@@ -20,7 +20,7 @@ fn new_lake_gets_a_marker_and_reopens() {
     drop(tel);
     let marker: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join(MARKER_FILE)).unwrap()).unwrap();
-    assert_eq!(marker["events_schema_version"], 2);
+    assert_eq!(marker["events_schema_version"], 3);
     assert_eq!(marker["audit_schema_version"], 1);
     Telemetry::open(Config::new(dir.path())).unwrap().close();
 }
@@ -28,16 +28,21 @@ fn new_lake_gets_a_marker_and_reopens() {
 #[test]
 fn marker_of_another_version_is_refused() {
     let dir = TempDir::new("schema-other");
-    std::fs::write(
-        dir.path().join(MARKER_FILE),
-        br#"{"format":"warden-lake","events_schema_version":1,"audit_schema_version":1}"#,
-    )
-    .unwrap();
-    match Telemetry::open(Config::new(dir.path())) {
-        Err(Error::IncompatibleSchema { found, .. }) => {
-            assert!(found.contains("events v1"), "{found}")
+    // Every earlier version (SCHEMA.md §7): a v3 writer needs a new lake.
+    for old in [1, 2] {
+        std::fs::write(
+            dir.path().join(MARKER_FILE),
+            format!(
+                r#"{{"format":"warden-lake","events_schema_version":{old},"audit_schema_version":1}}"#
+            ),
+        )
+        .unwrap();
+        match Telemetry::open(Config::new(dir.path())) {
+            Err(Error::IncompatibleSchema { found, .. }) => {
+                assert!(found.contains(&format!("events v{old}")), "{found}")
+            }
+            other => panic!("expected a refusal of v{old}, got {other:?}"),
         }
-        other => panic!("expected a refusal, got {other:?}"),
     }
     std::fs::write(dir.path().join(MARKER_FILE), b"{not json").unwrap();
     assert!(matches!(

@@ -73,8 +73,14 @@ api_keys = ["{key_hash(KEY)}"]
     assert rows == 7
     schema = pq.read_schema(files[0])
     for col in ("time", "request_id", "tenant", "status", "guard_decision", "rule_ids",
-                "prompt_hash", "hash_key_id", "raw_prompt", "schema_version"):
+                "prompt_hash", "hash_key_id", "raw_prompt", "guard_truncated",
+                "guard_scanned_bytes", "guard_us", "schema_version"):
         assert col in schema.names, schema
+    assert schema.metadata[b"warden.schema_version"] == b"3", schema.metadata
+    assert schema.names[-1] == "schema_version", schema
+    assert schema.field("guard_truncated").type == pa.bool_(), schema
+    assert schema.field("guard_scanned_bytes").type == pa.uint32(), schema
+    assert schema.field("guard_us").type == pa.uint32(), schema
     # Keyed hashes are 32 bytes (SCHEMA.md §5), read as such.
     assert schema.field("prompt_hash").type == pa.binary(32), schema
     assert schema.field("message_hashes").type.value_type == pa.binary(32), schema
@@ -97,6 +103,13 @@ api_keys = ["{key_hash(KEY)}"]
         GROUP BY ALL""").fetchall()
     assert blocked and all(t == "py" and n == 1 for t, _, n in blocked), blocked
     assert con.execute(f"SELECT count(*) FROM read_parquet('{glob}') WHERE raw_prompt IS NOT NULL").fetchone()[0] == 0
+    # The input guard's coverage (SCHEMA.md v3): these short prompts were scanned whole (false,
+    # not null); the bad key was refused before the guard ran, so its three columns are null.
+    coverage = con.execute(f"""
+        SELECT status, guard_decision IS NULL, guard_truncated, guard_scanned_bytes > 0, guard_us IS NULL
+        FROM read_parquet('{glob}') ORDER BY status""").fetchall()
+    assert coverage == [(200, False, False, True, False)] * 5 + [
+        (400, False, False, True, False), (401, True, None, None, True)], coverage
     # Question 2 in DuckDB: a prompt hash given as hex finds its rows.
     one = table.column("prompt_hash").drop_null()[0].as_py()
     assert isinstance(one, bytes) and len(one) == 32

@@ -1,15 +1,18 @@
 //! End-to-end: the audit lake written by the real `warden` binary. Requests on every path
 //! (served, blocked, bad key, unknown model, client hang-up, upstream down) each leave one
-//! Parquet row with keyed hashes and the guard's decision; random secrets in the prompts appear
-//! in no byte of any spool, lake or log file; a rules reload is a hash-chained admin action, and
-//! `warden audit verify` catches an edit.
+//! Parquet row with keyed hashes and the guard's decision and coverage; random secrets in the
+//! prompts appear in no byte of any spool, lake or log file; a rules reload is a hash-chained
+//! admin action, and `warden audit verify` catches an edit.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use arrow::array::{Array, FixedSizeBinaryArray, ListArray, RecordBatch, StringArray, UInt16Array};
+use arrow::array::{
+    Array, BooleanArray, FixedSizeBinaryArray, ListArray, RecordBatch, StringArray, UInt16Array,
+    UInt32Array,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
 use warden_tests::harness::{self, error_of, get, post, send, UpstreamSpec, Warden};
@@ -46,6 +49,8 @@ struct Row {
     config_hash: String,
     route: String,
     rules: usize,
+    /// `guard_truncated`, `guard_scanned_bytes`, `guard_us`.
+    guard_coverage: (Option<bool>, Option<u32>, Option<u32>),
 }
 
 /// Waits until `/readyz` reports the upstream `name` healthy. Readiness itself needs every model
@@ -288,6 +293,12 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
                 s("route"),
             );
             let rules = column::<ListArray>(&b, "rule_ids");
+            let truncated = column::<BooleanArray>(&b, "guard_truncated");
+            let (scanned, guard_us) = (
+                column::<UInt32Array>(&b, "guard_scanned_bytes"),
+                column::<UInt32Array>(&b, "guard_us"),
+            );
+            let opt_u32 = |a: &UInt32Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
             for i in 0..b.num_rows() {
                 rows.push(Row {
                     request_id: id.value(i).to_string(),
@@ -303,6 +314,11 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
                     config_hash: config.value(i).to_string(),
                     route: route.value(i).to_string(),
                     rules: rules.value(i).len(),
+                    guard_coverage: (
+                        (!truncated.is_null(i)).then(|| truncated.value(i)),
+                        opt_u32(&scanned, i),
+                        opt_u32(&guard_us, i),
+                    ),
                 });
             }
         }
@@ -367,6 +383,15 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
         "a request that fails authentication is not parsed"
     );
     assert!(unknown.prompt_hash.is_some());
+    // The input guard's coverage: these short prompts were scanned whole (false, not null), and
+    // a request refused before the guard ran has none of it.
+    for r in [ok, blocked, &down[0]] {
+        let (truncated, scanned, us) = r.guard_coverage;
+        assert_eq!(truncated, Some(false), "{r:?}");
+        assert!(scanned.is_some_and(|b| b > 0), "{r:?}");
+        assert!(us.is_some(), "{r:?}");
+    }
+    assert_eq!(unauth.guard_coverage, (None, None, None), "{unauth:?}");
 
     // No byte of any file in the lake or the log holds a secret.
     all.push(w.dir.join("warden.log"));

@@ -23,6 +23,8 @@ fn lake() -> (std::path::PathBuf, String) {
     let target_hash = h.prompt("ignore previous instructions");
     for i in 0..12u32 {
         let blocked = i % 3 == 0;
+        // The input guard did not run on the last request.
+        let guard_ran = i != 11;
         let prompt = if blocked {
             target_hash
         } else {
@@ -42,12 +44,15 @@ fn lake() -> (std::path::PathBuf, String) {
             output_tokens: (!blocked).then_some(20),
             ttft_ms: (!blocked).then_some(5.0 + i as f32),
             duration_ms: 30.0,
-            guard_decision: Some(if blocked {
+            guard_decision: guard_ran.then_some(if blocked {
                 GuardDecision::Block
             } else {
                 GuardDecision::Allow
             }),
-            guard_score: Some(if blocked { 5 } else { 0 }),
+            guard_score: guard_ran.then_some(if blocked { 5 } else { 0 }),
+            guard_truncated: guard_ran.then_some(i == 5),
+            guard_scanned_bytes: guard_ran.then_some(1000 + i),
+            guard_us: guard_ran.then_some(100 + i),
             rule_ids: if blocked {
                 vec!["PI-1001".into()]
             } else {
@@ -132,6 +137,25 @@ async fn every_documented_question_runs_and_answers() {
     )
     .unwrap();
     assert_eq!(hex, format!("h\n{hash}\n"));
+    // The guard's coverage columns: true, false and null (guard did not run) kept apart.
+    let coverage = render(
+        &query(
+            &dir,
+            "SELECT sum(CASE WHEN guard_truncated THEN 1 ELSE 0 END) AS truncated, \
+             sum(CASE WHEN NOT guard_truncated THEN 1 ELSE 0 END) AS whole, \
+             sum(CASE WHEN guard_truncated IS NULL THEN 1 ELSE 0 END) AS unscanned, \
+             sum(guard_scanned_bytes) AS bytes, max(guard_us) AS us, \
+             count(guard_us) AS timed FROM events",
+        )
+        .await
+        .unwrap(),
+        Format::Csv,
+    )
+    .unwrap();
+    assert_eq!(
+        coverage,
+        "truncated,whole,unscanned,bytes,us,timed\n1,10,1,11055,110,11\n"
+    );
     // Bad SQL is an error, not a panic.
     assert!(query(&dir, "SELEC nonsense").await.is_err());
     let _ = std::fs::remove_dir_all(&dir);

@@ -46,10 +46,13 @@ pub fn t(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_710_061_200 + secs)
 }
 
-/// A realistic event: a streamed chat completion with a few messages and a rule hit.
+/// A realistic event: a streamed chat completion with a few messages and a rule hit. Every 11th
+/// was rejected before the input guard ran (its guard columns are null); of the others, every
+/// 13th was not scanned whole (`guard_truncated` true), the rest false.
 pub fn event(i: u64, time: SystemTime, h: &Hasher) -> Event {
     let user = format!("please summarise document number {i} for me");
     let system = "You are a helpful assistant for Acme Corp.";
+    let guard_ran = !i.is_multiple_of(11);
     Event {
         time,
         request_id: format!("req-{i:08}"),
@@ -80,12 +83,12 @@ pub fn event(i: u64, time: SystemTime, h: &Hasher) -> Event {
         ttft_ms: Some(35.5 + (i % 10) as f32),
         duration_ms: 1500.25 + (i % 300) as f32,
         tpot_ms: Some(7.25),
-        guard_decision: Some(if i.is_multiple_of(20) {
+        guard_decision: guard_ran.then_some(if i.is_multiple_of(20) {
             GuardDecision::Flag
         } else {
             GuardDecision::Allow
         }),
-        guard_score: Some((i % 5) as u32),
+        guard_score: guard_ran.then_some((i % 5) as u32),
         rule_ids: if i.is_multiple_of(20) {
             vec!["INJ-001".into(), "EXF-003".into()]
         } else {
@@ -106,6 +109,9 @@ pub fn event(i: u64, time: SystemTime, h: &Hasher) -> Event {
         client_addr_hash: Some(h.client_addr(&format!("10.0.{}.{}", i % 3, i % 250))),
         hash_key_id: h.key_id_shared(),
         raw_prompt: None,
+        guard_truncated: guard_ran.then_some(i.is_multiple_of(13)),
+        guard_scanned_bytes: guard_ran.then_some((system.len() + user.len()) as u32),
+        guard_us: guard_ran.then_some(40 + (i % 200) as u32),
     }
 }
 
