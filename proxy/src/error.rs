@@ -14,6 +14,11 @@ use serde_json::json;
 pub enum ApiError {
     /// Body larger than `server.max_body_bytes`.
     BodyTooLarge { limit: usize },
+    /// The request's texts are longer than the tenant's guard budget and its `on_oversize` is
+    /// `block`: the guard refuses what it cannot scan whole.
+    TooLargeToScan { limit: usize },
+    /// Every guard worker is busy and the queue is full.
+    GuardOverloaded,
     /// `Content-Type` is not `application/json`.
     UnsupportedMediaType,
     /// The client stopped sending the body before it was complete.
@@ -76,7 +81,8 @@ impl ApiError {
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BodyTooLarge { .. } => "request_too_large",
+            ApiError::BodyTooLarge { .. } | ApiError::TooLargeToScan { .. } => "request_too_large",
+            ApiError::GuardOverloaded => "guard_overloaded",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::InvalidUtf8 => "invalid_utf8",
@@ -106,7 +112,7 @@ impl ApiError {
 
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::BodyTooLarge { .. } => 413,
+            ApiError::BodyTooLarge { .. } | ApiError::TooLargeToScan { .. } => 413,
             ApiError::UnsupportedMediaType => 415,
             ApiError::InvalidUtf8
             | ApiError::InvalidJson { .. }
@@ -124,7 +130,9 @@ impl ApiError {
             | ApiError::RequestExceedsTokenBudget { .. } => 429,
             ApiError::Internal => 500,
             ApiError::UpstreamUnavailable | ApiError::UpstreamError => 502,
-            ApiError::ShuttingDown | ApiError::TelemetryUnavailable => 503,
+            ApiError::ShuttingDown | ApiError::TelemetryUnavailable | ApiError::GuardOverloaded => {
+                503
+            }
             ApiError::UpstreamTimeout => 504,
         }
     }
@@ -155,6 +163,12 @@ impl ApiError {
         match self {
             ApiError::BodyTooLarge { limit } => {
                 format!("request body is larger than the limit of {limit} bytes")
+            }
+            ApiError::TooLargeToScan { limit } => format!(
+                "the request's text is longer than the input guard scans for this API key ({limit} bytes); send less text"
+            ),
+            ApiError::GuardOverloaded => {
+                "the input guard is at capacity; retry shortly".into()
             }
             ApiError::UnsupportedMediaType => "Content-Type must be application/json".into(),
             ApiError::RequestTimeout => "the request body was not received in time".into(),
@@ -204,7 +218,9 @@ impl ApiError {
             | ApiError::TokenRateLimited { retry_after } => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
-            ApiError::ShuttingDown | ApiError::TelemetryUnavailable => Some(1),
+            ApiError::ShuttingDown | ApiError::TelemetryUnavailable | ApiError::GuardOverloaded => {
+                Some(1)
+            }
             _ => None,
         }
     }

@@ -19,6 +19,7 @@ use warden_guards::{Engine, RuleSet, Target};
 
 use crate::config::{GuardConfig, SystemPromptMode, TenantGuard};
 use crate::error::ApiError;
+use crate::guard_pool::GuardPool;
 use crate::metrics::Metrics;
 use crate::validate::{
     Endpoint, Validated, FUNCTION_CALL_TEXTS, MESSAGE_TEXTS, PART_TYPES, TOOL_CALL_TEXTS,
@@ -41,11 +42,12 @@ pub fn build_engine(dir: Option<&Path>) -> Result<Engine, Vec<String>> {
     Ok(engine)
 }
 
-/// The loaded packs.
+/// The loaded packs, and the threads that run inspections.
 pub struct Guards {
     pub config: GuardConfig,
     active: RwLock<Arc<Engine>>,
     shadow: RwLock<Option<Arc<Engine>>>,
+    pub pool: GuardPool,
 }
 
 /// What a successful reload did.
@@ -75,10 +77,13 @@ fn build_both(config: &GuardConfig) -> Result<(Engine, Option<Arc<Engine>>), Vec
 impl Guards {
     pub fn load(config: &GuardConfig) -> Result<Guards, Vec<String>> {
         let (active, shadow) = build_both(config)?;
+        let pool = GuardPool::start(&config.pool)
+            .map_err(|e| vec![format!("starting the guard threads: {e}")])?;
         Ok(Guards {
             config: config.clone(),
             active: RwLock::new(Arc::new(active)),
             shadow: RwLock::new(shadow),
+            pool,
         })
     }
 
@@ -151,7 +156,14 @@ pub struct GuardOutcome {
     pub score: u32,
     pub rule_ids: Vec<String>,
     pub pack_version: std::sync::Arc<str>,
+    /// Some text was not scanned whole (the budget, the normaliser's bounds, the work cap).
     pub truncated: bool,
+    /// The request was over the tenant's guard budget; its `on_oversize` applied.
+    pub oversize: bool,
+    /// Text bytes scanned, all texts together.
+    pub scanned_bytes: usize,
+    /// Engine work spent ([`warden_guards::Work::total`]).
+    pub work: u64,
     pub elapsed: Duration,
 }
 
@@ -287,6 +299,12 @@ fn role_target(role: &str) -> Target {
 /// message (`message_hashes` in telemetry/SCHEMA.md), so the names, ids, reasoning and
 /// declarations the guard also scans are left out rather than multiply an audit row by every
 /// string of every tool schema.
+/// Bytes of every text the guard reads in the request: what decides whether it is inspected on
+/// the request's own thread or on the guard pool.
+pub fn text_bytes(endpoint: Endpoint, doc: &Map<String, Value>) -> usize {
+    collect(endpoint, doc).iter().map(|(_, _, t)| t.len()).sum()
+}
+
 pub fn texts(endpoint: Endpoint, doc: &Map<String, Value>) -> Vec<(Target, &str)> {
     collect(endpoint, doc)
         .into_iter()
@@ -591,6 +609,9 @@ pub fn inspect_request(
         rule_ids: verdict.rule_ids().into_iter().map(str::to_string).collect(),
         pack_version: run.engine.version_shared(),
         truncated: verdict.truncated,
+        oversize: verdict.oversize,
+        scanned_bytes: verdict.scanned_bytes,
+        work: verdict.work.total(),
         elapsed: Duration::ZERO,
     };
     for m in &verdict.matches {
@@ -605,6 +626,21 @@ pub fn inspect_request(
             .with_label_values(&[run.tenant])
             .inc();
     }
+    let budget = &run.policy.policy.budget;
+    if verdict.oversize {
+        run.metrics
+            .guard_oversize
+            .with_label_values(&[run.tenant, budget.on_oversize.name()])
+            .inc();
+    }
+    run.metrics
+        .guard_scanned_bytes
+        .with_label_values(&[run.tenant])
+        .inc_by(verdict.scanned_bytes as u64);
+    run.metrics
+        .guard_work
+        .with_label_values(&[run.tenant])
+        .inc_by(verdict.work.total());
     run.metrics
         .guard_decisions
         .with_label_values(&[run.tenant, verdict.decision.name(), run.engine.version()])
@@ -615,8 +651,16 @@ pub fn inspect_request(
             .guard_seconds
             .with_label_values(&[label])
             .observe(elapsed.as_secs_f64());
-        let api = ApiError::PromptBlocked {
-            rule_ids: outcome.rule_ids.clone(),
+        // Refused for its size alone (`on_oversize = "block"`, no rule reached the threshold):
+        // the client has to send less, as with an oversized body.
+        let api = if verdict.oversize && verdict.score < run.policy.policy.threshold {
+            ApiError::TooLargeToScan {
+                limit: budget.max_bytes,
+            }
+        } else {
+            ApiError::PromptBlocked {
+                rule_ids: outcome.rule_ids.clone(),
+            }
         };
         return Err(Box::new((api, Some(GuardOutcome { elapsed, ..outcome }))));
     }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod guard;
+pub mod guard_pool;
 pub mod health;
 pub mod keys;
 pub mod logging;

@@ -25,6 +25,12 @@ pub struct Metrics {
     pub guard_rule_hits: IntCounterVec,
     pub guard_seconds: HistogramVec,
     pub guard_truncated: IntCounterVec,
+    pub guard_oversize: IntCounterVec,
+    pub guard_scanned_bytes: IntCounterVec,
+    pub guard_work: IntCounterVec,
+    pub guard_pool_jobs: IntGauge,
+    pub guard_pool_workers: IntGauge,
+    pub guard_pool_rejected: IntCounter,
     pub guard_shadow_disagreements: IntCounterVec,
     pub rule_pack_info: IntGaugeVec,
     pub rule_reloads: IntCounterVec,
@@ -122,9 +128,24 @@ impl Metrics {
                 &["endpoint"],
             )?,
             guard_truncated: IntCounterVec::new(
-                Opts::new("warden_guard_truncated_total", "Requests with text beyond the scanning bounds (not scanned past them)"),
+                Opts::new("warden_guard_truncated_total", "Requests whose text the input guard did not scan whole (over the tenant's scan budget: head and tail only; or past the work cap)"),
                 &["tenant"],
             )?,
+            guard_oversize: IntCounterVec::new(
+                Opts::new("warden_guard_oversize_total", "Requests over the tenant's guard budget (bytes or work), by the on_oversize policy that applied"),
+                &["tenant", "on_oversize"],
+            )?,
+            guard_scanned_bytes: IntCounterVec::new(
+                Opts::new("warden_guard_scanned_bytes_total", "Text bytes the input guard scanned, by tenant, whatever the verdict"),
+                &["tenant"],
+            )?,
+            guard_work: IntCounterVec::new(
+                Opts::new("warden_guard_work_total", "Engine work the input guard spent (bytes stepped by its automata or handed to exact regexes), by tenant"),
+                &["tenant"],
+            )?,
+            guard_pool_jobs: IntGauge::new("warden_guard_pool_jobs", "Inspections queued or running on the guard pool")?,
+            guard_pool_workers: IntGauge::new("warden_guard_pool_workers", "Threads of the guard pool")?,
+            guard_pool_rejected: IntCounter::new("warden_guard_pool_rejected_total", "Requests refused with 503 guard_overloaded because the guard pool's queue was full")?,
             guard_shadow_disagreements: IntCounterVec::new(
                 Opts::new("warden_guard_shadow_disagreements_total", "Requests where the shadow pack would have decided differently, by active and shadow decision"),
                 &["tenant", "active", "shadow"],
@@ -187,6 +208,15 @@ impl Metrics {
         m.registry.register(Box::new(m.guard_rule_hits.clone()))?;
         m.registry.register(Box::new(m.guard_seconds.clone()))?;
         m.registry.register(Box::new(m.guard_truncated.clone()))?;
+        m.registry.register(Box::new(m.guard_oversize.clone()))?;
+        m.registry
+            .register(Box::new(m.guard_scanned_bytes.clone()))?;
+        m.registry.register(Box::new(m.guard_work.clone()))?;
+        m.registry.register(Box::new(m.guard_pool_jobs.clone()))?;
+        m.registry
+            .register(Box::new(m.guard_pool_workers.clone()))?;
+        m.registry
+            .register(Box::new(m.guard_pool_rejected.clone()))?;
         m.registry
             .register(Box::new(m.guard_shadow_disagreements.clone()))?;
         m.registry.register(Box::new(m.rule_pack_info.clone()))?;

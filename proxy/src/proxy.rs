@@ -31,11 +31,12 @@ use crate::config::OnFull;
 use crate::error::ApiError;
 use crate::events::{self, Identities};
 use crate::guard::{self, GuardOutcome, GuardRun};
+use crate::guard_pool::Overloaded;
 use crate::keys;
 use crate::sse::{SseEvent, SseParser};
 use crate::state::{App, InflightGuard};
 use crate::traces::{RequestSpan, SpanFacts};
-use crate::validate::{self, Endpoint};
+use crate::validate::{self, Endpoint, Validated};
 
 /// Largest single SSE event accepted from an upstream.
 const MAX_SSE_EVENT_BYTES: usize = 4 * 1024 * 1024;
@@ -467,12 +468,19 @@ impl ProxyHttp for WardenProxy {
         }
         if let Some(t) = ctx.tenant.and_then(|i| self.app.tenants.get(i)) {
             if ctx.charged_tokens > 0 {
+                // What the input guard scanned stays charged whatever it decided (a token for
+                // every four bytes scanned): probing the rules with large prompts is not free.
+                let scanned = ctx
+                    .guard
+                    .as_ref()
+                    .map_or(0, |g| (g.scanned_bytes as u64).div_ceil(4))
+                    .min(ctx.charged_tokens);
                 let actual = match ctx.usage {
-                    Some(u) => u.input.saturating_add(u.output),
+                    Some(u) => u.input.saturating_add(u.output).max(scanned),
                     // The request never reached an upstream (refused connect, rejected here).
-                    None if ctx.upstream_sent_at.is_none() => 0,
+                    None if ctx.upstream_sent_at.is_none() => scanned,
                     // The upstream refused it (queue full, bad request): nothing was generated.
-                    None if ctx.upstream_status.is_some_and(|s| s >= 400) => 0,
+                    None if ctx.upstream_status.is_some_and(|s| s >= 400) => scanned,
                     // Sent, but no usage came back (client hung up, upstream timed out or did
                     // not report): keep the estimate, so hanging up never dodges the quota.
                     None => ctx.charged_tokens,
@@ -505,6 +513,8 @@ impl ProxyHttp for WardenProxy {
             guard_score = ctx.guard.as_ref().map(|g| g.score),
             guard_rules = ctx.guard.as_ref().map(|g| g.rule_ids.join(",")),
             guard_us = ctx.guard.as_ref().map(|g| g.elapsed.as_micros() as u64),
+            guard_bytes = ctx.guard.as_ref().map(|g| g.scanned_bytes),
+            guard_truncated = ctx.guard.as_ref().map(|g| g.truncated),
             pack_version = ctx.guard.as_ref().map(|g| &*g.pack_version),
             error = e.map(|e| e.etype().as_str()),
             "request"
@@ -646,18 +656,32 @@ impl WardenProxy {
         ctx.charged_tokens = estimated_tokens;
 
         if let (Some(guards), true) = (&app.guards, tenant.config.guard.enabled) {
-            let engine = guards.active();
-            let shadow = guards.shadow();
-            let run = GuardRun {
-                endpoint,
-                tenant: &tenant.config.name,
-                policy: &tenant.config.guard,
-                engine: &engine,
-                shadow: shadow.as_deref(),
-                metrics: &app.metrics,
-                request_id: &ctx.request_id,
+            // Large requests are inspected on the guard pool, so their scan never holds up the
+            // other requests of this IO thread; small ones here, where a thread hop would cost
+            // more than the scan.
+            let inspected = if guards.pool.wants(guard::text_bytes(endpoint, v.doc())) {
+                let shared = Arc::clone(&self.app);
+                let request_id = ctx.request_id.clone();
+                let job = move || {
+                    let r = inspect(&shared, tenant_idx, endpoint, &request_id, &mut v);
+                    (v, r)
+                };
+                let done = guards.pool.run(job).await;
+                app.metrics.guard_pool_jobs.set(guards.pool.depth() as i64);
+                match done {
+                    Ok((back, r)) => {
+                        v = back;
+                        r
+                    }
+                    Err(Overloaded) => {
+                        app.metrics.guard_pool_rejected.inc();
+                        return Err(ApiError::GuardOverloaded.into());
+                    }
+                }
+            } else {
+                inspect(app, tenant_idx, endpoint, &ctx.request_id, &mut v)
             };
-            match guard::inspect_request(&run, &mut v) {
+            match inspected {
                 Ok(outcome) => ctx.guard = Some(outcome),
                 Err(refused) => {
                     let (e, outcome) = *refused;
@@ -732,6 +756,15 @@ impl WardenProxy {
                 warden_guards::Decision::Block => warden_telemetry::GuardDecision::Block,
             }),
             guard_score: ctx.guard.as_ref().map(|g| g.score),
+            guard_truncated: ctx.guard.as_ref().map(|g| g.truncated),
+            guard_scanned_bytes: ctx
+                .guard
+                .as_ref()
+                .map(|g| u32::try_from(g.scanned_bytes).unwrap_or(u32::MAX)),
+            guard_us: ctx
+                .guard
+                .as_ref()
+                .map(|g| u32::try_from(g.elapsed.as_micros()).unwrap_or(u32::MAX)),
             rule_ids: ctx
                 .guard
                 .as_mut()
@@ -881,6 +914,31 @@ impl WardenProxy {
 }
 
 /// Read the whole request body, enforcing the size cap and a deadline.
+/// The input guard on a validated request of tenant `tenant`, with the packs loaded now.
+fn inspect(
+    app: &App,
+    tenant: usize,
+    endpoint: Endpoint,
+    request_id: &str,
+    v: &mut Validated,
+) -> Result<GuardOutcome, Box<(ApiError, Option<GuardOutcome>)>> {
+    let (Some(guards), Some(t)) = (&app.guards, app.tenants.get(tenant)) else {
+        return Err(Box::new((ApiError::Internal, None)));
+    };
+    let engine = guards.active();
+    let shadow = guards.shadow();
+    let run = GuardRun {
+        endpoint,
+        tenant: &t.config.name,
+        policy: &t.config.guard,
+        engine: &engine,
+        shadow: shadow.as_deref(),
+        metrics: &app.metrics,
+        request_id,
+    };
+    guard::inspect_request(&run, v)
+}
+
 async fn read_body(
     session: &mut Session,
     cap: usize,

@@ -100,6 +100,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let app = App::new(config, guards, telemetry, traces).map_err(StartError::Metrics)?;
     if let Some(g) = &app.guards {
         g.publish(&app.metrics);
+        app.metrics.guard_pool_workers.set(g.pool.workers() as i64);
     }
     let cfg = &app.config;
 

@@ -554,6 +554,9 @@ mod tests {
             rule_ids: Vec::new(),
             pack_version: "packs-1".into(),
             truncated: false,
+            oversize: false,
+            scanned_bytes: 0,
+            work: 0,
             elapsed: Duration::ZERO,
         };
         t.begin(&http::HeaderMap::new(), SystemTime::now())
@@ -595,6 +598,9 @@ mod tests {
             rule_ids: vec!["pi-001".into(), "pi-007".into()],
             pack_version: "packs-1".into(),
             truncated: false,
+            oversize: false,
+            scanned_bytes: 0,
+            work: 0,
             elapsed: Duration::ZERO,
         };
         t.begin(&http::HeaderMap::new(), SystemTime::now())

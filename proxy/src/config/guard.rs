@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde_json::Value;
-use warden_guards::policy::{Exclusions, Policy, DEFAULT_ROLE_WEIGHTS};
+use warden_guards::policy::{
+    Budget, Exclusions, OnOversize, Policy, DEFAULT_ROLE_WEIGHTS, DEFAULT_WORK_PER_BYTE,
+};
 use warden_guards::toml_reader::{Errors, Table};
 use warden_guards::tools::{check_schema, ToolPolicy};
 use warden_guards::Target;
@@ -18,6 +20,30 @@ pub struct GuardConfig {
     pub rules_dir: Option<PathBuf>,
     /// A candidate pack run beside the active one; it only records where it would decide otherwise.
     pub shadow_rules_dir: Option<PathBuf>,
+    /// The threads that run inspections off the IO threads.
+    pub pool: PoolConfig,
+}
+
+/// `[guard]` `workers`, `queue`, `inline_bytes`: see [`crate::guard_pool`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Inspections that run at once.
+    pub workers: usize,
+    /// Inspections that may wait for a worker; past that a request gets 503 `guard_overloaded`.
+    pub queue: usize,
+    /// Requests whose texts hold at most this many bytes together are inspected on the request's
+    /// own thread: for them a hop to the pool costs more than the scan.
+    pub inline_bytes: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            workers: 2,
+            queue: 256,
+            inline_bytes: 16 * 1024,
+        }
+    }
 }
 
 impl Default for GuardConfig {
@@ -26,6 +52,7 @@ impl Default for GuardConfig {
             enabled: true,
             rules_dir: None,
             shadow_rules_dir: None,
+            pool: PoolConfig::default(),
         }
     }
 }
@@ -67,11 +94,71 @@ impl Default for TenantGuard {
 const ROUTES: [&str; 3] = ["chat_completions", "completions", "embeddings"];
 
 pub fn decode_guard(t: &mut Table<'_>, errs: &mut Errors<'_>) -> GuardConfig {
+    let defaults = PoolConfig::default();
+    let workers = match t.uint(errs, "workers", 256) {
+        Some(0) => {
+            errs.push(
+                &t.child_path("workers"),
+                t.value_span("workers"),
+                "must be at least 1",
+            );
+            defaults.workers
+        }
+        Some(n) => n as usize,
+        None => defaults.workers,
+    };
     GuardConfig {
         enabled: t.boolean(errs, "enabled").unwrap_or(true),
         rules_dir: t.string(errs, "rules_dir").map(PathBuf::from),
         shadow_rules_dir: t.string(errs, "shadow_rules_dir").map(PathBuf::from),
+        pool: PoolConfig {
+            workers,
+            queue: t
+                .uint(errs, "queue", 1 << 20)
+                .map_or(defaults.queue, |n| n as usize),
+            inline_bytes: t
+                .uint(errs, "inline_bytes", 1 << 30)
+                .map_or(defaults.inline_bytes, |n| n as usize),
+        },
     }
+}
+
+/// `max_scan_bytes`, `max_scan_work`, `on_oversize`: the tenant's per-request guard budget.
+fn budget(t: &mut Table<'_>, errs: &mut Errors<'_>) -> Budget {
+    let mut b = Budget::default();
+    match t.uint(errs, "max_scan_bytes", 1 << 30) {
+        Some(0) => errs.push(
+            &t.child_path("max_scan_bytes"),
+            t.value_span("max_scan_bytes"),
+            "must be at least 1",
+        ),
+        Some(n) => {
+            b.max_bytes = n as usize;
+            b.max_work = n.saturating_mul(DEFAULT_WORK_PER_BYTE);
+        }
+        None => {}
+    }
+    match t.uint(errs, "max_scan_work", u64::MAX >> 1) {
+        Some(0) => errs.push(
+            &t.child_path("max_scan_work"),
+            t.value_span("max_scan_work"),
+            "must be at least 1",
+        ),
+        Some(n) => b.max_work = n,
+        None => {}
+    }
+    match t.string(errs, "on_oversize") {
+        None => {}
+        Some(s) => match OnOversize::parse(&s) {
+            Some(o) => b.on_oversize = o,
+            None => errs.push(
+                &t.child_path("on_oversize"),
+                t.value_span("on_oversize"),
+                format!("{s:?}: expected one of {}", OnOversize::NAMES),
+            ),
+        },
+    }
+    b
 }
 
 fn exclusions(t: &mut Table<'_>, errs: &mut Errors<'_>) -> Exclusions {
@@ -129,6 +216,7 @@ pub fn decode_tenant_guard(t: &mut Table<'_>, errs: &mut Errors<'_>) -> TenantGu
         None => {}
     }
     g.policy.exclusions = exclusions(t, errs);
+    g.policy.budget = budget(t, errs);
     if let Some(mut w) = t.table(errs, "role_weights") {
         let mut weights = DEFAULT_ROLE_WEIGHTS;
         for target in Target::ALL {
@@ -225,9 +313,19 @@ system_prompt = "You are the support bot."
 system_prompt_mode = "prepend"
 allowed_tools = ["get_weather"]
 tool_schemas = { get_weather = '{"type":"object","properties":{"city":{"type":"string"}}}' }
+max_scan_bytes = 65536
+on_oversize = "block"
 "#,
         )
         .unwrap();
+        assert_eq!(
+            g.policy.budget,
+            Budget {
+                max_bytes: 65536,
+                max_work: 65536 * DEFAULT_WORK_PER_BYTE,
+                on_oversize: OnOversize::Block
+            }
+        );
         assert_eq!(
             (
                 g.policy.detection_paranoia,
@@ -257,6 +355,8 @@ routes = { chat = {} }
 system_prompt_mode = "append"
 allowed_tools = ["a"]
 tool_schemas = { a = '{"type":"text"}', b = '{}' }
+max_scan_bytes = 0
+on_oversize = "skip"
 "#,
         )
         .unwrap_err();
@@ -268,6 +368,8 @@ tool_schemas = { a = '{"type":"text"}', b = '{}' }
             "system_prompt_mode: \"append\"",
             "tool_schemas.a.type: must be one of",
             "tool_schemas.b: unknown key",
+            "max_scan_bytes: must be at least 1",
+            "on_oversize: \"skip\": expected one of",
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }
