@@ -262,67 +262,55 @@ impl Normalizer {
         views: &mut Vec<View>,
     ) {
         let b = text.as_bytes();
-        let min_run = self
+        let encoded = self
             .limits
             .min_base64_len
             .min(self.limits.min_hex_len)
             .max(1);
-        // Without `%`, only runs of at least `min_run` URL-ish bytes matter: probe the last byte
-        // of a window and jump a whole window when it cannot be inside such a run, so ordinary
-        // words cost one probe per `min_run` bytes instead of a branch per word.
-        let linear = b.contains(&b'%');
+        // Only maximal runs of URL-ish bytes long enough to hold a blob matter: `encoded` bytes
+        // of base64 or hex, or (where the text has a `%` at all) the escapes of a
+        // percent-encoded one. They are found from a bit per byte, so the words of ordinary text
+        // cost a table lookup per byte and no branch.
+        let percent = 3 * self.limits.min_percent_escapes.max(1);
+        let shortest = if b.contains(&b'%') {
+            encoded.min(percent)
+        } else {
+            encoded
+        };
+        let urlish = urlish_bits(b);
         let mut i = 0;
-        while i < b.len() {
-            if !linear {
-                let probe = i + min_run - 1;
-                let Some(&c) = b.get(probe) else {
-                    return;
-                };
-                if !is_urlish(c) {
-                    i = probe + 1;
-                    continue;
-                }
-                // `b[i - 1]` is not URL-ish (or `i == 0`), so the run starts at or after `i`.
-                let mut s = probe;
-                while s > i && is_urlish(b[s - 1]) {
-                    s -= 1;
-                }
-                i = s;
-            } else if !is_urlish(b[i]) {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            let mut escapes = 0;
-            while i < b.len() && is_urlish(b[i]) {
-                if b[i] == b'%' && i + 2 < b.len() && is_hex(b[i + 1]) && is_hex(b[i + 2]) {
-                    escapes += 1;
-                    i += 3;
-                } else {
-                    i += 1;
-                }
-            }
-            if i == start {
-                // Unreachable by the invariants above; guarantees progress regardless.
-                i += 1;
+        while let Some(start) = next_bit(&urlish, i) {
+            let end = next_zero(&urlish, start).min(b.len());
+            i = end;
+            if end - start < shortest {
                 continue;
             }
             if budget.blobs_left == 0 || budget.work_left == 0 {
                 budget.limited = true;
                 return;
             }
+            let mut escapes = 0;
+            let mut k = start;
+            while k < end {
+                if b[k] == b'%' && k + 2 < end && is_hex(b[k + 1]) && is_hex(b[k + 2]) {
+                    escapes += 1;
+                    k += 3;
+                } else {
+                    k += 1;
+                }
+            }
             if escapes >= self.limits.min_percent_escapes {
                 self.try_blob(
                     text,
-                    start..i,
+                    start..end,
                     Encoding::Percent,
                     depth,
                     &outer,
                     budget,
                     views,
                 );
-            } else if i - start >= self.limits.min_base64_len.min(self.limits.min_hex_len) {
-                self.split_run(text, start..i, depth, &outer, budget, views);
+            } else if end - start >= encoded {
+                self.split_run(text, start..end, depth, &outer, budget, views);
             }
         }
     }
@@ -1267,6 +1255,36 @@ fn unit_starts(b: &[u8]) -> Vec<u64> {
 /// separator of [`MAX_SEP`] bytes.
 const MAX_UNIT_GAP: u32 = 4 + MAX_SEP as u32;
 
+/// Bit `i` (of word `i / 64`) is set where byte `i` of `b` is URL-ish ([`URLISH`]).
+fn urlish_bits(b: &[u8]) -> Vec<u64> {
+    b.chunks(64)
+        .map(|chunk| {
+            chunk.iter().enumerate().fold(0u64, |w, (j, &c)| {
+                w | (u64::from(CLASS[usize::from(c)] & URLISH != 0) << j)
+            })
+        })
+        .collect()
+}
+
+/// The first clear bit at or after `from` in `bits` (past the last word: the bit count).
+fn next_zero(bits: &[u64], from: usize) -> usize {
+    let mut k = from / 64;
+    let Some(&first) = bits.get(k) else {
+        return from;
+    };
+    let mut w = !first & (!0u64 << (from % 64));
+    loop {
+        if w != 0 {
+            return k * 64 + w.trailing_zeros() as usize;
+        }
+        k += 1;
+        match bits.get(k) {
+            Some(&x) => w = !x,
+            None => return k * 64,
+        }
+    }
+}
+
 /// The first set bit at or after `from` in `bits`.
 fn next_bit(bits: &[u64], from: usize) -> Option<usize> {
     let mut k = from / 64;
@@ -1621,10 +1639,6 @@ const B64_URL: GeneralPurpose = GeneralPurpose::new(
 
 fn is_b64(c: u8) -> bool {
     CLASS[usize::from(c)] & B64 != 0
-}
-
-fn is_urlish(c: u8) -> bool {
-    CLASS[usize::from(c)] & URLISH != 0
 }
 
 fn is_hex(c: u8) -> bool {
