@@ -2,9 +2,11 @@
 //! required piece that filters those triggers, and the longest match a regex can have in a view.
 //! Pure functions of the pattern text, run once per pack version by [`super::Engine::compile`].
 
-/// Longest literal taken from a regex: longer ones only grow the automaton (its cost per byte
-/// does not drop with them; measured), a prefix this long is selective enough.
-pub(super) const MAX_LITERAL_LEN: usize = 16;
+/// Longest literal taken from a regex: longer ones only grow the automaton, and a prefix this
+/// long is selective enough. With the shipped packs, 8 bytes give 5,400 automaton patterns and a
+/// 9.7 MiB DFA; 16 bytes gave 12,300 and 36 MiB, with the same scan times within noise on every
+/// corpus class (the relaxed DFA makes the extra prefix hits cheap to dismiss).
+pub(super) const MAX_LITERAL_LEN: usize = 8;
 
 /// Most literal prefixes taken from one regex; more and the regex is scanned unanchored.
 pub(super) const MAX_PREFIXES: usize = 256;
@@ -326,19 +328,19 @@ mod tests {
             lits(
                 r"(?:you are|act as)\s+(?:\w+\s+)?(?:unrestricted|amoral)\s+(?:\w+\s+)?(?:ai|bot)"
             ),
-            ["amoral", "unrestricted"]
+            ["amoral", "unrestri"]
         );
-        // A rare suffix stays.
+        // A rare suffix stays (cut to MAX_LITERAL_LEN bytes).
         assert_eq!(
             lits(r"(?:ignore|forget)\s+(?:all\s+)?(?:previous|prior)\s+instructions"),
-            ["ior instructions", "ous instructions"]
+            ["ructions"]
         );
         // Optional pieces are not required; nothing usable here.
         assert!(lits(r"(?:you are|act as)\s+(?:very\s+)?\w+").is_empty());
         // A leading `\b` is not the piece the prefixes come from.
         assert_eq!(
             lits(r"\bdev mode\s+(?:\w+\s+)?(?:enabled|activated)\s+\w+"),
-            ["activated", "enabled"]
+            ["activate", "enabled"]
         );
         assert_eq!(view_max_len(r"ignore\s+(?:all\s+)?previous"), Some(19));
         assert_eq!(view_max_len(r"ignore\s+\w+"), None);
