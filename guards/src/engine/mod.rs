@@ -1288,6 +1288,44 @@ regexes = ['\b\d(?:[ -]?\d){12,18}\b']
         }
     }
 
+    /// The same on text that looks like traffic: slices of every class of the benchmark corpus
+    /// (`benches/corpus`), from its start, middle and end.
+    #[test]
+    fn scan_finds_what_brute_force_finds_on_the_corpus() {
+        let e = Engine::compile(RuleSet::embedded().unwrap()).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/corpus");
+        let mut classes = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "txt") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            classes += 1;
+            for from in [0, text.len() / 2, text.len().saturating_sub(1500)] {
+                let (mut a, mut b) = (from, (from + 1500).min(text.len()));
+                while !text.is_char_boundary(a) {
+                    a += 1;
+                }
+                while !text.is_char_boundary(b) {
+                    b -= 1;
+                }
+                let slice = &text[a..b];
+                for target in [Target::User, Target::Tool] {
+                    let got: BTreeSet<usize> =
+                        e.scan(slice, target).hits.iter().map(|h| h.rule).collect();
+                    assert_eq!(
+                        got,
+                        brute_force(&e, slice, target),
+                        "{} at {a}, as {target:?}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        assert!(classes >= 21, "{classes} corpus classes");
+    }
+
     /// A match exactly as long as the regex's longest match in a view, with its factor at its
     /// very end, is still verified; so is one whose factor also occurs before the prefix.
     #[test]
