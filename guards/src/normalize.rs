@@ -589,6 +589,7 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
 
 fn fold_with(text: &str, out: &mut String, map: &mut SpanMap, cache: &mut FoldCache) {
     let b = text.as_bytes();
+    let mut peeked: Option<(usize, CharInfo)> = None;
     let lower_from = out.len();
     let mut i = 0;
     while i < b.len() {
@@ -638,7 +639,11 @@ fn fold_with(text: &str, out: &mut String, map: &mut SpanMap, cache: &mut FoldCa
             break;
         };
         let mut end = i + ch.len_utf8();
-        let info = cache.info(ch);
+        // The segment loop below looked this character up already, as the one after the last.
+        let info = match peeked.take() {
+            Some((at, info)) if at == i => info,
+            _ => cache.info(ch),
+        };
         // A character in disguise: its UTF-8 bytes shown as Windows-1252 text ("â€‹" for a
         // zero-width space), or "€" standing for an "e" inside a word ("pleas€"). Only
         // characters that Windows-1252 shows can start one.
@@ -659,13 +664,14 @@ fn fold_with(text: &str, out: &mut String, map: &mut SpanMap, cache: &mut FoldCa
         // From here on the character is the one the disguise stands for, read like any other:
         // stripped, a space, or folded (always as a replacement of the whole disguise).
         let disguised = undisguised.is_some();
-        let (ch, flags) = match undisguised {
+        let (ch, info) = match undisguised {
             Some((real, real_end)) => {
                 end = real_end;
-                (real, cache.info(real).flags)
+                (real, cache.info(real))
             }
-            None => (ch, info.flags),
+            None => (ch, info),
         };
+        let flags = info.flags;
         if flags & STRIPPED != 0 {
             i = end;
             continue;
@@ -684,7 +690,12 @@ fn fold_with(text: &str, out: &mut String, map: &mut SpanMap, cache: &mut FoldCa
                 let Some(next) = text[end..].chars().next() else {
                     break;
                 };
-                if next.is_ascii() || cache.info(next).flags & (COMBINING | STRIPPED) == 0 {
+                if next.is_ascii() {
+                    break;
+                }
+                let next_info = cache.info(next);
+                if next_info.flags & (COMBINING | STRIPPED) == 0 {
+                    peeked = Some((end, next_info));
                     break;
                 }
                 end += next.len_utf8();
@@ -692,9 +703,11 @@ fn fold_with(text: &str, out: &mut String, map: &mut SpanMap, cache: &mut FoldCa
             }
         }
         let before = out.len();
-        let same = if marks == 0 && flags & SPACED == 0 {
+        let same = if marks == 0 && flags & (SPACED | LONG) == 0 {
             // One character on its own: its fold is cached by character.
-            out.push_str(&cache.info(ch).folded);
+            for &c in &info.folded[..usize::from(info.len)] {
+                out.push(c);
+            }
             !disguised && flags & SAME != 0
         } else {
             cache.fold(&text[i..end], out);
@@ -726,12 +739,14 @@ struct CharSlot {
     info: CharInfo,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone, Copy, Default)]
 struct CharInfo {
-    /// [`STRIPPED`], [`WHITESPACE`], [`COMBINING`], [`MAY_DISGUISE`], [`SPACED`].
+    /// [`STRIPPED`], [`WHITESPACE`], [`COMBINING`], [`MAY_DISGUISE`], [`SPACED`], [`SAME`],
+    /// [`LONG`].
     flags: u8,
-    /// The character folded on its own ([`fold_char`]); meaningless for stripped or whitespace.
-    folded: Box<str>,
+    /// The character folded on its own ([`fold_char`]): `folded[..len]`, unless [`LONG`].
+    len: u8,
+    folded: [char; 3],
 }
 
 const STRIPPED: u8 = 1;
@@ -743,6 +758,8 @@ const MAY_DISGUISE: u8 = 8;
 const SPACED: u8 = 16;
 /// It folds to itself.
 const SAME: u8 = 32;
+/// Its fold is more than three characters: folded afresh each time.
+const LONG: u8 = 64;
 
 /// One cached segment (a character and its marks): its UTF-8 bytes, zero-padded, and the folded
 /// text (`key_len == 0` is an empty slot).
@@ -770,7 +787,7 @@ impl Default for FoldCache {
 }
 
 impl FoldCache {
-    fn info(&mut self, ch: char) -> &CharInfo {
+    fn info(&mut self, ch: char) -> CharInfo {
         let code = u32::from(ch);
         let slot =
             &mut self.chars[(code.wrapping_mul(0x9E37_79B1) >> 20) as usize % FOLD_CACHE_CHARS];
@@ -799,15 +816,25 @@ impl FoldCache {
             if folded.chars().eq(std::iter::once(ch)) {
                 flags |= SAME;
             }
+            let mut chars = ['\0'; 3];
+            let mut len = 0u8;
+            for c in folded.chars() {
+                match chars.get_mut(usize::from(len)) {
+                    Some(slot) => *slot = c,
+                    None => flags |= LONG,
+                }
+                len = len.saturating_add(1);
+            }
             *slot = CharSlot {
                 ch,
                 info: CharInfo {
                     flags,
-                    folded: folded.into_boxed_str(),
+                    len: len.min(3),
+                    folded: chars,
                 },
             };
         }
-        &slot.info
+        slot.info
     }
 
     /// [`fold_char`] of a segment (a character with its marks), remembered. Results that hold a
