@@ -664,12 +664,12 @@ fn fold_with(text: &str, out: &mut String, map: &mut SpanMap, cache: &mut FoldCa
         // From here on the character is the one the disguise stands for, read like any other:
         // stripped, a space, or folded (always as a replacement of the whole disguise).
         let disguised = undisguised.is_some();
-        let (ch, info) = match undisguised {
+        let info = match undisguised {
             Some((real, real_end)) => {
                 end = real_end;
-                (real, cache.info(real))
+                cache.info(real)
             }
-            None => (ch, info),
+            None => info,
         };
         let flags = info.flags;
         if flags & STRIPPED != 0 {
