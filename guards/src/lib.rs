@@ -3,16 +3,18 @@
 //! back matches and verdicts, so every guard is testable with plain calls.
 //!
 //! Pipeline for inputs: normalise into views → scan every view with the compiled rule packs
-//! (one Aho-Corasick automaton for literals, one regex-automata multi-pattern engine) → score
-//! under the tenant's policy. The streaming output scanner, canaries and the classifier are
-//! still to come.
+//! (one Aho-Corasick DFA for literals and regex prefixes, relaxed lazy DFAs for the regexes,
+//! the exact regexes only on candidates) → score under the tenant's policy, within its budget.
+//! The streaming output scanner, canaries and the classifier are still to come.
 //!
 //! Modules:
 //! - [`normalize`]: the input normaliser; produces the folded, despaced, leet and decoded views
 //!   of a text, each with a map back to byte spans of the original, under documented bounds.
 //! - [`pack`]: rule-pack files (`rules/README.md`) parsed into a [`RuleSet`] with every error.
-//! - [`engine`]: a [`RuleSet`] compiled into one literal automaton and one multi-regex; scanning.
-//! - [`policy`]: CRS-style anomaly scoring, paranoia levels, exclusions, role weights → [`Verdict`].
+//! - [`engine`]: a [`RuleSet`] compiled for scanning in time linear in the text, whatever its
+//!   script; scanning, with the work it cost counted ([`Work`]).
+//! - [`policy`]: CRS-style anomaly scoring, paranoia levels, exclusions, role weights, the
+//!   per-request [`Budget`] → [`Verdict`].
 //! - [`lint`], [`eval`]: `warden rules lint` and `warden rules eval`.
 //! - [`tools`]: the tenant's tool allowlist and the shape of the `tools` a request declares.
 //! - [`toml_reader`]: the strict, error-collecting TOML reader shared with the proxy's config.
