@@ -1,6 +1,6 @@
 //! The compiled rule engine: every enabled rule of a [`RuleSet`] in one Aho-Corasick automaton
 //! (rule literals, and the literal prefixes of the regexes) and relaxed lazy DFAs for the regexes
-//! ([`regexes`]), built once per pack version.
+//! (`regexes.rs`), built once per pack version.
 //!
 //! Scanning a text: normalise it into views ([`crate::normalize`]), walk the literal automaton
 //! over each view, try each regex where one of its prefixes starts (and the regexes without
@@ -10,14 +10,14 @@
 //! finishes on the engine it started with.
 //!
 //! Costs, on any text (any script, any bytes): per view, one walk of the literal automaton (a
-//! DFA, in four interleaved lanes, [`walk`]) and one of the unanchored relaxed DFA; per prefix
+//! DFA, in four interleaved lanes, `walk.rs`) and one of the unanchored relaxed DFA; per prefix
 //! hit that its regex's rarest required piece ([`required_factor`]) does not filter out, one
-//! anchored attempt of at most the regex's longest match ([`regexes::max_match`]); for a regex
+//! anchored attempt of at most the regex's longest match (`regexes::max_match`); for a regex
 //! without usable prefixes, per hit of its required piece, one backward search of at most that
 //! far and an attempt where it says a match can start; the exact regex only where a relaxed DFA
-//! found a candidate. Views derived from the folded one are walked only around their changes. All of it is counted in
-//! [`Work`], and a scan given a limit stops verifying past it and says so
-//! ([`TextScan::work_limited`]).
+//! found a candidate. Views derived from the folded one are walked only around their changes.
+//! All of it is counted in [`Work`], and a scan given a limit stops verifying past it and says
+//! so ([`TextScan::work_limited`]).
 
 use std::ops::Range;
 use std::time::Instant;
