@@ -84,7 +84,7 @@ fn run(text: &str) {
     for f in engine.self_test() {
         let _ = f.to_string();
     }
-    for f in lint(&set, &engine) {
+    for f in lint(&set, Some(&engine)) {
         let _ = f.to_string();
     }
     let mut texts: Vec<(&str, Target)> = Vec::new();
