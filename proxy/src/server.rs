@@ -101,6 +101,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     if let Some(g) = &app.guards {
         g.publish(&app.metrics);
         app.metrics.guard_pool_workers.set(g.pool.workers() as i64);
+        g.warm();
     }
     let cfg = &app.config;
 

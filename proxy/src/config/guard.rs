@@ -34,6 +34,8 @@ pub struct PoolConfig {
     /// Requests whose texts hold at most this many bytes together are inspected on the request's
     /// own thread: for them a hop to the pool costs more than the scan.
     pub inline_bytes: usize,
+    /// Nice value of the workers (Linux): above 0, the IO threads get the CPU first.
+    pub nice: i32,
 }
 
 impl Default for PoolConfig {
@@ -42,6 +44,7 @@ impl Default for PoolConfig {
             workers: 2,
             queue: 256,
             inline_bytes: 16 * 1024,
+            nice: 10,
         }
     }
 }
@@ -119,6 +122,9 @@ pub fn decode_guard(t: &mut Table<'_>, errs: &mut Errors<'_>) -> GuardConfig {
             inline_bytes: t
                 .uint(errs, "inline_bytes", 1 << 30)
                 .map_or(defaults.inline_bytes, |n| n as usize),
+            nice: t
+                .uint(errs, "workers_nice", 19)
+                .map_or(defaults.nice, |n| n as i32),
         },
     }
 }
