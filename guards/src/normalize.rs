@@ -41,6 +41,8 @@ const MAX_SEGMENT_MARKS: usize = 30;
 /// A bound on one call; how much of a request is scanned is the guard policy's budget
 /// (`policy::Budget`), which never asks for more than this of one text at a time.
 pub const MAX_SCAN_BYTES: usize = 1024 * 1024;
+/// Bytes of folded text a reused [`Views`] keeps between texts ([`Normalizer::views_into`]).
+const RETAINED_VIEW_BYTES: usize = 1 << 20;
 /// Decoded views produced per input, across all nesting levels.
 pub const MAX_BLOBS: usize = 32;
 /// Nesting of decoding: 1 decodes blobs of the input, 2 also blobs found inside decoded text.
@@ -206,6 +208,15 @@ impl Normalizer {
     /// All views of `text` (of its first [`Limits::max_scan_bytes`] bytes). The first view is
     /// always [`ViewKind::Folded`].
     pub fn views(&self, text: &str) -> Views {
+        let mut out = Views::default();
+        self.views_into(text, &mut out);
+        out
+    }
+
+    /// [`Self::views`] into `out`, reusing the memory of its folded view: a scanner that keeps
+    /// one `Views` per thread then allocates (and page-faults in) nothing for the view every
+    /// text has.
+    pub fn views_into(&self, text: &str, out: &mut Views) {
         let mut cut = text.len().min(self.limits.max_scan_bytes);
         while !text.is_char_boundary(cut) {
             cut -= 1;
@@ -213,17 +224,30 @@ impl Normalizer {
         let truncated = cut < text.len();
         let text = &text[..cut];
 
-        let mut folded = String::with_capacity(text.len());
-        let mut map = SpanMap::default();
-        fold_into(text, &mut folded, &mut map);
-        let folded = View {
-            kind: ViewKind::Folded,
-            text: folded,
-            differs: None,
-            map,
+        let mut views = std::mem::take(&mut out.views);
+        let mut folded = match views.drain(..).next() {
+            Some(mut v) => {
+                v.text.clear();
+                v.map.pieces.clear();
+                v.map.view_len = 0;
+                v.kind = ViewKind::Folded;
+                v.differs = None;
+                v
+            }
+            None => View {
+                kind: ViewKind::Folded,
+                text: String::with_capacity(text.len()),
+                differs: None,
+                map: SpanMap::default(),
+            },
         };
+        fold_into(text, &mut folded.text, &mut folded.map);
+        // A hostile text may have grown it far past what ordinary ones need: give that back.
+        if folded.text.capacity() > RETAINED_VIEW_BYTES && text.len() < RETAINED_VIEW_BYTES {
+            folded.text.shrink_to(RETAINED_VIEW_BYTES);
+            folded.map.pieces.shrink_to(RETAINED_VIEW_BYTES / 64);
+        }
 
-        let mut views = Vec::with_capacity(2);
         let despaced = despace(&folded);
         let leet = leet_view(&folded, ViewKind::Leet);
         let despaced_leet = despaced
@@ -243,11 +267,11 @@ impl Normalizer {
         if self.limits.max_decode_depth > 0 {
             self.decode_blobs(text, 1, None, &mut budget, &mut views);
         }
-        Views {
+        *out = Views {
             views,
             truncated,
             decode_limited: budget.limited,
-        }
+        };
     }
 
     /// Finds encoded blobs in `text` and pushes one `Decoded` view per blob that decodes to

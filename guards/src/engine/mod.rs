@@ -279,6 +279,7 @@ fn shrink_over<T>(v: &mut Vec<T>, keep: usize) {
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+    static VIEWS: std::cell::RefCell<Views> = std::cell::RefCell::new(Views::default());
 }
 
 impl Engine {
@@ -547,8 +548,15 @@ impl Engine {
     /// Scan one text as `target`, verifying candidates only while the scan's [`Work`] stays
     /// within `limit`.
     pub fn scan_limited(&self, text: &str, target: Target, limit: u64) -> TextScan {
-        let views = self.normalizer.views(text);
-        self.scan_views_limited(&views, target, limit)
+        // The views are built in this thread's reused buffers (no allocation for the folded
+        // view of every text), then scanned.
+        VIEWS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut views) => {
+                self.normalizer.views_into(text, &mut views);
+                self.scan_views_limited(&views, target, limit)
+            }
+            Err(_) => self.scan_views_limited(&self.normalizer.views(text), target, limit),
+        })
     }
 
     /// Scan already-normalised views of a text, with no limit on work.
