@@ -1334,23 +1334,21 @@ regexes = ['\b\d(?:[ -]?\d){12,18}\b']
         assert!(classes >= 21, "{classes} corpus classes");
     }
 
+    /// Rule `R-1`, critical and blocking on user text, with `regexes` (TOML array items).
+    fn critical_user_rule(regexes: &str) -> String {
+        format!(
+            "[[rule]]\nid = \"R-1\"\ntitle = \"t\"\ndescription = \"t\"\nseverity = \"critical\"\n\
+             paranoia = 1\ntargets = [\"user\"]\naction = \"block\"\nregexes = [{regexes}]\n"
+        )
+    }
+
     /// A match exactly as long as the regex's longest match in a view, with its factor at its
     /// very end, is still verified; so is one whose factor also occurs before the prefix.
     #[test]
     fn a_factor_at_the_edge_of_the_reach_still_verifies() {
-        let e = engine(
-            r#"
-[[rule]]
-id = "R-1"
-title = "t"
-description = "t"
-severity = "critical"
-paranoia = 1
-targets = ["user"]
-action = "block"
-regexes = ['zorkle\s+(?:[a-z]{1,4}\s+){0,3}blixen']
-"#,
-        );
+        let e = engine(&critical_user_rule(
+            r"'zorkle\s+(?:[a-z]{1,4}\s+){0,3}blixen'",
+        ));
         let re = &e.set.rules[0].regexes[0];
         assert_eq!(view_max_len(re), Some(28));
         let pid = 0;
@@ -1374,19 +1372,9 @@ regexes = ['zorkle\s+(?:[a-z]{1,4}\s+){0,3}blixen']
     /// text, after punctuation, behind non-ASCII text, with the factor repeated or far away.
     #[test]
     fn regexes_without_prefixes_are_found_back_from_their_factor() {
-        let e = engine(
-            r#"
-[[rule]]
-id = "R-1"
-title = "t"
-description = "t"
-severity = "critical"
-paranoia = 1
-targets = ["user"]
-action = "block"
-regexes = ['(?:^|[.!?]\s*)(?:ignore|forget)\s+(?:\w+\s+){0,2}?(?:instructions|zorbles)\b', '\bdu\b[^.]{0,40}?\bblixen\b']
-"#,
-        );
+        let e = engine(&critical_user_rule(
+            r"'(?:^|[.!?]\s*)(?:ignore|forget)\s+(?:\w+\s+){0,2}?(?:instructions|zorbles)\b', '\bdu\b[^.]{0,40}?\bblixen\b'",
+        ));
         let (pid, _) = e
             .from_factor
             .iter()
