@@ -323,33 +323,14 @@ impl Engine {
             for (j, re) in rule.regexes.iter().enumerate() {
                 // Parsed once here; its view-shaped form gives the prefixes, the required
                 // factor and the reach, and it is what the relaxed DFAs are built from.
-                let at = || format!("{}.regexes[{j}]", rule.origin.path);
-                let hir = match parse_pattern(re) {
-                    Some(hir) => hir,
-                    None => {
-                        // The meta builder below says why.
-                        if let Err(e) = meta::Builder::new().syntax(syntax_config()).build(re) {
-                            errors.push(PackError::new(
-                                &rule.origin.file,
-                                &at(),
-                                rule.origin.line,
-                                format!("cannot compile: {}", error_chain(&e)),
-                            ));
-                        }
-                        continue;
-                    }
-                };
-                // A pattern that can match the empty string matches everywhere (and between the
-                // bytes of a character): refuse the pack, as lint would.
-                if hir.properties().minimum_len() == Some(0) {
-                    errors.push(PackError::new(
+                let fail = |message: String| {
+                    PackError::new(
                         &rule.origin.file,
-                        &at(),
+                        &format!("{}.regexes[{j}]", rule.origin.path),
                         rule.origin.line,
-                        "matches the empty string, so it would match everywhere",
-                    ));
-                    continue;
-                }
+                        message,
+                    )
+                };
                 let single = match meta::Builder::new()
                     .configure(meta::Config::new())
                     .syntax(syntax_config())
@@ -357,15 +338,23 @@ impl Engine {
                 {
                     Ok(single) => single,
                     Err(e) => {
-                        errors.push(PackError::new(
-                            &rule.origin.file,
-                            &at(),
-                            rule.origin.line,
-                            format!("cannot compile: {}", error_chain(&e)),
-                        ));
+                        errors.push(fail(format!("cannot compile: {}", error_chain(&e))));
                         continue;
                     }
                 };
+                // The meta builder parsed it the same way, so this only fails if that changes.
+                let Some(hir) = parse_pattern(re) else {
+                    errors.push(fail("cannot parse".into()));
+                    continue;
+                };
+                // A pattern that can match the empty string matches everywhere (and between the
+                // bytes of a character): refuse the pack, as lint would.
+                if hir.properties().minimum_len() == Some(0) {
+                    errors.push(fail(
+                        "matches the empty string, so it would match everywhere".into(),
+                    ));
+                    continue;
+                }
                 let pid = singles.len();
                 singles.push(single);
                 regex_rule.push(i);
