@@ -659,7 +659,11 @@ impl WardenProxy {
             // Large requests are inspected on the guard pool, so their scan never holds up the
             // other requests of this IO thread; small ones here, where a thread hop would cost
             // more than the scan.
-            let inspected = if guards.pool.wants(guard::text_bytes(endpoint, v.doc())) {
+            // A body within `inline_bytes` cannot hold more text than that, so only larger
+            // ones pay for counting their texts.
+            let pooled = guards.pool.wants(v.body_len())
+                && guards.pool.wants(guard::text_bytes(endpoint, v.doc()));
+            let inspected = if pooled {
                 let shared = Arc::clone(&self.app);
                 let request_id = ctx.request_id.clone();
                 let job = move || {

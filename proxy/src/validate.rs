@@ -100,6 +100,11 @@ pub struct Prepared {
 }
 
 impl Validated {
+    /// Bytes of the body as received: the texts it carries, unescaped, are never longer.
+    pub fn body_len(&self) -> usize {
+        self.original.len()
+    }
+
     /// The parsed request body.
     pub fn doc(&self) -> &Map<String, Value> {
         &self.doc
