@@ -75,9 +75,9 @@ enum Trigger {
     Prefix(usize),
     /// A literal of regex `pid`'s required piece ([`required_factor`]): every match contains one.
     Factor(usize),
-    /// The same, for a regex without usable prefixes: its exact regex looks for a match in the
-    /// window around the hit that such a match would have to lie in.
-    Window(usize),
+    /// The same, for a regex without usable prefixes: the part of the regex before the factor,
+    /// run backwards from the hit, finds where a match can start.
+    FromFactor(usize),
 }
 
 /// A compiled rule set.
@@ -101,10 +101,9 @@ pub struct Engine {
     singles: Vec<meta::Regex>,
     /// Every regex without its Unicode word boundaries, as lazy DFAs that run on any text.
     relaxed: Relaxed,
-    /// For a regex found from a hit of its required factor ([`Trigger::Window`]): its pattern in
-    /// [`Relaxed::reverse`], and whether the factor ends every match (else it starts a later
-    /// piece of it).
-    from_factor: Vec<Option<(usize, bool)>>,
+    /// For a regex found from a hit of its required factor ([`Trigger::FromFactor`]): its
+    /// pattern in [`Relaxed::reverse`], and where the factor sits in the regex.
+    from_factor: Vec<Option<(usize, FactorAt)>>,
     /// Regexes with a required factor too: a prefix hit is only tried when one of the factor's
     /// literals ends after it, within `reach` bytes.
     has_factor: Vec<bool>,
@@ -394,10 +393,9 @@ impl Engine {
                         {
                             Some((factor, at)) => {
                                 for p in factor {
-                                    add(p, Trigger::Window(pid));
+                                    add(p, Trigger::FromFactor(pid));
                                 }
-                                from_factor
-                                    .push(Some((before_factors.len(), at == FactorAt::Suffix)));
+                                from_factor.push(Some((before_factors.len(), at)));
                                 before_factors.push(before_factor(&hir, at));
                             }
                             None => {
@@ -672,9 +670,12 @@ impl Engine {
                                     Trigger::Factor(pid) => factor_ends.push(pid, end),
                                     // A match holding this hit ends here (a suffix) or
                                     // goes on from here: search back from that point.
-                                    Trigger::Window(pid) => {
-                                        let suffix = self.from_factor[pid].is_some_and(|f| f.1);
-                                        factor_hits.push((pid, if suffix { end } else { start }));
+                                    Trigger::FromFactor(pid) => {
+                                        let anchor = match self.from_factor[pid] {
+                                            Some((_, FactorAt::Suffix)) => end,
+                                            _ => start,
+                                        };
+                                        factor_hits.push((pid, anchor));
                                     }
                                 }
                             }
