@@ -11,6 +11,8 @@ use warden_guards::toml_reader::{Errors, Table};
 use warden_guards::tools::{check_schema, ToolPolicy};
 use warden_guards::Target;
 
+use super::positive;
+
 /// Which packs the input guard runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardConfig {
@@ -98,18 +100,7 @@ const ROUTES: [&str; 3] = ["chat_completions", "completions", "embeddings"];
 
 pub fn decode_guard(t: &mut Table<'_>, errs: &mut Errors<'_>) -> GuardConfig {
     let defaults = PoolConfig::default();
-    let workers = match t.uint(errs, "workers", 256) {
-        Some(0) => {
-            errs.push(
-                &t.child_path("workers"),
-                t.value_span("workers"),
-                "must be at least 1",
-            );
-            defaults.workers
-        }
-        Some(n) => n as usize,
-        None => defaults.workers,
-    };
+    let workers = positive(t, errs, "workers", 256).map_or(defaults.workers, |n| n as usize);
     GuardConfig {
         enabled: t.boolean(errs, "enabled").unwrap_or(true),
         rules_dir: t.string(errs, "rules_dir").map(PathBuf::from),
@@ -132,26 +123,12 @@ pub fn decode_guard(t: &mut Table<'_>, errs: &mut Errors<'_>) -> GuardConfig {
 /// `max_scan_bytes`, `max_scan_work`, `on_oversize`: the tenant's per-request guard budget.
 fn budget(t: &mut Table<'_>, errs: &mut Errors<'_>) -> Budget {
     let mut b = Budget::default();
-    match t.uint(errs, "max_scan_bytes", 1 << 30) {
-        Some(0) => errs.push(
-            &t.child_path("max_scan_bytes"),
-            t.value_span("max_scan_bytes"),
-            "must be at least 1",
-        ),
-        Some(n) => {
-            b.max_bytes = n as usize;
-            b.max_work = n.saturating_mul(DEFAULT_WORK_PER_BYTE);
-        }
-        None => {}
+    if let Some(n) = positive(t, errs, "max_scan_bytes", 1 << 30) {
+        b.max_bytes = n as usize;
+        b.max_work = n.saturating_mul(DEFAULT_WORK_PER_BYTE);
     }
-    match t.uint(errs, "max_scan_work", u64::MAX >> 1) {
-        Some(0) => errs.push(
-            &t.child_path("max_scan_work"),
-            t.value_span("max_scan_work"),
-            "must be at least 1",
-        ),
-        Some(n) => b.max_work = n,
-        None => {}
+    if let Some(n) = positive(t, errs, "max_scan_work", u64::MAX >> 1) {
+        b.max_work = n;
     }
     match t.string(errs, "on_oversize") {
         None => {}
@@ -374,7 +351,7 @@ on_oversize = "skip"
             "system_prompt_mode: \"append\"",
             "tool_schemas.a.type: must be one of",
             "tool_schemas.b: unknown key",
-            "max_scan_bytes: must be at least 1",
+            "max_scan_bytes: must be greater than 0",
             "on_oversize: \"skip\": expected one of",
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");

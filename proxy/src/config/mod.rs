@@ -595,7 +595,13 @@ fn decode_tenant(
     })
 }
 
-fn positive(t: &mut Table<'_>, errs: &mut Errors<'_>, key: &'static str, max: u64) -> Option<u64> {
+/// An integer key that must be above 0: the error names it, and the caller keeps its default.
+pub(crate) fn positive(
+    t: &mut Table<'_>,
+    errs: &mut Errors<'_>,
+    key: &'static str,
+    max: u64,
+) -> Option<u64> {
     match t.uint(errs, key, max) {
         Some(0) => {
             errs.push(
