@@ -156,7 +156,7 @@ struct Scratch {
     seen: Vec<bool>,
     prefix_hits: Vec<(usize, usize)>,
     /// Per regex, where its factor's literals end in the current view, in text order.
-    factor_ends: Lists,
+    factor_ends: Lists<usize>,
     /// Per regex, where its last prefix hit in the current view started.
     last_start: Stamps,
     /// Per regex, where its last accepted match in the current view ends: a later prefix hit
@@ -221,27 +221,40 @@ impl Stamps {
     }
 }
 
-/// One list per index, valid for the current view; only the lists written are cleared.
-#[derive(Default)]
-struct Lists {
-    lists: Vec<Vec<usize>>,
+/// One list per index, valid for the current view; only the lists written are cleared, so a
+/// view costs nothing for the indexes it did not touch.
+#[derive(Debug)]
+struct Lists<T> {
+    lists: Vec<Vec<T>>,
+    /// Indexes whose list is not empty.
     touched: Vec<usize>,
 }
 
-impl Lists {
-    fn next_view(&mut self, len: usize) {
+impl<T> Default for Lists<T> {
+    fn default() -> Self {
+        Lists {
+            lists: Vec::new(),
+            touched: Vec::new(),
+        }
+    }
+}
+
+impl<T> Lists<T> {
+    /// Empties the lists of the last view, each keeping room for `keep` entries (a hostile text
+    /// can need far more once, and that memory is given back), and makes room for `len` lists.
+    fn next_view(&mut self, len: usize, keep: usize) {
         if self.lists.len() < len {
             self.lists.resize_with(len, Vec::new);
         }
         for &i in &self.touched {
             let list = &mut self.lists[i];
             list.clear();
-            list.shrink_to(SCRATCH_KEEP);
+            list.shrink_to(keep);
         }
         self.touched.clear();
     }
 
-    fn push(&mut self, i: usize, v: usize) {
+    fn push(&mut self, i: usize, v: T) {
         if let Some(list) = self.lists.get_mut(i) {
             if list.is_empty() {
                 self.touched.push(i);
@@ -250,8 +263,18 @@ impl Lists {
         }
     }
 
-    fn get(&self, i: usize) -> &[usize] {
+    fn last_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.lists.get_mut(i).and_then(|list| list.last_mut())
+    }
+
+    fn get(&self, i: usize) -> &[T] {
         self.lists.get(i).map_or(&[], Vec::as_slice)
+    }
+
+    /// The indexes with entries, in order, and their lists.
+    fn iter(&mut self) -> impl Iterator<Item = (usize, &[T])> {
+        self.touched.sort_unstable();
+        self.touched.iter().map(|&i| (i, self.lists[i].as_slice()))
     }
 }
 
@@ -610,7 +633,7 @@ impl Engine {
             let bytes = text.as_bytes();
             // Per view: (regex, start) of every prefix hit, and where each regex's factor hits end.
             prefix_hits.clear();
-            factor_ends.next_view(self.singles.len());
+            factor_ends.next_view(self.singles.len(), SCRATCH_KEEP);
             last_start.next_view(self.singles.len());
             covered.next_view(self.singles.len());
             let unanchored_wanted = self.unanchored_views & crate::pack::view_bit(view.kind) != 0

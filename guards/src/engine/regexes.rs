@@ -29,6 +29,8 @@ use regex_automata::util::start;
 use regex_automata::{Anchored, MatchKind, PatternID};
 use regex_syntax::hir::{Hir, HirKind, Look};
 
+use super::Lists;
+
 /// Longest match of a `mask` rule's regex looked for in a view, in bytes, for regexes whose
 /// matches are unbounded (`{20,}`): an anchored attempt steps at most this far and an unanchored
 /// hit is confirmed on at most this many bytes before its end. Long enough for the spans that
@@ -535,53 +537,30 @@ pub struct Walk<'a> {
 /// the unanchored walk, or around the hits of a regex's required factor), merged where they
 /// overlap so the exact regex reads each byte of a view at most once per regex.
 #[derive(Debug, Default)]
-pub struct Windows {
-    per_regex: Vec<Vec<(usize, usize)>>,
-    /// Regexes with windows in the current view: only these are cleared and visited, so a scan
-    /// of a short text costs nothing per regex it did not touch.
-    touched: Vec<usize>,
-}
+pub struct Windows(Lists<(usize, usize)>);
 
 impl Windows {
     /// Empties the windows of the last view (and gives back memory a hostile text took).
     pub fn reset(&mut self, regexes: usize) {
-        if self.per_regex.len() < regexes {
-            self.per_regex.resize_with(regexes, Vec::new);
-        }
-        for &r in &self.touched {
-            let list = &mut self.per_regex[r];
-            list.clear();
-            list.shrink_to(WINDOWS_KEEP);
-        }
-        self.touched.clear();
+        self.0.next_view(regexes, WINDOWS_KEEP);
     }
 
     /// Adds `[start, end)` for `regex`; windows arrive in order of their starts.
     pub fn record(&mut self, regex: usize, start: usize, end: usize) {
-        let Some(list) = self.per_regex.get_mut(regex) else {
-            return;
-        };
-        match list.last_mut() {
+        match self.0.last_mut(regex) {
             Some(last) if start <= last.1 => last.1 = last.1.max(end),
-            Some(_) => list.push((start, end)),
-            None => {
-                list.push((start, end));
-                self.touched.push(regex);
-            }
+            _ => self.0.push(regex, (start, end)),
         }
     }
 
     /// The regexes with windows, in regex order, and their windows.
     pub fn iter(&mut self) -> impl Iterator<Item = (usize, &[(usize, usize)])> {
-        self.touched.sort_unstable();
-        self.touched
-            .iter()
-            .map(|&r| (r, self.per_regex[r].as_slice()))
+        self.0.iter()
     }
 
     #[cfg(test)]
     pub fn of(&self, regex: usize) -> &[(usize, usize)] {
-        &self.per_regex[regex]
+        self.0.get(regex)
     }
 }
 
