@@ -917,7 +917,6 @@ impl WardenProxy {
     }
 }
 
-/// Read the whole request body, enforcing the size cap and a deadline.
 /// The input guard on a validated request of tenant `tenant`, with the packs loaded now.
 fn inspect(
     app: &App,
@@ -943,6 +942,7 @@ fn inspect(
     guard::inspect_request(&run, v)
 }
 
+/// Read the whole request body, enforcing the size cap and a deadline.
 async fn read_body(
     session: &mut Session,
     cap: usize,
