@@ -309,17 +309,17 @@ fn role_target(role: &str) -> Target {
     }
 }
 
-/// The conversation texts with the role they are read as, in body order, for telemetry: message
-/// content and text parts, tool-call arguments, `prompt`, `input`. Telemetry hashes each as one
-/// message (`message_hashes` in telemetry/SCHEMA.md), so the names, ids, reasoning and
-/// declarations the guard also scans are left out rather than multiply an audit row by every
-/// string of every tool schema.
 /// Bytes of every text the guard reads in the request: what decides whether it is inspected on
 /// the request's own thread or on the guard pool.
 pub fn text_bytes(endpoint: Endpoint, doc: &Map<String, Value>) -> usize {
     collect(endpoint, doc).iter().map(|(_, _, t)| t.len()).sum()
 }
 
+/// The conversation texts with the role they are read as, in body order, for telemetry: message
+/// content and text parts, tool-call arguments, `prompt`, `input`. Telemetry hashes each as one
+/// message (`message_hashes` in telemetry/SCHEMA.md), so the names, ids, reasoning and
+/// declarations the guard also scans are left out rather than multiply an audit row by every
+/// string of every tool schema.
 pub fn texts(endpoint: Endpoint, doc: &Map<String, Value>) -> Vec<(Target, &str)> {
     collect(endpoint, doc)
         .into_iter()
