@@ -15,8 +15,8 @@
 //! what any one job can cost; tenants' request quotas bound how many jobs one can queue).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::config::PoolConfig;
@@ -89,20 +89,15 @@ impl GuardPool {
             let _ = done.send(f());
         });
         {
-            let tx = match self.tx.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(tx) = tx.as_ref() else {
                 return Err(Overloaded);
             };
             self.depth.fetch_add(1, Ordering::Relaxed);
-            match tx.try_send(job) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    self.depth.fetch_sub(1, Ordering::Relaxed);
-                    return Err(Overloaded);
-                }
+            // Full, or the workers are gone.
+            if tx.try_send(job).is_err() {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                return Err(Overloaded);
             }
         }
         result.await.map_err(|_| Overloaded)
@@ -119,10 +114,7 @@ impl GuardPool {
             Mutex::new((0usize, self.workers)),
             std::sync::Condvar::new(),
         ));
-        let tx = match self.tx.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(tx) = tx.as_ref() else {
             return;
         };
@@ -132,10 +124,7 @@ impl GuardPool {
             self.depth.fetch_add(1, Ordering::Relaxed);
             let job: Job = Box::new(move || {
                 let (lock, signal) = &*gate;
-                let mut counts = match lock.lock() {
-                    Ok(g) => g,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
+                let mut counts = lock.lock().unwrap_or_else(PoisonError::into_inner);
                 counts.0 += 1;
                 signal.notify_all();
                 let waited =
@@ -151,19 +140,14 @@ impl GuardPool {
         }
         if sent < self.workers {
             let (lock, signal) = &*gate;
-            if let Ok(mut counts) = lock.lock() {
-                counts.1 = sent;
-            }
+            lock.lock().unwrap_or_else(PoisonError::into_inner).1 = sent;
             signal.notify_all();
         }
     }
 
     /// Stops taking jobs; the threads finish the queued ones and exit.
     pub fn close(&self) {
-        let mut tx = match self.tx.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
         tx.take();
     }
 }
@@ -206,10 +190,7 @@ fn lower_priority(nice: i32) {
 fn work(rx: &Mutex<Receiver<Job>>, depth: &AtomicUsize) {
     loop {
         let job = {
-            let rx = match rx.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
             rx.recv()
         };
         let Ok(job) = job else {
