@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::guard_pool::GuardPool;
 use crate::metrics::Metrics;
 use crate::validate::{
-    Endpoint, Validated, FUNCTION_CALL_TEXTS, MESSAGE_TEXTS, PART_TYPES, TOOL_CALL_TEXTS,
+    part_text_path, Endpoint, Validated, FUNCTION_CALL_TEXTS, MESSAGE_TEXTS, TOOL_CALL_TEXTS,
 };
 
 /// Load, compile and self-test a pack directory (or the embedded packs). Errors are printable
@@ -187,7 +187,7 @@ pub struct GuardOutcome {
 enum Loc {
     /// `messages[i].content`, a string.
     Content(usize),
-    /// `messages[i].content[j]`, then the part's text path ([`PART_TYPES`]).
+    /// `messages[i].content[j]`, then the part's text path ([`part_text_path`]).
     Part(usize, usize, &'static [&'static str]),
     /// `messages[i]`, then a path of [`MESSAGE_TEXTS`] or [`FUNCTION_CALL_TEXTS`].
     Message(usize, &'static [&'static str]),
@@ -376,8 +376,7 @@ fn collect_message<'a>(i: usize, m: &'a Value, out: &mut Vec<(Target, Loc, &'a s
         Some(Value::String(s)) => out.push((target, Loc::Content(i), s.as_str())),
         Some(Value::Array(parts)) => {
             for (j, p) in parts.iter().enumerate() {
-                let ty = p.get("type").and_then(Value::as_str);
-                let Some((_, path)) = PART_TYPES.iter().find(|(t, _)| Some(*t) == ty) else {
+                let Some(path) = part_text_path(p) else {
                     continue;
                 };
                 if let Some(s) = text_at(p, path) {

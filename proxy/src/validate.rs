@@ -410,6 +410,15 @@ pub const PART_TYPES: [(&str, &[&str]); 8] = [
     ("video_url", &[]),
 ];
 
+/// The text path of a content part, by its `type` ([`PART_TYPES`]); `None` for a type not accepted.
+pub fn part_text_path(part: &Value) -> Option<&'static [&'static str]> {
+    let ty = part.get("type").and_then(Value::as_str)?;
+    PART_TYPES
+        .iter()
+        .find(|(t, _)| *t == ty)
+        .map(|(_, path)| *path)
+}
+
 /// `at.path` as a parameter name (`messages[0].function_call.name`).
 fn param(at: &str, path: &[&str]) -> String {
     let mut p = at.to_string();
@@ -509,8 +518,7 @@ fn check_part(part: &Value, at: &str) -> Result<usize, ApiError> {
     let Value::Object(p) = part else {
         return Err(invalid(at, "a content part object"));
     };
-    let ty = p.get("type").and_then(Value::as_str);
-    let Some((_, path)) = PART_TYPES.iter().find(|(t, _)| Some(*t) == ty) else {
+    let Some(path) = part_text_path(part) else {
         return Err(invalid(
             &format!("{at}.type"),
             "a content part type the input guard reads: text, input_text, refusal, image_url, input_audio, file, audio_url or video_url",
