@@ -6,6 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use warden_guards::normalize::floor_boundary;
 use warden_guards::Normalizer;
 
 const PARAGRAPH: &str = "You are a helpful assistant for the billing team. Summarise the \
@@ -23,11 +24,7 @@ fn prompt(unit: &str, len: usize) -> String {
     while s.len() < len {
         s.push_str(unit);
     }
-    let mut cut = len;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    s.truncate(cut);
+    s.truncate(floor_boundary(&s, len));
     s
 }
 

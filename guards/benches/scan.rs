@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput};
+use warden_guards::normalize::floor_boundary;
 use warden_guards::{Engine, Message, Policy, RuleSet, Target};
 
 const SIZES_KIB: [usize; 5] = [1, 4, 16, 64, 256];
@@ -68,11 +69,7 @@ fn sizes() -> Vec<usize> {
 
 /// The first `kib` KiB of `text`, cut back to a character boundary.
 fn prefix(text: &str, kib: usize) -> &str {
-    let mut cut = (kib * 1024).min(text.len());
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &text[..cut]
+    &text[..floor_boundary(text, kib * 1024)]
 }
 
 fn engine() -> Engine {
@@ -200,10 +197,7 @@ fn whole_over_pieces(engine: &Engine, policy: &Policy, text: &str) -> f64 {
     let mut pieces = Vec::new();
     let mut start = 0;
     while start < text.len() {
-        let mut end = (start + 4096).min(text.len());
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
+        let end = floor_boundary(text, start + 4096);
         pieces.push(&text[start..end]);
         start = end;
     }

@@ -217,10 +217,7 @@ impl Normalizer {
     /// one `Views` per thread then allocates (and page-faults in) nothing for the view every
     /// text has.
     pub fn views_into(&self, text: &str, out: &mut Views) {
-        let mut cut = text.len().min(self.limits.max_scan_bytes);
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let cut = floor_boundary(text, self.limits.max_scan_bytes);
         let truncated = cut < text.len();
         let text = &text[..cut];
 
@@ -426,11 +423,7 @@ impl Normalizer {
         };
         if raw.len() > budget.decoded_left {
             budget.limited = true;
-            let mut cut = budget.decoded_left;
-            while !raw.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            raw.truncate(cut);
+            raw.truncate(floor_boundary(&raw, budget.decoded_left));
         }
         let mut folded = String::with_capacity(raw.len());
         fold_into(&raw, &mut folded, &mut SpanMap::default());
@@ -1166,6 +1159,27 @@ fn confusable(c: char) -> char {
         '∣' => '|',
         _ => c,
     }
+}
+
+// === Character boundaries ===
+
+/// The last character boundary of `text` at or before `i` (`str::floor_char_boundary`, stable
+/// only after this crate's minimum Rust).
+pub fn floor_boundary(text: &str, i: usize) -> usize {
+    let mut i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// The first character boundary of `text` at or after `i` (`str::ceil_char_boundary`).
+pub fn ceil_boundary(text: &str, i: usize) -> usize {
+    let mut i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i += 1;
+    }
+    i
 }
 
 // === Despaced ===

@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 
 use crate::engine::{Engine, Hit, TextScan, Work};
-use crate::normalize::ViewKind;
+use crate::normalize::{ceil_boundary, floor_boundary, ViewKind};
 use crate::pack::{Action, Rule, Target};
 
 /// A tenant's guard settings (from `warden.toml`).
@@ -411,14 +411,8 @@ fn scan_share(engine: &Engine, msg: &Message<'_>, share: usize, limit: u64) -> T
     if share >= text.len() {
         return engine.scan_limited(text, msg.target, limit);
     }
-    let mut head_end = share / 2;
-    while !text.is_char_boundary(head_end) {
-        head_end -= 1;
-    }
-    let mut tail_start = text.len() - (share - head_end);
-    while !text.is_char_boundary(tail_start) {
-        tail_start += 1;
-    }
+    let head_end = floor_boundary(text, share / 2);
+    let tail_start = ceil_boundary(text, text.len() - (share - head_end));
     let mut scan = engine.scan_limited(&text[..head_end], msg.target, limit / 2);
     let tail = engine.scan_limited(&text[tail_start..], msg.target, limit - limit / 2);
     scan.hits.extend(tail.hits.into_iter().map(|mut h| {

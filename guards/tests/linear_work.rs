@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 
+use warden_guards::normalize::floor_boundary;
 use warden_guards::{Engine, RuleSet, Target};
 
 /// Work units per input byte no corpus class may exceed. Ordinary classes measure 1.4 to 3.5 and
@@ -40,10 +41,7 @@ fn pieces(text: &str, size: usize) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < text.len() {
-        let mut end = (start + size).min(text.len());
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
+        let end = floor_boundary(text, start + size);
         out.push(&text[start..end]);
         start = end;
     }
@@ -51,11 +49,7 @@ fn pieces(text: &str, size: usize) -> Vec<&str> {
 }
 
 fn prefix(text: &str, len: usize) -> &str {
-    let mut cut = len.min(text.len());
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &text[..cut]
+    &text[..floor_boundary(text, len)]
 }
 
 #[test]

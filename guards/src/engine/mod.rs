@@ -28,7 +28,7 @@ use regex_automata::meta;
 use regex_automata::util::syntax;
 use regex_automata::Input;
 
-use crate::normalize::{fold, Limits, Normalizer, ViewKind, Views};
+use crate::normalize::{ceil_boundary, floor_boundary, fold, Limits, Normalizer, ViewKind, Views};
 use crate::pack::{Action, PackError, Rule, RuleSet, Target};
 
 mod extract;
@@ -800,10 +800,7 @@ impl Engine {
                         limited = true;
                         break;
                     }
-                    let mut from = from;
-                    while !text.is_char_boundary(from) {
-                        from -= 1;
-                    }
+                    let from = floor_boundary(text, from);
                     let to = to.min(bytes.len());
                     at.work.exact += (to - from) as u64;
                     for m in self.singles[pid].find_iter(Input::new(text).range(from..to)) {
@@ -878,14 +875,8 @@ impl Engine {
             return;
         };
         for d in differs {
-            let mut from = d.start.saturating_sub(context);
-            while !text.is_char_boundary(from) {
-                from -= 1;
-            }
-            let mut to = d.end.saturating_add(context).min(n);
-            while !text.is_char_boundary(to) {
-                to += 1;
-            }
+            let from = floor_boundary(text, d.start.saturating_sub(context));
+            let to = ceil_boundary(text, d.end.saturating_add(context));
             match out.last_mut() {
                 Some(last) if from <= last.end => last.end = last.end.max(to),
                 _ => out.push(from..to),
@@ -1300,10 +1291,7 @@ regexes = ['\b\d(?:[ -]?\d){12,18}\b']
         }
         let long: String = cases.iter().map(|c| c.0).collect::<Vec<_>>().join(" ");
         for end in (0..long.len()).step_by(4099).chain([long.len()]) {
-            let mut cut = end;
-            while !long.is_char_boundary(cut) {
-                cut -= 1;
-            }
+            let cut = floor_boundary(&long, end);
             check(&long[..cut], Target::User);
             check(&long[..cut], Target::Tool);
         }
@@ -1324,13 +1312,8 @@ regexes = ['\b\d(?:[ -]?\d){12,18}\b']
             let text = std::fs::read_to_string(&path).unwrap();
             classes += 1;
             for from in [0, text.len() / 2, text.len().saturating_sub(1500)] {
-                let (mut a, mut b) = (from, (from + 1500).min(text.len()));
-                while !text.is_char_boundary(a) {
-                    a += 1;
-                }
-                while !text.is_char_boundary(b) {
-                    b -= 1;
-                }
+                let a = ceil_boundary(&text, from);
+                let b = floor_boundary(&text, from + 1500);
                 let slice = &text[a..b];
                 for target in [Target::User, Target::Tool] {
                     let got: BTreeSet<usize> =
