@@ -12,6 +12,9 @@ use serde_json::json;
 /// A request that Warden answers itself, with an error.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
+    /// The request's framing is broken (a malformed chunk size, a bad trailer): the client's
+    /// fault, answered like a request head Pingora cannot parse.
+    MalformedRequest,
     /// Body larger than `server.max_body_bytes`.
     BodyTooLarge { limit: usize },
     /// The request's texts are longer than the tenant's guard budget and its `on_oversize` is
@@ -81,6 +84,7 @@ impl ApiError {
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
+            ApiError::MalformedRequest => "malformed_request",
             ApiError::BodyTooLarge { .. } | ApiError::TooLargeToScan { .. } => "request_too_large",
             ApiError::GuardOverloaded => "guard_overloaded",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
@@ -114,7 +118,8 @@ impl ApiError {
         match self {
             ApiError::BodyTooLarge { .. } | ApiError::TooLargeToScan { .. } => 413,
             ApiError::UnsupportedMediaType => 415,
-            ApiError::InvalidUtf8
+            ApiError::MalformedRequest
+            | ApiError::InvalidUtf8
             | ApiError::InvalidJson { .. }
             | ApiError::InvalidField { .. }
             | ApiError::MissingField { .. }
@@ -170,6 +175,7 @@ impl ApiError {
             ApiError::GuardOverloaded => {
                 "the input guard is at capacity; retry shortly".into()
             }
+            ApiError::MalformedRequest => "malformed HTTP request".into(),
             ApiError::UnsupportedMediaType => "Content-Type must be application/json".into(),
             ApiError::RequestTimeout => "the request body was not received in time".into(),
             ApiError::InvalidUtf8 => "request body is not valid UTF-8".into(),

@@ -157,6 +157,10 @@ impl ProxyHttp for WardenProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // HTTP/1.1 clients may send the next request before this one is answered (RFC 9112
+        // §9.3.2): answer each in order instead of dropping what follows. Pingora keeps the
+        // setting for the connection's later requests.
+        session.set_pipelining_enabled(true);
         ctx.request_id = request_id(session.req_header());
         if let Some(t) = &self.app.traces {
             ctx.span = Some(t.begin(&session.req_header().headers, ctx.started_at));
@@ -831,8 +835,10 @@ impl WardenProxy {
         ctx.status = e.status();
         ctx.error_code = Some(e.code());
         let r = e.to_response(&ctx.request_id);
-        // Anything but a fully read request may leave unread body bytes on the connection.
-        let close = !session.as_downstream_mut().is_body_done();
+        // Anything but a fully read request may leave unread body bytes on the connection, and
+        // after broken framing nothing says where the next request would start.
+        let close =
+            matches!(e, ApiError::MalformedRequest) || !session.as_downstream_mut().is_body_done();
         write_json(session, ctx, r.status, r.retry_after, r.body, close).await
     }
 
@@ -970,6 +976,9 @@ async fn read_body(
             Ok(Err(e)) if matches!(e.etype(), ErrorType::ReadTimedout) => {
                 return Err(ApiError::RequestTimeout.into())
             }
+            // Broken framing is the client's fault; the connection closes after the answer
+            // (`respond_error` sees the body unfinished).
+            Ok(Err(e)) if is_malformed_body(&e) => return Err(ApiError::MalformedRequest.into()),
             Ok(Err(e)) => return Err(Rejection::Pingora(e)),
             Ok(Ok(None)) => break,
             Ok(Ok(Some(chunk))) => chunk,
@@ -1026,6 +1035,15 @@ fn classify(e: &Error) -> Option<ApiError> {
             _ => Some(ApiError::Internal),
         },
     }
+}
+
+/// A request body Pingora could not de-chunk: a size that is not hex or overflows, a bad
+/// terminator or trailer.
+fn is_malformed_body(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::Custom("InvalidChunk" | "InvalidTrailerEnd")
+    ) || matches!(e.etype(), ErrorType::InvalidHTTPHeader)
 }
 
 fn is_connect_error(e: &Error) -> bool {

