@@ -43,8 +43,10 @@ fn hist(name: &str, help: &str, buckets: Vec<f64>) -> Result<Histogram, promethe
 
 impl WorkerMetrics {
     pub fn new() -> Result<WorkerMetrics, prometheus::Error> {
+        // A long prompt queued behind a full batch on a CPU waits minutes, not seconds.
         let secs = vec![
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
         ];
         let m = WorkerMetrics {
             registry: Registry::new(),
@@ -119,7 +121,9 @@ impl WorkerMetrics {
             batch_size: hist(
                 "warden_worker_batch_size",
                 "Sequences per decode step",
-                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+                vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ],
             )?,
             window: Mutex::new((Instant::now(), 0, 0)),
         };
