@@ -52,11 +52,21 @@ impl ServeHttp for AdminApp {
                     .collect();
                 // The proxy keeps serving while the audit lake cannot be written; the failure
                 // shows here and in /metrics, not as unreadiness.
-                let telemetry = self.app.telemetry.as_ref().map(|(t, _)| match t.health() {
-                    warden_telemetry::Health::Ok => json!({"status": "ok"}),
-                    warden_telemetry::Health::Failing { last_error, .. } => {
-                        json!({"status": "failing", "error": last_error})
-                    }
+                let telemetry = self.app.telemetry.as_ref().map(|(t, _)| {
+                    let s = t.stats();
+                    let mut v = match t.health() {
+                        warden_telemetry::Health::Ok => json!({"status": "ok"}),
+                        warden_telemetry::Health::Failing { last_error, .. } => {
+                            json!({"status": "failing", "error": last_error})
+                        }
+                    };
+                    // What the lake owes: events accepted and not yet durable, their memory,
+                    // and how long the oldest has waited.
+                    v["queue_depth"] = json!(s.queue_depth + s.events_buffered);
+                    v["held_bytes"] = json!(s.events_buffered_bytes);
+                    v["oldest_held_s"] = json!(s.oldest_buffered_age.as_secs_f64());
+                    v["spools_pending"] = json!(s.spools_pending);
+                    v
                 });
                 let body = json!({
                     "status": if ready { "ready" } else { "not_ready" },

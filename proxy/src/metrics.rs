@@ -141,6 +141,9 @@ pub struct Metrics {
     pub gen_ai_token_usage: HistogramVec,
     pub gen_ai_request_duration: HistogramVec,
     pub telemetry_queue_depth: IntGauge,
+    pub telemetry_held_bytes: IntGauge,
+    pub telemetry_oldest_held: prometheus::Gauge,
+    pub telemetry_spools_pending: IntGauge,
     pub telemetry_healthy: IntGauge,
     /// Totals mirrored from the telemetry pipeline's own counters on every scrape.
     pub telemetry_events: IntCounterVec,
@@ -268,7 +271,10 @@ impl Metrics {
                     .buckets(buckets::LATENCY.to_vec()),
                 &["gen_ai_operation_name", "gen_ai_request_model"],
             )?,
-            telemetry_queue_depth: IntGauge::new("warden_telemetry_queue_depth", "Audit events waiting for the telemetry writer")?,
+            telemetry_queue_depth: IntGauge::new("warden_telemetry_queue_depth", "Audit events accepted and not yet durable: in the queue plus held in the writer's memory (grows while the lake cannot be written)")?,
+            telemetry_held_bytes: IntGauge::new("warden_telemetry_held_bytes", "Memory of the audit events the writer holds while it cannot write them")?,
+            telemetry_oldest_held: prometheus::Gauge::new("warden_telemetry_oldest_held_seconds", "Age of the oldest audit event accepted and not yet durable (0 when none is held)")?,
+            telemetry_spools_pending: IntGauge::new("warden_telemetry_spools_pending", "Sealed spool files waiting for conversion to Parquet")?,
             telemetry_healthy: IntGauge::new("warden_telemetry_healthy", "1 while the audit lake is being written, 0 while writes fail (events are held, bounded, and retried)")?,
             telemetry_events: IntCounterVec::new(
                 Opts::new("warden_telemetry_events_total", "Audit events by outcome: recorded (queued), synced (fsynced to the spool), written (in Parquet), dropped (queue full, closed, or failure backlog full)"),
@@ -319,6 +325,12 @@ impl Metrics {
             .register(Box::new(m.gen_ai_request_duration.clone()))?;
         m.registry
             .register(Box::new(m.telemetry_queue_depth.clone()))?;
+        m.registry
+            .register(Box::new(m.telemetry_held_bytes.clone()))?;
+        m.registry
+            .register(Box::new(m.telemetry_oldest_held.clone()))?;
+        m.registry
+            .register(Box::new(m.telemetry_spools_pending.clone()))?;
         m.registry.register(Box::new(m.telemetry_healthy.clone()))?;
         m.registry.register(Box::new(m.telemetry_events.clone()))?;
         m.registry
@@ -350,8 +362,16 @@ impl Metrics {
         advance(&self.telemetry_write_errors, stats.write_errors);
         advance(&self.telemetry_bytes_written, stats.bytes_written);
         advance(&self.telemetry_files_written, stats.files_written);
-        self.telemetry_queue_depth
-            .set(i64::try_from(stats.queue_depth).unwrap_or(i64::MAX));
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.telemetry_queue_depth.set(gauge(
+            stats.queue_depth.saturating_add(stats.events_buffered),
+        ));
+        self.telemetry_held_bytes
+            .set(gauge(stats.events_buffered_bytes));
+        self.telemetry_oldest_held
+            .set(stats.oldest_buffered_age.as_secs_f64());
+        self.telemetry_spools_pending
+            .set(gauge(stats.spools_pending));
         self.telemetry_healthy.set(i64::from(healthy));
     }
 

@@ -113,6 +113,12 @@ pub struct Stats {
     pub queue_depth: u64,
     /// Events in the writer's memory, not yet durable.
     pub events_buffered: u64,
+    /// Memory of the Arrow batches behind `events_buffered` (the rows not cut into a batch yet
+    /// are not counted: at most [`Config::batch_rows`] of them).
+    pub events_buffered_bytes: u64,
+    /// Age of the oldest event accepted and not yet durable (its request time to now), or
+    /// zero when every accepted event is durable or still in the queue.
+    pub oldest_buffered_age: Duration,
     /// Sealed spools waiting for conversion.
     pub spools_pending: u64,
 }
@@ -197,6 +203,9 @@ struct Counters {
     enqueued: AtomicU64,
     dequeued: AtomicU64,
     buffered: AtomicU64,
+    buffered_bytes: AtomicU64,
+    /// Request time of the oldest buffered event, in Unix microseconds; 0 = none.
+    oldest_buffered_us: AtomicU64,
     spools_pending: AtomicU64,
     /// Rows sent to the converter's live conversion and not yet encoded.
     live_in_flight: AtomicU64,
@@ -415,6 +424,9 @@ impl Telemetry {
             sent_batches: 0,
             pending: VecDeque::new(),
             buffered_rows: 0,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            builder_first: None,
             broken: None,
             live: true,
             failing: false,
@@ -507,6 +519,13 @@ impl Telemetry {
             spool_bytes_written: c.spool_bytes.load(Relaxed),
             queue_depth: enq.saturating_sub(deq),
             events_buffered: c.buffered.load(Relaxed),
+            events_buffered_bytes: c.buffered_bytes.load(Relaxed),
+            oldest_buffered_age: match c.oldest_buffered_us.load(Relaxed) {
+                0 => Duration::ZERO,
+                us => SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH + Duration::from_micros(us))
+                    .unwrap_or_default(),
+            },
             spools_pending: c.spools_pending.load(Relaxed),
         }
     }
@@ -613,6 +632,11 @@ fn remove_event_tmp_files(events_dir: &Path) -> Result<(), Error> {
 
 // === writer thread ===
 
+struct HeldBatch {
+    first: SystemTime,
+    bytes: u64,
+}
+
 struct Writer {
     cfg: Config,
     spool_dir: PathBuf,
@@ -626,6 +650,12 @@ struct Writer {
     pending: VecDeque<RecordBatch>,
     /// Rows in `builder`, `unsynced` and `pending`.
     buffered_rows: u64,
+    /// One entry per batch of `unsynced` then `pending`, in that order (which is arrival
+    /// order): its first event's request time and its memory, for the pressure figures.
+    held: VecDeque<HeldBatch>,
+    held_bytes: u64,
+    /// Request time of the first event in `builder`.
+    builder_first: Option<SystemTime>,
     /// A segment that failed and could not be cut back to its fsynced length yet.
     broken: Option<SpoolWriter>,
     /// The current segment's batches go to the converter as they are appended.
@@ -684,7 +714,14 @@ impl Writer {
     }
 
     fn set_buffered(&self) {
-        self.shared.c.buffered.store(self.buffered_rows, Relaxed);
+        let c = &self.shared.c;
+        c.buffered.store(self.buffered_rows, Relaxed);
+        c.buffered_bytes.store(self.held_bytes, Relaxed);
+        let oldest = self.held.front().map(|h| h.first).or(self.builder_first);
+        c.oldest_buffered_us.store(
+            oldest.map_or(0, |t| crate::time::unix_micros(t).max(1) as u64),
+            Relaxed,
+        );
     }
 
     fn on_event(&mut self, e: &Event) {
@@ -698,6 +735,9 @@ impl Writer {
                 );
             }
             return;
+        }
+        if self.builder.is_empty() {
+            self.builder_first = Some(e.time);
         }
         self.builder.push(e);
         self.buffered_rows += 1;
@@ -738,8 +778,14 @@ impl Writer {
             return;
         }
         let rows = self.builder.len() as u64;
+        let first = self.builder_first.take().unwrap_or_else(SystemTime::now);
         match self.builder.finish() {
-            Ok(b) => self.pending.push_back(b),
+            Ok(b) => {
+                let bytes = b.get_array_memory_size() as u64;
+                self.held_bytes += bytes;
+                self.held.push_back(HeldBatch { first, bytes });
+                self.pending.push_back(b);
+            }
             Err(e) => {
                 // Cannot happen with a correct builder; never silently: count and report.
                 self.buffered_rows -= rows;
@@ -852,6 +898,10 @@ impl Writer {
                 self.shared.c.synced.fetch_add(rows, Relaxed);
                 self.buffered_rows -= rows;
                 self.unsynced_rows = 0;
+                // The unsynced batches are the oldest held ones.
+                for h in self.held.drain(..self.unsynced.len()) {
+                    self.held_bytes -= h.bytes;
+                }
                 self.unsynced.clear();
                 self.sent_unsynced = false;
                 true

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{event, hasher, parquet_files, request_id_counts, t, TempDir};
 use warden_telemetry::schema::events_to_batch;
@@ -262,6 +262,17 @@ fn unwritable_spool_directory_fails_visibly_then_recovers_without_loss() {
     if let Health::Failing { last_error, .. } = tel.health() {
         assert!(last_error.contains("spool"), "{last_error}");
     }
+    // The pressure is visible (issue 16: 14,336 events were held while every figure said 0):
+    // what is held, its memory, and how old the oldest held event is (event 100's time).
+    tel.sync().unwrap_err();
+    let s = tel.stats();
+    assert!(s.events_buffered >= 200, "{s:?}");
+    assert!(s.events_buffered_bytes > 0, "{s:?}");
+    let oldest = SystemTime::now().duration_since(t(100)).unwrap();
+    assert!(
+        s.oldest_buffered_age.abs_diff(oldest) < Duration::from_secs(5),
+        "{s:?}, expected about {oldest:?}"
+    );
 
     // The disk comes back.
     std::fs::remove_file(&spool).unwrap();
@@ -271,6 +282,8 @@ fn unwritable_spool_directory_fails_visibly_then_recovers_without_loss() {
     });
     let stats = tel.close();
     assert_eq!(stats.events_buffered, 0);
+    assert_eq!(stats.events_buffered_bytes, 0);
+    assert_eq!(stats.oldest_buffered_age, Duration::ZERO);
     assert_eq!(stats.spools_pending, 0);
     drop(tel);
     let counts = request_id_counts(dir.path());

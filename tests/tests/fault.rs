@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use warden_tests::harness::{chat_body, error_of, UpstreamSpec, Warden, KEY};
+use warden_tests::harness::{self, chat_body, error_of, UpstreamSpec, Warden, KEY};
 use warden_tests::http1::Conn;
 use warden_tests::upstream::{FakeOptions, FakeUpstream};
 
@@ -132,4 +132,91 @@ async fn malformed_chunk_sizes_are_a_400_not_a_500() {
         "counted as a server error:\n{m}"
     );
     assert!(up.requests().iter().all(|r| r.method != "POST"));
+}
+
+/// The lake's disk refuses writes: requests are still served, and the pressure shows — events
+/// held, their memory and the oldest one's age, in `/readyz` and `/metrics` (the probe saw
+/// 14,336 events held while every figure said 0). When the disk returns, every request has its
+/// row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_lake_shows_what_it_holds_and_loses_nothing() {
+    let up = upstream().await;
+    let (lake, key_file) = harness::scratch_lake("fault-lake", "cd");
+    let server = format!(
+        "\n[telemetry]\ndir = {:?}\nkey_file = {:?}\nsync_interval_ms = 20\n",
+        lake.display().to_string(),
+        key_file.display().to_string(),
+    );
+    let mut w = Warden::start(
+        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
+        &server,
+        "",
+    );
+    w.wait_ready().await;
+    let chat = harness::post(
+        "/v1/chat/completions",
+        &chat_body(MODEL, "hello", false),
+        "",
+    );
+    assert_eq!(harness::send(w.proxy, &chat).await.unwrap().status(), 200);
+
+    // The spool directory becomes a plain file: no spool can be created.
+    let spool = lake.join("spool");
+    let moved = lake.join("spool.moved");
+    std::fs::rename(&spool, &moved).unwrap();
+    std::fs::write(&spool, b"not a directory").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..20 {
+        let r = harness::send(w.proxy, &chat).await.unwrap();
+        assert_eq!(r.status(), 200, "served while the lake is down");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let t = loop {
+        let v = harness::get(w.admin, "/readyz")
+            .await
+            .unwrap()
+            .json()
+            .unwrap();
+        let t = v["telemetry"].clone();
+        if t["status"] == "failing" && t["queue_depth"].as_u64() >= Some(20) {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "not visible: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(t["held_bytes"].as_u64() > Some(0), "{t}");
+    assert!(t["oldest_held_s"].as_f64() > Some(0.0), "{t}");
+    let m = w.metrics_with(&["warden_telemetry_healthy 0"]).await;
+    let gauge = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
+    };
+    assert!(gauge("warden_telemetry_queue_depth") >= 20.0);
+    assert!(gauge("warden_telemetry_held_bytes") > 0.0);
+    assert!(gauge("warden_telemetry_oldest_held_seconds") > 0.0);
+
+    // The disk comes back: nothing held, and on exit every request has its row.
+    std::fs::remove_file(&spool).unwrap();
+    std::fs::rename(&moved, &spool).unwrap();
+    w.metrics_with(&[
+        "warden_telemetry_healthy 1",
+        "warden_telemetry_queue_depth 0",
+    ])
+    .await;
+    w.signal("TERM");
+    assert!(w.wait_exit(Duration::from_secs(20)).is_some());
+    let rows: usize = harness::files_under(&lake.join("events"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| parquet_rows(p))
+        .sum();
+    assert_eq!(rows, 21, "one row per request");
+}
+
+fn parquet_rows(path: &std::path::Path) -> usize {
+    let f = std::fs::File::open(path).unwrap();
+    let r = parquet::file::reader::SerializedFileReader::new(f).unwrap();
+    use parquet::file::reader::FileReader;
+    r.metadata().file_metadata().num_rows() as usize
 }
