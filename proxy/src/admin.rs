@@ -48,7 +48,7 @@ impl ServeHttp for AdminApp {
                     .app
                     .upstreams
                     .iter()
-                    .map(|u| json!({"name": u.config.name, "address": u.config.address.to_string(), "healthy": u.is_healthy()}))
+                    .map(|u| json!({"name": u.config.name, "address": u.config.address.to_string(), "healthy": u.is_healthy(), "ejected": u.outlier.is_ejected(std::time::Instant::now())}))
                     .collect();
                 // The proxy keeps serving while the audit lake cannot be written; the failure
                 // shows here and in /metrics, not as unreadiness.
@@ -81,6 +81,14 @@ impl ServeHttp for AdminApp {
                 )
             }
             "/metrics" => {
+                let now = std::time::Instant::now();
+                for u in &self.app.upstreams {
+                    self.app
+                        .metrics
+                        .upstream_ejected
+                        .with_label_values(&[&u.config.name])
+                        .set(i64::from(u.outlier.is_ejected(now)));
+                }
                 if let Some((t, _)) = &self.app.telemetry {
                     let healthy = t.health() == warden_telemetry::Health::Ok;
                     self.app.metrics.observe_telemetry(&t.stats(), healthy);

@@ -52,8 +52,9 @@ pub enum ApiError {
     TokenRateLimited { retry_after: Duration },
     /// The request alone needs more tokens than the tenant's per-minute budget holds.
     RequestExceedsTokenBudget { needed: u64, budget: u64 },
-    /// The upstream refused or could not be reached.
-    UpstreamUnavailable,
+    /// No upstream can take the request: refused or unreachable, failing its health checks,
+    /// or ejected after repeated failures. `retry_after`: when one may be back.
+    UpstreamUnavailable { retry_after: Duration },
     /// The upstream did not answer in time.
     UpstreamTimeout,
     /// The upstream broke the exchange (bad response, reset).
@@ -102,7 +103,7 @@ impl ApiError {
             ApiError::RequestRateLimited { .. } => "rate_limit_exceeded",
             ApiError::TokenRateLimited { .. } => "token_rate_limit_exceeded",
             ApiError::RequestExceedsTokenBudget { .. } => "request_exceeds_token_budget",
-            ApiError::UpstreamUnavailable => "upstream_unavailable",
+            ApiError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::UpstreamError => "upstream_error",
             ApiError::ShuttingDown => "shutting_down",
@@ -134,10 +135,11 @@ impl ApiError {
             | ApiError::TokenRateLimited { .. }
             | ApiError::RequestExceedsTokenBudget { .. } => 429,
             ApiError::Internal => 500,
-            ApiError::UpstreamUnavailable | ApiError::UpstreamError => 502,
-            ApiError::ShuttingDown | ApiError::TelemetryUnavailable | ApiError::GuardOverloaded => {
-                503
-            }
+            ApiError::UpstreamError => 502,
+            ApiError::ShuttingDown
+            | ApiError::TelemetryUnavailable
+            | ApiError::GuardOverloaded
+            | ApiError::UpstreamUnavailable { .. } => 503,
             ApiError::UpstreamTimeout => 504,
         }
     }
@@ -201,7 +203,7 @@ impl ApiError {
             ApiError::RequestExceedsTokenBudget { needed, budget } => format!(
                 "this request needs about {needed} tokens (prompt estimate + max_tokens), more than the per-minute budget of {budget}; lower max_tokens or shorten the prompt"
             ),
-            ApiError::UpstreamUnavailable => "the model server is unavailable".into(),
+            ApiError::UpstreamUnavailable { .. } => "the model server is unavailable".into(),
             ApiError::UpstreamTimeout => "the model server did not respond in time".into(),
             ApiError::UpstreamError => "the model server returned an invalid response".into(),
             ApiError::ShuttingDown => "server is shutting down".into(),
@@ -221,7 +223,8 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::RequestRateLimited { retry_after }
-            | ApiError::TokenRateLimited { retry_after } => {
+            | ApiError::TokenRateLimited { retry_after }
+            | ApiError::UpstreamUnavailable { retry_after } => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
             ApiError::ShuttingDown | ApiError::TelemetryUnavailable | ApiError::GuardOverloaded => {

@@ -286,6 +286,13 @@ mod tests {
         release.send(()).unwrap();
         assert!(busy.await.unwrap().is_ok());
         assert_eq!(queued.await.unwrap(), Ok(2));
+        // The worker counts a job done after it handed over the result.
+        for _ in 0..200 {
+            if p.depth() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(p.depth(), 0);
         p.close();
         assert_eq!(p.run(|| 4).await, Err(Overloaded));

@@ -24,6 +24,7 @@ pub mod health;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod outlier;
 pub mod proxy;
 pub mod quota;
 pub mod rules_cmd;

@@ -122,6 +122,8 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub inflight: IntGauge,
     pub upstream_healthy: IntGaugeVec,
+    pub upstream_ejections: IntCounterVec,
+    pub upstream_ejected: IntGaugeVec,
     pub guard_decisions: IntCounterVec,
     pub guard_rule_hits: IntCounterVec,
     pub guard_seconds: HistogramVec,
@@ -205,6 +207,14 @@ impl Metrics {
             inflight: IntGauge::new("warden_inflight_requests", "Requests being processed")?,
             upstream_healthy: IntGaugeVec::new(
                 Opts::new("warden_upstream_healthy", "1 when the upstream's last health check succeeded"),
+                &["upstream"],
+            )?,
+            upstream_ejections: IntCounterVec::new(
+                Opts::new("warden_upstream_ejections_total", "Times an upstream was ejected by passive outlier detection (failures in a row)"),
+                &["upstream"],
+            )?,
+            upstream_ejected: IntGaugeVec::new(
+                Opts::new("warden_upstream_ejected", "1 while an upstream is ejected (no requests but its one probe) after repeated failures"),
                 &["upstream"],
             )?,
             guard_decisions: IntCounterVec::new(
@@ -300,6 +310,9 @@ impl Metrics {
         m.registry.register(Box::new(m.tokens.clone()))?;
         m.registry.register(Box::new(m.inflight.clone()))?;
         m.registry.register(Box::new(m.upstream_healthy.clone()))?;
+        m.registry
+            .register(Box::new(m.upstream_ejections.clone()))?;
+        m.registry.register(Box::new(m.upstream_ejected.clone()))?;
         m.registry.register(Box::new(m.guard_decisions.clone()))?;
         m.registry.register(Box::new(m.guard_rule_hits.clone()))?;
         m.registry.register(Box::new(m.guard_seconds.clone()))?;

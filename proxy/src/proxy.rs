@@ -33,6 +33,7 @@ use crate::events::{self, Identities};
 use crate::guard::{self, GuardOutcome, GuardRun};
 use crate::guard_pool::Overloaded;
 use crate::keys;
+use crate::outlier::Exchange;
 use crate::sse::{SseEvent, SseParser};
 use crate::state::{App, InflightGuard};
 use crate::traces::{RequestSpan, SpanFacts};
@@ -62,6 +63,8 @@ pub struct RequestCtx {
     /// Set only once validated against the config, so it is safe as a metric label.
     model: Option<String>,
     upstream: Option<usize>,
+    /// This request is `upstream`'s one probe after an ejection.
+    probe: bool,
     /// A connection to `upstream` was attempted (`upstream_peer` ran), whatever came of it.
     contacted: bool,
     /// Upstreams that refused a connection for this request (failover skips them).
@@ -128,6 +131,7 @@ impl ProxyHttp for WardenProxy {
             tenant: None,
             model: None,
             upstream: None,
+            probe: false,
             contacted: false,
             failed_upstreams: Vec::new(),
             body: None,
@@ -198,10 +202,16 @@ impl ProxyHttp for WardenProxy {
         let cfg = &u.config;
         let mut peer = HttpPeer::new(cfg.address, false, String::new());
         peer.options.connection_timeout = Some(cfg.connect_timeout);
-        peer.options.read_timeout = Some(cfg.read_timeout);
-        peer.options.write_timeout = Some(cfg.read_timeout);
+        // Until the first response byte; then `upstream_idle_read_timeout` between reads.
+        peer.options.read_timeout = Some(cfg.first_byte_timeout);
+        peer.options.write_timeout = Some(cfg.idle_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Ok(Box::new(peer))
+    }
+
+    fn upstream_idle_read_timeout(&self, ctx: &RequestCtx) -> Option<Duration> {
+        let u = self.app.upstreams.get(ctx.upstream?)?;
+        Some(u.config.idle_timeout)
     }
 
     async fn upstream_request_filter(
@@ -310,20 +320,25 @@ impl ProxyHttp for WardenProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        let now = Instant::now();
         if let Some(i) = ctx.upstream {
             if let Some(api) = classify(&e) {
                 self.count_upstream_error(i, &api);
             }
+            self.app.report_exchange(i, Exchange::Failed, now);
             ctx.failed_upstreams.push(i);
         }
         let next = ctx
             .model
             .as_deref()
-            .and_then(|m| self.app.pick_upstream(m, &ctx.failed_upstreams));
+            .and_then(|m| self.app.route(m, &ctx.failed_upstreams, now).ok());
         if let Some(next) = next {
             tracing::warn!(request_id = %ctx.request_id, error = e.etype().as_str(), "upstream connect failed; trying the next upstream");
-            ctx.upstream = Some(next);
+            ctx.upstream = Some(next.upstream);
+            ctx.probe = next.probe;
             e.set_retry(true);
+        } else {
+            ctx.probe = false;
         }
         e
     }
@@ -432,6 +447,7 @@ impl ProxyHttp for WardenProxy {
             _ => None,
         };
         let error_code = ctx.error_code.or_else(|| e.map(|e| e.etype().as_str()));
+        self.report_exchange(ctx, e, end);
         let upstream = ctx.upstream.and_then(|i| self.app.upstreams.get(i));
         if let (Some(u), Some(ttft)) = (upstream, ttft) {
             m.time_to_first_byte
@@ -635,14 +651,13 @@ impl WardenProxy {
             return Err(ApiError::ModelNotAllowed { model: v.model }.into());
         }
         ctx.model = Some(v.model.clone());
-        let upstream = app
-            .pick_upstream(&v.model, &[])
-            .ok_or_else(|| ApiError::ModelNotFound {
-                model: v.model.clone(),
+        // An upstream known to be down answers now, before quotas and the guard spend anything.
+        app.can_route(&v.model, Instant::now())
+            .map_err(|n| ApiError::UpstreamUnavailable {
+                retry_after: n.retry_after,
             })?;
         ctx.stream = v.stream;
         let estimated_tokens = v.estimated_tokens;
-        ctx.upstream = Some(upstream);
 
         // Quota before the guard, so blocked requests still count against the request rate
         // (probing the rules is not free); their tokens are refunded in `logging`.
@@ -702,7 +717,15 @@ impl WardenProxy {
         if app.telemetry.is_some() && tenant.config.log_raw_prompts {
             ctx.raw_prompt = Some(events::raw_prompt(&guard::texts(endpoint, v.doc())));
         }
-        let prepared = v.prepare(app.upstreams[upstream].config.stream_usage)?;
+        // Claimed last, so a probe is only ever a request that is really sent.
+        let route = app.route(&v.model, &[], Instant::now()).map_err(|n| {
+            ApiError::UpstreamUnavailable {
+                retry_after: n.retry_after,
+            }
+        })?;
+        ctx.upstream = Some(route.upstream);
+        ctx.probe = route.probe;
+        let prepared = v.prepare(app.upstreams[route.upstream].config.stream_usage)?;
         ctx.injected_usage = prepared.injected_usage;
         ctx.body = Some(prepared.body);
         Ok(Admission::Forward)
@@ -801,6 +824,34 @@ impl WardenProxy {
                 dropped_total = telemetry.stats().events_dropped(),
                 "audit event dropped"
             );
+        }
+    }
+
+    /// Passive outlier detection: how the exchange with the upstream ended. Connect failures
+    /// were reported in `fail_to_connect`; a client that left before any answer says nothing
+    /// about the upstream (but gives up the probe it held).
+    fn report_exchange(&self, ctx: &RequestCtx, e: Option<&Error>, now: Instant) {
+        let Some(i) = ctx.upstream.filter(|_| ctx.contacted) else {
+            return;
+        };
+        let upstream_failed = e.is_some_and(|e| {
+            !is_connect_error(e)
+                && matches!(
+                    classify(e),
+                    Some(ApiError::UpstreamTimeout | ApiError::UpstreamError)
+                )
+        }) || matches!(
+            ctx.error_code,
+            Some("upstream_stream_truncated" | "upstream_event_too_large")
+        );
+        if upstream_failed {
+            self.app.report_exchange(i, Exchange::Failed, now);
+        } else if ctx.upstream_status.is_some() {
+            self.app.report_exchange(i, Exchange::Answered, now);
+        } else if ctx.probe && !e.is_some_and(is_connect_error) {
+            if let Some(u) = self.app.upstreams.get(i) {
+                u.outlier.release_probe();
+            }
         }
     }
 
@@ -1021,7 +1072,9 @@ fn classify(e: &Error) -> Option<ApiError> {
         ErrorSource::Upstream => Some(match e.etype() {
             ConnectTimedout | ReadTimedout | WriteTimedout => ApiError::UpstreamTimeout,
             ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError => {
-                ApiError::UpstreamUnavailable
+                ApiError::UpstreamUnavailable {
+                    retry_after: Duration::from_secs(1),
+                }
             }
             _ => ApiError::UpstreamError,
         }),
@@ -1031,7 +1084,9 @@ fn classify(e: &Error) -> Option<ApiError> {
         },
         ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
             ConnectTimedout => Some(ApiError::UpstreamTimeout),
-            ConnectRefused | ConnectNoRoute | ConnectError => Some(ApiError::UpstreamUnavailable),
+            ConnectRefused | ConnectNoRoute | ConnectError => Some(ApiError::UpstreamUnavailable {
+                retry_after: Duration::from_secs(1),
+            }),
             _ => Some(ApiError::Internal),
         },
     }

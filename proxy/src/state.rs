@@ -4,10 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, TenantConfig, UpstreamConfig};
 use crate::keys::KeyHash;
 use crate::metrics::Metrics;
+use crate::outlier::{Admit, Exchange, Outlier};
 use crate::quota::TenantQuota;
 use crate::validate::Endpoint;
 
@@ -30,13 +32,35 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     /// `config.name`, shared by the audit events it serves.
     pub name: Arc<str>,
+    /// The last active health check passed.
     healthy: AtomicBool,
+    /// Passive outlier detection over the exchanges it was sent.
+    pub outlier: Outlier,
 }
 
 impl Upstream {
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
+
+    /// Healthy and not ejected: requests may be routed to it.
+    pub fn in_service(&self, now: Instant) -> bool {
+        self.is_healthy() && !self.outlier.is_ejected(now)
+    }
+}
+
+/// Where a request goes: the upstream and whether it is that upstream's one probe after an
+/// ejection (its result decides whether the upstream returns to service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub upstream: usize,
+    pub probe: bool,
+}
+
+/// No upstream serving the model can take a request now; try again in `retry_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoUpstream {
+    pub retry_after: Duration,
 }
 
 pub struct App {
@@ -107,6 +131,7 @@ impl App {
         traces: Option<crate::traces::Traces>,
     ) -> Result<Arc<App>, prometheus::Error> {
         let metrics = Metrics::new()?;
+        let epoch = Instant::now();
         let mut tenant_by_key = HashMap::new();
         let tenants = config
             .tenants
@@ -137,6 +162,7 @@ impl App {
                     config: u.clone(),
                     name: u.name.as_str().into(),
                     healthy: AtomicBool::new(false),
+                    outlier: Outlier::new(u.outlier, epoch),
                 }
             })
             .collect();
@@ -173,20 +199,82 @@ impl App {
         self.models.iter().any(|m| m == model)
     }
 
-    /// Pick the upstream for a model, skipping those already tried: the first healthy one in
-    /// config order, else the first (a stale health check must not turn into a hard outage; the
-    /// connect error will tell).
-    pub fn pick_upstream(&self, model: &str, tried: &[usize]) -> Option<usize> {
-        let mut first = None;
+    /// Route a request for `model`, skipping upstreams already tried: the first in config order
+    /// that passes its health checks and is not ejected (or whose ejection is over and whose
+    /// probe this request becomes). `Err` when none can take it: the request is answered at
+    /// once (503 `upstream_unavailable`) instead of waiting on an upstream known to be down.
+    pub fn route(&self, model: &str, tried: &[usize], now: Instant) -> Result<Route, NoUpstream> {
+        self.find_route(model, tried, now, true)
+    }
+
+    /// Whether [`Self::route`] would find an upstream now, without claiming a probe: checked
+    /// before quotas and the guard, so a request that cannot be served costs nothing.
+    pub fn can_route(&self, model: &str, now: Instant) -> Result<(), NoUpstream> {
+        self.find_route(model, &[], now, false).map(|_| ())
+    }
+
+    fn find_route(
+        &self,
+        model: &str,
+        tried: &[usize],
+        now: Instant,
+        claim: bool,
+    ) -> Result<Route, NoUpstream> {
+        let mut retry_after: Option<Duration> = None;
+        let mut soonest = |d: Duration| {
+            retry_after = Some(retry_after.map_or(d, |r| r.min(d)));
+        };
         for (i, u) in self.upstreams.iter().enumerate() {
-            if !tried.contains(&i) && u.config.models.iter().any(|m| m == model) {
-                if u.is_healthy() {
-                    return Some(i);
+            if tried.contains(&i) || !u.config.models.iter().any(|m| m == model) {
+                continue;
+            }
+            if !u.is_healthy() {
+                soonest(u.config.health_interval);
+                continue;
+            }
+            let admit = if claim {
+                u.outlier.admit(now)
+            } else {
+                u.outlier.peek(now)
+            };
+            match admit {
+                Admit::Yes => {
+                    return Ok(Route {
+                        upstream: i,
+                        probe: false,
+                    })
                 }
-                first.get_or_insert(i);
+                Admit::Probe => {
+                    return Ok(Route {
+                        upstream: i,
+                        probe: true,
+                    })
+                }
+                Admit::No { retry_in } => soonest(retry_in),
             }
         }
-        first
+        Err(NoUpstream {
+            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+        })
+    }
+
+    /// Record how an exchange with `upstream` went (passive outlier detection); an ejection is
+    /// logged and counted.
+    pub fn report_exchange(&self, upstream: usize, outcome: Exchange, now: Instant) {
+        let Some(u) = self.upstreams.get(upstream) else {
+            return;
+        };
+        if let Some(d) = u.outlier.report(outcome, now) {
+            tracing::warn!(
+                upstream = %u.config.name,
+                eject_ms = d.as_millis() as u64,
+                "upstream ejected after repeated failures; requests go elsewhere or get 503 until it is probed back in"
+            );
+            self.metrics
+                .upstream_ejections
+                .with_label_values(&[&u.config.name])
+                .inc();
+        }
     }
 
     pub fn set_health(&self, upstream: usize, healthy: bool) {
@@ -206,8 +294,6 @@ impl App {
         }
     }
 
-    /// Ready when every configured model has at least one healthy upstream and we are not
-    /// draining.
     /// Record an admin action in the audit table (when telemetry is on); failures are logged.
     pub fn audit(&self, action: warden_telemetry::AdminAction) {
         if let Some((t, _)) = &self.telemetry {
@@ -228,12 +314,15 @@ impl App {
         }
     }
 
+    /// Ready when every configured model has at least one upstream in service (healthy, not
+    /// ejected) and we are not draining.
     pub fn is_ready(&self) -> bool {
+        let now = Instant::now();
         !self.is_draining()
             && self.models.iter().all(|m| {
                 self.upstreams
                     .iter()
-                    .any(|u| u.is_healthy() && u.config.models.contains(m))
+                    .any(|u| u.in_service(now) && u.config.models.contains(m))
             })
     }
 

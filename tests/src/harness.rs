@@ -155,8 +155,14 @@ impl Warden {
         );
         for u in upstreams {
             let models: Vec<String> = u.models.iter().map(|m| format!("\"{m}\"")).collect();
+            // Fast health checks unless the test sets its own.
+            let interval = if u.extra.contains("health_interval_ms") {
+                ""
+            } else {
+                "health_interval_ms = 200\n"
+            };
             cfg.push_str(&format!(
-                "[[upstreams]]\nname = \"{}\"\naddress = \"{}\"\nmodels = [{}]\nhealth_interval_ms = 200\n{}\n\n",
+                "[[upstreams]]\nname = \"{}\"\naddress = \"{}\"\nmodels = [{}]\n{interval}{}\n\n",
                 u.name,
                 u.addr,
                 models.join(", "),

@@ -220,3 +220,216 @@ fn parquet_rows(path: &std::path::Path) -> usize {
     use parquet::file::reader::FileReader;
     r.metadata().file_metadata().num_rows() as usize
 }
+
+/// A `fake-upstream` process (so it can be stopped with a signal), and its address.
+struct UpstreamProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl UpstreamProcess {
+    fn start() -> UpstreamProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fake-upstream"))
+            .args(["--listen", "127.0.0.1:0", "--model", MODEL])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .parse()
+            .unwrap();
+        UpstreamProcess { child, addr }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+}
+
+impl Drop for UpstreamProcess {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chat(headers: &str) -> Vec<u8> {
+    harness::post(
+        "/v1/chat/completions",
+        &chat_body(MODEL, "hello", false),
+        headers,
+    )
+}
+
+/// Polls `/readyz` until `upstreams[0]` has `field == want`.
+async fn wait_upstream(w: &Warden, field: &str, want: bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = harness::get(w.admin, "/readyz")
+            .await
+            .ok()
+            .and_then(|r| r.json().ok())
+            .unwrap_or_default();
+        if v["upstreams"][0][field] == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{field} never {want}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The worker is stopped (SIGSTOP): its health check times out, and requests are answered at
+/// once with 503 `upstream_unavailable` and `Retry-After` instead of hanging until the read
+/// timeout (the probe waited 120 s). It comes back when the worker does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_is_not_routed_to() {
+    let worker = UpstreamProcess::start();
+    let w = Warden::start(
+        &[UpstreamSpec::new("worker", worker.addr, &[MODEL]).extra("read_timeout_ms = 120000")],
+        "",
+        "",
+    );
+    w.wait_ready().await;
+    assert_eq!(
+        harness::send(w.proxy, &chat("")).await.unwrap().status(),
+        200
+    );
+
+    worker.signal("STOP");
+    wait_upstream(&w, "healthy", false).await;
+    let t = std::time::Instant::now();
+    let r = harness::send(w.proxy, &chat("")).await.unwrap();
+    assert_eq!(r.status(), 503, "{}", r.text());
+    assert_eq!(error_of(&r)["code"], "upstream_unavailable");
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "answered at once: {:?}",
+        t.elapsed()
+    );
+    let ready = harness::get(w.admin, "/readyz").await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    worker.signal("CONT");
+    wait_upstream(&w, "healthy", true).await;
+    assert_eq!(
+        harness::send(w.proxy, &chat("")).await.unwrap().status(),
+        200
+    );
+}
+
+/// An upstream that passes its health checks but breaks every exchange (closes the connection
+/// without answering) is ejected after `eject_after_failures` in a row: the next request gets
+/// 503 at once without reaching it. After `eject_ms` one request probes it; when it answers,
+/// it is back in service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_eject_the_upstream_and_a_probe_brings_it_back() {
+    let up = upstream().await;
+    let w = warden(&up, "", "eject_after_failures = 3\neject_ms = 1500").await;
+    for _ in 0..3 {
+        let r = harness::send(w.proxy, &chat("x-fault: close\r\n"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502, "{}", r.text());
+        assert_eq!(error_of(&r)["code"], "upstream_error");
+    }
+    let posts = |up: &FakeUpstream| up.requests().iter().filter(|r| r.method == "POST").count();
+    assert_eq!(posts(&up), 3);
+    let r = harness::send(w.proxy, &chat("")).await.unwrap();
+    assert_eq!(r.status(), 503, "ejected: {}", r.text());
+    assert_eq!(error_of(&r)["code"], "upstream_unavailable");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (1..=2).contains(&retry),
+        "retry-after {retry}: when the ejection ends"
+    );
+    assert_eq!(posts(&up), 3, "an ejected upstream is not sent requests");
+    wait_upstream(&w, "ejected", true).await;
+    assert_eq!(
+        harness::get(w.admin, "/readyz").await.unwrap().status(),
+        503
+    );
+    w.metrics_with(&[
+        "warden_upstream_ejections_total{upstream=\"fake\"} 1",
+        "warden_upstream_ejected{upstream=\"fake\"} 1",
+    ])
+    .await;
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let r = harness::send(w.proxy, &chat("")).await.unwrap();
+    assert_eq!(r.status(), 200, "the probe: {}", r.text());
+    assert_eq!(posts(&up), 4);
+    wait_upstream(&w, "ejected", false).await;
+    assert_eq!(
+        harness::send(w.proxy, &chat("")).await.unwrap().status(),
+        200
+    );
+    assert!(w.logs().contains("upstream ejected"));
+}
+
+/// Connect, first byte and idle between events are separate deadlines: a slow first token
+/// within `first_byte_timeout_ms` is fine even when it is longer than `idle_timeout_ms`; no first
+/// byte in time is 504 `upstream_timeout`; a stream that goes quiet for longer than
+/// `idle_timeout_ms` ends with an error event, never silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_byte_and_idle_timeouts_are_separate() {
+    let up = upstream().await;
+    let w = warden(
+        &up,
+        "",
+        "first_byte_timeout_ms = 1500\nidle_timeout_ms = 300\neject_after_failures = 0",
+    )
+    .await;
+    let stream = |fault: &str| {
+        harness::post(
+            "/v1/chat/completions",
+            &chat_body(MODEL, "hello", true),
+            &format!("x-fault: {fault}\r\n"),
+        )
+    };
+    // A first token after 800 ms: within the first-byte deadline, though over the idle one.
+    let r = harness::send(w.proxy, &stream("slow-first-token=800"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().contains("[DONE]"), "{}", r.text());
+
+    let t = std::time::Instant::now();
+    let r = harness::send(w.proxy, &chat("x-fault: slow-first-token=5000\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504, "{}", r.text());
+    assert_eq!(error_of(&r)["code"], "upstream_timeout");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+
+    // The first event, then 2 s of silence: cut at the idle deadline with an error event.
+    let t = std::time::Instant::now();
+    let r = harness::send(w.proxy, &stream("pause-after-first=2000"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text();
+    assert!(text.contains("upstream_error"), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert!(
+        t.elapsed() < Duration::from_millis(1200),
+        "cut at the idle deadline: {:?}",
+        t.elapsed()
+    );
+}

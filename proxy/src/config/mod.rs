@@ -89,8 +89,14 @@ pub struct UpstreamConfig {
     pub address: SocketAddr,
     pub models: Vec<String>,
     pub connect_timeout: Duration,
-    /// Longest wait for any read from the upstream: the first token, and each one after it.
-    pub read_timeout: Duration,
+    /// Longest wait for the first response byte (`first_byte_timeout_ms`, default
+    /// `read_timeout_ms`): a non-streaming answer whole, a stream's first event.
+    pub first_byte_timeout: Duration,
+    /// Longest wait between two reads once the first byte is in (`idle_timeout_ms`, default
+    /// `read_timeout_ms`): the gap between a stream's events.
+    pub idle_timeout: Duration,
+    /// Passive outlier detection: failures in a row that eject the upstream, and for how long.
+    pub outlier: crate::outlier::OutlierConfig,
     pub health_path: String,
     pub health_interval: Duration,
     /// Ask the upstream for `usage` on streams (`stream_options.include_usage`) so token quotas
@@ -505,6 +511,27 @@ fn decode_upstream(t: &mut Table<'_>, errs: &mut Errors<'_>) -> Option<UpstreamC
     }
     let connect_timeout = millis(t, errs, "connect_timeout_ms", 1_000);
     let read_timeout = millis(t, errs, "read_timeout_ms", 60_000);
+    let first_byte_timeout = millis(
+        t,
+        errs,
+        "first_byte_timeout_ms",
+        read_timeout.as_millis() as u64,
+    );
+    let idle_timeout = millis(t, errs, "idle_timeout_ms", read_timeout.as_millis() as u64);
+    let mut outlier = crate::outlier::OutlierConfig::default();
+    if let Some(n) = t.uint(errs, "eject_after_failures", 1_000_000) {
+        // 0: never eject (health checks alone decide).
+        outlier.eject_after = n as u32;
+    }
+    outlier.base = millis(t, errs, "eject_ms", outlier.base.as_millis() as u64);
+    outlier.max = millis(t, errs, "max_eject_ms", outlier.max.as_millis() as u64);
+    if outlier.max < outlier.base {
+        errs.push(
+            &t.child_path("max_eject_ms"),
+            t.value_span("max_eject_ms").or(t.value_span("eject_ms")),
+            "must be at least eject_ms",
+        );
+    }
     let health_path = t
         .string(errs, "health_path")
         .unwrap_or_else(|| "/v1/models".into());
@@ -522,7 +549,9 @@ fn decode_upstream(t: &mut Table<'_>, errs: &mut Errors<'_>) -> Option<UpstreamC
         address: address?,
         models,
         connect_timeout,
-        read_timeout,
+        first_byte_timeout,
+        idle_timeout,
+        outlier,
         health_path,
         health_interval,
         stream_usage,
@@ -645,6 +674,30 @@ api_keys = ["{KEY}"]
         assert_eq!(c.server.max_body_bytes, 1024 * 1024);
         assert_eq!(c.tenants[0].models, vec!["*"]);
         assert_eq!(c.tenants[0].max_tokens, 4096);
+    }
+
+    #[test]
+    fn upstream_deadlines_default_to_read_timeout_and_ejection_is_checked() {
+        let src = minimal().replace(
+            "models = [\"m\"]",
+            "models = [\"m\"]\nread_timeout_ms = 7000\nidle_timeout_ms = 500",
+        );
+        let u = &Config::parse(&src).unwrap().upstreams[0];
+        assert_eq!(u.first_byte_timeout, Duration::from_secs(7));
+        assert_eq!(u.idle_timeout, Duration::from_millis(500));
+        assert_eq!(u.outlier, crate::outlier::OutlierConfig::default());
+
+        let src = minimal().replace(
+            "models = [\"m\"]",
+            "models = [\"m\"]\neject_ms = 9000\nmax_eject_ms = 1000\nfirst_byte_timeout_ms = 0",
+        );
+        let errors = Config::parse(&src).unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"upstreams[0].max_eject_ms"), "{errors:?}");
+        assert!(
+            paths.contains(&"upstreams[0].first_byte_timeout_ms"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -148,6 +148,8 @@ where
         // closure (the downstream half finished and dropped rx) from an unexpected one.
         let pipe_state = Arc::new(AtomicU8::new(PipeState::Active as u8));
 
+        // WARDEN PATCH: read before `ctx` is lent to the downstream half.
+        let idle_read_timeout = self.inner.upstream_idle_read_timeout(ctx);
         // start bi-directional streaming
         let ret = tokio::try_join!(
             self.proxy_handle_downstream(
@@ -159,7 +161,13 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            self.proxy_handle_upstream(
+                client_session,
+                tx_upstream,
+                rx_downstream,
+                pipe_state,
+                idle_read_timeout,
+            ),
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -251,6 +259,7 @@ where
         tx: mpsc::Sender<HttpTask>,
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
+        idle_read_timeout: Option<Duration>,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -268,6 +277,12 @@ where
                 res = client_session.read_response_task(), if !response_done => {
                     match res {
                         Ok(task) => {
+                            // WARDEN PATCH: from the first body byte on, the idle timeout.
+                            if let (Some(t), HttpTask::Body(Some(b), _)) = (idle_read_timeout, &task) {
+                                if !b.is_empty() {
+                                    client_session.read_timeout = Some(t);
+                                }
+                            }
                             response_done = task.is_end();
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once

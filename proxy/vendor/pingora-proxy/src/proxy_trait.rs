@@ -689,6 +689,14 @@ pub trait ProxyHttp {
         error.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
     }
 
+    /// WARDEN PATCH (see WARDEN-PATCH.md): the upstream read timeout once the first response
+    /// body byte has arrived, for the wait between body chunks (a stream's events). Until then
+    /// the peer's `read_timeout` applies (the wait for the first byte). `None` keeps the peer's
+    /// `read_timeout` throughout, as upstream Pingora does. HTTP/1 upstreams only.
+    fn upstream_idle_read_timeout(&self, _ctx: &Self::CTX) -> Option<Duration> {
+        None
+    }
+
     /// This filter is called when the request just established or reused a connection to the upstream
     ///
     /// This filter allows user to log timing and connection related info.
