@@ -15,6 +15,10 @@ use prometheus::{
 
 use crate::engine::EngineStats;
 
+/// Environment variable in which a supervisor tells a restarted worker how many times it has
+/// restarted it (exported as `warden_worker_restarts`).
+pub const RESTARTS_ENV: &str = "WARDEN_WORKER_RESTARTS";
+
 pub struct WorkerMetrics {
     registry: Registry,
     pub waiting: IntGauge,
@@ -34,6 +38,7 @@ pub struct WorkerMetrics {
     pub queue_time: Histogram,
     pub step_time: Histogram,
     pub batch_size: Histogram,
+    restarts: IntGauge,
     window: Mutex<(Instant, u64, u64)>,
 }
 
@@ -125,8 +130,19 @@ impl WorkerMetrics {
                     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
                 ],
             )?,
+            restarts: IntGauge::new(
+                "warden_worker_restarts",
+                "Times the supervisor (`warden up`) restarted this worker after it exited",
+            )?,
             window: Mutex::new((Instant::now(), 0, 0)),
         };
+        // Set once: a restart is a new process.
+        m.restarts.set(
+            std::env::var(RESTARTS_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        );
         let r = &m.registry;
         r.register(Box::new(m.waiting.clone()))?;
         r.register(Box::new(m.running.clone()))?;
@@ -145,6 +161,7 @@ impl WorkerMetrics {
         r.register(Box::new(m.queue_time.clone()))?;
         r.register(Box::new(m.step_time.clone()))?;
         r.register(Box::new(m.batch_size.clone()))?;
+        r.register(Box::new(m.restarts.clone()))?;
         Ok(m)
     }
 

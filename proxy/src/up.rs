@@ -4,6 +4,13 @@
 //! `warden serve` in front of it — writes their config, logs and a demo API key under a data
 //! directory (default `./warden-data`), waits until the proxy is ready, prints the endpoint, the
 //! key and a `curl` example, and on Ctrl-C or SIGTERM stops both cleanly (the proxy drains first).
+//!
+//! Supervision: once the stack has been ready, a worker that exits is restarted with backoff (1 s,
+//! doubling to 30 s while it keeps dying within a minute of starting), each restart logged on
+//! stdout and appended to the worker's log, and counted in the new worker's
+//! `warden_worker_restarts` gauge. Meanwhile the proxy's health checks fail and it answers
+//! `503 upstream_unavailable` with `Retry-After`. A worker that exits before the stack was ever
+//! ready (a bad model, a busy port) is an error, as is the proxy exiting.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +18,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{health, keys};
+
+/// Restart delay after the `n`-th quick death in a row (1-based): 1 s, doubling, at most 30 s.
+fn restart_backoff(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+/// A worker that ran this long before dying is restarted after the shortest delay again.
+const STABLE_RUN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -203,12 +218,24 @@ fn wait(child: &mut Child, timeout: Duration) {
     let _ = child.wait();
 }
 
-fn spawn(args: &[String], log: &Path) -> Result<Child, UpError> {
+/// Starts this binary with `args`, its stderr to `log` (appended to on a restart, so the log of
+/// the run that died is kept). `restarts` goes to a restarted worker's environment.
+fn spawn(args: &[String], log: &Path, restarts: u64) -> Result<Child, UpError> {
     let exe = std::env::current_exe().map_err(|e| UpError::Io("current executable".into(), e))?;
-    let file = std::fs::File::create(log).map_err(|e| UpError::Io(log.display().to_string(), e))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(restarts > 0)
+        .truncate(restarts == 0)
+        .open(log)
+        .map_err(|e| UpError::Io(log.display().to_string(), e))?;
     use std::os::unix::process::CommandExt;
     Command::new(exe)
         .args(args)
+        .env(
+            warden_inference::metrics::RESTARTS_ENV,
+            restarts.to_string(),
+        )
         // Own process group: a terminal's Ctrl-C reaches only `warden up`, which then stops the
         // proxy first (so it drains) and the worker after; children signalled directly by the
         // terminal would all stop at once.
@@ -250,18 +277,16 @@ pub fn run(o: UpOptions, report: &mut dyn FnMut(&str)) -> Result<(), UpError> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     watch_signals(stop.clone());
 
-    let worker = spawn(
-        &[
-            "worker".into(),
-            "--model".into(),
-            model.display().to_string(),
-            "--listen".into(),
-            o.worker.to_string(),
-            "--served-model-name".into(),
-            o.model_name.clone(),
-        ],
-        &worker_log,
-    )?;
+    let worker_args: Vec<String> = vec![
+        "worker".into(),
+        "--model".into(),
+        model.display().to_string(),
+        "--listen".into(),
+        o.worker.to_string(),
+        "--served-model-name".into(),
+        o.model_name.clone(),
+    ];
+    let worker = spawn(&worker_args, &worker_log, 0)?;
     let mut stack = Stack {
         worker,
         proxy: None,
@@ -273,6 +298,7 @@ pub fn run(o: UpOptions, report: &mut dyn FnMut(&str)) -> Result<(), UpError> {
             config_path.display().to_string(),
         ],
         &proxy_log,
+        0,
     ) {
         Ok(p) => stack.proxy = Some(p),
         Err(e) => {
@@ -284,12 +310,43 @@ pub fn run(o: UpOptions, report: &mut dyn FnMut(&str)) -> Result<(), UpError> {
 
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut announced = false;
+    let (mut restarts, mut quick_deaths) = (0u64, 0u32);
+    let mut worker_started = Instant::now();
     let result = loop {
         if stop.load(std::sync::atomic::Ordering::SeqCst) {
             break Ok(());
         }
         if let Ok(Some(status)) = stack.worker.try_wait() {
-            break Err(UpError::ChildExited("worker", status, worker_log.clone()));
+            if !announced {
+                break Err(UpError::ChildExited("worker", status, worker_log.clone()));
+            }
+            quick_deaths = if worker_started.elapsed() >= STABLE_RUN {
+                1
+            } else {
+                quick_deaths + 1
+            };
+            restarts += 1;
+            let delay = restart_backoff(quick_deaths);
+            report(&format!(
+                "worker exited ({status}); restarting it in {} s (restart {restarts}); the proxy answers 503 upstream_unavailable meanwhile. Log: {}",
+                delay.as_secs(),
+                worker_log.display()
+            ));
+            let until = Instant::now() + delay;
+            while Instant::now() < until && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                break Ok(());
+            }
+            match spawn(&worker_args, &worker_log, restarts) {
+                Ok(w) => {
+                    stack.worker = w;
+                    worker_started = Instant::now();
+                }
+                Err(e) => break Err(e),
+            }
+            continue;
         }
         if let Some(Ok(Some(status))) = stack.proxy.as_mut().map(Child::try_wait) {
             break Err(UpError::ChildExited("proxy", status, proxy_log.clone()));

@@ -2,8 +2,10 @@
 
 import os
 import re
+import select
 import signal
 import subprocess
+import urllib.request
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +38,7 @@ def stack():
             key = m.group(1)
         if time.time() > deadline:
             raise RuntimeError("warden up did not report ready:\n" + "".join(out))
-    yield {"base_url": f"http://127.0.0.1:{proxy}/v1", "key": key, "data": data}
+    yield {"base_url": f"http://127.0.0.1:{proxy}/v1", "key": key, "data": data, "proc": proc, "worker": worker}
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
     assert "stopped." in proc.stdout.read()
@@ -63,3 +65,39 @@ def test_the_demo_key_is_kept_private(stack):
     assert key_file.read_text().strip() == stack["key"]
     assert key_file.stat().st_mode & 0o077 == 0
     assert stack["key"] not in (stack["data"] / "warden.toml").read_text()
+
+
+def test_a_dead_worker_is_restarted_and_the_proxy_answers_503_meanwhile(stack):
+    """Supervision (issue 16): kill -9 the worker; requests get 503 upstream_unavailable at once
+    instead of hanging, `warden up` says it restarts the worker, and the stack serves again."""
+    pids = subprocess.run(["pgrep", "-f", f"worker .*--listen 127.0.0.1:{stack['worker']}"],
+                          capture_output=True, text=True).stdout.split()
+    assert len(pids) == 1, pids
+    os.kill(int(pids[0]), signal.SIGKILL)
+    client = openai.OpenAI(base_url=stack["base_url"], api_key=stack["key"], max_retries=0, timeout=10)
+    t = time.time()
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model="warden-tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+    assert e.value.status_code == 503
+    assert e.value.body["code"] == "upstream_unavailable"
+    assert e.value.response.headers.get("retry-after")
+    assert time.time() - t < 5
+
+    proc, said, deadline = stack["proc"], "", time.time() + 30
+    while "restarting" not in said and time.time() < deadline:
+        if select.select([proc.stdout], [], [], 1.0)[0]:
+            said += proc.stdout.readline()
+    assert "restart 1" in said, said
+
+    deadline = time.time() + 90
+    while True:
+        try:
+            r = client.chat.completions.create(model="warden-tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+            break
+        except openai.APIStatusError as err:
+            assert err.status_code == 503, err
+            assert time.time() < deadline, "the restarted worker never served"
+            time.sleep(0.5)
+    assert r.choices[0].message.content is not None
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{stack['worker']}/metrics", timeout=5).read().decode()
+    assert "warden_worker_restarts 1" in metrics
