@@ -403,3 +403,15 @@ fn watch_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
         });
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_backoff_doubles_from_one_second_to_thirty() {
+        let secs: Vec<u64> = (1..=8).map(|n| restart_backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(restart_backoff(u32::MAX).as_secs(), 30);
+    }
+}
