@@ -4,6 +4,11 @@
 //! the `[[admin.keys]]`: `POST /admin/rules/reload`. Without admin keys configured, mutating
 //! endpoints answer 403; a wrong or missing key gets 401. Every admin action is logged with the
 //! key's name (never the key).
+//!
+//! The listener is Warden's own, not a Pingora listening service: on SIGTERM Pingora closes its
+//! listeners at once, and a probe during the drain would get "connection refused" instead of
+//! `/readyz` 503. This one stays open until the process exits, after the proxy has drained. One
+//! request per connection.
 
 use std::sync::Arc;
 
@@ -11,6 +16,9 @@ use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pingora_http::ResponseHeader;
 use serde_json::json;
 
 use crate::keys::KeyHash;
@@ -18,6 +26,54 @@ use crate::state::App;
 
 pub struct AdminApp {
     pub app: Arc<App>,
+}
+
+/// The admin listener, bound before the server starts, served until the process exits.
+pub struct AdminListener {
+    pub admin: Arc<AdminApp>,
+    pub listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+}
+
+/// Longest an admin client may take to send its request head.
+const ADMIN_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[async_trait]
+impl BackgroundService for AdminListener {
+    /// Ignores the shutdown signal on purpose: the drain watcher exits the process once the
+    /// proxy has drained, and until then `/readyz` answers 503 (draining).
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let taken = self
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let listener = match taken.map(|l| {
+            l.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(l)
+        }) {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "admin listener failed");
+                return;
+            }
+            None => return,
+        };
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let admin = Arc::clone(&self.admin);
+                    // Each connection ends by itself (one request, a read deadline); none holds
+                    // up shutdown, which is a process exit.
+                    tokio::spawn(async move { admin.serve_one(stream).await });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -108,6 +164,27 @@ impl ServeHttp for AdminApp {
 }
 
 impl AdminApp {
+    /// Read one request, answer it, close the connection.
+    async fn serve_one(&self, stream: tokio::net::TcpStream) {
+        let stream: pingora::protocols::Stream =
+            Box::new(pingora::protocols::l4::stream::Stream::from(stream));
+        let mut http = ServerSession::new_http1(stream);
+        http.set_keepalive(None);
+        match tokio::time::timeout(ADMIN_READ_TIMEOUT, http.read_request()).await {
+            Ok(Ok(true)) => {}
+            _ => return,
+        }
+        let (parts, body) = self.response(&mut http).await.into_parts();
+        let head: ResponseHeader = parts.into();
+        if http.write_response_header(Box::new(head)).await.is_err() {
+            return;
+        }
+        if !body.is_empty() {
+            let _ = http.write_response_body(body.into(), true).await;
+        }
+        let _ = http.finish().await;
+    }
+
     /// The name of the admin key presented, or the error response.
     fn authorize(&self, session: &ServerSession) -> Result<String, Box<Response<Vec<u8>>>> {
         let keys = &self.app.config.admin.keys;

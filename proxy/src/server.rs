@@ -1,8 +1,9 @@
 //! Assembling and running the server: the proxy service, the admin service, health checks, and
 //! shutdown.
 //!
-//! Shutdown: on SIGTERM or SIGINT, listeners stop accepting, `/readyz` turns 503, and in-flight
-//! requests (streams included) get `server.grace_period_s` to finish. The process exits 0 as soon
+//! Shutdown: on SIGTERM or SIGINT, the proxy listener stops accepting, `/readyz` turns 503 (the
+//! admin listener stays open until the process exits), and in-flight requests (streams
+//! included) get `server.grace_period_s` to finish. The process exits 0 as soon
 //! as none are left — Pingora's own grace period is an unconditional sleep, so a drain watcher
 //! ends the process instead of waiting it out. A second signal exits at once.
 
@@ -11,14 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
-use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::admin::AdminApp;
+use crate::admin::{AdminApp, AdminListener};
 use crate::config::Config;
 use crate::guard::Guards;
 use crate::health::HealthChecker;
@@ -67,12 +66,12 @@ impl std::error::Error for StartError {}
 /// Run until shut down. Returns after a clean drain.
 pub fn run(config: Config) -> Result<(), StartError> {
     // Pingora reports a busy port by panicking in a service thread; check first for a clear error.
-    for (what, addr) in [
-        ("proxy", config.server.listen),
-        ("admin", config.admin.listen),
-    ] {
-        TcpListener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })?;
-    }
+    let bind = |what, addr| {
+        TcpListener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })
+    };
+    bind("proxy", config.server.listen)?;
+    // Kept: the admin listener is Warden's own (see admin.rs), open until the process exits.
+    let admin_listener = bind("admin", config.admin.listen)?;
     let guards = if config.guard.enabled {
         let g = Guards::load(&config.guard).map_err(StartError::Rules)?;
         let a = g.active();
@@ -123,12 +122,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
     );
     proxy.add_tcp(&cfg.server.listen.to_string());
 
-    let mut admin = Service::new(
-        "warden admin".to_string(),
-        HttpServer::new_app(AdminApp { app: app.clone() }),
+    let admin = background_service(
+        "warden admin",
+        AdminListener {
+            admin: Arc::new(AdminApp { app: app.clone() }),
+            listener: std::sync::Mutex::new(Some(admin_listener)),
+        },
     );
-    admin.add_tcp(&cfg.admin.listen.to_string());
-    admin.threads = Some(1);
 
     let health = background_service("upstream health", HealthChecker { app: app.clone() });
     let reloader = background_service("rule reload on SIGHUP", ReloadOnHangup { app: app.clone() });

@@ -433,3 +433,39 @@ async fn first_byte_and_idle_timeouts_are_separate() {
         t.elapsed()
     );
 }
+
+/// SIGTERM: while an in-flight request drains, the admin listener stays up and `/readyz`
+/// answers 503 `draining` (the probe got "connection refused" at once), and the process exits
+/// when the request is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_503_while_draining() {
+    let up = upstream().await;
+    let mut w = warden(&up, "", "").await;
+    let proxy = w.proxy;
+    let slow = tokio::spawn(async move {
+        harness::send(proxy, &chat("x-fault: slow-first-token=1500\r\n")).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = harness::get(w.admin, "/readyz")
+        .await
+        .expect("admin still listening");
+    assert_eq!(r.status(), 503);
+    let v = r.json().unwrap();
+    assert_eq!(v["draining"], true, "{v}");
+    assert!(harness::get(w.admin, "/metrics").await.is_ok());
+    // New proxy connections are not accepted.
+    assert!(
+        TcpStream::connect(w.proxy).await.is_err() || {
+            let r = harness::send(w.proxy, &chat("")).await;
+            r.map_or(true, |r| r.status() == 503)
+        }
+    );
+    let r = slow.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200, "the in-flight request finishes");
+    let status = w
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after the drain");
+    assert!(status.success());
+}
