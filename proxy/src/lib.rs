@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod events;
 pub mod guard;

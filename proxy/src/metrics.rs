@@ -121,6 +121,9 @@ pub struct Metrics {
     pub stream_errors: IntCounterVec,
     pub tokens: IntCounterVec,
     pub inflight: IntGauge,
+    pub connections_open: IntGauge,
+    pub connections_rejected: IntCounterVec,
+    pub header_timeouts: IntCounter,
     pub upstream_healthy: IntGaugeVec,
     pub upstream_ejections: IntCounterVec,
     pub upstream_ejected: IntGaugeVec,
@@ -205,6 +208,12 @@ impl Metrics {
                 &["tenant", "type"],
             )?,
             inflight: IntGauge::new("warden_inflight_requests", "Requests being processed")?,
+            connections_open: IntGauge::new("warden_connections_open", "Client connections open on the proxy listener")?,
+            connections_rejected: IntCounterVec::new(
+                Opts::new("warden_connections_rejected_total", "Client connections closed at once because a cap was reached (reason: max_connections, max_connections_per_ip)"),
+                &["reason"],
+            )?,
+            header_timeouts: IntCounter::new("warden_header_timeouts_total", "Client connections closed because no complete request head arrived within server.header_timeout_ms (idle keep-alive included)")?,
             upstream_healthy: IntGaugeVec::new(
                 Opts::new("warden_upstream_healthy", "1 when the upstream's last health check succeeded"),
                 &["upstream"],
@@ -309,6 +318,10 @@ impl Metrics {
         m.registry.register(Box::new(m.stream_errors.clone()))?;
         m.registry.register(Box::new(m.tokens.clone()))?;
         m.registry.register(Box::new(m.inflight.clone()))?;
+        m.registry.register(Box::new(m.connections_open.clone()))?;
+        m.registry
+            .register(Box::new(m.connections_rejected.clone()))?;
+        m.registry.register(Box::new(m.header_timeouts.clone()))?;
         m.registry.register(Box::new(m.upstream_healthy.clone()))?;
         m.registry
             .register(Box::new(m.upstream_ejections.clone()))?;

@@ -209,6 +209,14 @@ impl ProxyHttp for WardenProxy {
         Ok(Box::new(peer))
     }
 
+    fn request_header_timeout(&self) -> Option<Duration> {
+        Some(self.app.config.server.header_timeout)
+    }
+
+    fn request_header_timed_out(&self) {
+        self.app.metrics.header_timeouts.inc();
+    }
+
     fn upstream_idle_read_timeout(&self, ctx: &RequestCtx) -> Option<Duration> {
         let u = self.app.upstreams.get(ctx.upstream?)?;
         Some(u.config.idle_timeout)

@@ -15,10 +15,12 @@ use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::{AdminApp, AdminListener};
 use crate::config::Config;
+use crate::connections::Capped;
 use crate::guard::Guards;
 use crate::health::HealthChecker;
 use crate::proxy::WardenProxy;
@@ -115,10 +117,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        WardenProxy::new(app.clone()),
-        "warden proxy",
+    // The proxy behind the connection caps (connections.rs).
+    let mut proxy = Service::new(
+        "warden proxy".to_string(),
+        Capped::new(
+            pingora_proxy::http_proxy(&server.configuration, WardenProxy::new(app.clone())),
+            app.clone(),
+        ),
     );
     proxy.add_tcp(&cfg.server.listen.to_string());
 

@@ -79,6 +79,8 @@ pub struct App {
     pub traces: Option<crate::traces::Traces>,
     /// Strings every audit event repeats, kept once.
     pub labels: EventLabels,
+    /// The caps on open client connections.
+    pub connections: crate::connections::Limits,
     inflight: AtomicUsize,
     draining: AtomicBool,
 }
@@ -175,7 +177,12 @@ impl App {
             }
         }
         let labels = EventLabels::new(&config);
+        let connections = crate::connections::Limits::new(
+            config.server.max_connections,
+            config.server.max_connections_per_ip,
+        );
         Ok(Arc::new(App {
+            connections,
             config,
             labels,
             tenants,

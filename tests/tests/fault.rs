@@ -469,3 +469,121 @@ async fn readyz_answers_503_while_draining() {
         .expect("exits after the drain");
     assert!(status.success());
 }
+
+/// Reads until the peer closes the connection; `Err` when it is still open at `within`.
+async fn closed_within(conn: &mut TcpStream, within: Duration) -> Result<(), ()> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Err(_) => return Err(()),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Slowloris: a request head trickled one line at a time (the probe kept one open past 100 s)
+/// is cut at `header_timeout_ms`, and so is an idle connection; both are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_request_head_is_cut_at_the_header_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let up = upstream().await;
+    let w = warden(&up, "header_timeout_ms = 1000", "").await;
+    let t = std::time::Instant::now();
+    let mut slow = TcpStream::connect(w.proxy).await.unwrap();
+    slow.write_all(b"GET /v1/models HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut cut = false;
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if slow
+            .write_all(format!("x-slow-{i}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            cut = true;
+            break;
+        }
+    }
+    if !cut {
+        closed_within(&mut slow, Duration::from_secs(1))
+            .await
+            .expect("closed");
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "cut at the deadline: {:?}",
+        t.elapsed()
+    );
+
+    let mut idle = TcpStream::connect(w.proxy).await.unwrap();
+    closed_within(&mut idle, Duration::from_secs(3))
+        .await
+        .expect("an idle connection too");
+    w.metrics_with(&["warden_header_timeouts_total 2"]).await;
+    // A prompt client is unaffected.
+    let r = harness::send(w.proxy, &chat("")).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// A burst of connections past `max_connections` (and, where set, `max_connections_per_ip`):
+/// the extra ones are closed at once and counted, the admitted ones keep working, and closed
+/// connections free their places.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_caps_are_closed_at_once() {
+    let up = upstream().await;
+    let w = warden(&up, "max_connections = 200", "").await;
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        match TcpStream::connect(w.proxy).await {
+            Ok(c) => held.push(c),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    let mut refused = 0;
+    for c in held.iter_mut().skip(200) {
+        if closed_within(c, Duration::from_secs(2)).await.is_ok() {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 800, "every connection past the cap is closed");
+    let m = w
+        .metrics_with(&[
+            "warden_connections_rejected_total{reason=\"max_connections\"} 800",
+            "warden_connections_open 200",
+        ])
+        .await;
+    assert!(m.contains("warden_connections_open 200"));
+    // An admitted connection still works.
+    let mut conn = Conn::new(held.swap_remove(0));
+    conn.write_all(&keep_alive("GET", "/v1/models", "", "held"))
+        .await
+        .unwrap();
+    assert_eq!(conn.read_response("GET").await.unwrap().status(), 200);
+    drop(conn);
+    held.clear();
+    w.metrics_with(&["warden_connections_open 0"]).await;
+    assert_eq!(
+        harness::send(w.proxy, &chat("")).await.unwrap().status(),
+        200
+    );
+
+    // Per address: every test client is 127.0.0.1.
+    let w = warden(&up, "max_connections_per_ip = 3", "").await;
+    let mut conns = Vec::new();
+    for _ in 0..5 {
+        conns.push(TcpStream::connect(w.proxy).await.unwrap());
+    }
+    let mut closed = 0;
+    for c in conns.iter_mut() {
+        if closed_within(c, Duration::from_millis(500)).await.is_ok() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 2);
+    w.metrics_with(&["warden_connections_rejected_total{reason=\"max_connections_per_ip\"} 2"])
+        .await;
+}

@@ -52,6 +52,14 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// How long a client may take to send its whole request body; slower → 408.
     pub body_read_timeout: Duration,
+    /// How long a connection may wait for, or trickle, a request head before it is closed
+    /// (keep-alive idle time included).
+    pub header_timeout: Duration,
+    /// Most open client connections; more are closed at once.
+    pub max_connections: usize,
+    /// Most open connections from one client address; none by default (a sidecar has one
+    /// client, its own pod).
+    pub max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -401,12 +409,19 @@ fn decode_server(t: &mut Table<'_>, errs: &mut Errors<'_>) -> ServerConfig {
     };
     let grace_period = Duration::from_secs(t.uint(errs, "grace_period_s", 3600).unwrap_or(30));
     let body_read_timeout = millis(t, errs, "body_read_timeout_ms", 30_000);
+    let header_timeout = millis(t, errs, "header_timeout_ms", 60_000);
+    let max_connections = positive(t, errs, "max_connections", 1 << 20).unwrap_or(4096) as usize;
+    let max_connections_per_ip =
+        positive(t, errs, "max_connections_per_ip", 1 << 20).map(|n| n as usize);
     ServerConfig {
         listen,
         threads,
         max_body_bytes,
         grace_period,
         body_read_timeout,
+        header_timeout,
+        max_connections,
+        max_connections_per_ip,
     }
 }
 

@@ -329,9 +329,23 @@ where
     {
         // phase 1 read request header
 
+        // WARDEN PATCH: a deadline for the whole request head (see WARDEN-PATCH.md).
+        let header_timeout = self.inner.request_header_timeout();
+        let read_head = async {
+            match header_timeout {
+                Some(t) => tokio::time::timeout(t, downstream_session.read_request()).await.ok(),
+                None => Some(downstream_session.read_request().await),
+            }
+        };
         let res = tokio::select! {
             biased; // biased select is cheaper, and we don't want to drop already buffered requests
-            res = downstream_session.read_request() => { res }
+            res = read_head => match res {
+                Some(res) => res,
+                None => {
+                    self.inner.request_header_timed_out();
+                    return None;
+                }
+            },
             _ = self.await_shutdown() => {
                 // service shutting down, dropping the connection to stop more req from coming in
                 return None;

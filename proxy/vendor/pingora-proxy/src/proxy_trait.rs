@@ -689,6 +689,19 @@ pub trait ProxyHttp {
         error.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
     }
 
+    /// WARDEN PATCH (see WARDEN-PATCH.md): the longest a client may take to send a request head,
+    /// counted from when the connection is ready for one (accepted, or the previous response
+    /// done): it bounds both a keep-alive connection's idle time and a head trickled in slowly
+    /// (Pingora's own timeouts are per read, so one header line every few seconds kept a
+    /// connection open indefinitely). `None`: no deadline, as upstream Pingora.
+    fn request_header_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// WARDEN PATCH: called when a connection is closed because its request head did not
+    /// arrive within [`Self::request_header_timeout`] (for a metric).
+    fn request_header_timed_out(&self) {}
+
     /// WARDEN PATCH (see WARDEN-PATCH.md): the upstream read timeout once the first response
     /// body byte has arrived, for the wait between body chunks (a stream's events). Until then
     /// the peer's `read_timeout` applies (the wait for the first byte). `None` keeps the peer's
