@@ -543,13 +543,6 @@ async fn connections_past_the_caps_are_closed_at_once() {
             Err(e) => panic!("connect: {e}"),
         }
     }
-    let mut refused = 0;
-    for c in held.iter_mut().skip(200) {
-        if closed_within(c, Duration::from_secs(2)).await.is_ok() {
-            refused += 1;
-        }
-    }
-    assert_eq!(refused, 800, "every connection past the cap is closed");
     let m = w
         .metrics_with(&[
             "warden_connections_rejected_total{reason=\"max_connections\"} 800",
@@ -557,6 +550,19 @@ async fn connections_past_the_caps_are_closed_at_once() {
         ])
         .await;
     assert!(m.contains("warden_connections_open 200"));
+    // Which ones were admitted is up to the scheduler (accepts are handled concurrently), not
+    // the connect order.
+    let mut admitted = Vec::new();
+    for mut c in held.drain(..) {
+        if closed_within(&mut c, Duration::from_millis(5))
+            .await
+            .is_err()
+        {
+            admitted.push(c);
+        }
+    }
+    let mut held = admitted;
+    assert_eq!(held.len(), 200, "every connection past the cap is closed");
     // An admitted connection still works.
     let mut conn = Conn::new(held.swap_remove(0));
     conn.write_all(&keep_alive("GET", "/v1/models", "", "held"))
