@@ -33,5 +33,6 @@ pub mod server;
 pub mod sse;
 pub mod state;
 pub mod traces;
+pub mod unauthenticated;
 pub mod up;
 pub mod validate;

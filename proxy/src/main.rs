@@ -254,10 +254,10 @@ fn serve(path: PathBuf) -> ExitCode {
 }
 
 fn worker(opts: warden_inference::WorkerOptions) -> ExitCode {
-    warden_proxy::logging::init(&warden_proxy::config::LoggingConfig {
-        format: warden_proxy::config::LogFormat::Text,
-        level: "info".into(),
-    });
+    warden_proxy::logging::init(&warden_proxy::config::LoggingConfig::new(
+        warden_proxy::config::LogFormat::Text,
+        "info",
+    ));
     match warden_inference::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -153,6 +153,7 @@ pub struct Metrics {
     /// Totals mirrored from the telemetry pipeline's own counters on every scrape.
     pub telemetry_events: IntCounterVec,
     pub telemetry_write_errors: IntCounter,
+    pub telemetry_unrecorded: IntCounterVec,
     pub telemetry_bytes_written: IntCounter,
     pub telemetry_files_written: IntCounter,
     /// OTLP spans by outcome, mirrored from the exporter's counters on every scrape.
@@ -299,6 +300,10 @@ impl Metrics {
                 Opts::new("warden_telemetry_events_total", "Audit events by outcome: recorded (queued), synced (fsynced to the spool), written (in Parquet), dropped (queue full, closed, or failure backlog full)"),
                 &["outcome"],
             )?,
+            telemetry_unrecorded: IntCounterVec::new(
+                Opts::new("warden_telemetry_unrecorded_total", "Requests given no audit-lake row by policy (reason unauthenticated: refused before a tenant was known, past [telemetry] unauthenticated_rows_per_s or with unauthenticated = \"counted\")"),
+                &["reason"],
+            )?,
             telemetry_write_errors: IntCounter::new("warden_telemetry_write_errors_total", "Spool write, fsync and Parquet conversion errors")?,
             telemetry_bytes_written: IntCounter::new("warden_telemetry_bytes_written_total", "Bytes of Parquet files put in place")?,
             telemetry_files_written: IntCounter::new("warden_telemetry_files_written_total", "Parquet files put in place")?,
@@ -361,6 +366,8 @@ impl Metrics {
         m.registry.register(Box::new(m.telemetry_events.clone()))?;
         m.registry
             .register(Box::new(m.telemetry_write_errors.clone()))?;
+        m.registry
+            .register(Box::new(m.telemetry_unrecorded.clone()))?;
         m.registry
             .register(Box::new(m.telemetry_bytes_written.clone()))?;
         m.registry

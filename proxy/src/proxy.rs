@@ -524,29 +524,16 @@ impl ProxyHttp for WardenProxy {
                     .inc_by(u.output);
             }
         }
-        tracing::info!(
-            request_id = %ctx.request_id,
-            tenant,
-            model,
-            endpoint,
-            status = ctx.status,
-            error_code = ctx.error_code.unwrap_or(""),
-            stream = ctx.stream,
-            upstream = upstream.map_or("-", |u| u.config.name.as_str()),
-            input_tokens = ctx.usage.map(|u| u.input),
-            output_tokens = ctx.usage.map(|u| u.output),
-            duration_ms = total.as_secs_f64() * 1e3,
-            overhead_us = overhead.as_micros() as u64,
-            guard = ctx.guard.as_ref().map(|g| g.decision.name()),
-            guard_score = ctx.guard.as_ref().map(|g| g.score),
-            guard_rules = ctx.guard.as_ref().map(|g| g.rule_ids.join(",")),
-            guard_us = ctx.guard.as_ref().map(|g| g.elapsed.as_micros() as u64),
-            guard_bytes = ctx.guard.as_ref().map(|g| g.scanned_bytes),
-            guard_truncated = ctx.guard.as_ref().map(|g| g.truncated),
-            pack_version = ctx.guard.as_ref().map(|g| &*g.pack_version),
-            error = e.map(|e| e.etype().as_str()),
-            "request"
-        );
+        // Refused before a tenant was known (no key, a wrong one, garbage): summarised, and
+        // sampled into the lake, so a flood of them floods neither (unauthenticated.rs).
+        let refused = (ctx.tenant.is_none() && (400..500).contains(&ctx.status)).then(|| {
+            self.app
+                .unauthenticated
+                .on_refused(ctx.error_code.unwrap_or("other"), end)
+        });
+        if refused.is_none_or(|d| d.log_line) {
+            log_request(ctx, e, endpoint, tenant, model, upstream, total, overhead);
+        }
         if let Some(span) = ctx.span.take() {
             let forwarded = ctx.upstream_sent_at.is_some();
             span.finish(&SpanFacts {
@@ -577,7 +564,13 @@ impl ProxyHttp for WardenProxy {
                 overhead,
             });
         }
-        self.record_event(ctx, error_code, total, overhead, ttft);
+        if refused.is_none_or(|d| d.lake_row) {
+            self.record_event(ctx, error_code, total, overhead, ttft);
+        } else if self.app.telemetry.is_some() {
+            m.telemetry_unrecorded
+                .with_label_values(&["unauthenticated"])
+                .inc();
+        }
     }
 }
 
@@ -1005,6 +998,43 @@ fn inspect(
         request_id,
     };
     guard::inspect_request(&run, v)
+}
+
+/// The access-log line of a request: ids, names, sizes and timings, never text or keys.
+#[allow(clippy::too_many_arguments)]
+fn log_request(
+    ctx: &RequestCtx,
+    e: Option<&Error>,
+    endpoint: &str,
+    tenant: &str,
+    model: &str,
+    upstream: Option<&crate::state::Upstream>,
+    total: Duration,
+    overhead: Duration,
+) {
+    tracing::info!(
+        request_id = %ctx.request_id,
+        tenant,
+        model,
+        endpoint,
+        status = ctx.status,
+        error_code = ctx.error_code.unwrap_or(""),
+        stream = ctx.stream,
+        upstream = upstream.map_or("-", |u| u.config.name.as_str()),
+        input_tokens = ctx.usage.map(|u| u.input),
+        output_tokens = ctx.usage.map(|u| u.output),
+        duration_ms = total.as_secs_f64() * 1e3,
+        overhead_us = overhead.as_micros() as u64,
+        guard = ctx.guard.as_ref().map(|g| g.decision.name()),
+        guard_score = ctx.guard.as_ref().map(|g| g.score),
+        guard_rules = ctx.guard.as_ref().map(|g| g.rule_ids.join(",")),
+        guard_us = ctx.guard.as_ref().map(|g| g.elapsed.as_micros() as u64),
+        guard_bytes = ctx.guard.as_ref().map(|g| g.scanned_bytes),
+        guard_truncated = ctx.guard.as_ref().map(|g| g.truncated),
+        pack_version = ctx.guard.as_ref().map(|g| &*g.pack_version),
+        error = e.map(|e| e.etype().as_str()),
+        "request"
+    );
 }
 
 /// Read the whole request body, enforcing the size cap and a deadline.

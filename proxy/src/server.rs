@@ -137,11 +137,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let health = background_service("upstream health", HealthChecker { app: app.clone() });
     let reloader = background_service("rule reload on SIGHUP", ReloadOnHangup { app: app.clone() });
+    let summaries = background_service(
+        "summary of refused unauthenticated requests",
+        SummarizeRefused { app: app.clone() },
+    );
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(health);
     server.add_service(reloader);
+    server.add_service(summaries);
     tracing::info!(
         proxy = %cfg.server.listen,
         admin = %cfg.admin.listen,
@@ -271,6 +276,45 @@ impl pingora::services::background::BackgroundService for ReloadOnHangup {
     }
 }
 
+/// One log line per `[logging] summary_interval_s` with the requests refused before a tenant was
+/// known (see unauthenticated.rs); nothing when there were none.
+struct SummarizeRefused {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for SummarizeRefused {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let Some(every) = self.app.unauthenticated.summary_interval() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                // The last counts are logged by the drain watcher, just before the exit.
+                _ = shutdown.changed() => return,
+            }
+            log_refused(&self.app, false);
+        }
+    }
+}
+
+/// The summary line of requests refused before a tenant was known, when one is due (or, with
+/// `final_`, whatever is left).
+fn log_refused(app: &App, final_: bool) {
+    if let Some(s) = app.unauthenticated.take_summary(Instant::now(), final_) {
+        let by_code: Vec<String> = s.by_code.iter().map(|(c, n)| format!("{c}={n}")).collect();
+        tracing::info!(
+            interval_s = s.interval.as_secs_f64().round(),
+            refused = s.by_code.values().sum::<u64>(),
+            by_code = by_code.join(","),
+            "requests refused before authentication (summary; one line per interval)"
+        );
+    }
+}
+
 /// Wait until no request is in flight (or the grace period is over), then exit.
 fn drain_then_exit(app: &App, grace: Duration) {
     let start = Instant::now();
@@ -283,6 +327,7 @@ fn drain_then_exit(app: &App, grace: Duration) {
                 elapsed_ms = start.elapsed().as_millis() as u64,
                 "drained; exiting"
             );
+            log_refused(app, true);
             close_telemetry(app);
             std::process::exit(0);
         }
@@ -291,6 +336,7 @@ fn drain_then_exit(app: &App, grace: Duration) {
                 inflight,
                 "grace period over; exiting with requests in flight"
             );
+            log_refused(app, true);
             close_telemetry(app);
             std::process::exit(0);
         }

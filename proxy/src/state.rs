@@ -81,6 +81,8 @@ pub struct App {
     pub labels: EventLabels,
     /// The caps on open client connections.
     pub connections: crate::connections::Limits,
+    /// What is kept of requests refused before a tenant was known.
+    pub unauthenticated: crate::unauthenticated::Unauthenticated,
     inflight: AtomicUsize,
     draining: AtomicBool,
 }
@@ -181,8 +183,14 @@ impl App {
             config.server.max_connections,
             config.server.max_connections_per_ip,
         );
+        let unauthenticated = crate::unauthenticated::Unauthenticated::new(
+            config.logging.unauthenticated,
+            config.telemetry.unauthenticated,
+            epoch,
+        );
         Ok(Arc::new(App {
             connections,
+            unauthenticated,
             config,
             labels,
             tenants,

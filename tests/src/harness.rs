@@ -245,9 +245,10 @@ impl Warden {
     }
 
     /// The `/metrics` text once it contains every needle (metrics of a request are recorded
-    /// just after its response is sent); panics with the text after 5 s.
+    /// just after its response is sent); panics with the text after 15 s (a loaded machine runs
+    /// many test stacks at once).
     pub async fn metrics_with(&self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let text = get(self.admin, "/metrics")
                 .await

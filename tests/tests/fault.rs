@@ -593,3 +593,73 @@ async fn connections_past_the_caps_are_closed_at_once() {
     w.metrics_with(&["warden_connections_rejected_total{reason=\"max_connections_per_ip\"} 2"])
         .await;
 }
+
+/// A flood of requests without a key (the probe: 5,000/s for 10 s wrote 11.6 MiB of log and
+/// 14.6 MiB of spool) gives one summary log line per interval, not a line each, and at most
+/// `unauthenticated_rows_per_s` lake rows a second; every request is still counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_without_a_key_floods_neither_the_log_nor_the_lake() {
+    let up = upstream().await;
+    let (lake, key_file) = harness::scratch_lake("fault-flood", "ef");
+    let server = format!(
+        "\n[telemetry]\ndir = {:?}\nkey_file = {:?}\nunauthenticated_rows_per_s = 5\n",
+        lake.display().to_string(),
+        key_file.display().to_string(),
+    );
+    // The summary interval is its default, 10 s; the last summary is logged at shutdown.
+    let mut w = Warden::start(
+        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
+        &server,
+        "",
+    );
+    w.wait_ready().await;
+    let t = std::time::Instant::now();
+    let unauthenticated = b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n".repeat(100);
+    for _ in 0..20 {
+        let mut conn = Conn::new(TcpStream::connect(w.proxy).await.unwrap());
+        conn.write_all(&unauthenticated).await.unwrap();
+        for _ in 0..100 {
+            let r = conn.read_response("GET").await.unwrap();
+            assert_eq!(r.status(), 401);
+        }
+    }
+    let flood = t.elapsed();
+    w.metrics_with(&["status=\"401\",tenant=\"-\"} 2000"]).await;
+    let m = w.metrics_with(&["warden_telemetry_unrecorded_total"]).await;
+    let unrecorded: f64 = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("warden_telemetry_unrecorded_total{reason=\"unauthenticated\"} ")?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    w.signal("TERM");
+    assert!(w.wait_exit(Duration::from_secs(20)).is_some());
+    let rows: usize = harness::files_under(&lake.join("events"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| parquet_rows(p))
+        .sum();
+    let most = 5 + (flood.as_secs_f64() * 5.0).ceil() as usize + 1;
+    assert!(rows <= most, "{rows} rows in {flood:?}, at most {most}");
+    assert!(rows >= 5, "the first ones are kept: {rows}");
+    assert_eq!(
+        rows + unrecorded as usize,
+        2000,
+        "every request a row or counted"
+    );
+    let logs = w.logs();
+    let lines = logs
+        .lines()
+        .filter(|l| l.contains("missing_api_key"))
+        .count();
+    assert!(
+        lines <= 1,
+        "no line per request: {lines} lines mention them"
+    );
+    assert!(
+        logs.contains("refused=2000"),
+        "the summary counts them all:\n{logs}"
+    );
+}

@@ -586,14 +586,16 @@ async fn logs_never_contain_keys_or_prompt_text() {
     )
     .await
     .unwrap();
+    // Five request lines: the bad key's request was refused before a tenant was known, so it
+    // goes into the periodic summary instead (see fault.rs).
     for _ in 0..100 {
-        if w.logs().matches(" request ").count() + w.logs().matches("\"request\"").count() >= 6 {
+        if w.logs().matches(" request ").count() + w.logs().matches("\"request\"").count() >= 5 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let logs = w.logs();
-    assert!(logs.matches("request_id").count() >= 6, "{logs}");
+    assert!(logs.matches("request_id").count() >= 5, "{logs}");
     for needle in [secret, KEY, "sk-LEAKED-KEY-999", "tok0"] {
         assert!(!logs.contains(needle), "log contains {needle}:\n{logs}");
     }

@@ -89,6 +89,20 @@ pub struct LoggingConfig {
     pub format: LogFormat,
     /// A `tracing` filter directive, e.g. `info` or `warden=debug,info`.
     pub level: String,
+    /// Requests refused before a tenant was known: a line each, or one summary line per
+    /// interval (`unauthenticated`, `summary_interval_s`).
+    pub unauthenticated: crate::unauthenticated::LogPolicy,
+}
+
+impl LoggingConfig {
+    /// Text at `info`, refused unauthenticated requests summarised every 10 s.
+    pub fn new(format: LogFormat, level: &str) -> Self {
+        LoggingConfig {
+            format,
+            level: level.into(),
+            unauthenticated: crate::unauthenticated::LogPolicy::Summary(Duration::from_secs(10)),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -253,10 +267,7 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
             t.finish(errs);
             l
         }
-        None => LoggingConfig {
-            format: LogFormat::Text,
-            level: "info".into(),
-        },
+        None => LoggingConfig::new(LogFormat::Text, "info"),
     };
 
     let mut upstreams = Vec::new();
@@ -483,7 +494,21 @@ fn decode_logging(t: &mut Table<'_>, errs: &mut Errors<'_>) -> LoggingConfig {
             format!("{level:?} is not a valid log filter (e.g. \"info\", \"warden_proxy=debug\")"),
         );
     }
-    LoggingConfig { format, level }
+    let mut c = LoggingConfig::new(format, &level);
+    let every = positive(t, errs, "summary_interval_s", 86_400).unwrap_or(10);
+    match t.string(errs, "unauthenticated").as_deref() {
+        None | Some("summary") => {
+            c.unauthenticated =
+                crate::unauthenticated::LogPolicy::Summary(Duration::from_secs(every));
+        }
+        Some("each") => c.unauthenticated = crate::unauthenticated::LogPolicy::Each,
+        Some(other) => errs.push(
+            &t.child_path("unauthenticated"),
+            t.value_span("unauthenticated"),
+            format!("{other:?}: expected \"summary\" or \"each\""),
+        ),
+    }
+    c
 }
 
 fn required_name(t: &mut Table<'_>, errs: &mut Errors<'_>) -> Option<String> {

@@ -33,6 +33,9 @@ pub struct TelemetryConfig {
     pub retention_days: Option<u32>,
     /// Written into every event's `region` column.
     pub region: Option<String>,
+    /// Which requests refused before a tenant was known become rows (`unauthenticated`,
+    /// `unauthenticated_rows_per_s`).
+    pub unauthenticated: crate::unauthenticated::RowPolicy,
 }
 
 impl Default for TelemetryConfig {
@@ -46,6 +49,7 @@ impl Default for TelemetryConfig {
             on_full: OnFull::Drop,
             sync_interval: Duration::from_millis(200),
             rotate_bytes: 128 * 1024 * 1024,
+            unauthenticated: crate::unauthenticated::RowPolicy::Sampled(10.0),
             rotate_interval: Duration::from_secs(300),
             retention_days: None,
             region: None,
@@ -107,5 +111,18 @@ pub fn decode_telemetry(t: &mut Table<'_>, errs: &mut Errors<'_>) -> TelemetryCo
     }
     c.retention_days = t.uint(errs, "retention_days", 36_500).map(|d| d as u32);
     c.region = t.string(errs, "region");
+    let per_s = super::positive(t, errs, "unauthenticated_rows_per_s", 1_000_000).unwrap_or(10);
+    match t.string(errs, "unauthenticated").as_deref() {
+        None | Some("sampled") => {
+            c.unauthenticated = crate::unauthenticated::RowPolicy::Sampled(per_s as f64);
+        }
+        Some("all") => c.unauthenticated = crate::unauthenticated::RowPolicy::All,
+        Some("counted") => c.unauthenticated = crate::unauthenticated::RowPolicy::Counted,
+        Some(other) => errs.push(
+            &t.child_path("unauthenticated"),
+            t.value_span("unauthenticated"),
+            format!("{other:?}: expected \"sampled\", \"all\" or \"counted\""),
+        ),
+    }
     c
 }
