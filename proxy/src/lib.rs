@@ -22,6 +22,7 @@ pub mod events;
 pub mod guard;
 pub mod guard_pool;
 pub mod health;
+pub mod http1;
 pub mod keys;
 pub mod logging;
 pub mod metrics;

@@ -81,6 +81,12 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value = "warden-tiny")]
         model_name: String,
+        /// The demo tenant's request rate limit (per minute).
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
+        requests_per_minute: u32,
+        /// The demo tenant's token rate limit (per minute).
+        #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=4_294_967_295))]
+        tokens_per_minute: u64,
     },
     /// Rule-pack tools: run every rule's test cases, lint, or measure the guard on labelled data.
     Rules {
@@ -186,6 +192,8 @@ fn main() -> ExitCode {
             model,
             data_dir,
             model_name,
+            requests_per_minute,
+            tokens_per_minute,
         } => up(warden_proxy::up::UpOptions {
             listen,
             admin,
@@ -193,6 +201,8 @@ fn main() -> ExitCode {
             model_dir: model,
             data_dir,
             model_name,
+            requests_per_minute,
+            tokens_per_minute,
         }),
         Command::Rules { command } => {
             use warden_proxy::rules_cmd;

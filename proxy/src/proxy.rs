@@ -32,6 +32,7 @@ use crate::error::ApiError;
 use crate::events::{self, Identities};
 use crate::guard::{self, GuardOutcome, GuardRun};
 use crate::guard_pool::Overloaded;
+use crate::http1;
 use crate::keys;
 use crate::outlier::Exchange;
 use crate::sse::{SseEvent, SseParser};
@@ -1067,7 +1068,7 @@ async fn read_body(
             }
             // Broken framing is the client's fault; the connection closes after the answer
             // (`respond_error` sees the body unfinished).
-            Ok(Err(e)) if is_malformed_body(&e) => return Err(ApiError::MalformedRequest.into()),
+            Ok(Err(e)) if http1::is_malformed(&e) => return Err(ApiError::MalformedRequest.into()),
             Ok(Err(e)) => return Err(Rejection::Pingora(e)),
             Ok(Ok(None)) => break,
             Ok(Ok(Some(chunk))) => chunk,
@@ -1128,15 +1129,6 @@ fn classify(e: &Error) -> Option<ApiError> {
             _ => Some(ApiError::Internal),
         },
     }
-}
-
-/// A request body Pingora could not de-chunk: a size that is not hex or overflows, a bad
-/// terminator or trailer.
-fn is_malformed_body(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::Custom("InvalidChunk" | "InvalidTrailerEnd")
-    ) || matches!(e.etype(), ErrorType::InvalidHTTPHeader)
 }
 
 fn is_connect_error(e: &Error) -> bool {

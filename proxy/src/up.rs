@@ -35,6 +35,9 @@ pub struct UpOptions {
     pub model_dir: Option<PathBuf>,
     pub data_dir: PathBuf,
     pub model_name: String,
+    /// The demo tenant's limits.
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u64,
 }
 
 #[derive(Debug)]
@@ -164,8 +167,8 @@ health_interval_ms = 1000
 [[tenants]]
 name = "demo"
 api_keys = ["{key_hash}"]
-requests_per_minute = 600
-tokens_per_minute = 200000
+requests_per_minute = {rpm}
+tokens_per_minute = {tpm}
 # Well inside the bundled model's 512-token context, so prompt + max_tokens fits.
 max_tokens = 256
 "#,
@@ -175,6 +178,8 @@ max_tokens = 256
         lake_key = lake_key.display().to_string(),
         worker = o.worker,
         model = o.model_name,
+        rpm = o.requests_per_minute,
+        tpm = o.tokens_per_minute,
     )
 }
 

@@ -5,14 +5,19 @@
 //! |---|---|
 //! | three GETs, or two POSTs and a GET, in one write | one response each, in order, on the same connection |
 //! | chunk size `zz`, 18 × `f`, `-5` | `400 malformed_request`, connection closed, no 5xx counted |
-//! | header lines trickled slower than `header_timeout_ms` | connection closed at the deadline, not kept open |
-//! | more connections than `max_connections` | the extra ones are closed at once and counted |
-//! | worker stopped (SIGSTOP), or refusing connections | ejected; requests answered at once with `503 upstream_unavailable` and `Retry-After` |
-//! | worker slow to its first byte | `504 upstream_timeout` after `first_byte_timeout_ms`; a stream idle longer than `read_timeout_ms` ends with an error event |
-//! | worker returning garbage | `502 upstream_error`, and repeated, ejection |
-//! | requests without a key, in bulk | one summary log line per interval, not one per request |
-//! | SIGTERM | `/readyz` answers 503 (draining) until the proxy has drained |
-//! | a histogram value past its largest bucket | every value the proxy can produce falls in a finite bucket |
+//! | audit lake unwritable | requests served; held events, their memory and age in `/readyz` and `/metrics`; every row written once it is back |
+//! | worker stopped (SIGSTOP) | health check fails: `503 upstream_unavailable` at once, with `Retry-After`; back when it is |
+//! | worker breaking exchanges (closing without an answer) | `502 upstream_error`; after 3 in a row ejected (503 at once, not contacted); one probe brings it back |
+//! | worker slow to the first byte, or silent mid-stream | `504 upstream_timeout` after `first_byte_timeout_ms`; the stream ends with an error event after `idle_timeout_ms`; a slow first token within its deadline is fine |
+//! | SIGTERM with a request in flight | `/readyz` answers 503 `draining` (admin stays up), the request finishes, exit 0 |
+//! | request head trickled, or a connection left idle | closed at `header_timeout_ms`, counted |
+//! | 1,000 connections at once; past the per-address cap | past `max_connections` / `max_connections_per_ip` closed at once and counted; the admitted ones work |
+//! | 2,000 requests without a key | no log line each but one summary; lake rows sampled, the rest counted |
+//! | body trickled | `408 request_timeout` at `body_read_timeout_ms`, while the client is still sending |
+//!
+//! Also: a killed worker under `warden up` is restarted (tests/python/test_warden_up.py); a
+//! refused connection fails over (tests/tests/proxy.rs); every malformed head of the probe is
+//! `400 malformed_request` (tests/tests/proxy.rs); the HTTP/1 read path is fuzzed (proxy/fuzz).
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -661,5 +666,47 @@ async fn a_flood_without_a_key_floods_neither_the_log_nor_the_lake() {
     assert!(
         logs.contains("refused=2000"),
         "the summary counts them all:\n{logs}"
+    );
+}
+
+/// Slowloris on the body: a body trickled in slower than `body_read_timeout_ms` allows gets
+/// 408 `request_timeout` at the deadline, while the client is still sending, and the connection
+/// closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_gets_408_at_the_body_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream().await;
+    let w = warden(&up, "body_read_timeout_ms = 1000", "").await;
+    let mut s = TcpStream::connect(w.proxy).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let t = std::time::Instant::now();
+    let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+    while t.elapsed() < Duration::from_secs(5) {
+        // One byte every 200 ms: each read is quick, the whole body never is.
+        let _ = s.write_all(b" ").await;
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "closed at the deadline: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        up.requests().iter().filter(|r| r.method == "POST").count(),
+        0
     );
 }
