@@ -410,6 +410,19 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
+/// A fake upstream on a free loopback port serving `model`, recording every request: what most
+/// end-to-end tests put behind Warden.
+pub async fn recording_upstream(model: &str) -> crate::upstream::FakeUpstream {
+    let opts = crate::upstream::FakeOptions {
+        models: vec![model.into()],
+        record_requests: true,
+        ..crate::upstream::FakeOptions::default()
+    };
+    crate::upstream::FakeUpstream::start("127.0.0.1:0", opts)
+        .await
+        .unwrap_or_else(|e| panic!("fake upstream: {e}"))
+}
+
 /// Send raw request bytes on a fresh connection and read one response.
 pub async fn send(addr: SocketAddr, raw: &[u8]) -> Result<Response, Error> {
     let mut conn = Conn::new(TcpStream::connect(addr).await?);

@@ -26,19 +26,12 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use warden_tests::harness::{self, chat_body, error_of, UpstreamSpec, Warden, KEY};
 use warden_tests::http1::Conn;
-use warden_tests::upstream::{FakeOptions, FakeUpstream};
+use warden_tests::upstream::FakeUpstream;
 
 const MODEL: &str = "test-model";
 
 async fn upstream() -> FakeUpstream {
-    let opts = FakeOptions {
-        models: vec![MODEL.into()],
-        record_requests: true,
-        ..FakeOptions::default()
-    };
-    FakeUpstream::start("127.0.0.1:0", opts)
-        .await
-        .expect("fake upstream")
+    harness::recording_upstream(MODEL).await
 }
 
 async fn warden(up: &FakeUpstream, server_toml: &str, upstream_toml: &str) -> Warden {
@@ -49,6 +42,36 @@ async fn warden(up: &FakeUpstream, server_toml: &str, upstream_toml: &str) -> Wa
     );
     w.wait_ready().await;
     w
+}
+
+/// A ready Warden in front of `up` with an audit lake (extra `[telemetry]` lines), and the lake.
+async fn warden_with_lake(
+    up: &FakeUpstream,
+    tag: &str,
+    telemetry_toml: &str,
+) -> (Warden, std::path::PathBuf) {
+    let (lake, key_file) = harness::scratch_lake(tag, "cd");
+    let server = format!(
+        "\n[telemetry]\ndir = {:?}\nkey_file = {:?}\n{telemetry_toml}\n",
+        lake.display().to_string(),
+        key_file.display().to_string(),
+    );
+    let w = Warden::start(
+        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
+        &server,
+        "",
+    );
+    w.wait_ready().await;
+    (w, lake)
+}
+
+/// Rows in the lake's Parquet files.
+fn lake_rows(lake: &std::path::Path) -> usize {
+    harness::files_under(&lake.join("events"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| parquet_rows(p))
+        .sum()
 }
 
 /// A keep-alive request (no `connection: close`) with the test key and an `x-request-id`.
@@ -146,18 +169,7 @@ async fn malformed_chunk_sizes_are_a_400_not_a_500() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_lake_shows_what_it_holds_and_loses_nothing() {
     let up = upstream().await;
-    let (lake, key_file) = harness::scratch_lake("fault-lake", "cd");
-    let server = format!(
-        "\n[telemetry]\ndir = {:?}\nkey_file = {:?}\nsync_interval_ms = 20\n",
-        lake.display().to_string(),
-        key_file.display().to_string(),
-    );
-    let mut w = Warden::start(
-        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
-        &server,
-        "",
-    );
-    w.wait_ready().await;
+    let (mut w, lake) = warden_with_lake(&up, "fault-lake", "sync_interval_ms = 20").await;
     let chat = harness::post(
         "/v1/chat/completions",
         &chat_body(MODEL, "hello", false),
@@ -211,11 +223,7 @@ async fn an_unwritable_lake_shows_what_it_holds_and_loses_nothing() {
     .await;
     w.signal("TERM");
     assert!(w.wait_exit(Duration::from_secs(20)).is_some());
-    let rows: usize = harness::files_under(&lake.join("events"))
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .map(|p| parquet_rows(p))
-        .sum();
+    let rows = lake_rows(&lake);
     assert_eq!(rows, 21, "one row per request");
 }
 
@@ -605,19 +613,9 @@ async fn connections_past_the_caps_are_closed_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_without_a_key_floods_neither_the_log_nor_the_lake() {
     let up = upstream().await;
-    let (lake, key_file) = harness::scratch_lake("fault-flood", "ef");
-    let server = format!(
-        "\n[telemetry]\ndir = {:?}\nkey_file = {:?}\nunauthenticated_rows_per_s = 5\n",
-        lake.display().to_string(),
-        key_file.display().to_string(),
-    );
     // The summary interval is its default, 10 s; the last summary is logged at shutdown.
-    let mut w = Warden::start(
-        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
-        &server,
-        "",
-    );
-    w.wait_ready().await;
+    let (mut w, lake) =
+        warden_with_lake(&up, "fault-flood", "unauthenticated_rows_per_s = 5").await;
     let t = std::time::Instant::now();
     let unauthenticated = b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n".repeat(100);
     for _ in 0..20 {
@@ -641,11 +639,7 @@ async fn a_flood_without_a_key_floods_neither_the_log_nor_the_lake() {
         .unwrap();
     w.signal("TERM");
     assert!(w.wait_exit(Duration::from_secs(20)).is_some());
-    let rows: usize = harness::files_under(&lake.join("events"))
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .map(|p| parquet_rows(p))
-        .sum();
+    let rows = lake_rows(&lake);
     let most = 5 + (flood.as_secs_f64() * 5.0).ceil() as usize + 1;
     assert!(rows <= most, "{rows} rows in {flood:?}, at most {most}");
     assert!(rows >= 5, "the first ones are kept: {rows}");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use warden_tests::harness::{self, error_of, get, post, send, UpstreamSpec, Warden, KEY};
 use warden_tests::http1::Response;
-use warden_tests::upstream::{FakeOptions, FakeUpstream, RecordedRequest};
+use warden_tests::upstream::{FakeUpstream, RecordedRequest};
 
 const MODEL: &str = "test-model";
 const ADMIN_KEY: &str = "sk-warden-admin-test-key";
@@ -80,14 +80,7 @@ must_not_match = ["a filtered persona"]
 "#;
 
 async fn upstream() -> FakeUpstream {
-    let opts = FakeOptions {
-        models: vec![MODEL.into()],
-        record_requests: true,
-        ..FakeOptions::default()
-    };
-    FakeUpstream::start("127.0.0.1:0", opts)
-        .await
-        .expect("fake upstream")
+    harness::recording_upstream(MODEL).await
 }
 
 fn rules_dir(name: &str, packs: &[(&str, &str)]) -> PathBuf {

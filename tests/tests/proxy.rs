@@ -11,19 +11,12 @@ use std::time::{Duration, Instant};
 use warden_tests::harness::{
     self, chat_body, error_of, get, post, send, UpstreamSpec, Warden, KEY,
 };
-use warden_tests::upstream::{sse_events, FakeOptions, FakeUpstream};
+use warden_tests::upstream::{sse_events, FakeUpstream};
 
 const MODEL: &str = "test-model";
 
 async fn upstream() -> FakeUpstream {
-    let opts = FakeOptions {
-        models: vec![MODEL.into()],
-        record_requests: true,
-        ..FakeOptions::default()
-    };
-    FakeUpstream::start("127.0.0.1:0", opts)
-        .await
-        .expect("fake upstream")
+    harness::recording_upstream(MODEL).await
 }
 
 /// A ready Warden in front of `up`, with extra `[server]` and upstream TOML.
