@@ -9,6 +9,7 @@ at about 80% of its measured capacity, for a bounded time.
 2. Soak: requests start at `load × capacity` per second (open loop, a fixed schedule) for
    `--minutes`. The mix: 45% chat, 25% streamed chat, 10% streams the client abandons after the
    first event, 10% prompts the input guard blocks, 10% requests with a bad key.
+   At most 32 requests are in flight (a pool of client threads takes the next due request).
 3. Every `--sample-s` seconds: resident memory and open file descriptors of the proxy and the
    worker, and the counts so far.
 4. At the end `warden up` is stopped (the proxy drains, the lake is closed) and the lake's rows
@@ -177,28 +178,40 @@ def capacity(stack, clients, seconds):
     return done[0] / (time.time() - t0)
 
 
-def soak(stack, rate, minutes, sample_s, counts, samples):
-    """Open loop: request i starts at t0 + i / rate, on a pool sized for the backlog."""
-    end = time.time() + minutes * 60
-    rng = random.Random(7)
-    sem = threading.Semaphore(256)
+def soak(stack, rate, minutes, sample_s, counts, samples, workers=32):
+    """Open loop: request i is due at t0 + i / rate; `workers` threads take the next due request
+    (so at most `workers` are in flight, and a stall is caught up at once, not piled up)."""
     t0 = time.time()
+    end = t0 + minutes * 60
+    lock = threading.Lock()
+    next_i = [0]
+
+    def worker():
+        while True:
+            with lock:
+                i = next_i[0]
+                next_i[0] += 1
+            due = t0 + i / rate
+            if due >= end:
+                return
+            delay = due - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            kind = random.Random(i).choice(KINDS)
+            try:
+                counts.add(kind, one_request(stack, kind, random.Random(i)))
+            except Exception as e:  # noqa: BLE001 - every failure is counted and reported
+                counts.add(kind, "error")
+                with counts.lock:
+                    counts.errors.append(f"{kind}: {e!r}")
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
     next_sample = t0
-    i = 0
-
-    def run(kind, seed):
-        try:
-            counts.add(kind, one_request(stack, kind, random.Random(seed)))
-        except Exception as e:  # noqa: BLE001 - every failure is counted and reported
-            counts.add(kind, "error")
-            with counts.lock:
-                counts.errors.append(f"{kind}: {e!r}")
-        finally:
-            sem.release()
-
-    while True:
+    while any(t.is_alive() for t in threads):
         now = time.time()
-        if now >= next_sample:
+        if now >= next_sample and now < end:
             sample = {"t_s": round(now - t0, 1), "sent": counts.sent}
             for name, pid in stack.pids.items():
                 rss, fds = usage(pid)
@@ -206,17 +219,9 @@ def soak(stack, rate, minutes, sample_s, counts, samples):
             samples.append(sample)
             print(json.dumps(sample), flush=True)
             next_sample += sample_s
-        if now >= end:
-            break
-        due = t0 + i / rate
-        if due > now:
-            time.sleep(min(due - now, max(0.0, next_sample - now)))
-            continue
-        sem.acquire()
-        threading.Thread(target=run, args=(rng.choice(KINDS), i), daemon=True).start()
-        i += 1
-    for _ in range(256):
-        sem.acquire()
+        time.sleep(0.2)
+    for t in threads:
+        t.join()
 
 
 def lake_rows(lake):
