@@ -7,6 +7,7 @@
 //! | chunk size `zz`, 18 × `f`, `-5` | `400 malformed_request`, connection closed, no 5xx counted |
 //! | audit lake unwritable | requests served; held events, their memory and age in `/readyz` and `/metrics`; every row written once it is back |
 //! | worker stopped (SIGSTOP) | health check fails: `503 upstream_unavailable` at once, with `Retry-After`; back when it is |
+//! | worker answering bytes that are not HTTP | `502 upstream_error`, never a 500; ejected after 3 in a row |
 //! | worker breaking exchanges (closing without an answer) | `502 upstream_error`; after 3 in a row ejected (503 at once, not contacted); one probe brings it back |
 //! | worker slow to the first byte, or silent mid-stream | `504 upstream_timeout` after `first_byte_timeout_ms`; the stream ends with an error event after `idle_timeout_ms`; a slow first token within its deadline is fine |
 //! | SIGTERM with a request in flight | `/readyz` answers 503 `draining` (admin stays up), the request finishes, exit 0 |
@@ -703,4 +704,43 @@ async fn a_trickled_body_gets_408_at_the_body_deadline() {
         up.requests().iter().filter(|r| r.method == "POST").count(),
         0
     );
+}
+
+/// An upstream that passes its health checks but answers requests with bytes that are not HTTP:
+/// `502 upstream_error`, never a hang or a 500, and after three in a row it is ejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answering_garbage_is_a_502_and_then_ejected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let garbage = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let reply: &[u8] = if buf[..n].starts_with(b"GET") {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+                } else {
+                    b"\x00\x01 NOT HTTP \xff\xfe\r\n\r\ngarbage"
+                };
+                let _ = s.write_all(reply).await;
+            });
+        }
+    });
+    let w = Warden::start(&[UpstreamSpec::new("garbage", addr, &[MODEL])], "", "");
+    w.wait_ready().await;
+    for _ in 0..3 {
+        let r = harness::send(w.proxy, &chat("")).await.unwrap();
+        assert_eq!(r.status(), 502, "{}", r.text());
+        assert_eq!(error_of(&r)["code"], "upstream_error");
+    }
+    let r = harness::send(w.proxy, &chat("")).await.unwrap();
+    assert_eq!(r.status(), 503, "ejected: {}", r.text());
+    w.metrics_with(&["warden_upstream_ejections_total{upstream=\"garbage\"} 1"])
+        .await;
+    assert!(!w.metrics_with(&[]).await.contains("status=\"500\""));
+    garbage.abort();
 }
