@@ -1,9 +1,9 @@
 //! The admin listener (loopback by default): `/healthz` (the process is up), `/readyz` (every
-//! model has a healthy upstream and we are not draining; JSON detail per upstream), `/metrics`
-//! (Prometheus text), and the mutating endpoints, which need `Authorization: Bearer` with one of
-//! the `[[admin.keys]]`: `POST /admin/rules/reload`. Without admin keys configured, mutating
-//! endpoints answer 403; a wrong or missing key gets 401. Every admin action is logged with the
-//! key's name (never the key).
+//! model has an upstream in service and we are not draining; JSON detail per upstream and of the
+//! audit lake), `/metrics` (Prometheus text), and the mutating endpoints, which need
+//! `Authorization: Bearer` with one of the `[[admin.keys]]`: `POST /admin/rules/reload`. Without
+//! admin keys configured, mutating endpoints answer 403; a wrong or missing key gets 401. Every
+//! admin action is logged with the key's name (never the key).
 //!
 //! The listener is Warden's own, not a Pingora listening service: on SIGTERM Pingora closes its
 //! listeners at once, and a probe during the drain would get "connection refused" instead of
