@@ -833,9 +833,19 @@ impl WardenProxy {
     /// were reported in `fail_to_connect`; a client that left before any answer says nothing
     /// about the upstream (but gives up the probe it held).
     fn report_exchange(&self, ctx: &RequestCtx, e: Option<&Error>, now: Instant) {
-        let Some(i) = ctx.upstream.filter(|_| ctx.contacted) else {
+        let Some(i) = ctx.upstream else {
             return;
         };
+        if !ctx.contacted {
+            // Routed but never sent (refused after the route was chosen): a probe it held is
+            // free for the next request.
+            if ctx.probe {
+                if let Some(u) = self.app.upstreams.get(i) {
+                    u.outlier.release_probe();
+                }
+            }
+            return;
+        }
         let upstream_failed = e.is_some_and(|e| {
             !is_connect_error(e)
                 && matches!(
