@@ -36,7 +36,7 @@ use crate::http1;
 use crate::keys;
 use crate::outlier::Exchange;
 use crate::sse::{SseEvent, SseParser};
-use crate::state::{App, InflightGuard};
+use crate::state::{App, InflightGuard, NoUpstream};
 use crate::traces::{RequestSpan, SpanFacts};
 use crate::validate::{self, Endpoint, Validated};
 
@@ -586,6 +586,14 @@ impl From<ApiError> for Rejection {
     }
 }
 
+impl From<NoUpstream> for Rejection {
+    fn from(n: NoUpstream) -> Self {
+        Rejection::Api(ApiError::UpstreamUnavailable {
+            retry_after: n.retry_after,
+        })
+    }
+}
+
 // === impl WardenProxy ===
 
 impl WardenProxy {
@@ -654,10 +662,7 @@ impl WardenProxy {
         }
         ctx.model = Some(v.model.clone());
         // An upstream known to be down answers now, before quotas and the guard spend anything.
-        app.can_route(&v.model, Instant::now())
-            .map_err(|n| ApiError::UpstreamUnavailable {
-                retry_after: n.retry_after,
-            })?;
+        app.can_route(&v.model, Instant::now())?;
         ctx.stream = v.stream;
         let estimated_tokens = v.estimated_tokens;
 
@@ -720,11 +725,7 @@ impl WardenProxy {
             ctx.raw_prompt = Some(events::raw_prompt(&guard::texts(endpoint, v.doc())));
         }
         // Claimed last, so a probe is only ever a request that is really sent.
-        let route = app.route(&v.model, &[], Instant::now()).map_err(|n| {
-            ApiError::UpstreamUnavailable {
-                retry_after: n.retry_after,
-            }
-        })?;
+        let route = app.route(&v.model, &[], Instant::now())?;
         ctx.upstream = Some(route.upstream);
         ctx.probe = route.probe;
         let prepared = v.prepare(app.upstreams[route.upstream].config.stream_usage)?;
@@ -836,16 +837,6 @@ impl WardenProxy {
         let Some(i) = ctx.upstream else {
             return;
         };
-        if !ctx.contacted {
-            // Routed but never sent (refused after the route was chosen): a probe it held is
-            // free for the next request.
-            if ctx.probe {
-                if let Some(u) = self.app.upstreams.get(i) {
-                    u.outlier.release_probe();
-                }
-            }
-            return;
-        }
         let upstream_failed = e.is_some_and(|e| {
             !is_connect_error(e)
                 && matches!(
@@ -856,14 +847,23 @@ impl WardenProxy {
             ctx.error_code,
             Some("upstream_stream_truncated" | "upstream_event_too_large")
         );
-        if upstream_failed {
-            self.app.report_exchange(i, Exchange::Failed, now);
-        } else if ctx.upstream_status.is_some() {
-            self.app.report_exchange(i, Exchange::Answered, now);
-        } else if ctx.probe && !e.is_some_and(is_connect_error) {
-            if let Some(u) = self.app.upstreams.get(i) {
-                u.outlier.release_probe();
+        let outcome = match (ctx.contacted, upstream_failed, ctx.upstream_status) {
+            (true, true, _) => Some(Exchange::Failed),
+            (true, false, Some(_)) => Some(Exchange::Answered),
+            // Never sent (refused after the route was chosen), or no answer before the client
+            // left: nothing is learned.
+            _ => None,
+        };
+        match outcome {
+            Some(o) => self.app.report_exchange(i, o, now),
+            // The probe it held is free for the next request (a connect failure already gave it
+            // up in `fail_to_connect`).
+            None if ctx.probe && !e.is_some_and(is_connect_error) => {
+                if let Some(u) = self.app.upstreams.get(i) {
+                    u.outlier.release_probe();
+                }
             }
+            None => {}
         }
     }
 

@@ -235,6 +235,12 @@ fn open_telemetry(
     Ok((telemetry, hasher))
 }
 
+/// The last summary of refused requests, then the audit lake and the traces closed.
+fn before_exit(app: &App) {
+    log_refused(app, true);
+    close_telemetry(app);
+}
+
 /// Flush and close the audit lake and the trace exporter before the process exits.
 fn close_telemetry(app: &App) {
     if let Some(t) = &app.traces {
@@ -327,8 +333,7 @@ fn drain_then_exit(app: &App, grace: Duration) {
                 elapsed_ms = start.elapsed().as_millis() as u64,
                 "drained; exiting"
             );
-            log_refused(app, true);
-            close_telemetry(app);
+            before_exit(app);
             std::process::exit(0);
         }
         if start.elapsed() >= grace {
@@ -336,8 +341,7 @@ fn drain_then_exit(app: &App, grace: Duration) {
                 inflight,
                 "grace period over; exiting with requests in flight"
             );
-            log_refused(app, true);
-            close_telemetry(app);
+            before_exit(app);
             std::process::exit(0);
         }
         std::thread::sleep(Duration::from_millis(20));
