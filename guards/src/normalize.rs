@@ -1823,20 +1823,47 @@ fn decode(input: &[u8], encoding: Encoding) -> Option<Vec<u8>> {
 /// Decoded bytes as text when they are mostly printable UTF-8 (at most 1 in 10 characters a
 /// control or replacement character) and contain a letter.
 fn printable_text(bytes: Vec<u8>) -> Option<String> {
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    };
+    // Most candidates (digit runs, identifiers, random tokens) decode to bytes that are not
+    // text: reject them from the bytes before any character is decoded or anything allocated.
+    // An ASCII control byte is a bad character and there are no more characters than bytes,
+    // so more than a tenth of control bytes is more than a tenth of bad characters.
+    let controls = bytes
+        .iter()
+        .filter(|&&b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f)
+        .count();
+    if controls * 10 > bytes.len() {
+        return None;
+    }
     let (mut total, mut bad, mut letters) = (0usize, 0usize, 0usize);
-    for c in text.chars() {
-        total += 1;
-        if c == '\u{FFFD}' || (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+    let mut left = bytes.len();
+    for chunk in bytes.utf8_chunks() {
+        // At most one character per byte is left: stop once even all of them good could not
+        // bring the bad ones back under a tenth.
+        if bad * 10 > total + left {
+            return None;
+        }
+        left -= chunk.valid().len() + chunk.invalid().len();
+        for c in chunk.valid().chars() {
+            total += 1;
+            if c == '\u{FFFD}' || (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+                bad += 1;
+            } else if c.is_alphabetic() {
+                letters += 1;
+            }
+        }
+        // Each invalid sequence becomes one U+FFFD.
+        if !chunk.invalid().is_empty() {
+            total += 1;
             bad += 1;
-        } else if c.is_alphabetic() {
-            letters += 1;
         }
     }
-    (total > 0 && bad * 10 <= total && letters > 0).then_some(text)
+    if total == 0 || bad * 10 > total || letters == 0 {
+        return None;
+    }
+    Some(match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -1847,6 +1874,53 @@ mod tests {
 
     fn views(text: &str) -> Views {
         Normalizer::default().views(text)
+    }
+
+    /// `printable_text`'s early exits change when it decides, never what: the same answer as
+    /// decoding every byte (lossily) and counting, on random bytes of every mix.
+    #[test]
+    fn printable_text_decides_as_a_full_count_does() {
+        fn full_count(bytes: &[u8]) -> Option<String> {
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            let (mut total, mut bad, mut letters) = (0usize, 0usize, 0usize);
+            for c in text.chars() {
+                total += 1;
+                if c == '\u{FFFD}' || (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+                    bad += 1;
+                } else if c.is_alphabetic() {
+                    letters += 1;
+                }
+            }
+            (total > 0 && bad * 10 <= total && letters > 0).then_some(text)
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let pools: [&[u8]; 4] = [
+            b"abc def\n",
+            "é жи 中文 ".as_bytes(),
+            b"\x00\x01\x7f\x80\xbf\xc3\xe2\xf0\xff",
+            b"0123456789",
+        ];
+        for _ in 0..20_000 {
+            let len = (next() % 48) as usize;
+            let mix = next();
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    let pool = pools[((mix >> (next() % 4 * 8)) % 4) as usize];
+                    pool[(next() % pool.len() as u64) as usize]
+                })
+                .collect();
+            assert_eq!(
+                printable_text(bytes.clone()),
+                full_count(&bytes),
+                "{bytes:?}"
+            );
+        }
     }
 
     fn text_of(v: &Views, kind: ViewKind) -> Option<&str> {

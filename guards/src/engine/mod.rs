@@ -1297,6 +1297,52 @@ regexes = ['\b\d(?:[ -]?\d){12,18}\b']
         }
     }
 
+    /// Mask rules report every span brute force finds in the folded view (each regex run over
+    /// the whole view, validated) and no other, on every class of the benchmark corpus: long
+    /// digit runs, where the unanchored walk stays in match states for many bytes in a row,
+    /// included.
+    #[test]
+    fn mask_spans_are_what_brute_force_finds_on_the_corpus() {
+        let e = Engine::compile(RuleSet::embedded().unwrap()).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/corpus");
+        let mut spans_seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "txt") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let slice = &text[..floor_boundary(&text, 16 * 1024)];
+            let views = e.normalizer().views(slice);
+            let folded = views.folded().unwrap();
+            let t = folded.text.as_str();
+            let mut want = BTreeSet::new();
+            for (i, rule) in e.rules().iter().enumerate() {
+                if rule.action != Action::Mask || !rule.reads(Target::User) {
+                    continue;
+                }
+                for pid in (0..e.singles.len()).filter(|&pid| e.regex_rule[pid] == i) {
+                    for m in e.singles[pid].find_iter(t) {
+                        if rule.validate.is_none_or(|v| v.check(&t[m.range()])) {
+                            let span = folded.original_span(m.range());
+                            want.insert((i, span.start, span.end));
+                        }
+                    }
+                }
+            }
+            let got: BTreeSet<(usize, usize, usize)> = e
+                .scan(slice, Target::User)
+                .hits
+                .into_iter()
+                .filter(|h| h.view == ViewKind::Folded && e.rules()[h.rule].action == Action::Mask)
+                .map(|h| (h.rule, h.span.start, h.span.end))
+                .collect();
+            spans_seen += want.len();
+            assert_eq!(got, want, "{}", path.display());
+        }
+        assert!(spans_seen > 100, "{spans_seen} mask spans in the corpus");
+    }
+
     /// The same on text that looks like traffic: slices of every class of the benchmark corpus
     /// (`benches/corpus`), from its start, middle and end.
     #[test]

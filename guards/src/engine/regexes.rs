@@ -525,6 +525,12 @@ pub struct Walk<'a> {
     /// How far each regex's matches are looked for ([`max_match`]), by regex.
     reach: &'a [usize],
     sid: LazyStateID,
+    /// Match states already looked up: a run of text that keeps the DFA among a few match
+    /// states (a long digit run for a card-number rule) looks their patterns up once, not per
+    /// byte.
+    memo: MatchMemo,
+    /// Match ends in one state at consecutive bytes, not yet recorded.
+    run: Option<Run>,
     /// Where the walk started and where it is.
     from: usize,
     at: usize,
@@ -567,6 +573,89 @@ impl Windows {
 /// Windows a regex keeps between views.
 const WINDOWS_KEEP: usize = 1 << 10;
 
+/// Consecutive match ends of the unanchored walk in one state.
+struct Run {
+    sid: LazyStateID,
+    clears: usize,
+    /// The state's regexes in the memo.
+    regexes: (u32, u32),
+    first: usize,
+    last: usize,
+}
+
+/// Slots of a [`MatchMemo`].
+const MEMO_SLOTS: usize = 32;
+
+/// A direct-mapped memo of match states to their `(regex, reach)` list, valid for one cache
+/// clear count (a clear reuses state ids).
+#[derive(Default)]
+struct MatchMemo {
+    clears: usize,
+    /// Per slot: the state and its range in `regexes`.
+    slots: [Option<(LazyStateID, u32, u32)>; MEMO_SLOTS],
+    regexes: Vec<(usize, usize)>,
+}
+
+/// The memo slot of a state: its id (which `Hash` writes as one `u32`; the crate gives no other
+/// access) multiplied by a Fibonacci constant, top bits.
+fn slot_of(sid: LazyStateID) -> usize {
+    struct Id(u64);
+    impl std::hash::Hasher for Id {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                self.0 = (self.0 << 8) | u64::from(b);
+            }
+        }
+        fn write_u32(&mut self, n: u32) {
+            self.0 = u64::from(n);
+        }
+    }
+    let mut id = Id(0);
+    std::hash::Hash::hash(&sid, &mut id);
+    (id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as usize % MEMO_SLOTS
+}
+
+impl MatchMemo {
+    /// Where the regexes of `sid` are (see [`MatchMemo::regexes`]), from `fill` the first time
+    /// it is seen. The range stays valid until `clears` changes.
+    fn get(
+        &mut self,
+        sid: LazyStateID,
+        clears: usize,
+        fill: impl FnOnce(&mut Vec<(usize, usize)>),
+    ) -> (u32, u32) {
+        if clears != self.clears {
+            self.clears = clears;
+            self.slots = [None; MEMO_SLOTS];
+            self.regexes.clear();
+        }
+        let slot = slot_of(sid);
+        let (from, to) = match self.slots[slot] {
+            Some((s, from, to)) if s == sid => (from as usize, to as usize),
+            _ => {
+                // A long walk through many states never grows this past a bound.
+                if self.regexes.len() > 1 << 12 {
+                    self.slots = [None; MEMO_SLOTS];
+                    self.regexes.clear();
+                }
+                let from = self.regexes.len();
+                fill(&mut self.regexes);
+                let to = self.regexes.len();
+                self.slots[slot] = Some((sid, from as u32, to as u32));
+                (from, to)
+            }
+        };
+        (from as u32, to as u32)
+    }
+
+    fn regexes(&self, (from, to): (u32, u32)) -> &[(usize, usize)] {
+        self.regexes.get(from as usize..to as usize).unwrap_or(&[])
+    }
+}
+
 impl<'a> Walk<'a> {
     /// A walk over `text` from `from` (where the literal automaton's walk of a segment starts),
     /// adding to `windows` (reset by the caller once per view).
@@ -586,6 +675,8 @@ impl<'a> Walk<'a> {
         Walk {
             failed: start.is_err(),
             sid: start.unwrap_or_default(),
+            memo: MatchMemo::default(),
+            run: None,
             dfa,
             cache,
             windows,
@@ -621,16 +712,45 @@ impl<'a> Walk<'a> {
 
     fn tagged(&mut self, end: usize) {
         if self.sid.is_match() {
-            for k in 0..self.dfa.match_len(self.cache, self.sid) {
-                let u = self.dfa.match_pattern(self.cache, self.sid, k).as_usize();
-                let Some(&pid) = self.pids.get(u) else {
-                    continue;
-                };
-                let reach = self.reach.get(pid).copied().unwrap_or(MAX_MATCH_BYTES);
-                self.windows.record(pid, end.saturating_sub(reach), end);
+            let (sid, clears) = (self.sid, self.cache.clear_count());
+            // Consecutive ends in one match state (a digit run under a card-number rule) make
+            // overlapping windows that merge into one: record them once, when the run ends.
+            if let Some(run) = &mut self.run {
+                if run.sid == sid && run.clears == clears && run.last + 1 == end {
+                    run.last = end;
+                    return;
+                }
             }
+            self.flush();
+            let (dfa, cache, pids, reach) = (self.dfa, &*self.cache, self.pids, self.reach);
+            let regexes = self.memo.get(sid, clears, |out| {
+                for k in 0..dfa.match_len(cache, sid) {
+                    let u = dfa.match_pattern(cache, sid, k).as_usize();
+                    if let Some(&pid) = pids.get(u) {
+                        let reach = reach.get(pid).copied().unwrap_or(MAX_MATCH_BYTES);
+                        out.push((pid, reach));
+                    }
+                }
+            });
+            self.run = Some(Run {
+                sid,
+                clears,
+                regexes,
+                first: end,
+                last: end,
+            });
         } else if self.sid.is_quit() {
             self.failed = true;
+        }
+    }
+
+    /// Records the windows of the pending run of match ends.
+    fn flush(&mut self) {
+        if let Some(run) = self.run.take() {
+            for &(pid, reach) in self.memo.regexes(run.regexes) {
+                self.windows
+                    .record(pid, run.first.saturating_sub(reach), run.last);
+            }
         }
     }
 
@@ -653,6 +773,7 @@ impl<'a> Walk<'a> {
             }
             Err(_) => self.failed = true,
         }
+        self.flush();
         (!self.failed).then_some(end.saturating_sub(from) + 1)
     }
 }
