@@ -5,7 +5,9 @@
 //! Pipeline for inputs: normalise into views → scan every view with the compiled rule packs
 //! (one Aho-Corasick DFA for literals and regex prefixes, relaxed lazy DFAs for the regexes,
 //! the exact regexes only on candidates) → score under the tenant's policy, within its budget.
-//! The streaming output scanner, canaries and the classifier are still to come.
+//! Pipeline for outputs ([`stream`]): the folded view of each piece of a reply, scanned with
+//! the rules that read an output, released as soon as no match could still cross it.
+//! Canaries and the classifier are still to come.
 //!
 //! Modules:
 //! - [`normalize`]: the input normaliser; produces the folded, despaced, leet and decoded views
@@ -25,10 +27,12 @@ pub mod lint;
 pub mod normalize;
 pub mod pack;
 pub mod policy;
+pub mod stream;
 pub mod toml_reader;
 pub mod tools;
 
-pub use engine::{Engine, Hit, TestFailure, TextScan, Work};
+pub use engine::{Engine, Hit, OutputPlan, TestFailure, TextScan, Work};
 pub use normalize::{Encoding, Limits, Normalizer, View, ViewKind, Views};
 pub use pack::{Action, RuleSet, Severity, Target};
 pub use policy::{Budget, Decision, Exclusions, Message, OnOversize, Policy, Verdict};
+pub use stream::{OutputScanner, Step};

@@ -213,6 +213,25 @@ impl Normalizer {
         out
     }
 
+    /// The [`ViewKind::Folded`] view of `text` alone, for the output guard: the derived and
+    /// decoded views read a text's context (a blob, a despaced run) that a stream only ever has
+    /// part of.
+    pub fn folded_views(&self, text: &str) -> Views {
+        let cut = floor_boundary(text, self.limits.max_scan_bytes);
+        let mut folded = View {
+            kind: ViewKind::Folded,
+            text: String::with_capacity(cut),
+            differs: None,
+            map: SpanMap::default(),
+        };
+        fold_into(&text[..cut], &mut folded.text, &mut folded.map);
+        Views {
+            views: vec![folded],
+            truncated: cut < text.len(),
+            decode_limited: false,
+        }
+    }
+
     /// [`Self::views`] into `out`, reusing the memory of its folded view: a scanner that keeps
     /// one `Views` per thread then allocates (and page-faults in) nothing for the view every
     /// text has.

@@ -98,9 +98,14 @@ pub enum Target {
     Tool,
     /// `arguments` of tool calls in assistant messages.
     ToolArgs,
+    /// The model's reply: assistant text of a response, streamed or not.
+    Output,
+    /// `arguments` of the tool calls in a response, streamed or not.
+    OutputToolArgs,
 }
 
 impl Target {
+    /// The parts of a request (`any` in a pack means these; role weights are per input).
     pub const ALL: [Target; 5] = [
         Target::System,
         Target::User,
@@ -108,6 +113,9 @@ impl Target {
         Target::Tool,
         Target::ToolArgs,
     ];
+
+    /// The parts of a response the output guard reads.
+    pub const OUTPUTS: [Target; 2] = [Target::Output, Target::OutputToolArgs];
 
     pub fn bit(self) -> u8 {
         1 << (self as u8)
@@ -120,11 +128,21 @@ impl Target {
             Target::Assistant => "assistant",
             Target::Tool => "tool",
             Target::ToolArgs => "tool_args",
+            Target::Output => "output",
+            Target::OutputToolArgs => "output_tool_args",
         }
     }
 
     pub fn parse(s: &str) -> Option<Target> {
-        Target::ALL.into_iter().find(|t| t.name() == s)
+        Target::ALL
+            .into_iter()
+            .chain(Target::OUTPUTS)
+            .find(|t| t.name() == s)
+    }
+
+    /// A part of a response rather than of a request.
+    pub fn is_output(self) -> bool {
+        matches!(self, Target::Output | Target::OutputToolArgs)
     }
 }
 
@@ -268,6 +286,7 @@ impl Rule {
         }
         Target::ALL
             .into_iter()
+            .chain(Target::OUTPUTS)
             .find(|t| self.reads(*t))
             .unwrap_or(Target::User)
     }
@@ -617,7 +636,7 @@ fn parse_rule(
                     errs.push(
                         &format!("{path}.targets[{j}]"),
                         t.value_span("targets"),
-                        format!("{name:?}: expected one of system, user, assistant, tool, tool_args, any"),
+                        format!("{name:?}: expected one of system, user, assistant, tool, tool_args, any, output, output_tool_args"),
                     );
                 }
             }

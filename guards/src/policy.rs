@@ -28,7 +28,7 @@ pub struct Policy {
     /// Blocking score at which a request is blocked.
     pub threshold: u32,
     /// Score multiplier per target, indexed by `Target as usize`.
-    pub role_weights: [u32; 5],
+    pub role_weights: [u32; 7],
     pub exclusions: Exclusions,
     /// How much one request's scan may cost, and what happens past it.
     pub budget: Budget,
@@ -172,7 +172,7 @@ impl Exclusions {
 }
 
 /// Default weights: instructions in tool output / retrieved documents count double.
-pub const DEFAULT_ROLE_WEIGHTS: [u32; 5] = [1, 1, 1, 2, 1];
+pub const DEFAULT_ROLE_WEIGHTS: [u32; 7] = [1, 1, 1, 2, 1, 1, 1];
 
 impl Default for Policy {
     fn default() -> Self {

@@ -123,6 +123,8 @@ pub struct Engine {
     /// it, and a character each side for the assertions. `None`: scan that view whole (a rule
     /// reads it but not the folded view, so the folded scan does not stand in for the rest).
     derived_context: [Option<usize>; 5],
+    /// The output rules' hold bound and viability DFA; `None` when no rule reads an output.
+    output: Option<OutputPlan>,
     /// Time the compilation took.
     pub compile_time: std::time::Duration,
 }
@@ -472,6 +474,14 @@ impl Engine {
             unanchored_targets |= rule.targets;
         }
         let derived_context = derived_context(&set, &regex_rule, &reach);
+        let output = output_plan(&set, &regex_rule, &reach, &hirs).map_err(|e| {
+            vec![PackError::new(
+                &set.source,
+                "",
+                None,
+                format!("regex engine (output rules): {e}"),
+            )]
+        })?;
         let mut trigger_start = Vec::with_capacity(triggers.len() + 1);
         let mut trigger_list = Vec::new();
         for t in &triggers {
@@ -497,8 +507,20 @@ impl Engine {
             unanchored_views,
             unanchored_targets,
             derived_context,
+            output,
             compile_time: started.elapsed(),
         })
+    }
+
+    /// What the output guard needs, when some rule reads an output target.
+    pub fn output_plan(&self) -> Option<&OutputPlan> {
+        self.output.as_ref()
+    }
+
+    /// Scan the folded view of `text` alone (see [`Normalizer::folded_views`]), as the output
+    /// guard does.
+    pub fn scan_folded(&self, text: &str, target: Target) -> TextScan {
+        self.scan_views(&self.normalizer.folded_views(text), target)
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -957,6 +979,57 @@ impl Engine {
         out.push_str(text.get(pos..).unwrap_or(""));
         Some(out)
     }
+}
+
+/// What the output guard ([`crate::stream`]) needs of the rules that read a response.
+#[derive(Debug)]
+pub struct OutputPlan {
+    /// The longest match of any output rule in the folded view, in bytes (a regex without a
+    /// bound counts as [`regexes::MAX_MATCH_BYTES`]): the most text a stream is held back.
+    pub hold: usize,
+    /// Where a stream's tail could still grow into a match of an output regex.
+    pub(crate) viable: Option<regexes::Viable>,
+    /// The output rules' literals, folded.
+    pub(crate) literals: Vec<String>,
+}
+
+fn output_plan(
+    set: &RuleSet,
+    regex_rule: &[usize],
+    reach: &[usize],
+    hirs: &[regex_syntax::hir::Hir],
+) -> Result<Option<OutputPlan>, String> {
+    let bits = Target::OUTPUTS.iter().fold(0u8, |acc, t| acc | t.bit());
+    let reads = |rule: &Rule| rule.targets & bits != 0;
+    if !set.rules.iter().any(reads) {
+        return Ok(None);
+    }
+    let mut hold = 0usize;
+    let mut literals = Vec::new();
+    for rule in set.rules.iter().filter(|r| reads(r)) {
+        for lit in &rule.literals {
+            let folded = fold(lit);
+            hold = hold.max(folded.len());
+            literals.push(folded);
+        }
+    }
+    let mut regexes = Vec::new();
+    for (pid, &r) in regex_rule.iter().enumerate() {
+        if reads(&set.rules[r]) {
+            hold = hold.max(reach[pid]);
+            regexes.push(hirs[pid].clone());
+        }
+    }
+    let viable = if regexes.is_empty() {
+        None
+    } else {
+        Some(regexes::Viable::build(&regexes)?)
+    };
+    Ok(Some(OutputPlan {
+        hold,
+        viable,
+        literals,
+    }))
 }
 
 /// [`Engine::derived_context`] of a rule set whose regex `pid` belongs to rule `regex_rule[pid]`

@@ -308,6 +308,51 @@ fn lazy_dfa(
         .map_err(|e| e.to_string())
 }
 
+/// Whether a text could still be the start of a match of some regex of a set: the set's
+/// relaxed forms as one anchored lazy DFA. The output guard asks it where the tail of a stream
+/// could still grow into a match, and holds back only that.
+#[derive(Debug)]
+pub struct Viable {
+    dfa: LazyDfa,
+}
+
+/// Cache of a [`Viable`] DFA: small, since output patterns are few.
+const VIABLE_CACHE_BYTES: usize = 1024 * 1024;
+
+impl Viable {
+    pub fn build(regexes: &[Hir]) -> Result<Viable, String> {
+        let relaxed: Vec<Hir> = regexes.iter().map(|h| relax(h.clone())).collect();
+        Ok(Viable {
+            dfa: lazy_dfa(&relaxed, false, VIABLE_CACHE_BYTES, false)?,
+        })
+    }
+
+    pub fn cache(&self) -> LazyCache {
+        self.dfa.create_cache()
+    }
+
+    /// `text[at..]` is a match of some regex or could become one with more text: the anchored
+    /// walk from `at` does not die before the end. Errs towards `true` (the DFA giving up).
+    pub fn from(&self, cache: &mut LazyCache, text: &[u8], at: usize) -> bool {
+        let config = start::Config::new()
+            .anchored(Anchored::Yes)
+            .look_behind(at.checked_sub(1).and_then(|i| text.get(i).copied()));
+        let Ok(mut sid) = self.dfa.start_state(cache, &config) else {
+            return true;
+        };
+        for &b in text.get(at..).unwrap_or(&[]) {
+            match self.dfa.next_state(cache, sid, b) {
+                Ok(next) => sid = next,
+                Err(_) => return true,
+            }
+            if sid.is_dead() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// `hir` with each Unicode word-boundary assertion replaced by one the lazy DFA can check on any
 /// text, and that accepts at least as much: every match of `hir` is a match of the result.
 ///
