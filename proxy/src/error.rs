@@ -65,6 +65,9 @@ pub enum ApiError {
     TelemetryUnavailable,
     /// The input guard blocked the prompt; only rule ids are reported, never the matched text.
     PromptBlocked { rule_ids: Vec<String> },
+    /// An output rule blocked the model's reply (sent as the final event of a stream); only rule
+    /// ids are reported, never the matched text.
+    OutputBlocked { rule_ids: Vec<String> },
     /// A declared tool is not on the tenant's allowlist, or differs from its pinned schema.
     ToolNotAllowed { param: String, message: String },
     /// The `tools` a request declares are malformed.
@@ -109,6 +112,7 @@ impl ApiError {
             ApiError::ShuttingDown => "shutting_down",
             ApiError::TelemetryUnavailable => "telemetry_unavailable",
             ApiError::PromptBlocked { .. } => "prompt_blocked",
+            ApiError::OutputBlocked { .. } => "output_blocked",
             ApiError::ToolNotAllowed { .. } => "tool_not_allowed",
             ApiError::InvalidTools { .. } => "invalid_tools",
             ApiError::Internal => "internal_error",
@@ -125,6 +129,7 @@ impl ApiError {
             | ApiError::InvalidField { .. }
             | ApiError::MissingField { .. }
             | ApiError::PromptBlocked { .. }
+            | ApiError::OutputBlocked { .. }
             | ApiError::InvalidTools { .. } => 400,
             ApiError::MissingApiKey | ApiError::InvalidApiKey => 401,
             ApiError::ModelNotAllowed { .. } | ApiError::ToolNotAllowed { .. } => 403,
@@ -214,6 +219,10 @@ impl ApiError {
                 "the request was blocked by the input guard (rules: {})",
                 rule_ids.join(", ")
             ),
+            ApiError::OutputBlocked { rule_ids } => format!(
+                "the reply was stopped by the output guard (rules: {})",
+                rule_ids.join(", ")
+            ),
             ApiError::ToolNotAllowed { message, .. } => message.clone(),
             ApiError::InvalidTools { param, message } => format!("invalid tools: '{param}' {message}"),
             ApiError::Internal => "internal error".into(),
@@ -244,7 +253,7 @@ impl ApiError {
             "code": self.code(),
             "request_id": request_id,
         });
-        if let ApiError::PromptBlocked { rule_ids } = self {
+        if let ApiError::PromptBlocked { rule_ids } | ApiError::OutputBlocked { rule_ids } = self {
             v["rule_ids"] = json!(rule_ids);
         }
         v

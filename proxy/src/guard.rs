@@ -155,6 +155,9 @@ impl Guards {
             .rule_pack_info
             .with_label_values(&["active", a.version(), &a.set().source])
             .set(1);
+        metrics
+            .output_hold_bytes
+            .set(a.output_plan().map_or(0, |p| p.hold as i64));
         if let Some(s) = self.shadow() {
             metrics
                 .rule_pack_info

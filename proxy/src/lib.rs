@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod outlier;
 pub mod proxy;
 pub mod quota;
+pub mod response;
 pub mod rules_cmd;
 pub mod server;
 pub mod sse;

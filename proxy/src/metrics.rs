@@ -129,6 +129,10 @@ pub struct Metrics {
     pub upstream_ejected: IntGaugeVec,
     pub guard_decisions: IntCounterVec,
     pub guard_rule_hits: IntCounterVec,
+    pub output_decisions: IntCounterVec,
+    pub output_rule_hits: IntCounterVec,
+    pub output_masks: IntCounterVec,
+    pub output_hold_bytes: IntGauge,
     pub guard_seconds: HistogramVec,
     pub guard_truncated: IntCounterVec,
     pub guard_oversize: IntCounterVec,
@@ -235,6 +239,22 @@ impl Metrics {
                 Opts::new("warden_guard_rule_hits_total", "Requests each rule matched, by rule id and action; rule ids come from the loaded packs"),
                 &["rule", "action"],
             )?,
+            output_decisions: IntCounterVec::new(
+                Opts::new("warden_output_decisions_total", "Output-guard decisions on replies, by tenant, decision (allow/mask/block) and mode (enforce/monitor)"),
+                &["tenant", "decision", "mode"],
+            )?,
+            output_rule_hits: IntCounterVec::new(
+                Opts::new("warden_output_rule_hits_total", "Replies each output rule matched, by rule id"),
+                &["rule"],
+            )?,
+            output_masks: IntCounterVec::new(
+                Opts::new("warden_output_masks_total", "Matches the output guard masked in replies, by tenant"),
+                &["tenant"],
+            )?,
+            output_hold_bytes: IntGauge::new(
+                "warden_output_hold_bytes",
+                "The most bytes of a reply the output guard holds back at once: the longest match of any output rule in the loaded packs",
+            )?,
             guard_seconds: HistogramVec::new(
                 HistogramOpts::new("warden_guard_seconds", "Time the input guard took per request (normalise, scan, score, mask)")
                     .buckets(buckets::GUARD.to_vec()),
@@ -333,6 +353,10 @@ impl Metrics {
         m.registry.register(Box::new(m.upstream_ejected.clone()))?;
         m.registry.register(Box::new(m.guard_decisions.clone()))?;
         m.registry.register(Box::new(m.guard_rule_hits.clone()))?;
+        m.registry.register(Box::new(m.output_decisions.clone()))?;
+        m.registry.register(Box::new(m.output_rule_hits.clone()))?;
+        m.registry.register(Box::new(m.output_masks.clone()))?;
+        m.registry.register(Box::new(m.output_hold_bytes.clone()))?;
         m.registry.register(Box::new(m.guard_seconds.clone()))?;
         m.registry.register(Box::new(m.guard_truncated.clone()))?;
         m.registry.register(Box::new(m.guard_oversize.clone()))?;

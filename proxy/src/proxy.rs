@@ -8,11 +8,12 @@
 //! - `upstream_request_filter` / `request_body_filter`: strip the client's key, pass the request
 //!   id (and, with tracing on, a `traceparent` naming this request's span), send the validated
 //!   body.
-//! - `response_filter`: request id on the response; SSE responses get an incremental parser.
-//! - `response_body_filter` (synchronous): SSE events pass through one by one as they complete;
-//!   a stream that ends without `[DONE]` gets a final error event. Usage is read for quotas.
+//! - `response_filter`: request id on the response; the response pipeline
+//!   ([`crate::response`]) chooses how the body is handled (SSE, JSON, pass-through).
+//! - `response_body_filter` (synchronous): each piece of the body through the pipeline (SSE
+//!   events, usage, the output guard, the end of the stream); what it returns goes out.
 //! - `fail_to_proxy`: upstream failures become 502/504 JSON errors, or — once a stream has
-//!   started — a final SSE error event instead of a silently truncated stream.
+//!   started — the pipeline's final SSE error event instead of a silently truncated stream.
 //! - `logging`: metrics, quota reconciliation, one access-log line (no prompt text, no keys),
 //!   the audit event and, with `[tracing]` on, the request's span (opened in `request_filter`).
 
@@ -28,6 +29,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::Value;
 
 use crate::config::OnFull;
+use crate::config::OutputMode;
 use crate::error::ApiError;
 use crate::events::{self, Identities};
 use crate::guard::{self, GuardOutcome, GuardRun};
@@ -35,15 +37,10 @@ use crate::guard_pool::Overloaded;
 use crate::http1;
 use crate::keys;
 use crate::outlier::Exchange;
-use crate::sse::{SseEvent, SseParser};
+use crate::response::{OutputOutcome, ResponsePipeline, Usage};
 use crate::state::{App, InflightGuard, NoUpstream};
 use crate::traces::{RequestSpan, SpanFacts};
 use crate::validate::{self, Endpoint, Validated};
-
-/// Largest single SSE event accepted from an upstream.
-const MAX_SSE_EVENT_BYTES: usize = 4 * 1024 * 1024;
-/// Non-streaming responses are copied up to this size to read `usage`.
-const MAX_USAGE_SCAN_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct WardenProxy {
     app: Arc<App>,
@@ -83,11 +80,10 @@ pub struct RequestCtx {
     upstream_status: Option<u16>,
     first_byte_at: Option<Instant>,
     upstream_done_at: Option<Instant>,
-    sse: Option<SseParser>,
-    saw_done: bool,
-    /// Warden ended the stream with its own error event.
-    stream_error_sent: bool,
-    json_buf: Option<Vec<u8>>,
+    /// The response's path to the client (set in `response_filter`).
+    response: Option<ResponsePipeline>,
+    /// What the output guard saw (taken from the pipeline in `logging`).
+    output: Option<OutputOutcome>,
     usage: Option<Usage>,
     /// The input guard's decision (rule ids, score, pack version), for logs and telemetry.
     pub guard: Option<GuardOutcome>,
@@ -104,12 +100,6 @@ pub struct RequestCtx {
     /// This request's OTLP span (tracing on and the request sampled or not).
     span: Option<RequestSpan>,
     _inflight: InflightGuard,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Usage {
-    input: u64,
-    output: u64,
 }
 
 /// What `request_filter` decided.
@@ -145,10 +135,8 @@ impl ProxyHttp for WardenProxy {
             upstream_status: None,
             first_byte_at: None,
             upstream_done_at: None,
-            sse: None,
-            saw_done: false,
-            stream_error_sent: false,
-            json_buf: None,
+            response: None,
+            output: None,
             usage: None,
             guard: None,
             started_at: SystemTime::now(),
@@ -273,19 +261,18 @@ impl ProxyHttp for WardenProxy {
         ctx.status = resp.status.as_u16();
         ctx.upstream_status = Some(ctx.status);
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        let is_sse = resp
+        let mut pipeline =
+            ResponsePipeline::new(&ctx.request_id, ctx.injected_usage, self.output_guard(ctx));
+        let content_type = resp
             .headers
             .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
-        if is_sse && resp.status.is_success() {
-            ctx.sse = Some(SseParser::new(MAX_SSE_EVENT_BYTES));
-            // Events may be dropped or added (the final error event), so the length can change.
+            .and_then(|v| v.to_str().ok());
+        if pipeline.head(ctx.status, content_type).rechunk {
+            // Events may be dropped, rewritten or added, so the length can change.
             resp.remove_header("content-length");
             resp.insert_header("transfer-encoding", "chunked")?;
-        } else if resp.status.is_success() {
-            ctx.json_buf = Some(Vec::new());
         }
+        ctx.response = Some(pipeline);
         Ok(())
     }
 
@@ -300,23 +287,13 @@ impl ProxyHttp for WardenProxy {
         if ctx.first_byte_at.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
             ctx.first_byte_at = Some(now);
         }
-        if ctx.sse.is_some() {
-            *body = self.filter_sse(body.take(), end_of_stream, ctx);
-        } else if let (Some(buf), Some(b)) = (ctx.json_buf.as_mut(), body.as_ref()) {
-            if buf.len() + b.len() <= MAX_USAGE_SCAN_BYTES {
-                buf.extend_from_slice(b);
-            } else {
-                ctx.json_buf = None;
-            }
+        if let Some(pipeline) = ctx.response.as_mut() {
+            let chunk = body.take();
+            *body = pipeline.body(chunk.as_deref(), end_of_stream);
+            ctx.usage = pipeline.usage().or(ctx.usage);
         }
         if end_of_stream {
             ctx.upstream_done_at = Some(now);
-            if let Some(buf) = ctx.json_buf.take() {
-                ctx.usage = serde_json::from_slice::<Value>(&buf)
-                    .ok()
-                    .as_ref()
-                    .and_then(usage_of);
-            }
         }
         Ok(None)
     }
@@ -391,15 +368,7 @@ impl ProxyHttp for WardenProxy {
         };
         if session.response_written().is_some() {
             // Headers are out: a stream gets a final error event, never a silent cut.
-            if ctx.sse.is_some() && !ctx.saw_done && !ctx.stream_error_sent {
-                ctx.stream_error_sent = true;
-                ctx.error_code = Some(api.code());
-                self.app
-                    .metrics
-                    .stream_errors
-                    .with_label_values(&["upstream_failed"])
-                    .inc();
-                let event = ApiError::UpstreamError.to_sse_event(&ctx.request_id);
+            if let Some(event) = ctx.response.as_mut().and_then(|p| p.upstream_failed(&api)) {
                 if let Err(we) = session.write_response_body(Some(event), true).await {
                     tracing::debug!(request_id = %ctx.request_id, error = %we, "could not write final stream error event");
                 }
@@ -455,6 +424,27 @@ impl ProxyHttp for WardenProxy {
             (Some(sent), Some(first)) => Some(first.saturating_duration_since(sent)),
             _ => None,
         };
+        if let Some(pipeline) = ctx.response.take() {
+            if let Some(end) = pipeline.end() {
+                m.stream_errors.with_label_values(&[end.kind()]).inc();
+                ctx.error_code = ctx.error_code.or(Some(end.code()));
+            }
+            if let Some(o) = pipeline.output() {
+                let mode = if o.monitor { "monitor" } else { "enforce" };
+                m.output_decisions
+                    .with_label_values(&[tenant, o.decision.name(), mode])
+                    .inc();
+                for id in &o.rule_ids {
+                    m.output_rule_hits.with_label_values(&[id]).inc();
+                }
+                if o.masked > 0 {
+                    m.output_masks
+                        .with_label_values(&[tenant])
+                        .inc_by(o.masked as u64);
+                }
+                ctx.output = Some(o);
+            }
+        }
         let error_code = ctx.error_code.or_else(|| e.map(|e| e.etype().as_str()));
         self.report_exchange(ctx, e, end);
         let upstream = ctx.upstream.and_then(|i| self.app.upstreams.get(i));
@@ -799,11 +789,25 @@ impl WardenProxy {
                 .guard
                 .as_ref()
                 .map(|g| u32::try_from(g.elapsed.as_micros()).unwrap_or(u32::MAX)),
-            rule_ids: ctx
-                .guard
-                .as_mut()
-                .map(|g| std::mem::take(&mut g.rule_ids))
-                .unwrap_or_default(),
+            rule_ids: {
+                let mut ids = ctx
+                    .guard
+                    .as_mut()
+                    .map(|g| std::mem::take(&mut g.rule_ids))
+                    .unwrap_or_default();
+                // Input rules first, then the output rules (schema: deduplicated, match order).
+                for id in ctx
+                    .output
+                    .as_mut()
+                    .map(|o| std::mem::take(&mut o.rule_ids))
+                    .unwrap_or_default()
+                {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                ids
+            },
             rule_pack_version: ctx.guard.as_ref().map(|g| g.pack_version.clone()),
             config_hash: app.labels.config_hash.clone(),
             classifier_score: None,
@@ -889,6 +893,21 @@ impl WardenProxy {
         Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
     }
 
+    /// The output guard for this request's reply: the active packs and the tenant's mode, on
+    /// the endpoints that return model text.
+    fn output_guard(&self, ctx: &RequestCtx) -> Option<(Arc<warden_guards::Engine>, OutputMode)> {
+        if !matches!(
+            ctx.endpoint,
+            Some(Endpoint::ChatCompletions | Endpoint::Completions)
+        ) {
+            return None;
+        }
+        let guards = self.app.guards.as_ref()?;
+        let tenant = self.app.tenants.get(ctx.tenant?)?;
+        let mode = tenant.config.guard.output;
+        (mode != OutputMode::Off).then(|| (guards.active(), mode))
+    }
+
     async fn respond_error(
         &self,
         session: &mut Session,
@@ -903,86 +922,6 @@ impl WardenProxy {
         let close =
             matches!(e, ApiError::MalformedRequest) || !session.as_downstream_mut().is_body_done();
         write_json(session, ctx, r.status, r.retry_after, r.body, close).await
-    }
-
-    /// SSE pass-through: forward complete events, watch for `[DONE]` and `usage`, drop the usage
-    /// event Warden asked for itself, and end a truncated stream with an error event.
-    fn filter_sse(
-        &self,
-        chunk: Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Option<Bytes> {
-        if ctx.stream_error_sent {
-            // After Warden's error event nothing more goes to the client.
-            return None;
-        }
-        let mut events: Vec<SseEvent> = Vec::new();
-        let mut oversized = false;
-        if let Some(parser) = ctx.sse.as_mut() {
-            if let Some(chunk) = chunk {
-                oversized = parser.feed(&chunk, &mut events).is_err();
-            }
-            if end_of_stream {
-                parser.finish(&mut events);
-            }
-        }
-        let mut kept: Vec<Bytes> = Vec::with_capacity(events.len());
-        for ev in events {
-            if let Some(data) = ev.data.as_deref() {
-                if data.trim() == "[DONE]" {
-                    ctx.saw_done = true;
-                } else if data.contains("\"usage\"") {
-                    // Only events that can carry usage are parsed: JSON-parsing every token
-                    // event would dominate the cost of streaming.
-                    if let Ok(v) = serde_json::from_str::<Value>(data) {
-                        if let Some(u) = usage_of(&v) {
-                            ctx.usage = Some(u);
-                            let usage_only = v
-                                .get("choices")
-                                .and_then(Value::as_array)
-                                .is_some_and(|c| c.is_empty());
-                            if ctx.injected_usage && usage_only {
-                                continue;
-                            }
-                        }
-                    }
-                }
-            }
-            kept.push(ev.raw);
-        }
-        if oversized || (end_of_stream && !ctx.saw_done) {
-            ctx.stream_error_sent = true;
-            let (kind, code) = if oversized {
-                ("event_too_large", "upstream_event_too_large")
-            } else {
-                ("truncated", "upstream_stream_truncated")
-            };
-            self.app
-                .metrics
-                .stream_errors
-                .with_label_values(&[kind])
-                .inc();
-            ctx.error_code = Some(code);
-            // A partial event is dropped: appended to it, our event would be corrupted.
-            if let Some(p) = ctx.sse.as_mut() {
-                p.take_pending();
-            }
-            kept.push(ApiError::UpstreamError.to_sse_event(&ctx.request_id));
-        }
-        match kept.len() {
-            0 => None,
-            // The common case, one event per upstream chunk, is forwarded without a copy.
-            1 => kept.pop(),
-            _ => Some(
-                kept.iter()
-                    .fold(BytesMut::new(), |mut out, raw| {
-                        out.extend_from_slice(raw);
-                        out
-                    })
-                    .freeze(),
-            ),
-        }
     }
 }
 
@@ -1040,6 +979,9 @@ fn log_request(
         guard_score = ctx.guard.as_ref().map(|g| g.score),
         guard_rules = ctx.guard.as_ref().map(|g| g.rule_ids.join(",")),
         guard_us = ctx.guard.as_ref().map(|g| g.elapsed.as_micros() as u64),
+        output = ctx.output.as_ref().map(|o| o.decision.name()),
+        output_rules = ctx.output.as_ref().map(|o| o.rule_ids.join(",")),
+        output_masked = ctx.output.as_ref().map(|o| o.masked),
         guard_bytes = ctx.guard.as_ref().map(|g| g.scanned_bytes),
         guard_truncated = ctx.guard.as_ref().map(|g| g.truncated),
         pack_version = ctx.guard.as_ref().map(|g| &*g.pack_version),
@@ -1147,16 +1089,6 @@ fn is_connect_error(e: &Error) -> bool {
         e.etype(),
         ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError
     )
-}
-
-fn usage_of(v: &Value) -> Option<Usage> {
-    let u = v.get("usage")?;
-    let input = u.get("prompt_tokens").and_then(Value::as_u64)?;
-    let output = u
-        .get("completion_tokens")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    Some(Usage { input, output })
 }
 
 /// Accept the client's `x-request-id` when it is a sane token, else mint one.

@@ -8,7 +8,8 @@ Warden, in one run, alternating, repeated; reports medians and the added latency
 With --compare-guards, two Wardens run side by side on the same upstream, one with the input guard
 (the shipped packs) and one with `guard.enabled = false`; each round measures direct, guards off and
 guards on, and the guard's added latency is reported against guards-off from the same round.
---compare-telemetry (audit lake) and --compare-tracing (OTLP traces to the `otlp-sink` collector)
+--compare-telemetry (audit lake), --compare-tracing (OTLP traces to the `otlp-sink` collector) and
+--compare-output (the output guard: one tenant with `output = "off"`, the other with the default)
 do the same for those features.
 
     python3 tests/bench/overhead.py --background-prompt-bytes 65536 [--background-rate 20]
@@ -327,6 +328,8 @@ def main():
                     help="run a guards-off Warden beside the guards-on one and compare them")
     ap.add_argument("--compare-telemetry", action="store_true",
                     help="run a Warden writing the audit lake beside one that does not, and compare them")
+    ap.add_argument("--compare-output", action="store_true",
+                    help="also run a Warden whose tenant has the output guard off, and compare")
     ap.add_argument("--compare-tracing", action="store_true",
                     help="run a Warden exporting OTLP traces (to otlp-sink) beside one that does not, "
                          "and compare them")
@@ -350,7 +353,8 @@ def main():
     ap.add_argument("--background-lead", type=float, default=1.0,
                     help="seconds the background load runs before the small-request load starts")
     args = ap.parse_args()
-    if args.background_prompt_bytes and (args.compare_guards or args.compare_telemetry or args.compare_tracing):
+    if args.background_prompt_bytes and (args.compare_guards or args.compare_telemetry or args.compare_tracing
+                                         or args.compare_output):
         sys.exit("--background-prompt-bytes runs its own pair of Wardens; drop the --compare-* flag")
     modes = tuple(args.modes.split(",")) if args.modes else (
         ("non-streaming",) if args.background_prompt_bytes else ("non-streaming", "streaming"))
@@ -372,7 +376,8 @@ def main():
     key_hash = subprocess.run([bins["warden"], "keys", "hash"], input=KEY.encode(), capture_output=True,
                               check=True).stdout.decode().strip()
 
-    def start_warden(name, guard_enabled, lake=None, otlp=None, guard_extra="", log_level="warn"):
+    def start_warden(name, guard_enabled, lake=None, otlp=None, guard_extra="", log_level="warn",
+                     tenant_extra=""):
         proxy, admin = free_port(), free_port()
         cfg = tmp / f"{name}.toml"
         cfg.write_text(f"""
@@ -396,6 +401,7 @@ models = ["test-model"]
 name = "bench"
 api_keys = ["{key_hash}"]
 max_tokens = 16
+{tenant_extra}
 """)
         proc = subprocess.Popen([bins["warden"], "serve", "--config", str(cfg)],
                                 stderr=open(tmp / f"{name}.log", "wb"))
@@ -432,6 +438,11 @@ max_tokens = 16
             on_proxy, on_admin = start_warden("warden-tracing", True, otlp=sink_addr)
             paths = [("direct", f"http://{up_addr}"), ("tracing-off", f"http://127.0.0.1:{proxy}"),
                      ("tracing-on", f"http://127.0.0.1:{on_proxy}")]
+        elif args.compare_output:
+            off_proxy, _ = start_warden("warden-nooutput", True,
+                                        tenant_extra='[tenants.guard]\noutput = "off"')
+            paths = [("direct", f"http://{up_addr}"), ("output-off", f"http://127.0.0.1:{off_proxy}"),
+                     ("output-on", f"http://127.0.0.1:{proxy}")]
         elif args.compare_telemetry:
             on_proxy, _ = start_warden("warden-telemetry", True, lake=tmp / "lake")
             paths = [("direct", f"http://{up_addr}"), ("telemetry-off", f"http://127.0.0.1:{proxy}"),
@@ -504,6 +515,16 @@ max_tokens = 16
             with urllib.request.urlopen(f"http://127.0.0.1:{on_admin}/metrics", timeout=5) as r:
                 spans = [l for l in r.read().decode().splitlines() if l.startswith("warden_trace_spans_total")]
             print(f"\nspans: {', '.join(spans)}")
+        if args.compare_output:
+            print("\nOutput guard on vs off (paired per round against the output-off Warden):\n")
+            paired_table("output guard", "output-off", "output-on")
+            print("\n| mode | TTFB p50 output off | TTFB p50 output on | TTFB p99 off | TTFB p99 on |")
+            print("|---|---|---|---|---|")
+            for mode in modes:
+                print(f"| {mode} | {med(mode, 'output-off', 'p50', 'ttfb_us'):.0f} us | "
+                      f"{med(mode, 'output-on', 'p50', 'ttfb_us'):.0f} us | "
+                      f"{med(mode, 'output-off', 'p99', 'ttfb_us'):.0f} us | "
+                      f"{med(mode, 'output-on', 'p99', 'ttfb_us'):.0f} us |")
         if args.compare_guards:
             print("\nInput guard on vs off (paired per round against the guards-off Warden):\n")
             paired_table("guard", "guards-off", "warden")

@@ -102,3 +102,113 @@ def test_logs_hold_no_key_and_no_prompt(client, warden):
     assert "request" in log
     assert secret not in log
     assert KEY not in log
+
+
+# --- The output guard, as SDK users see it ------------------------------------------------------
+
+TOKEN = "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
+
+BLOCK_PACK = '''
+[pack]
+name = "test-output"
+title = "Test output rules"
+description = "A protected code name the model must never say."
+
+[[rule]]
+id = "TST-9001"
+title = "Protected code name"
+description = "The code name of a project."
+severity = "critical"
+paranoia = 1
+targets = ["output"]
+action = "block"
+views = ["folded"]
+literals = ["operation nightjar"]
+must_match = ["the plan is Operation Nightjar"]
+must_not_match = ["a nightjar is a bird"]
+'''
+
+
+@pytest.fixture(scope="module")
+def guarded(upstream):
+    """A Warden whose packs are the shipped ones plus an output rule that blocks."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from conftest import free_port, key_hash, start_warden
+
+    tmp = Path(tempfile.mkdtemp(prefix="warden-sdk-output-"))
+    rules = tmp / "rules"
+    rules.mkdir()
+    for pack in (Path(__file__).resolve().parents[2] / "rules").glob("*.toml"):
+        shutil.copy(pack, rules / pack.name)
+    (rules / "zz-test-output.toml").write_text(BLOCK_PACK)
+    proxy, admin = free_port(), free_port()
+    config = f"""
+[server]
+listen = "127.0.0.1:{proxy}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[guard]
+rules_dir = "{rules}"
+
+[[upstreams]]
+name = "fake"
+address = "{upstream}"
+models = ["test-model"]
+
+[[tenants]]
+name = "sdk"
+api_keys = ["{key_hash(KEY)}"]
+"""
+    proc, log = start_warden(tmp, config, admin)
+    yield openai.OpenAI(base_url=f"http://127.0.0.1:{proxy}/v1", api_key=KEY, max_retries=0, timeout=20)
+    proc.terminate()
+    assert proc.wait(timeout=15) == 0
+    log.close()
+
+
+def reply(*pieces):
+    import json
+    return {"x-fake-reply": json.dumps(list(pieces))}
+
+
+def test_a_streamed_key_arrives_masked(guarded):
+    stream = guarded.chat.completions.create(
+        model="test-model", messages=[{"role": "user", "content": "token?"}], stream=True,
+        extra_headers=reply("Your token is ", TOKEN[:10], TOKEN[10:27], TOKEN[27:], "."))
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Your token is [REDACTED:SEC-5003]."
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_a_non_streamed_key_arrives_masked(guarded):
+    r = guarded.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "token?"}],
+                                        extra_headers=reply("Your token is ", TOKEN, "."))
+    assert r.choices[0].message.content == "Your token is [REDACTED:SEC-5003]."
+
+
+def test_a_blocked_stream_ends_with_content_filter_then_an_error(guarded):
+    stream = guarded.chat.completions.create(
+        model="test-model", messages=[{"role": "user", "content": "plan?"}], stream=True,
+        extra_headers=reply("The plan is Operation ", "Night", "jar, starting Monday."))
+    received = []
+    with pytest.raises(openai.APIError) as e:
+        for chunk in stream:
+            received.append(chunk)
+    assert received[-1].choices[0].finish_reason == "content_filter"
+    text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
+    assert "nightjar" not in text.lower()
+    assert "output guard" in str(e.value.message)
+    assert "TST-9001" in str(e.value.message)
+
+
+def test_a_blocked_reply_is_content_filter(guarded):
+    r = guarded.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "plan?"}],
+                                        extra_headers=reply("It is Operation Nightjar."))
+    assert r.choices[0].finish_reason == "content_filter"
+    assert r.choices[0].message.content is None

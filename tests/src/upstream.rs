@@ -61,6 +61,12 @@
 //! | `no-done`              | stream normally but end the chunked body cleanly without `data: [DONE]`; no effect on non-streaming |
 //! | `delay=MS`             | sleep MS before responding (same as `slow-first-token` when streaming) |
 //!
+//! # Scripted replies
+//!
+//! `x-fake-reply: ["piece one", "piece two"]` (a JSON array of strings) replaces the generated
+//! text: streaming, one content event per piece, each in its own HTTP chunk; non-streaming, the
+//! pieces joined. `completion_tokens` is the number of pieces.
+//!
 //! Non-goals: validating requests beyond "the body is a JSON object", TLS, HTTP/2, auth.
 //! Dropping a [`FakeUpstream`] aborts its accept loop and every open connection.
 
@@ -859,7 +865,15 @@ async fn respond(
             return send_json(conn, 400, &body, keep_alive).await;
         }
     };
-    let generation = Generation::new(endpoint, &body, shared.default_model(), fault.as_ref());
+    let mut generation = Generation::new(endpoint, &body, shared.default_model(), fault.as_ref());
+    // A scripted reply: the content pieces a test wants the model to say.
+    if let Some(pieces) = req
+        .header("x-fake-reply")
+        .and_then(|h| serde_json::from_str::<Vec<String>>(h).ok())
+    {
+        generation.completion_tokens = pieces.len() as u64;
+        generation.pieces = pieces;
+    }
     if generation.stream {
         send_stream(
             conn,

@@ -171,12 +171,22 @@ async fn streaming_delivers_the_first_token_without_buffering() {
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
 }
 
-/// The upstream writes the SSE body one byte per chunk: the client gets exactly the events a
-/// direct client gets.
+/// The upstream writes the SSE body one byte per chunk: with the output guard off the client
+/// gets exactly the bytes a direct client gets; with it on (the default), the same text, in
+/// events the guard re-cut (it holds back a tail that could still grow into a match).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_split_at_every_byte_arrive_intact() {
     let up = upstream().await;
-    let w = warden(&up, "", "stream_usage = false").await;
+    let guarded = warden(&up, "", "stream_usage = false").await;
+    let w = Warden::start(
+        &[UpstreamSpec::new("fake", up.addr(), &[MODEL]).extra("stream_usage = false")],
+        "",
+        &format!(
+            "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\n[tenants.guard]\noutput = \"off\"\n",
+            harness::key_hash(KEY)
+        ),
+    );
+    w.wait_ready().await;
     // max_tokens set explicitly: Warden would otherwise set it to the tenant cap.
     let body = r#"{"model":"test-model","messages":[{"role":"user","content":"hello"}],"stream":true,"max_tokens":20}"#;
     let req = post(
@@ -191,6 +201,23 @@ async fn events_split_at_every_byte_arrive_intact() {
     assert!(d.len() > 3);
     assert_eq!(p, d);
     assert_eq!(proxied.body, direct.body);
+
+    let text = |events: &[String]| -> String {
+        events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    let g = send(guarded.proxy, &req).await.unwrap();
+    assert_eq!(g.status(), 200);
+    let g = sse_events(&g.body);
+    assert_eq!(text(&g), text(&d));
+    assert_eq!(g.last().map(String::as_str), Some("[DONE]"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,6 +49,7 @@ struct Row {
     config_hash: String,
     route: String,
     rules: usize,
+    rule_ids: Vec<String>,
     /// `guard_truncated`, `guard_scanned_bytes`, `guard_us`.
     guard_coverage: (Option<bool>, Option<u32>, Option<u32>),
 }
@@ -121,7 +122,7 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
     );
     wait_healthy(&w, "fake").await;
 
-    let secrets: Vec<String> = (0..7).map(|i| format!("{}{i}", secret())).collect();
+    let mut secrets: Vec<String> = (0..7).map(|i| format!("{}{i}", secret())).collect();
     let chat = |content: String| {
         json!({"model": MODEL, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]}).to_string()
     };
@@ -137,6 +138,27 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
     .await
     .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text());
+    // Served, streamed, and the model says a key (a GitHub token of the shipped secrets pack):
+    // masked on the way out, recorded by rule id, in no byte of the lake or the log.
+    let token = format!(
+        "ghp_{}",
+        secret().repeat(3).chars().take(36).collect::<String>()
+    );
+    let reply = serde_json::to_string(&["Your token: ", &token[..12], &token[12..], "."]).unwrap();
+    let body = json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "token?"}]});
+    let r = send(
+        w.proxy,
+        &post(
+            "/v1/chat/completions",
+            &body.to_string(),
+            &format!("x-request-id: reply-key\r\nx-fake-reply: {reply}\r\n"),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text());
+    assert!(!r.text().contains(&token[4..12]), "{}", r.text());
+    secrets.push(token);
     // Blocked by the guard.
     let r = send(
         w.proxy,
@@ -217,17 +239,17 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
         200
     );
     w.metrics_with(&[
-        "warden_telemetry_events_total{outcome=\"recorded\"} 7",
+        "warden_telemetry_events_total{outcome=\"recorded\"} 8",
         "warden_telemetry_healthy 1",
-        // OpenTelemetry GenAI names, for the one request that reached the model.
-        "gen_ai_server_time_to_first_token_seconds_count{gen_ai_operation_name=\"chat\",gen_ai_request_model=\"test-model\"} 1",
-        "gen_ai_server_request_duration_seconds_count{gen_ai_operation_name=\"chat\",gen_ai_request_model=\"test-model\"} 1",
-        "gen_ai_client_token_usage_count{gen_ai_operation_name=\"chat\",gen_ai_request_model=\"test-model\",gen_ai_token_type=\"output\"} 1",
+        // OpenTelemetry GenAI names, for the two requests that reached the model.
+        "gen_ai_server_time_to_first_token_seconds_count{gen_ai_operation_name=\"chat\",gen_ai_request_model=\"test-model\"} 2",
+        "gen_ai_server_request_duration_seconds_count{gen_ai_operation_name=\"chat\",gen_ai_request_model=\"test-model\"} 2",
+        "gen_ai_client_token_usage_count{gen_ai_operation_name=\"chat\",gen_ai_request_model=\"test-model\",gen_ai_token_type=\"output\"} 2",
     ])
     .await;
 
     // Once every event is fsynced, the spool holds them all: no secret in any byte of it.
-    w.metrics_with(&["warden_telemetry_events_total{outcome=\"synced\"} 7"])
+    w.metrics_with(&["warden_telemetry_events_total{outcome=\"synced\"} 8"])
         .await;
     let mut spooled = harness::files_under(&lake.join("spool"));
     spooled.retain(|p| p.extension().is_some_and(|e| e == "arrows"));
@@ -314,6 +336,11 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
                     config_hash: config.value(i).to_string(),
                     route: route.value(i).to_string(),
                     rules: rules.value(i).len(),
+                    rule_ids: {
+                        let ids = rules.value(i);
+                        let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+                        (0..ids.len()).map(|k| ids.value(k).to_string()).collect()
+                    },
                     guard_coverage: (
                         (!truncated.is_null(i)).then(|| truncated.value(i)),
                         opt_u32(&scanned, i),
@@ -327,6 +354,13 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
         && r.raw_is_null
         && r.config_hash.starts_with("b3:")
         && r.route == "chat_completions"));
+    // The masked reply: one row, served, with the output rule's id.
+    let (replies, rows): (Vec<Row>, Vec<Row>) =
+        rows.into_iter().partition(|r| r.request_id == "reply-key");
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0].status, 200, "{replies:?}");
+    assert_eq!(replies[0].error_code, None, "{replies:?}");
+    assert_eq!(replies[0].rule_ids, ["SEC-5003"], "{replies:?}");
     // Upstream down: exactly one row each, with the client's request id and the error sent.
     let (down, mut rows): (Vec<Row>, Vec<Row>) = rows
         .into_iter()

@@ -81,6 +81,31 @@ pub struct TenantGuard {
     pub system_prompt: Option<String>,
     pub system_prompt_mode: SystemPromptMode,
     pub tools: ToolPolicy,
+    /// `output`: what the output guard does with this tenant's replies.
+    pub output: OutputMode,
+}
+
+/// What the output guard does for a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputMode {
+    /// Mask and block as the rules say.
+    #[default]
+    Enforce,
+    /// Scan and record what would have happened; the client gets the reply unchanged.
+    Monitor,
+    /// No output guard.
+    Off,
+}
+
+impl OutputMode {
+    pub fn parse(s: &str) -> Option<OutputMode> {
+        match s {
+            "enforce" => Some(OutputMode::Enforce),
+            "monitor" => Some(OutputMode::Monitor),
+            "off" => Some(OutputMode::Off),
+            _ => None,
+        }
+    }
 }
 
 impl Default for TenantGuard {
@@ -92,6 +117,7 @@ impl Default for TenantGuard {
             system_prompt: None,
             system_prompt_mode: SystemPromptMode::Replace,
             tools: ToolPolicy::default(),
+            output: OutputMode::default(),
         }
     }
 }
@@ -236,6 +262,17 @@ pub fn decode_tenant_guard(t: &mut Table<'_>, errs: &mut Errors<'_>) -> TenantGu
             "has no effect without system_prompt",
         );
     }
+    match t.string(errs, "output").as_deref() {
+        None => {}
+        Some(s) => match OutputMode::parse(s) {
+            Some(mode) => g.output = mode,
+            None => errs.push(
+                &t.child_path("output"),
+                t.value_span("output"),
+                format!("{s:?}: expected \"enforce\", \"monitor\" or \"off\""),
+            ),
+        },
+    }
     g.tools.allowed = t.string_list(errs, "allowed_tools");
     if let Some(mut schemas) = t.table(errs, "tool_schemas") {
         let names: Vec<String> = g.tools.allowed.clone().unwrap_or_default();
@@ -321,7 +358,7 @@ on_oversize = "block"
             g.policy.exclusions.ids.contains("PII-6002")
                 && g.policy.exclusions.tags.contains("pii/phone")
         );
-        assert_eq!(g.policy.role_weights, [1, 1, 1, 3, 1]);
+        assert_eq!(g.policy.role_weights, [1, 1, 1, 3, 1, 1, 1]);
         assert!(g.routes["embeddings"].tags.contains("owasp-llm01"));
         assert_eq!(g.system_prompt_mode, SystemPromptMode::Prepend);
         assert!(g.tools.pinned.contains_key("get_weather"));

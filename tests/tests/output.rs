@@ -1,0 +1,249 @@
+//! End-to-end: the output guard in the real `warden` binary, over replies the fake upstream is
+//! scripted to say (`x-fake-reply`). A key the model streams split over three chunks reaches the
+//! client in no byte, masked; a non-streamed reply is masked the same; a `block` output rule ends
+//! a stream with `content_filter`, an `output_blocked` error event and `[DONE]`, and empties a
+//! non-streamed reply; `monitor` records without changing a byte; nothing of a reply is logged.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use warden_tests::harness::{self, post, send, UpstreamSpec, Warden, KEY};
+use warden_tests::http1::Response;
+use warden_tests::upstream::{sse_events, FakeUpstream};
+
+const MODEL: &str = "test-model";
+
+/// A GitHub token (SEC-5003 of the shipped secrets pack), made up.
+const TOKEN: &str = "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789";
+
+/// An output rule that blocks, beside the shipped packs.
+const BLOCK_PACK: &str = r#"
+[pack]
+name = "test-output"
+title = "Test output rules"
+description = "A protected code name the model must never say."
+
+[[rule]]
+id = "TST-9001"
+title = "Protected code name"
+description = "The code name of a project."
+severity = "critical"
+paranoia = 1
+targets = ["output"]
+action = "block"
+views = ["folded"]
+literals = ["operation nightjar"]
+must_match = ["the plan is Operation Nightjar"]
+must_not_match = ["a nightjar is a bird"]
+"#;
+
+/// A rules directory with the shipped packs and `extra`.
+fn rules_dir(name: &str, extra: Option<&str>) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "warden-output-{name}-{}-{}",
+        std::process::id(),
+        harness::free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(harness::repo_root().join("rules")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    if let Some(pack) = extra {
+        std::fs::write(dir.join("zz-test-output.toml"), pack).unwrap();
+    }
+    dir
+}
+
+async fn warden(up: &FakeUpstream, rules: Option<&PathBuf>, tenant_toml: &str) -> Warden {
+    let guard = rules.map_or(String::new(), |d| {
+        format!("\n[guard]\nrules_dir = {:?}\n", d.display().to_string())
+    });
+    let tenants = format!(
+        "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\n{tenant_toml}\n",
+        harness::key_hash(KEY)
+    );
+    let w = Warden::start(
+        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
+        &guard,
+        &tenants,
+    );
+    w.wait_ready().await;
+    w
+}
+
+/// A chat request whose reply is `pieces`, streamed or not.
+async fn chat(w: &Warden, pieces: &[&str], stream: bool) -> Response {
+    let body = json!({
+        "model": MODEL,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "What is my token?"}],
+    })
+    .to_string();
+    let script = serde_json::to_string(pieces).unwrap();
+    send(
+        w.proxy,
+        &post(
+            "/v1/chat/completions",
+            &body,
+            &format!("x-fake-reply: {script}\r\n"),
+        ),
+    )
+    .await
+    .expect("response")
+}
+
+/// The text a client assembles from a stream's chunks, and the parsed events.
+fn assembled(r: &Response) -> (String, Vec<String>) {
+    let events = sse_events(&r.body);
+    let text = events
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect();
+    (text, events)
+}
+
+#[tokio::test]
+async fn a_key_split_over_three_chunks_reaches_the_client_in_no_byte() {
+    let up = harness::recording_upstream(MODEL).await;
+    let w = warden(&up, None, "").await;
+    let pieces = [
+        "Your token is ",
+        &TOKEN[..10],
+        &TOKEN[10..27],
+        &TOKEN[27..],
+        " — keep it safe.",
+    ];
+    let r = chat(&w, &pieces, true).await;
+    assert_eq!(r.status(), 200, "{}", r.text());
+    let body = r.text();
+    // Not the key, nor any piece of it, nor its prefix.
+    for needle in ["ghp_", &TOKEN[4..10], &TOKEN[10..27], &TOKEN[27..]] {
+        assert!(
+            !body.contains(needle),
+            "{needle:?} reached the client: {body}"
+        );
+    }
+    let (text, events) = assembled(&r);
+    assert_eq!(text, "Your token is [REDACTED:SEC-5003] — keep it safe.");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(events
+        .iter()
+        .any(|e| e.contains("\"finish_reason\":\"stop\"")));
+
+    w.metrics_with(&[
+        "warden_output_decisions_total{decision=\"mask\",mode=\"enforce\",tenant=\"t\"} 1",
+        "warden_output_rule_hits_total{rule=\"SEC-5003\"} 1",
+        "warden_output_masks_total{tenant=\"t\"} 1",
+        "warden_output_hold_bytes ",
+    ])
+    .await;
+    assert!(
+        w.wait_log("output_rules=\"SEC-5003\"").await || w.wait_log("output_rules=SEC-5003").await,
+        "{}",
+        w.logs()
+    );
+    assert!(!w.logs().contains(&TOKEN[10..27]), "reply text in the log");
+}
+
+#[tokio::test]
+async fn a_non_streamed_reply_is_masked_the_same() {
+    let up = harness::recording_upstream(MODEL).await;
+    let w = warden(&up, None, "").await;
+    let r = chat(&w, &["Your token is ", TOKEN, "."], false).await;
+    assert_eq!(r.status(), 200, "{}", r.text());
+    let v = r.json().unwrap();
+    assert_eq!(
+        v.pointer("/choices/0/message/content").unwrap(),
+        "Your token is [REDACTED:SEC-5003]."
+    );
+    assert_eq!(v.pointer("/choices/0/finish_reason").unwrap(), "stop");
+    assert!(!r.text().contains("ghp_"));
+    // Usage still counted from the rewritten body.
+    assert_eq!(v.pointer("/usage/completion_tokens").unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_block_rule_ends_the_stream_with_content_filter() {
+    let up = harness::recording_upstream(MODEL).await;
+    let dir = rules_dir("block", Some(BLOCK_PACK));
+    let w = warden(&up, Some(&dir), "").await;
+    let r = chat(
+        &w,
+        &[
+            "The plan is Operation ",
+            "Night",
+            "jar, and it starts Monday.",
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text());
+    let (text, events) = assembled(&r);
+    assert!(
+        !r.text().to_lowercase().contains("nightjar") && !text.contains("Monday"),
+        "{}",
+        r.text()
+    );
+    let n = events.len();
+    assert!(n >= 3, "{events:?}");
+    let filter: Value = serde_json::from_str(&events[n - 3]).unwrap();
+    assert_eq!(filter["choices"][0]["finish_reason"], "content_filter");
+    let error: Value = serde_json::from_str(&events[n - 2]).unwrap();
+    assert_eq!(error["error"]["code"], "output_blocked", "{error}");
+    assert_eq!(error["error"]["rule_ids"], json!(["TST-9001"]));
+    assert!(error["error"]["request_id"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    assert_eq!(events[n - 1], "[DONE]");
+
+    let r = chat(&w, &["It is operation nightjar."], false).await;
+    assert_eq!(r.status(), 200, "{}", r.text());
+    let v = r.json().unwrap();
+    assert_eq!(
+        v.pointer("/choices/0/finish_reason").unwrap(),
+        "content_filter"
+    );
+    assert!(v.pointer("/choices/0/message/content").unwrap().is_null());
+    assert!(!r.text().to_lowercase().contains("nightjar"));
+
+    w.metrics_with(&[
+        "warden_output_decisions_total{decision=\"block\",mode=\"enforce\",tenant=\"t\"} 2",
+        "warden_stream_errors_total{kind=\"output_blocked\"} 1",
+    ])
+    .await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn monitor_records_and_off_skips_without_changing_a_byte() {
+    let up = harness::recording_upstream(MODEL).await;
+    for (mode, recorded) in [("monitor", true), ("off", false)] {
+        let w = warden(
+            &up,
+            None,
+            &format!("[tenants.guard]\noutput = \"{mode}\"\n"),
+        )
+        .await;
+        let r = chat(&w, &["Your token is ", TOKEN], true).await;
+        let (text, _) = assembled(&r);
+        assert_eq!(text, format!("Your token is {TOKEN}"), "{mode}");
+        let m = w.metrics_with(&["warden_requests_total"]).await;
+        assert_eq!(
+            m.contains(
+                "warden_output_decisions_total{decision=\"mask\",mode=\"monitor\",tenant=\"t\"} 1"
+            ),
+            recorded,
+            "{mode}: {m}"
+        );
+    }
+}
