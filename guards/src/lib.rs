@@ -23,10 +23,13 @@
 
 pub mod engine;
 pub mod eval;
+pub mod leak;
 pub mod lint;
 pub mod normalize;
+pub mod output_eval;
 pub mod pack;
 pub mod policy;
+pub mod refusal;
 pub mod stream;
 pub mod toml_reader;
 pub mod tools;

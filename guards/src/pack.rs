@@ -151,14 +151,73 @@ impl Target {
 pub enum Validator {
     /// Payment-card checksum over the digits of the match.
     Luhn,
+    /// An e-mail address outside the documentation domains: no label of its domain is
+    /// `example`, and its top-level domain is not `test`, `invalid`, `localhost` or `example`
+    /// (RFC 2606, RFC 6761). `deploy@backup.example.com` in a command line is not someone's
+    /// address.
+    Email,
+    /// The value of an assignment (after its `:` or `=`) is not a reference to another name
+    /// (`auth_password`, `settings.DB_PASSWORD`: letters, digits and `_`, with a `_` or `.`)
+    /// nor a placeholder (`none`, `null`, `nil`, `true`, `false`, `undefined`).
+    SecretValue,
 }
 
 impl Validator {
     pub fn check(self, matched: &str) -> bool {
         match self {
             Validator::Luhn => luhn(matched),
+            Validator::Email => not_documentation_email(matched),
+            Validator::SecretValue => secret_value(matched),
         }
     }
+
+    pub fn parse(name: &str) -> Option<Validator> {
+        match name {
+            "luhn" => Some(Validator::Luhn),
+            "email" => Some(Validator::Email),
+            "secret_value" => Some(Validator::SecretValue),
+            _ => None,
+        }
+    }
+}
+
+/// See [`Validator::Email`].
+fn not_documentation_email(s: &str) -> bool {
+    let Some((_, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let labels: Vec<&str> = domain.split('.').collect();
+    let tld = labels.last().copied().unwrap_or("");
+    !labels.contains(&"example") && !matches!(tld, "test" | "invalid" | "localhost")
+}
+
+/// See [`Validator::SecretValue`].
+fn secret_value(s: &str) -> bool {
+    let Some(pos) = s.find([':', '=']) else {
+        return true;
+    };
+    let value = s[pos + 1..]
+        .trim()
+        .trim_matches(|c: char| matches!(c, '"' | '\'' | ',' | ';' | ')' | '('));
+    let lower = value.to_ascii_lowercase();
+    if matches!(
+        lower.as_str(),
+        "none" | "null" | "nil" | "true" | "false" | "undefined"
+    ) {
+        return false;
+    }
+    let identifier = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        && value.contains(['_', '.'])
+        && value.split('.').all(|part| {
+            part.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        });
+    !identifier
 }
 
 /// Luhn checksum over the ASCII digits of `s` (separators ignored); needs 12–19 digits.
@@ -721,14 +780,16 @@ fn parse_rule(
         None => views = 0x1f,
     }
     let validate = match t.string(errs, "validate") {
-        Some(v) if v == "luhn" => Some(Validator::Luhn),
         Some(v) => {
-            errs.push(
-                &key("validate"),
-                t.value_span("validate"),
-                format!("{v:?}: expected luhn"),
-            );
-            None
+            let parsed = Validator::parse(&v);
+            if parsed.is_none() {
+                errs.push(
+                    &key("validate"),
+                    t.value_span("validate"),
+                    format!("{v:?}: expected luhn, email or secret_value"),
+                );
+            }
+            parsed
         }
         None => None,
     };

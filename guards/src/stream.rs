@@ -349,3 +349,50 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod benign {
+    use super::*;
+    use crate::pack::RuleSet;
+
+    /// Replies a model gives every day (the benchmark corpus's answers, prose and languages,
+    /// streamed in 4-byte pieces): nothing is masked.
+    #[test]
+    fn benign_replies_get_no_masks() {
+        let e = Arc::new(Engine::compile(RuleSet::embedded().unwrap()).unwrap());
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/corpus");
+        let mut masked = Vec::new();
+        for class in [
+            "answers_md",
+            "prose_en",
+            "lang_de",
+            "lang_es",
+            "lang_fr",
+            "lang_ru",
+            "lang_zh",
+            "lang_ja",
+            "lang_ar",
+            "lang_hi",
+        ] {
+            let full = std::fs::read_to_string(dir.join(format!("{class}.txt"))).unwrap();
+            let text = &full[..floor_boundary(&full, 64 * 1024)];
+            let mut s = OutputScanner::new(e.clone(), Target::Output).unwrap();
+            let mut at = 0;
+            while at < text.len() {
+                let end = crate::normalize::ceil_boundary(text, at + 4);
+                let _ = s.push(&text[at..end]);
+                at = end;
+            }
+            let _ = s.finish();
+            if s.masked() > 0 {
+                let ids: Vec<&str> = s
+                    .rules()
+                    .iter()
+                    .map(|&r| e.rules()[r].id.as_str())
+                    .collect();
+                masked.push(format!("{class}: {} ({ids:?})", s.masked()));
+            }
+        }
+        assert!(masked.is_empty(), "{masked:?}");
+    }
+}

@@ -93,6 +93,11 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Output-guard tools: measure the refusal and leak detectors on labelled data.
+    Output {
+        #[command(subcommand)]
+        command: OutputCommand,
+    },
     /// The audit lake: check the admin audit table's hash chain.
     Audit {
         #[command(subcommand)]
@@ -102,6 +107,23 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutputCommand {
+    /// Run the refusal and leak detectors over labelled JSONL
+    /// `{"task":"refusal","text","label","source"?}` / `{"task":"leak","text","secret","label",
+    /// "source"?}`; print tp/fp/tn/fn, precision, recall, F1 and accuracy per task and source.
+    Eval {
+        #[arg(long)]
+        input: PathBuf,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+        /// Also write every misjudged line to this JSONL file.
+        #[arg(long)]
+        errors: Option<PathBuf>,
     },
 }
 
@@ -221,6 +243,24 @@ fn main() -> ExitCode {
                     errors.as_deref(),
                 ),
             };
+            err(&report.stderr);
+            let code = out(&report.stdout);
+            if report.ok {
+                code
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::Output {
+            command:
+                OutputCommand::Eval {
+                    input,
+                    format,
+                    errors,
+                },
+        } => {
+            let report =
+                warden_proxy::rules_cmd::output_eval(&input, format == "json", errors.as_deref());
             err(&report.stderr);
             let code = out(&report.stdout);
             if report.ok {

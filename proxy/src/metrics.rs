@@ -133,6 +133,8 @@ pub struct Metrics {
     pub output_rule_hits: IntCounterVec,
     pub output_masks: IntCounterVec,
     pub output_hold_bytes: IntGauge,
+    pub output_leaks: IntCounterVec,
+    pub refusals: IntCounterVec,
     pub guard_seconds: HistogramVec,
     pub guard_truncated: IntCounterVec,
     pub guard_oversize: IntCounterVec,
@@ -255,6 +257,14 @@ impl Metrics {
                 "warden_output_hold_bytes",
                 "The most bytes of a reply the output guard holds back at once: the longest match of any output rule in the loaded packs",
             )?,
+            output_leaks: IntCounterVec::new(
+                Opts::new("warden_output_leaks_total", "Replies that revealed the system prompt, a protected string or the canary, by tenant and kind (canary/verbatim/near_verbatim/encoded)"),
+                &["tenant", "kind"],
+            )?,
+            refusals: IntCounterVec::new(
+                Opts::new("warden_refusals_total", "Replies that open as a refusal, by tenant and model"),
+                &["tenant", "model"],
+            )?,
             guard_seconds: HistogramVec::new(
                 HistogramOpts::new("warden_guard_seconds", "Time the input guard took per request (normalise, scan, score, mask)")
                     .buckets(buckets::GUARD.to_vec()),
@@ -357,6 +367,8 @@ impl Metrics {
         m.registry.register(Box::new(m.output_rule_hits.clone()))?;
         m.registry.register(Box::new(m.output_masks.clone()))?;
         m.registry.register(Box::new(m.output_hold_bytes.clone()))?;
+        m.registry.register(Box::new(m.output_leaks.clone()))?;
+        m.registry.register(Box::new(m.refusals.clone()))?;
         m.registry.register(Box::new(m.guard_seconds.clone()))?;
         m.registry.register(Box::new(m.guard_truncated.clone()))?;
         m.registry.register(Box::new(m.guard_oversize.clone()))?;

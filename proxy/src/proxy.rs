@@ -37,10 +37,11 @@ use crate::guard_pool::Overloaded;
 use crate::http1;
 use crate::keys;
 use crate::outlier::Exchange;
-use crate::response::{OutputOutcome, ResponsePipeline, Usage};
+use crate::response::{OutputOutcome, OutputSetup, ResponsePipeline, Usage};
 use crate::state::{App, InflightGuard, NoUpstream};
 use crate::traces::{RequestSpan, SpanFacts};
 use crate::validate::{self, Endpoint, Validated};
+use warden_guards::leak::LeakDetector;
 
 pub struct WardenProxy {
     app: Arc<App>,
@@ -84,6 +85,10 @@ pub struct RequestCtx {
     response: Option<ResponsePipeline>,
     /// What the output guard saw (taken from the pipeline in `logging`).
     output: Option<OutputOutcome>,
+    /// The request's system prompt, protected strings and canary, compiled for the output guard.
+    leak: Option<LeakDetector>,
+    /// A canary was planted in the pinned system prompt.
+    canary: bool,
     usage: Option<Usage>,
     /// The input guard's decision (rule ids, score, pack version), for logs and telemetry.
     pub guard: Option<GuardOutcome>,
@@ -137,6 +142,8 @@ impl ProxyHttp for WardenProxy {
             upstream_done_at: None,
             response: None,
             output: None,
+            leak: None,
+            canary: false,
             usage: None,
             guard: None,
             started_at: SystemTime::now(),
@@ -261,8 +268,8 @@ impl ProxyHttp for WardenProxy {
         ctx.status = resp.status.as_u16();
         ctx.upstream_status = Some(ctx.status);
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        let mut pipeline =
-            ResponsePipeline::new(&ctx.request_id, ctx.injected_usage, self.output_guard(ctx));
+        let setup = self.output_guard(ctx);
+        let mut pipeline = ResponsePipeline::new(&ctx.request_id, ctx.injected_usage, setup);
         let content_type = resp
             .headers
             .get("content-type")
@@ -441,6 +448,14 @@ impl ProxyHttp for WardenProxy {
                     m.output_masks
                         .with_label_values(&[tenant])
                         .inc_by(o.masked as u64);
+                }
+                if o.refusal == Some(true) {
+                    m.refusals.with_label_values(&[tenant, model]).inc();
+                }
+                if let Some(kind) = o.leak {
+                    m.output_leaks
+                        .with_label_values(&[tenant, kind.name()])
+                        .inc();
                 }
                 ctx.output = Some(o);
             }
@@ -679,11 +694,24 @@ impl WardenProxy {
             // ones pay for counting their texts.
             let pooled = guards.pool.wants(v.body_len())
                 && guards.pool.wants(guard::text_bytes(endpoint, v.doc()));
+            let g = &tenant.config.guard;
+            let canary = (g.canary
+                && g.system_prompt.is_some()
+                && g.output != OutputMode::Off
+                && endpoint == Endpoint::ChatCompletions)
+                .then(guard::new_canary);
             let inspected = if pooled {
                 let shared = Arc::clone(&self.app);
                 let request_id = ctx.request_id.clone();
+                let canary = canary.clone();
                 let job = move || {
-                    let r = inspect(&shared, tenant_idx, endpoint, &request_id, &mut v);
+                    let r = inspect(
+                        &shared,
+                        tenant_idx,
+                        endpoint,
+                        (&request_id, canary.as_deref()),
+                        &mut v,
+                    );
                     (v, r)
                 };
                 let done = guards.pool.run(job).await;
@@ -699,10 +727,32 @@ impl WardenProxy {
                     }
                 }
             } else {
-                inspect(app, tenant_idx, endpoint, &ctx.request_id, &mut v)
+                inspect(
+                    app,
+                    tenant_idx,
+                    endpoint,
+                    (&ctx.request_id, canary.as_deref()),
+                    &mut v,
+                )
             };
             match inspected {
-                Ok(outcome) => ctx.guard = Some(outcome),
+                Ok(outcome) => {
+                    ctx.guard = Some(outcome);
+                    // What no reply may reveal: the system prompt as sent (pinned, canary
+                    // included), the tenant's protected strings, the canary.
+                    if g.output != OutputMode::Off {
+                        let texts = guard::texts(endpoint, v.doc());
+                        let mut protected: Vec<&str> = texts
+                            .iter()
+                            .filter(|(t, _)| *t == warden_guards::Target::System)
+                            .map(|(_, s)| *s)
+                            .collect();
+                        protected.extend(g.protected.iter().map(String::as_str));
+                        let d = LeakDetector::new(&protected, canary.as_deref());
+                        ctx.leak = (!d.is_empty()).then_some(d);
+                        ctx.canary = canary.is_some();
+                    }
+                }
                 Err(refused) => {
                     let (e, outcome) = *refused;
                     ctx.guard = outcome;
@@ -811,8 +861,8 @@ impl WardenProxy {
             rule_pack_version: ctx.guard.as_ref().map(|g| g.pack_version.clone()),
             config_hash: app.labels.config_hash.clone(),
             classifier_score: None,
-            refusal: None,
-            canary_leak: None,
+            refusal: ctx.output.as_ref().and_then(|o| o.refusal),
+            canary_leak: ctx.output.as_ref().and_then(|o| o.canary_leak),
             degraded: None,
             throttled: None,
             switch_state: None,
@@ -895,7 +945,7 @@ impl WardenProxy {
 
     /// The output guard for this request's reply: the active packs and the tenant's mode, on
     /// the endpoints that return model text.
-    fn output_guard(&self, ctx: &RequestCtx) -> Option<(Arc<warden_guards::Engine>, OutputMode)> {
+    fn output_guard(&self, ctx: &mut RequestCtx) -> Option<OutputSetup> {
         if !matches!(
             ctx.endpoint,
             Some(Endpoint::ChatCompletions | Endpoint::Completions)
@@ -904,8 +954,14 @@ impl WardenProxy {
         }
         let guards = self.app.guards.as_ref()?;
         let tenant = self.app.tenants.get(ctx.tenant?)?;
-        let mode = tenant.config.guard.output;
-        (mode != OutputMode::Off).then(|| (guards.active(), mode))
+        let g = &tenant.config.guard;
+        (g.output != OutputMode::Off).then(|| OutputSetup {
+            engine: guards.active(),
+            mode: g.output,
+            leak: ctx.leak.take(),
+            on_leak: g.on_leak,
+            canary: ctx.canary,
+        })
     }
 
     async fn respond_error(
@@ -930,7 +986,7 @@ fn inspect(
     app: &App,
     tenant: usize,
     endpoint: Endpoint,
-    request_id: &str,
+    (request_id, canary): (&str, Option<&str>),
     v: &mut Validated,
 ) -> Result<GuardOutcome, Box<(ApiError, Option<GuardOutcome>)>> {
     let (Some(guards), Some(t)) = (&app.guards, app.tenants.get(tenant)) else {
@@ -946,6 +1002,7 @@ fn inspect(
         shadow: shadow.as_deref(),
         metrics: &app.metrics,
         request_id,
+        canary,
     };
     guard::inspect_request(&run, v)
 }
@@ -982,6 +1039,8 @@ fn log_request(
         output = ctx.output.as_ref().map(|o| o.decision.name()),
         output_rules = ctx.output.as_ref().map(|o| o.rule_ids.join(",")),
         output_masked = ctx.output.as_ref().map(|o| o.masked),
+        refusal = ctx.output.as_ref().and_then(|o| o.refusal),
+        leak = ctx.output.as_ref().and_then(|o| o.leak).map(|k| k.name()),
         guard_bytes = ctx.guard.as_ref().map(|g| g.scanned_bytes),
         guard_truncated = ctx.guard.as_ref().map(|g| g.truncated),
         pack_version = ctx.guard.as_ref().map(|g| &*g.pack_version),

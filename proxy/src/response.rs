@@ -25,9 +25,11 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
-use warden_guards::{Engine, OutputScanner, Step, Target};
+use warden_guards::leak::{Leak, LeakDetector, LeakKind};
+use warden_guards::refusal::{RefusalRules, RefusalWatch};
+use warden_guards::{Engine, Normalizer, OutputScanner, Step, Target};
 
-use crate::config::OutputMode;
+use crate::config::{LeakAction, OutputMode};
 use crate::error::ApiError;
 use crate::sse::{SseEvent, SseParser};
 
@@ -109,6 +111,23 @@ pub struct OutputOutcome {
     pub rule_ids: Vec<String>,
     /// The most bytes held back at once.
     pub held_max: usize,
+    /// The reply opens as a refusal; `None` when there was no text to judge.
+    pub refusal: Option<bool>,
+    /// What leaked first, if anything did.
+    pub leak: Option<LeakKind>,
+    /// Whether the planted canary appeared; `None` when none was planted.
+    pub canary_leak: Option<bool>,
+}
+
+/// What the output guard needs for one request.
+pub struct OutputSetup {
+    pub engine: Arc<Engine>,
+    pub mode: OutputMode,
+    /// The request's system prompt, protected strings and canary, compiled.
+    pub leak: Option<LeakDetector>,
+    pub on_leak: LeakAction,
+    /// A canary was planted in the system prompt.
+    pub canary: bool,
 }
 
 /// One response's path from upstream to client.
@@ -149,15 +168,28 @@ struct JsonState {
     too_large: bool,
 }
 
-/// The output guard of one response: a scanner per choice.
+/// The output guard of one response: a scanner (and a leak detector) per choice, the refusal
+/// watch on the first.
 struct Output {
     engine: Arc<Engine>,
     enforce: bool,
-    /// `(choice index, scanner, finished)`.
-    choices: Vec<(u64, OutputScanner, bool)>,
+    choices: Vec<Choice>,
     blocked: bool,
-    /// Rules and counts of scanners already dropped (raw fallback).
     held_max: usize,
+    leak_template: Option<LeakDetector>,
+    on_leak: LeakAction,
+    canary: bool,
+    leak: Option<Leak>,
+    refusal: RefusalWatch,
+    decoder: Normalizer,
+}
+
+/// One choice of a response.
+struct Choice {
+    index: u64,
+    scanner: OutputScanner,
+    leak: Option<LeakDetector>,
+    finished: bool,
 }
 
 /// What the pipeline wants done with the response head.
@@ -168,19 +200,21 @@ pub struct HeadChange {
 }
 
 impl ResponsePipeline {
-    /// `output`: the engine and mode of the output guard, when it runs for this request.
-    pub fn new(
-        request_id: &str,
-        injected_usage: bool,
-        output: Option<(Arc<Engine>, OutputMode)>,
-    ) -> Self {
-        let output = output.and_then(|(engine, mode)| {
-            (mode != OutputMode::Off && engine.output_plan().is_some()).then(|| Output {
-                engine,
-                enforce: mode == OutputMode::Enforce,
+    /// `output`: the output guard, when it runs for this request.
+    pub fn new(request_id: &str, injected_usage: bool, output: Option<OutputSetup>) -> Self {
+        let output = output.and_then(|o| {
+            (o.mode != OutputMode::Off && o.engine.output_plan().is_some()).then(|| Output {
+                engine: o.engine,
+                enforce: o.mode == OutputMode::Enforce,
                 choices: Vec::new(),
                 blocked: false,
                 held_max: 0,
+                leak_template: o.leak,
+                on_leak: o.on_leak,
+                canary: o.canary,
+                leak: None,
+                refusal: RefusalWatch::default(),
+                decoder: LeakDetector::normalizer(),
             })
         });
         ResponsePipeline {
@@ -271,7 +305,8 @@ impl ResponsePipeline {
         let mut rules: Vec<usize> = Vec::new();
         let mut masked = 0;
         let mut held_max = o.held_max;
-        for (_, s, _) in &o.choices {
+        for c in &o.choices {
+            let s = &c.scanner;
             for &r in s.rules() {
                 if !rules.contains(&r) {
                     rules.push(r);
@@ -296,15 +331,24 @@ impl ResponsePipeline {
         } else {
             OutputDecision::Allow
         };
+        let mut rule_ids: Vec<String> = rules
+            .iter()
+            .filter_map(|&r| o.engine.rules().get(r).map(|r| r.id.clone()))
+            .collect();
+        if let Some(l) = o.leak {
+            rule_ids.push(format!("leak:{}", l.kind.name()));
+        }
         Some(OutputOutcome {
             decision,
             monitor: !o.enforce,
             masked,
-            rule_ids: rules
-                .iter()
-                .filter_map(|&r| o.engine.rules().get(r).map(|r| r.id.clone()))
-                .collect(),
+            rule_ids,
             held_max,
+            refusal: o.refusal.decided(),
+            leak: o.leak.map(|l| l.kind),
+            canary_leak: o
+                .canary
+                .then(|| o.leak.is_some_and(|l| l.kind == LeakKind::Canary)),
         })
     }
 
@@ -426,7 +470,8 @@ impl ResponsePipeline {
         let choices: Vec<Value> = o
             .choices
             .iter()
-            .map(|(i, _, _)| {
+            .map(|c| c.index)
+            .map(|i| {
                 if completions {
                     json!({"index": i, "text": "", "finish_reason": "content_filter"})
                 } else {
@@ -541,13 +586,72 @@ impl ResponsePipeline {
 }
 
 impl Output {
-    fn scanner(&mut self, index: u64) -> Option<&mut (u64, OutputScanner, bool)> {
-        if let Some(pos) = self.choices.iter().position(|c| c.0 == index) {
-            return self.choices.get_mut(pos);
+    /// The position in `choices` of choice `index`, added on first sight.
+    fn choice(&mut self, index: u64) -> Option<usize> {
+        if let Some(pos) = self.choices.iter().position(|c| c.index == index) {
+            return Some(pos);
         }
-        let s = OutputScanner::new(self.engine.clone(), Target::Output)?;
-        self.choices.push((index, s, false));
-        self.choices.last_mut()
+        let scanner = OutputScanner::new(self.engine.clone(), Target::Output)?;
+        self.choices.push(Choice {
+            index,
+            scanner,
+            leak: self.leak_template.clone(),
+            finished: false,
+        });
+        Some(self.choices.len() - 1)
+    }
+
+    /// A leak found: recorded (the first one); `Err` when the tenant blocks on leaks.
+    fn leaked(&mut self, leak: Leak) -> Result<(), ()> {
+        self.leak.get_or_insert(leak);
+        if self.on_leak == LeakAction::Block {
+            self.blocked = true;
+            return Err(());
+        }
+        Ok(())
+    }
+
+    /// The next text of the choice at `pos` (and its end, when `finishing`): what may be sent.
+    /// `Err` on a block (an output rule, or a leak under `on_leak = "block"`).
+    fn feed(&mut self, pos: usize, text: Option<&str>, finishing: bool) -> Result<String, ()> {
+        let mut out = String::new();
+        if let Some(t) = text {
+            if pos == 0 {
+                self.refusal.push(RefusalRules::shared(), t);
+            }
+            if let Some(leak) = self.choices[pos].leak.as_mut().and_then(|d| d.push(t)) {
+                self.leaked(leak)?;
+            }
+            match self.choices[pos].scanner.push(t) {
+                Step::Text(r) => out.push_str(&r),
+                Step::Blocked => {
+                    self.blocked = true;
+                    return Err(());
+                }
+            }
+        }
+        if finishing && !self.choices[pos].finished {
+            self.choices[pos].finished = true;
+            if pos == 0 {
+                self.refusal.finish(RefusalRules::shared());
+            }
+            let decoder = &self.decoder;
+            if let Some(leak) = self.choices[pos]
+                .leak
+                .as_mut()
+                .and_then(|d| d.finish(decoder))
+            {
+                self.leaked(leak)?;
+            }
+            match self.choices[pos].scanner.finish() {
+                Step::Text(r) => out.push_str(&r),
+                Step::Blocked => {
+                    self.blocked = true;
+                    return Err(());
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// One streamed chunk: each choice's text replaced by what its scanner releases (finished
@@ -556,11 +660,11 @@ impl Output {
         let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else {
             return Ok(());
         };
-        for (pos, choice) in choices.iter_mut().enumerate() {
+        for (k, choice) in choices.iter_mut().enumerate() {
             let index = choice
                 .get("index")
                 .and_then(Value::as_u64)
-                .unwrap_or(pos as u64);
+                .unwrap_or(k as u64);
             let finishing = choice.get("finish_reason").is_some_and(|f| !f.is_null());
             let chat = choice.get("delta").is_some();
             let text = if chat {
@@ -572,29 +676,10 @@ impl Output {
             if text.is_none() && !finishing {
                 continue;
             }
-            let Some((_, scanner, finished)) = self.scanner(index) else {
+            let Some(pos) = self.choice(index) else {
                 return Ok(());
             };
-            let mut released = String::new();
-            if let Some(t) = &text {
-                match scanner.push(t) {
-                    Step::Text(r) => released.push_str(&r),
-                    Step::Blocked => {
-                        self.blocked = true;
-                        return Err(());
-                    }
-                }
-            }
-            if finishing {
-                *finished = true;
-                match scanner.finish() {
-                    Step::Text(r) => released.push_str(&r),
-                    Step::Blocked => {
-                        self.blocked = true;
-                        return Err(());
-                    }
-                }
-            }
+            let released = self.feed(pos, text.as_deref(), finishing)?;
             if text.is_none() && released.is_empty() {
                 continue;
             }
@@ -606,36 +691,31 @@ impl Output {
     /// Every choice not finished yet, finished: the text they held, as `(index, text)`.
     fn finish_all(&mut self) -> Result<Vec<(u64, String)>, ()> {
         let mut out = Vec::new();
-        for (index, scanner, finished) in &mut self.choices {
-            if *finished {
+        for pos in 0..self.choices.len() {
+            if self.choices[pos].finished {
                 continue;
             }
-            *finished = true;
-            match scanner.finish() {
-                Step::Text(t) if !t.is_empty() => out.push((*index, t)),
-                Step::Text(_) => {}
-                Step::Blocked => {
-                    self.blocked = true;
-                    return Err(());
-                }
+            let t = self.feed(pos, None, true)?;
+            if !t.is_empty() {
+                out.push((self.choices[pos].index, t));
             }
         }
         Ok(out)
     }
 
     /// A whole (non-streamed) completion: each choice's content masked, or emptied with
-    /// `finish_reason: "content_filter"` when a block rule matched.
+    /// `finish_reason: "content_filter"` when a block rule matched or a leak is blocked.
     fn whole(&mut self, v: &mut Value) {
         let enforce = self.enforce;
         let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else {
             return;
         };
         let mut blocked = false;
-        for (pos, choice) in choices.iter_mut().enumerate() {
+        for (k, choice) in choices.iter_mut().enumerate() {
             let index = choice
                 .get("index")
                 .and_then(Value::as_u64)
-                .unwrap_or(pos as u64);
+                .unwrap_or(k as u64);
             let chat = choice.get("message").is_some();
             let text = if chat {
                 choice.pointer("/message/content").and_then(Value::as_str)
@@ -645,20 +725,22 @@ impl Output {
             let Some(text) = text.map(str::to_string) else {
                 continue;
             };
-            let Some((_, scanner, finished)) = self.scanner(index) else {
+            let Some(pos) = self.choice(index) else {
                 return;
             };
-            *finished = true;
-            match scanner.whole(&text) {
-                Step::Text(t) if enforce => {
+            match self.feed(pos, Some(&text), true) {
+                Ok(t) if enforce => {
                     if chat {
                         choice["message"]["content"] = Value::String(t);
                     } else {
                         choice["text"] = Value::String(t);
                     }
                 }
-                Step::Text(_) => {}
-                Step::Blocked => blocked = true,
+                Ok(_) => {}
+                Err(()) => {
+                    blocked = true;
+                    break;
+                }
             }
         }
         if blocked {
@@ -743,6 +825,16 @@ mod tests {
     use warden_guards::pack::RuleSet;
 
     const KEY: &str = "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789";
+
+    fn setup(engine: &Arc<Engine>, mode: OutputMode) -> OutputSetup {
+        OutputSetup {
+            engine: engine.clone(),
+            mode,
+            leak: None,
+            on_leak: LeakAction::Block,
+            canary: false,
+        }
+    }
 
     fn shipped() -> Arc<Engine> {
         Arc::new(Engine::compile(RuleSet::embedded().unwrap()).unwrap())
@@ -968,7 +1060,7 @@ must_not_match = ["a nightjar is a bird"]
         Option<Usage>,
     ) {
         let mut p =
-            ResponsePipeline::new("req-1", true, Some((f.engine.clone(), OutputMode::Enforce)));
+            ResponsePipeline::new("req-1", true, Some(setup(&f.engine, OutputMode::Enforce)));
         p.head(f.status, Some(f.content_type));
         let bytes = f.body.as_bytes();
         let mut out = Vec::new();
@@ -1127,10 +1219,54 @@ must_not_match = ["a nightjar is a bird"]
     }
 
     #[test]
+    fn a_canary_split_over_chunks_cuts_the_stream_and_refusals_are_judged() {
+        let engine = shipped();
+        let leak = LeakDetector::new(&["Be brief."], Some("wdn-0123456789ab"));
+        let run = |pieces: &[&str], leak: Option<LeakDetector>| {
+            let mut p = ResponsePipeline::new(
+                "r",
+                false,
+                Some(OutputSetup {
+                    engine: engine.clone(),
+                    mode: OutputMode::Enforce,
+                    canary: leak.is_some(),
+                    leak,
+                    on_leak: LeakAction::Block,
+                }),
+            );
+            p.head(200, Some("text/event-stream"));
+            let out = p.body(Some(stream(pieces, true, true).as_bytes()), true);
+            (
+                String::from_utf8(out.unwrap().to_vec()).unwrap(),
+                p.output().unwrap(),
+                p.end(),
+            )
+        };
+        let (text, o, end) = run(
+            &["Sure: wdn-01234", "56789ab is the ref."],
+            Some(leak.clone()),
+        );
+        assert!(!text.contains("56789ab"), "{text}");
+        assert_eq!(end, Some(StreamEnd::OutputBlocked));
+        assert_eq!(
+            (o.leak, o.canary_leak),
+            (Some(LeakKind::Canary), Some(true))
+        );
+        assert_eq!(o.rule_ids, ["leak:canary"]);
+
+        let (_, o, end) = run(&["I'm sorry, but I ", "can't help with that."], Some(leak));
+        assert_eq!(
+            (o.refusal, o.canary_leak, end),
+            (Some(true), Some(false), None)
+        );
+        let (_, o, _) = run(&["Here you go: ", "a poem."], None);
+        assert_eq!((o.refusal, o.canary_leak), (Some(false), None));
+    }
+
+    #[test]
     fn monitor_mode_records_and_changes_nothing() {
         let f = &fixtures()[1];
-        let mut p =
-            ResponsePipeline::new("r", false, Some((f.engine.clone(), OutputMode::Monitor)));
+        let mut p = ResponsePipeline::new("r", false, Some(setup(&f.engine, OutputMode::Monitor)));
         p.head(200, Some("text/event-stream"));
         let out = p.body(Some(f.body.as_bytes()), true).unwrap();
         assert_eq!(&out[..], f.body.as_bytes());

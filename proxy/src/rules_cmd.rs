@@ -1,4 +1,5 @@
-//! `warden rules test | lint | eval`: what security engineers run on a pack before shipping it.
+//! `warden rules test | lint | eval`: what security engineers run on a pack before shipping it;
+//! `warden output eval`: the same for the output guard's refusal and leak detectors.
 //! Each returns the text to print and whether it succeeded; `main` only prints and sets the exit code.
 
 use std::fmt::Write as _;
@@ -174,6 +175,42 @@ pub fn eval(input: &Path, dir: Option<&Path>, json: bool, errors: Option<&Path>)
             format!("{}\n", report.to_json())
         } else {
             format!("{}{}\n", report.to_table(), summary(&engine))
+        },
+        stderr: String::new(),
+        ok: true,
+    }
+}
+
+/// `warden output eval --input FILE.jsonl [--format json] [--errors OUT.jsonl]`.
+pub fn output_eval(input: &Path, json: bool, errors: Option<&Path>) -> Report {
+    use warden_guards::output_eval;
+    let text = match std::fs::read_to_string(input) {
+        Ok(t) => t,
+        Err(e) => {
+            return failed(
+                "cannot read the input",
+                std::iter::once(format!("{}: {e}", input.display())),
+            )
+        }
+    };
+    let examples = match output_eval::parse_jsonl(&text) {
+        Ok(x) => x,
+        Err(errs) => return failed(&format!("{}: bad lines", input.display()), errs.into_iter()),
+    };
+    let report = output_eval::evaluate(&examples);
+    if let Some(path) = errors {
+        if let Err(e) = std::fs::write(path, report.errors_jsonl(&examples)) {
+            return failed(
+                "cannot write the errors file",
+                std::iter::once(format!("{}: {e}", path.display())),
+            );
+        }
+    }
+    Report {
+        stdout: if json {
+            format!("{}\n", report.to_json())
+        } else {
+            report.to_table()
         },
         stderr: String::new(),
         ok: true,

@@ -65,7 +65,9 @@
 //!
 //! `x-fake-reply: ["piece one", "piece two"]` (a JSON array of strings) replaces the generated
 //! text: streaming, one content event per piece, each in its own HTTP chunk; non-streaming, the
-//! pieces joined. `completion_tokens` is the number of pieces.
+//! pieces joined. `completion_tokens` is the number of pieces. `x-fake-echo-system: 1` makes
+//! the reply the request's (first) system message, in three pieces: a model that leaks its
+//! prompt.
 //!
 //! Non-goals: validating requests beyond "the body is a JSON object", TLS, HTTP/2, auth.
 //! Dropping a [`FakeUpstream`] aborts its accept loop and every open connection.
@@ -866,11 +868,21 @@ async fn respond(
         }
     };
     let mut generation = Generation::new(endpoint, &body, shared.default_model(), fault.as_ref());
-    // A scripted reply: the content pieces a test wants the model to say.
-    if let Some(pieces) = req
+    // A scripted reply: the content pieces a test wants the model to say; or a model that
+    // repeats its system prompt (in three pieces).
+    let scripted = req
         .header("x-fake-reply")
         .and_then(|h| serde_json::from_str::<Vec<String>>(h).ok())
-    {
+        .or_else(|| {
+            req.header("x-fake-echo-system")?;
+            let system = body.get("messages")?.as_array()?.iter().find_map(|m| {
+                (m.get("role")?.as_str()? == "system").then(|| m.get("content")?.as_str())?
+            })?;
+            let chars: Vec<char> = system.chars().collect();
+            let third = chars.len().div_ceil(3).max(1);
+            Some(chars.chunks(third).map(|c| c.iter().collect()).collect())
+        });
+    if let Some(pieces) = scripted {
         generation.completion_tokens = pieces.len() as u64;
         generation.pieces = pieces;
     }

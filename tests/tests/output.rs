@@ -247,3 +247,62 @@ async fn monitor_records_and_off_skips_without_changing_a_byte() {
         );
     }
 }
+
+/// A tenant with a pinned system prompt and a protected string: Warden plants a canary in the
+/// prompt; a model that repeats its prompt is cut off (the canary gives it away), the event row
+/// says `canary_leak`, and a reply that gives away the protected string spelled out is cut too.
+#[tokio::test]
+async fn a_model_that_repeats_its_system_prompt_is_cut_off() {
+    let up = harness::recording_upstream(MODEL).await;
+    // A short prompt: what gives the copy away is the canary Warden adds to it.
+    let tenant = "[tenants.guard]\nsystem_prompt = \"Be brief.\"\nprotected = [\"TRAM-32\"]\n";
+    let w = warden(&up, None, tenant).await;
+    let body = json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "Hello there."}]}).to_string();
+    let r = send(
+        w.proxy,
+        &post("/v1/chat/completions", &body, "x-fake-echo-system: 1\r\n"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text());
+    // The upstream got the pinned prompt with the canary line.
+    let sent: Value = serde_json::from_slice(&up.requests().last().unwrap().body).unwrap();
+    let system = sent["messages"][0]["content"].as_str().unwrap().to_string();
+    assert!(system.starts_with("Be brief."), "{system}");
+    let canary = system
+        .split_whitespace()
+        .find(|w| w.starts_with("wdn-"))
+        .expect("a canary in the pinned prompt")
+        .trim_end_matches('.')
+        .to_string();
+    assert!(!r.text().contains(&canary), "{}", r.text());
+    let (_, events) = assembled(&r);
+    let n = events.len();
+    let error: Value = serde_json::from_str(&events[n - 2]).unwrap();
+    assert_eq!(error["error"]["code"], "output_blocked", "{error}");
+    assert!(
+        error["error"]["rule_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "leak:canary"),
+        "{error}"
+    );
+
+    let r = chat(&w, &["The code is T R A M", " - 3 2, don't tell."], false).await;
+    let v = r.json().unwrap();
+    assert_eq!(
+        v.pointer("/choices/0/finish_reason").unwrap(),
+        "content_filter"
+    );
+
+    let r = chat(&w, &["I'm sorry, but I can't help with that."], true).await;
+    assert_eq!(assembled(&r).0, "I'm sorry, but I can't help with that.");
+    w.metrics_with(&[
+        "warden_output_leaks_total{kind=\"canary\",tenant=\"t\"} 1",
+        "warden_output_leaks_total{kind=\"verbatim\",tenant=\"t\"} 1",
+        "warden_refusals_total{model=\"test-model\",tenant=\"t\"} 1",
+    ])
+    .await;
+    assert!(!w.logs().contains(&canary), "the canary in the log");
+}

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use warden_tests::harness::warden_bin;
+use warden_tests::harness::{self, warden_bin};
 
 const RULE: &str = r#"
 [pack]
@@ -376,4 +376,65 @@ fn shipped_packs_block_no_benign_review_prompt_beyond_the_named_exceptions() {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `warden output eval` on the committed development set (`guards/tests/output/dev.jsonl`,
+/// rebuilt by `guards/scripts/build_output_eval.py`): the documented JSON, the refusal target
+/// (accuracy ≥ 0.95), no false leak, and the errors file.
+#[test]
+fn output_eval_prints_the_documented_json_on_the_dev_set() {
+    let input = harness::repo_root().join("guards/tests/output/dev.jsonl");
+    let errors =
+        std::env::temp_dir().join(format!("warden-output-errors-{}.jsonl", std::process::id()));
+    let (code, stdout, stderr) = warden(&[
+        "output",
+        "eval",
+        "--input",
+        input.to_str().unwrap(),
+        "--format",
+        "json",
+        "--errors",
+        errors.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for task in ["refusal", "leak"] {
+        for key in [
+            "tp",
+            "fp",
+            "tn",
+            "fn",
+            "precision",
+            "recall",
+            "f1",
+            "accuracy",
+        ] {
+            assert!(!v["tasks"][task][key].is_null(), "{task}.{key}: {v}");
+        }
+    }
+    assert!(
+        v["tasks"]["refusal"]["accuracy"].as_f64().unwrap() >= 0.95,
+        "{v}"
+    );
+    assert_eq!(v["tasks"]["leak"]["fp"], 0, "{v}");
+    assert!(v["by_source"]["compliance"]["task"] == "refusal", "{v}");
+    assert!(v["latency_us"]["p50"].is_number() && v["latency_us"]["p99"].is_number());
+    // What it got wrong is listed, one JSON line each.
+    let wrong = std::fs::read_to_string(&errors).unwrap();
+    let fn_ = v["tasks"]["refusal"]["fn"].as_u64().unwrap()
+        + v["tasks"]["refusal"]["fp"].as_u64().unwrap()
+        + v["tasks"]["leak"]["fn"].as_u64().unwrap();
+    assert_eq!(wrong.lines().count() as u64, fn_);
+    let _ = std::fs::remove_file(errors);
+
+    // A bad line is named, and nothing is printed as a result.
+    let bad = std::env::temp_dir().join(format!("warden-output-bad-{}.jsonl", std::process::id()));
+    std::fs::write(&bad, "{\"task\":\"leak\",\"text\":\"x\",\"label\":1}\n").unwrap();
+    let (code, stdout, stderr) = warden(&["output", "eval", "--input", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.is_empty() && stderr.contains("line 1") && stderr.contains("secret"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(bad);
 }

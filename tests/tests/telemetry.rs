@@ -50,6 +50,8 @@ struct Row {
     route: String,
     rules: usize,
     rule_ids: Vec<String>,
+    /// `refusal`, `canary_leak`.
+    output_signals: (Option<bool>, Option<bool>),
     /// `guard_truncated`, `guard_scanned_bytes`, `guard_us`.
     guard_coverage: (Option<bool>, Option<u32>, Option<u32>),
 }
@@ -316,6 +318,11 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
             );
             let rules = column::<ListArray>(&b, "rule_ids");
             let truncated = column::<BooleanArray>(&b, "guard_truncated");
+            let (refusal, canary) = (
+                column::<BooleanArray>(&b, "refusal"),
+                column::<BooleanArray>(&b, "canary_leak"),
+            );
+            let opt_bool = |a: &BooleanArray, i: usize| (!a.is_null(i)).then(|| a.value(i));
             let (scanned, guard_us) = (
                 column::<UInt32Array>(&b, "guard_scanned_bytes"),
                 column::<UInt32Array>(&b, "guard_us"),
@@ -336,6 +343,7 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
                     config_hash: config.value(i).to_string(),
                     route: route.value(i).to_string(),
                     rules: rules.value(i).len(),
+                    output_signals: (opt_bool(&refusal, i), opt_bool(&canary, i)),
                     rule_ids: {
                         let ids = rules.value(i);
                         let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
@@ -361,6 +369,12 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
     assert_eq!(replies[0].status, 200, "{replies:?}");
     assert_eq!(replies[0].error_code, None, "{replies:?}");
     assert_eq!(replies[0].rule_ids, ["SEC-5003"], "{replies:?}");
+    // Judged as no refusal; no canary was planted (no pinned prompt), so that stays null.
+    assert_eq!(
+        replies[0].output_signals,
+        (Some(false), None),
+        "{replies:?}"
+    );
     // Upstream down: exactly one row each, with the client's request id and the error sent.
     let (down, mut rows): (Vec<Row>, Vec<Row>) = rows
         .into_iter()
@@ -392,6 +406,12 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
     );
     let (ok, blocked, unauth, unknown) = (&rows[0], &rows[1], &rows[2], &rows[3]);
     assert_eq!(ok.decision.as_deref(), Some("allow"));
+    assert_eq!(ok.output_signals, (Some(false), None), "{ok:?}");
+    assert_eq!(
+        blocked.output_signals,
+        (None, None),
+        "not evaluated: {blocked:?}"
+    );
     assert_eq!(ok.error_code, None, "{ok:?}");
     assert_eq!(blocked.decision.as_deref(), Some("block"));
     assert!(blocked.rules >= 1, "blocked row carries its rule ids");

@@ -83,6 +83,24 @@ pub struct TenantGuard {
     pub tools: ToolPolicy,
     /// `output`: what the output guard does with this tenant's replies.
     pub output: OutputMode,
+    /// `canary`: plant a per-request canary in the pinned system prompt (default true; only
+    /// with `system_prompt`).
+    pub canary: bool,
+    /// `protected`: strings no reply may reveal, beside the system prompt.
+    pub protected: Vec<String>,
+    /// `on_leak`: what a leak does to the reply.
+    pub on_leak: LeakAction,
+}
+
+/// `on_leak`: what the output guard does when a reply reveals the system prompt, a protected
+/// string or the canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeakAction {
+    /// End the reply as an output block (`content_filter`, `output_blocked`).
+    #[default]
+    Block,
+    /// Record it; the reply goes on.
+    Flag,
 }
 
 /// What the output guard does for a tenant.
@@ -118,6 +136,9 @@ impl Default for TenantGuard {
             system_prompt_mode: SystemPromptMode::Replace,
             tools: ToolPolicy::default(),
             output: OutputMode::default(),
+            canary: true,
+            protected: Vec::new(),
+            on_leak: LeakAction::default(),
         }
     }
 }
@@ -272,6 +293,31 @@ pub fn decode_tenant_guard(t: &mut Table<'_>, errs: &mut Errors<'_>) -> TenantGu
                 format!("{s:?}: expected \"enforce\", \"monitor\" or \"off\""),
             ),
         },
+    }
+    if let Some(c) = t.boolean(errs, "canary") {
+        g.canary = c;
+    }
+    if let Some(list) = t.string_list(errs, "protected") {
+        for (i, p) in list.iter().enumerate() {
+            if p.trim().is_empty() {
+                errs.push(
+                    &format!("{}[{i}]", t.child_path("protected")),
+                    t.value_span("protected"),
+                    "must not be empty",
+                );
+            }
+        }
+        g.protected = list;
+    }
+    match t.string(errs, "on_leak").as_deref() {
+        None => {}
+        Some("block") => g.on_leak = LeakAction::Block,
+        Some("flag") => g.on_leak = LeakAction::Flag,
+        Some(other) => errs.push(
+            &t.child_path("on_leak"),
+            t.value_span("on_leak"),
+            format!("{other:?}: expected \"block\" or \"flag\""),
+        ),
     }
     g.tools.allowed = t.string_list(errs, "allowed_tools");
     if let Some(mut schemas) = t.table(errs, "tool_schemas") {
