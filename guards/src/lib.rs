@@ -32,6 +32,7 @@ pub mod policy;
 pub mod refusal;
 pub mod stream;
 pub mod toml_reader;
+pub mod tool_calls;
 pub mod tools;
 
 pub use engine::{Engine, Hit, OutputPlan, TestFailure, TextScan, Work};

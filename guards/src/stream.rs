@@ -124,6 +124,15 @@ impl OutputScanner {
         &self.rules
     }
 
+    /// Counts `other`'s matches as this scanner's (rules, masks): one outcome over several texts
+    /// of a reply (a choice's content and its tool calls' arguments).
+    pub fn absorb(&mut self, other: &OutputScanner) {
+        for &r in &other.rules {
+            self.note(r);
+        }
+        self.masked += other.masked;
+    }
+
     /// Matches masked so far (overlapping matches count once).
     pub fn masked(&self) -> usize {
         self.masked

@@ -42,6 +42,7 @@ use crate::state::{App, InflightGuard, NoUpstream};
 use crate::traces::{RequestSpan, SpanFacts};
 use crate::validate::{self, Endpoint, Validated};
 use warden_guards::leak::LeakDetector;
+use warden_guards::tool_calls::ToolCheck;
 
 pub struct WardenProxy {
     app: Arc<App>,
@@ -89,6 +90,8 @@ pub struct RequestCtx {
     leak: Option<LeakDetector>,
     /// A canary was planted in the pinned system prompt.
     canary: bool,
+    /// The tools the request declared and the tenant allows, for the reply's tool calls.
+    tools: Option<ToolCheck>,
     usage: Option<Usage>,
     /// The input guard's decision (rule ids, score, pack version), for logs and telemetry.
     pub guard: Option<GuardOutcome>,
@@ -144,6 +147,7 @@ impl ProxyHttp for WardenProxy {
             output: None,
             leak: None,
             canary: false,
+            tools: None,
             usage: None,
             guard: None,
             started_at: SystemTime::now(),
@@ -686,6 +690,16 @@ impl WardenProxy {
         }
         ctx.charged_tokens = estimated_tokens;
 
+        let g = &tenant.config.guard;
+        // A canary goes into the pinned system prompt (so only with one, and only when the output
+        // guard is there to look for it).
+        let canary = (g.canary
+            && g.enabled
+            && g.system_prompt.is_some()
+            && g.output != OutputMode::Off
+            && app.guards.is_some()
+            && endpoint == Endpoint::ChatCompletions)
+            .then(guard::new_canary);
         if let (Some(guards), true) = (&app.guards, tenant.config.guard.enabled) {
             // Large requests are inspected on the guard pool, so their scan never holds up the
             // other requests of this IO thread; small ones here, where a thread hop would cost
@@ -694,12 +708,6 @@ impl WardenProxy {
             // ones pay for counting their texts.
             let pooled = guards.pool.wants(v.body_len())
                 && guards.pool.wants(guard::text_bytes(endpoint, v.doc()));
-            let g = &tenant.config.guard;
-            let canary = (g.canary
-                && g.system_prompt.is_some()
-                && g.output != OutputMode::Off
-                && endpoint == Endpoint::ChatCompletions)
-                .then(guard::new_canary);
             let inspected = if pooled {
                 let shared = Arc::clone(&self.app);
                 let request_id = ctx.request_id.clone();
@@ -736,23 +744,7 @@ impl WardenProxy {
                 )
             };
             match inspected {
-                Ok(outcome) => {
-                    ctx.guard = Some(outcome);
-                    // What no reply may reveal: the system prompt as sent (pinned, canary
-                    // included), the tenant's protected strings, the canary.
-                    if g.output != OutputMode::Off {
-                        let texts = guard::texts(endpoint, v.doc());
-                        let mut protected: Vec<&str> = texts
-                            .iter()
-                            .filter(|(t, _)| *t == warden_guards::Target::System)
-                            .map(|(_, s)| *s)
-                            .collect();
-                        protected.extend(g.protected.iter().map(String::as_str));
-                        let d = LeakDetector::new(&protected, canary.as_deref());
-                        ctx.leak = (!d.is_empty()).then_some(d);
-                        ctx.canary = canary.is_some();
-                    }
-                }
+                Ok(outcome) => ctx.guard = Some(outcome),
                 Err(refused) => {
                     let (e, outcome) = *refused;
                     ctx.guard = outcome;
@@ -761,6 +753,21 @@ impl WardenProxy {
             }
         }
 
+        // What the output guard checks the reply against: the system prompt as sent (pinned,
+        // canary included), the tenant's protected strings and the canary; the declared tools.
+        if app.guards.is_some() && g.output != OutputMode::Off {
+            let texts = guard::texts(endpoint, v.doc());
+            let mut protected: Vec<&str> = texts
+                .iter()
+                .filter(|(t, _)| *t == warden_guards::Target::System)
+                .map(|(_, s)| *s)
+                .collect();
+            protected.extend(g.protected.iter().map(String::as_str));
+            let d = LeakDetector::new(&protected, canary.as_deref());
+            ctx.leak = (!d.is_empty()).then_some(d);
+            ctx.canary = canary.is_some();
+            ctx.tools = Some(ToolCheck::new(v.doc(), g.tools.allowed.as_deref()));
+        }
         if app.telemetry.is_some() && tenant.config.log_raw_prompts {
             ctx.raw_prompt = Some(events::raw_prompt(&guard::texts(endpoint, v.doc())));
         }
@@ -961,6 +968,7 @@ impl WardenProxy {
             leak: ctx.leak.take(),
             on_leak: g.on_leak,
             canary: ctx.canary,
+            tools: ctx.tools.take().unwrap_or_default(),
         })
     }
 

@@ -27,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
 use warden_guards::leak::{Leak, LeakDetector, LeakKind};
 use warden_guards::refusal::{RefusalRules, RefusalWatch};
+use warden_guards::tool_calls::ToolCheck;
 use warden_guards::{Engine, Normalizer, OutputScanner, Step, Target};
 
 use crate::config::{LeakAction, OutputMode};
@@ -128,6 +129,9 @@ pub struct OutputSetup {
     pub on_leak: LeakAction,
     /// A canary was planted in the system prompt.
     pub canary: bool,
+    /// The tools the request declared and the tenant allows: tool calls in the reply are
+    /// checked against them.
+    pub tools: ToolCheck,
 }
 
 /// One response's path from upstream to client.
@@ -182,6 +186,9 @@ struct Output {
     leak: Option<Leak>,
     refusal: RefusalWatch,
     decoder: Normalizer,
+    tools: ToolCheck,
+    /// Why a tool call was stopped (`tool:...`), if one was.
+    tool_error: Option<&'static str>,
 }
 
 /// One choice of a response.
@@ -190,6 +197,17 @@ struct Choice {
     scanner: OutputScanner,
     leak: Option<LeakDetector>,
     finished: bool,
+    /// Streamed tool calls being assembled, held until complete and checked.
+    calls: Vec<PendingCall>,
+}
+
+/// A streamed tool call: its deltas joined.
+#[derive(Debug, Default)]
+struct PendingCall {
+    index: u64,
+    id: Option<Value>,
+    name: String,
+    arguments: String,
 }
 
 /// What the pipeline wants done with the response head.
@@ -215,6 +233,8 @@ impl ResponsePipeline {
                 leak: None,
                 refusal: RefusalWatch::default(),
                 decoder: LeakDetector::normalizer(),
+                tools: o.tools,
+                tool_error: None,
             })
         });
         ResponsePipeline {
@@ -337,6 +357,9 @@ impl ResponsePipeline {
             .collect();
         if let Some(l) = o.leak {
             rule_ids.push(format!("leak:{}", l.kind.name()));
+        }
+        if let Some(code) = o.tool_error {
+            rule_ids.push(code.to_string());
         }
         Some(OutputOutcome {
             decision,
@@ -597,6 +620,7 @@ impl Output {
             scanner,
             leak: self.leak_template.clone(),
             finished: false,
+            calls: Vec::new(),
         });
         Some(self.choices.len() - 1)
     }
@@ -673,12 +697,22 @@ impl Output {
                 choice.get("text").and_then(Value::as_str)
             };
             let text = text.map(str::to_string);
-            if text.is_none() && !finishing {
+            let deltas = choice
+                .get_mut("delta")
+                .and_then(Value::as_object_mut)
+                .and_then(|d| d.remove("tool_calls"));
+            if text.is_none() && !finishing && deltas.is_none() {
                 continue;
             }
             let Some(pos) = self.choice(index) else {
                 return Ok(());
             };
+            let calls = self.tool_deltas(pos, deltas, finishing)?;
+            if !calls.is_empty() {
+                if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
+                    delta.insert("tool_calls".into(), Value::Array(calls));
+                }
+            }
             let released = self.feed(pos, text.as_deref(), finishing)?;
             if text.is_none() && released.is_empty() {
                 continue;
@@ -689,18 +723,101 @@ impl Output {
     }
 
     /// Every choice not finished yet, finished: the text they held, as `(index, text)`.
-    fn finish_all(&mut self) -> Result<Vec<(u64, String)>, ()> {
+    fn finish_all(&mut self) -> Result<Vec<(u64, String, Vec<Value>)>, ()> {
         let mut out = Vec::new();
         for pos in 0..self.choices.len() {
             if self.choices[pos].finished {
                 continue;
             }
+            let calls = self.tool_deltas(pos, None, true)?;
             let t = self.feed(pos, None, true)?;
-            if !t.is_empty() {
-                out.push((self.choices[pos].index, t));
+            if !t.is_empty() || !calls.is_empty() {
+                out.push((self.choices[pos].index, t, calls));
             }
         }
         Ok(out)
+    }
+
+    /// A streamed chunk's `tool_calls` deltas for the choice at `pos`: joined per call and held;
+    /// a call is complete when a later call begins or the choice ends (`finishing`). Complete
+    /// calls are checked ([`ToolCheck`]) and their arguments masked, and returned whole, as
+    /// the `tool_calls` the client gets in this chunk. `Err` on a stopped call.
+    fn tool_deltas(
+        &mut self,
+        pos: usize,
+        deltas: Option<Value>,
+        finishing: bool,
+    ) -> Result<Vec<Value>, ()> {
+        let mut complete: Vec<PendingCall> = Vec::new();
+        for d in deltas
+            .as_ref()
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let index = d.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let calls = &mut self.choices[pos].calls;
+            if !calls.iter().any(|c| c.index == index) {
+                // A new call: the ones before it are complete.
+                complete.append(calls);
+                calls.push(PendingCall {
+                    index,
+                    ..PendingCall::default()
+                });
+            }
+            let Some(call) = calls.iter_mut().find(|c| c.index == index) else {
+                continue;
+            };
+            if let Some(id) = d.get("id") {
+                call.id = Some(id.clone());
+            }
+            if let Some(n) = d.pointer("/function/name").and_then(Value::as_str) {
+                call.name.push_str(n);
+            }
+            if let Some(a) = d.pointer("/function/arguments").and_then(Value::as_str) {
+                call.arguments.push_str(a);
+            }
+        }
+        if finishing {
+            complete.append(&mut self.choices[pos].calls);
+        }
+        let mut out = Vec::with_capacity(complete.len());
+        for call in complete {
+            let arguments = self.check_call(&call.name, &call.arguments)?;
+            out.push(json!({
+                "index": call.index,
+                "id": call.id.unwrap_or(Value::Null),
+                "type": "function",
+                "function": {"name": call.name, "arguments": arguments},
+            }));
+        }
+        Ok(out)
+    }
+
+    /// One complete tool call: checked against the request's tools and the tenant's allowlist,
+    /// its arguments scanned as `output_tool_args` (masked). `Err` when it is stopped.
+    fn check_call(&mut self, name: &str, arguments: &str) -> Result<String, ()> {
+        if let Err(e) = self.tools.check(name, arguments) {
+            self.tool_error.get_or_insert(e.code);
+            self.blocked = true;
+            return Err(());
+        }
+        let Some(mut scanner) = OutputScanner::new(self.engine.clone(), Target::OutputToolArgs)
+        else {
+            return Ok(arguments.to_string());
+        };
+        let step = scanner.whole(arguments);
+        // The scanner's rules join the first choice's, for the outcome.
+        if let Some(first) = self.choices.first_mut() {
+            first.scanner.absorb(&scanner);
+        }
+        match step {
+            Step::Text(t) => Ok(t),
+            Step::Blocked => {
+                self.blocked = true;
+                Err(())
+            }
+        }
     }
 
     /// A whole (non-streamed) completion: each choice's content masked, or emptied with
@@ -722,11 +839,42 @@ impl Output {
             } else {
                 choice.get("text").and_then(Value::as_str)
             };
-            let Some(text) = text.map(str::to_string) else {
-                continue;
-            };
+            let text = text.map(str::to_string);
             let Some(pos) = self.choice(index) else {
                 return;
+            };
+            if let Some(calls) = choice
+                .pointer_mut("/message/tool_calls")
+                .and_then(Value::as_array_mut)
+            {
+                for call in calls.iter_mut() {
+                    let name = call
+                        .pointer("/function/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let args = call
+                        .pointer("/function/arguments")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    match self.check_call(&name, &args) {
+                        Ok(masked) if enforce => {
+                            if let Some(f) = call.get_mut("function").and_then(Value::as_object_mut)
+                            {
+                                f.insert("arguments".into(), Value::String(masked));
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(()) => blocked = true,
+                    }
+                }
+            }
+            if blocked {
+                break;
+            }
+            let Some(text) = text else {
+                continue;
             };
             match self.feed(pos, Some(&text), true) {
                 Ok(t) if enforce => {
@@ -748,8 +896,10 @@ impl Output {
             if enforce {
                 // One choice blocked withholds them all: they answer the same prompt.
                 for choice in choices.iter_mut() {
-                    if choice.get("message").is_some() {
-                        choice["message"]["content"] = Value::Null;
+                    if let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut)
+                    {
+                        message.insert("content".into(), Value::Null);
+                        message.remove("tool_calls");
                     } else {
                         choice["text"] = Value::String(String::new());
                     }
@@ -772,16 +922,18 @@ fn set_text(choice: &mut Value, chat: bool, text: String) {
 }
 
 /// A chunk carrying text the guard held until the end of a stream without a `finish_reason`.
-fn tail_chunk(meta: &Map<String, Value>, tail: Vec<(u64, String)>) -> Value {
+fn tail_chunk(meta: &Map<String, Value>, tail: Vec<(u64, String, Vec<Value>)>) -> Value {
     let mut chunk = Value::Object(meta.clone());
     let completions = chunk.get("object").and_then(Value::as_str) == Some("text_completion");
     let choices: Vec<Value> = tail
         .into_iter()
-        .map(|(i, t)| {
+        .map(|(i, t, calls)| {
             if completions {
                 json!({"index": i, "text": t, "finish_reason": null})
-            } else {
+            } else if calls.is_empty() {
                 json!({"index": i, "delta": {"content": t}, "finish_reason": null})
+            } else {
+                json!({"index": i, "delta": {"content": t, "tool_calls": calls}, "finish_reason": null})
             }
         })
         .collect();
@@ -833,6 +985,7 @@ mod tests {
             leak: None,
             on_leak: LeakAction::Block,
             canary: false,
+            tools: ToolCheck::default(),
         }
     }
 
@@ -972,8 +1125,8 @@ must_not_match = ["a nightjar is a bird"]
                     &[
                         "Card 4111 1111 ",
                         "1111 1111 and mail ",
-                        "jane.doe@exa",
-                        "mple.com ok",
+                        "jane.doe@fabr",
+                        "ikam.org ok",
                     ],
                     true,
                     true,
@@ -1016,6 +1169,19 @@ must_not_match = ["a nightjar is a bird"]
                     true,
                     true,
                 ),
+            ),
+            f(
+                "undeclared tool call",
+                &shipped,
+                200,
+                sse,
+                [
+                    "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"shell\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+                    "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"cmd\\\": \\\"ls\\\"}\"}}]},\"finish_reason\":null}]}\n\n",
+                    "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+                    "data: [DONE]\n\n",
+                ]
+                .concat(),
             ),
             f(
                 "json masked",
@@ -1188,6 +1354,12 @@ must_not_match = ["a nightjar is a bird"]
         assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
         assert_eq!(o.unwrap().decision, OutputDecision::Block);
 
+        let (out, o, end, _) = run(get("undeclared tool call"), &[]);
+        let text = client_text(&out);
+        assert!(!text.contains("cmd") && !text.contains("shell"), "{text}");
+        assert_eq!(end, Some(StreamEnd::OutputBlocked));
+        assert_eq!(o.unwrap().rule_ids, ["tool:undeclared"]);
+
         let (out, o, _, usage) = run(get("json masked"), &[]);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
@@ -1232,6 +1404,7 @@ must_not_match = ["a nightjar is a bird"]
                     canary: leak.is_some(),
                     leak,
                     on_leak: LeakAction::Block,
+                    tools: ToolCheck::default(),
                 }),
             );
             p.head(200, Some("text/event-stream"));

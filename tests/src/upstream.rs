@@ -67,7 +67,10 @@
 //! text: streaming, one content event per piece, each in its own HTTP chunk; non-streaming, the
 //! pieces joined. `completion_tokens` is the number of pieces. `x-fake-echo-system: 1` makes
 //! the reply the request's (first) system message, in three pieces: a model that leaks its
-//! prompt.
+//! prompt. `x-fake-tool-call: {"name": "shell", "arguments": ["{\"cmd\":", " \"ls\"}"]}` (chat)
+//! makes the reply one tool call instead of text: streaming, a delta with its id and name, one
+//! delta per arguments piece, then `finish_reason: "tool_calls"`; non-streaming, the whole call
+//! in `message.tool_calls`.
 //!
 //! Non-goals: validating requests beyond "the body is a JSON object", TLS, HTTP/2, auth.
 //! Dropping a [`FakeUpstream`] aborts its accept loop and every open connection.
@@ -207,6 +210,8 @@ struct Generation {
     pieces: Vec<String>,
     /// Embedding inputs (embeddings only).
     inputs: Vec<String>,
+    /// A scripted tool call (chat only): its name and its arguments as streamed, in pieces.
+    tool_call: Option<(String, Vec<String>)>,
 }
 
 // === impl FakeOptions ===
@@ -451,6 +456,7 @@ impl Generation {
             None => vec![String::new()],
         };
         Generation {
+            tool_call: None,
             endpoint,
             model,
             stream,
@@ -486,11 +492,22 @@ impl Generation {
                 "object": "chat.completion",
                 "created": 0,
                 "model": self.model,
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": null,
-                    "finish_reason": "stop",
+                "choices": [match &self.tool_call {
+                    None => json!({
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "logprobs": null,
+                        "finish_reason": "stop",
+                    }),
+                    Some((name, args)) => json!({
+                        "index": 0,
+                        "message": {"role": "assistant", "content": null, "tool_calls": [{
+                            "id": "call_fake", "type": "function",
+                            "function": {"name": name, "arguments": args.concat()},
+                        }]},
+                        "logprobs": null,
+                        "finish_reason": "tool_calls",
+                    }),
                 }],
                 "usage": self.usage(),
             }),
@@ -569,7 +586,21 @@ impl Generation {
         for (i, piece) in self.pieces.iter().enumerate() {
             events.push(self.chunk(Some(self.choice(piece, i == 0, None))));
         }
-        events.push(self.chunk(Some(self.choice("", false, Some("stop")))));
+        if let Some((name, args)) = &self.tool_call {
+            events.push(self.chunk(Some(json!({"index": 0, "delta": {"role": "assistant", "tool_calls": [
+                {"index": 0, "id": "call_fake", "type": "function", "function": {"name": name, "arguments": ""}},
+            ]}, "finish_reason": null}))));
+            for a in args {
+                events.push(self.chunk(Some(json!({"index": 0, "delta": {"tool_calls": [
+                    {"index": 0, "function": {"arguments": a}},
+                ]}, "finish_reason": null}))));
+            }
+            events.push(self.chunk(Some(
+                json!({"index": 0, "delta": {}, "finish_reason": "tool_calls"}),
+            )));
+        } else {
+            events.push(self.chunk(Some(self.choice("", false, Some("stop")))));
+        }
         if self.include_usage {
             events.push(self.chunk(None));
         }
@@ -885,6 +916,21 @@ async fn respond(
     if let Some(pieces) = scripted {
         generation.completion_tokens = pieces.len() as u64;
         generation.pieces = pieces;
+    }
+    if let Some(call) = req
+        .header("x-fake-tool-call")
+        .and_then(|h| serde_json::from_str::<Value>(h).ok())
+    {
+        let name = call["name"].as_str().unwrap_or("").to_string();
+        let args: Vec<String> = call["arguments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect();
+        generation.pieces = Vec::new();
+        generation.completion_tokens = args.len() as u64 + 1;
+        generation.tool_call = Some((name, args));
     }
     if generation.stream {
         send_stream(

@@ -306,3 +306,105 @@ async fn a_model_that_repeats_its_system_prompt_is_cut_off() {
     .await;
     assert!(!w.logs().contains(&canary), "the canary in the log");
 }
+
+/// A chat request with `tools` and a scripted tool call as the reply.
+async fn tool_call(w: &Warden, tools: Value, name: &str, args: &[&str], stream: bool) -> Response {
+    let mut body = json!({
+        "model": MODEL,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Find something."}],
+    });
+    if !tools.is_null() {
+        body["tools"] = tools;
+    }
+    let call = json!({"name": name, "arguments": args}).to_string();
+    send(
+        w.proxy,
+        &post(
+            "/v1/chat/completions",
+            &body.to_string(),
+            &format!("x-fake-tool-call: {call}\r\n"),
+        ),
+    )
+    .await
+    .expect("response")
+}
+
+fn search_tool() -> Value {
+    json!([{"type": "function", "function": {
+        "name": "search",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"], "additionalProperties": false},
+    }}])
+}
+
+/// Streamed tool calls are held until complete, then checked: an undeclared tool is stopped
+/// before any byte of its arguments reaches the client; a declared one arrives whole, its
+/// arguments masked; arguments that break the schema stop a non-streamed reply.
+#[tokio::test]
+async fn streamed_tool_calls_are_checked_before_the_client_sees_them() {
+    let up = harness::recording_upstream(MODEL).await;
+    let w = warden(&up, None, "").await;
+
+    let r = tool_call(
+        &w,
+        Value::Null,
+        "shell",
+        &["{\"cmd\": ", "\"rm -rf /\"}"],
+        true,
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text());
+    assert!(
+        !r.text().contains("rm -rf") && !r.text().contains("shell"),
+        "{}",
+        r.text()
+    );
+    let (_, events) = assembled(&r);
+    let n = events.len();
+    let filter: Value = serde_json::from_str(&events[n - 3]).unwrap();
+    assert_eq!(filter["choices"][0]["finish_reason"], "content_filter");
+    let error: Value = serde_json::from_str(&events[n - 2]).unwrap();
+    assert_eq!(error["error"]["code"], "output_blocked");
+    assert_eq!(error["error"]["rule_ids"], json!(["tool:undeclared"]));
+    assert_eq!(events[n - 1], "[DONE]");
+
+    let args = ["{\"q\": \"", "token ", &TOKEN[..12], &TOKEN[12..], "\"}"];
+    let r = tool_call(&w, search_tool(), "search", &args, true).await;
+    let (_, events) = assembled(&r);
+    let calls: Vec<Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| v.pointer("/choices/0/delta/tool_calls").cloned())
+        .collect();
+    assert_eq!(calls.len(), 1, "one delta with the whole call: {events:?}");
+    assert_eq!(calls[0][0]["function"]["name"], "search");
+    assert_eq!(calls[0][0]["id"], "call_fake");
+    let sent: Value =
+        serde_json::from_str(calls[0][0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["q"], "token [REDACTED:SEC-5003]");
+    assert!(events
+        .iter()
+        .any(|e| e.contains("\"finish_reason\":\"tool_calls\"")));
+
+    let r = tool_call(
+        &w,
+        search_tool(),
+        "search",
+        &["{\"q\": 1, \"cmd\": \"ls\"}"],
+        false,
+    )
+    .await;
+    let v = r.json().unwrap();
+    assert_eq!(
+        v.pointer("/choices/0/finish_reason").unwrap(),
+        "content_filter",
+        "{v}"
+    );
+    assert!(v.pointer("/choices/0/message/tool_calls").is_none(), "{v}");
+
+    w.metrics_with(&[
+        "warden_output_rule_hits_total{rule=\"tool:undeclared\"} 1",
+        "warden_output_rule_hits_total{rule=\"tool:invalid_arguments\"} 1",
+    ])
+    .await;
+}
