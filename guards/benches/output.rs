@@ -50,7 +50,7 @@ fn main() {
             group.throughput(Throughput::Elements(ps.len() as u64));
             group.bench_function(format!("{class}/{n}"), |b| {
                 b.iter(|| {
-                    let mut s = OutputScanner::new(engine.clone(), Target::Output).unwrap();
+                    let mut s = OutputScanner::new(engine.clone(), Target::Output);
                     let mut sent = 0;
                     for p in &ps {
                         if let Step::Text(t) = s.push(black_box(p)) {

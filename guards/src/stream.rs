@@ -43,6 +43,8 @@ pub enum Step {
 /// call's arguments).
 pub struct OutputScanner {
     engine: Arc<Engine>,
+    /// No rule reads this output: text passes as it comes.
+    idle: bool,
     target: Target,
     hold: usize,
     cache: Option<LazyCache>,
@@ -69,13 +71,15 @@ impl std::fmt::Debug for OutputScanner {
 }
 
 impl OutputScanner {
-    /// A scanner for `target` ([`Target::Output`] or [`Target::OutputToolArgs`]); `None` when no
-    /// rule of `engine` reads an output.
-    pub fn new(engine: Arc<Engine>, target: Target) -> Option<OutputScanner> {
-        let plan = engine.output_plan()?;
-        let hold = plan.hold;
-        let cache = plan.viable.as_ref().map(|v| v.cache());
-        Some(OutputScanner {
+    /// A scanner for `target` ([`Target::Output`] or [`Target::OutputToolArgs`]). When no rule
+    /// of `engine` reads `target`, text passes as it comes.
+    pub fn new(engine: Arc<Engine>, target: Target) -> OutputScanner {
+        let reads = engine.rules().iter().any(|r| r.reads(target));
+        let plan = engine.output_plan().filter(|_| reads);
+        let hold = plan.map_or(0, |p| p.hold);
+        let cache = plan.and_then(|p| p.viable.as_ref()).map(|v| v.cache());
+        OutputScanner {
+            idle: plan.is_none(),
             engine,
             target,
             hold,
@@ -86,13 +90,16 @@ impl OutputScanner {
             masked: 0,
             blocked: false,
             held_max: 0,
-        })
+        }
     }
 
     /// The next piece of the text; what may be sent now.
     pub fn push(&mut self, piece: &str) -> Step {
         if self.blocked {
             return Step::Blocked;
+        }
+        if self.idle {
+            return Step::Text(piece.to_string());
         }
         self.pending.push_str(piece);
         self.release(false)
@@ -102,6 +109,9 @@ impl OutputScanner {
     pub fn finish(&mut self) -> Step {
         if self.blocked {
             return Step::Blocked;
+        }
+        if self.idle {
+            return Step::Text(String::new());
         }
         self.release(true)
     }
@@ -282,7 +292,7 @@ mod tests {
     }
 
     fn run(e: &Arc<Engine>, pieces: &[&str]) -> (String, bool, Vec<usize>) {
-        let mut s = OutputScanner::new(e.clone(), Target::Output).unwrap();
+        let mut s = OutputScanner::new(e.clone(), Target::Output);
         let mut out = String::new();
         let mut blocked = false;
         for p in pieces {
@@ -330,7 +340,7 @@ mod tests {
     #[test]
     fn prose_is_held_back_by_a_few_bytes_at_most() {
         let e = engine();
-        let mut s = OutputScanner::new(e.clone(), Target::Output).unwrap();
+        let mut s = OutputScanner::new(e.clone(), Target::Output);
         let text = "The quick brown fox jumps over the lazy dog, and then it rests under the tree.";
         let mut sent = 0;
         for piece in split(text, 4) {
@@ -350,7 +360,7 @@ mod tests {
     fn holding_never_exceeds_the_bound() {
         let e = engine();
         let hold = e.output_plan().unwrap().hold;
-        let mut s = OutputScanner::new(e.clone(), Target::Output).unwrap();
+        let mut s = OutputScanner::new(e.clone(), Target::Output);
         let digits = "4".repeat(10 * hold);
         for piece in split(&digits, 3) {
             let _ = s.push(piece);
@@ -385,7 +395,7 @@ mod benign {
         ] {
             let full = std::fs::read_to_string(dir.join(format!("{class}.txt"))).unwrap();
             let text = &full[..floor_boundary(&full, 64 * 1024)];
-            let mut s = OutputScanner::new(e.clone(), Target::Output).unwrap();
+            let mut s = OutputScanner::new(e.clone(), Target::Output);
             let mut at = 0;
             while at < text.len() {
                 let end = crate::normalize::ceil_boundary(text, at + 4);

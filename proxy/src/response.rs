@@ -221,7 +221,7 @@ impl ResponsePipeline {
     /// `output`: the output guard, when it runs for this request.
     pub fn new(request_id: &str, injected_usage: bool, output: Option<OutputSetup>) -> Self {
         let output = output.and_then(|o| {
-            (o.mode != OutputMode::Off && o.engine.output_plan().is_some()).then(|| Output {
+            (o.mode != OutputMode::Off).then(|| Output {
                 engine: o.engine,
                 enforce: o.mode == OutputMode::Enforce,
                 choices: Vec::new(),
@@ -540,7 +540,7 @@ impl ResponsePipeline {
                 let mut scanner = self
                     .output
                     .as_ref()
-                    .and_then(|o| OutputScanner::new(o.engine.clone(), Target::Output))?;
+                    .map(|o| OutputScanner::new(o.engine.clone(), Target::Output))?;
                 let mut out = String::new();
                 for part in [&held[..], c] {
                     match scanner.push(&String::from_utf8_lossy(part)) {
@@ -582,7 +582,7 @@ impl ResponsePipeline {
                 let mut scanner = self
                     .output
                     .as_ref()
-                    .and_then(|o| OutputScanner::new(o.engine.clone(), Target::Output))?;
+                    .map(|o| OutputScanner::new(o.engine.clone(), Target::Output))?;
                 let text = scanner.whole(&String::from_utf8_lossy(&buf));
                 j.raw = Some(Box::new(scanner));
                 return match text {
@@ -614,7 +614,7 @@ impl Output {
         if let Some(pos) = self.choices.iter().position(|c| c.index == index) {
             return Some(pos);
         }
-        let scanner = OutputScanner::new(self.engine.clone(), Target::Output)?;
+        let scanner = OutputScanner::new(self.engine.clone(), Target::Output);
         self.choices.push(Choice {
             index,
             scanner,
@@ -802,10 +802,7 @@ impl Output {
             self.blocked = true;
             return Err(());
         }
-        let Some(mut scanner) = OutputScanner::new(self.engine.clone(), Target::OutputToolArgs)
-        else {
-            return Ok(arguments.to_string());
-        };
+        let mut scanner = OutputScanner::new(self.engine.clone(), Target::OutputToolArgs);
         let step = scanner.whole(arguments);
         // The scanner's rules join the first choice's, for the outcome.
         if let Some(first) = self.choices.first_mut() {

@@ -294,7 +294,7 @@ async fn pinned_system_prompt_replaces_or_precedes_the_clients() {
     let w = warden(
         &up,
         &rules_toml(&dir),
-        "[tenants.guard]\nsystem_prompt = \"You are the support bot.\"\n",
+        "[tenants.guard]\nsystem_prompt = \"You are the support bot.\"\ncanary = false\n",
     )
     .await;
     assert_eq!(chat(&w, messages.clone(), json!({})).await.status(), 200);
@@ -312,7 +312,12 @@ async fn pinned_system_prompt_replaces_or_precedes_the_clients() {
     .await;
     assert_eq!(chat(&w, messages, json!({})).await.status(), 200);
     let sent = last_body(&up)["messages"].clone();
-    assert_eq!(sent[0]["content"], "You are the support bot.");
+    // With the canary (on by default) planted at the end of the pinned prompt.
+    let pinned = sent[0]["content"].as_str().unwrap();
+    assert!(
+        pinned.starts_with("You are the support bot.\n\n(Internal reference wdn-"),
+        "{pinned}"
+    );
     assert_eq!(sent[1]["content"], "You are a pirate.");
     assert_eq!(sent.as_array().unwrap().len(), 3);
 }

@@ -381,9 +381,22 @@ allowed_tools = ["get_weather"]
 tool_schemas = { get_weather = '{"type":"object","properties":{"city":{"type":"string"}}}' }
 max_scan_bytes = 65536
 on_oversize = "block"
+output = "monitor"
+canary = false
+protected = ["TRAM-32"]
+on_leak = "flag"
 "#,
         )
         .unwrap();
+        assert_eq!(
+            (g.output, g.canary, g.protected.as_slice(), g.on_leak),
+            (
+                OutputMode::Monitor,
+                false,
+                &["TRAM-32".to_string()][..],
+                LeakAction::Flag
+            )
+        );
         assert_eq!(
             g.policy.budget,
             Budget {
@@ -423,6 +436,10 @@ allowed_tools = ["a"]
 tool_schemas = { a = '{"type":"text"}', b = '{}' }
 max_scan_bytes = 0
 on_oversize = "skip"
+output = "loud"
+protected = ["ok", " "]
+on_leak = "shout"
+canary = "yes"
 "#,
         )
         .unwrap_err();
@@ -436,6 +453,10 @@ on_oversize = "skip"
             "tool_schemas.b: unknown key",
             "max_scan_bytes: must be greater than 0",
             "on_oversize: \"skip\": expected one of",
+            "output: \"loud\": expected \"enforce\", \"monitor\" or \"off\"",
+            "protected[1]: must not be empty",
+            "on_leak: \"shout\": expected \"block\" or \"flag\"",
+            "canary:",
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }
