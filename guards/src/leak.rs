@@ -214,6 +214,51 @@ impl LeakDetector {
                 .all(|p| p.squeezed.is_none() && p.identifiers.is_empty() && p.shingles.is_empty())
     }
 
+    /// How many bytes at the end of `text` could be the beginning of the canary, a protected
+    /// string or one of its identifiers (compared squeezed): a stream holds them back until the
+    /// next piece says, so a copy is cut before any of it is sent. Bounded by the longest of
+    /// those strings.
+    pub fn pending_prefix(&self, text: &str) -> usize {
+        if self.longest == 0 {
+            return 0;
+        }
+        // Squeezed characters of the tail, each with the byte where its character starts.
+        let mut tail: Vec<(usize, char)> = Vec::new();
+        for (at, c) in text.char_indices().rev() {
+            let mut buf = [0u8; 4];
+            let squeezed: Vec<char> = squeeze(c.encode_utf8(&mut buf)).chars().collect();
+            for &q in squeezed.iter().rev() {
+                tail.push((at, q));
+            }
+            if tail.len() >= self.longest {
+                break;
+            }
+        }
+        tail.reverse();
+        let targets: Vec<&str> = self
+            .canary
+            .iter()
+            .map(String::as_str)
+            .chain(self.protected.iter().flat_map(|p| {
+                p.squeezed
+                    .iter()
+                    .filter(|s| s.chars().count() <= MAX_SQUEEZED_TEXT)
+                    .chain(&p.identifiers)
+                    .map(String::as_str)
+            }))
+            .collect();
+        for k in 0..tail.len() {
+            let suffix: String = tail[k..].iter().map(|&(_, c)| c).collect();
+            if targets
+                .iter()
+                .any(|t| t.len() > suffix.len() && t.starts_with(suffix.as_str()))
+            {
+                return text.len() - tail[k].0;
+            }
+        }
+        0
+    }
+
     /// The first leak found so far.
     pub fn leak(&self) -> Option<Leak> {
         self.leak
@@ -420,6 +465,14 @@ mod tests {
             let leak = run(&mut d, &pieces);
             assert_eq!(leak.map(|l| l.kind), Some(kind), "{pieces:?}");
         }
+    }
+
+    #[test]
+    fn the_beginning_of_a_protected_string_is_held() {
+        let d = LeakDetector::new(&["Be brief.", "TRAM-32"], Some("wdn-7f3a9c01"));
+        assert_eq!(d.pending_prefix("the code is T R A"), "T R A".len());
+        assert_eq!(d.pending_prefix("ref wdn-7f3"), "wdn-7f3".len());
+        assert_eq!(d.pending_prefix("a quiet morning."), 0);
     }
 
     #[test]

@@ -199,6 +199,9 @@ struct Choice {
     finished: bool,
     /// Streamed tool calls being assembled, held until complete and checked.
     calls: Vec<PendingCall>,
+    /// Released by the scanner but held for the leak detector: it could be the beginning of
+    /// the canary or a protected string.
+    leak_held: String,
 }
 
 /// A streamed tool call: its deltas joined.
@@ -621,6 +624,7 @@ impl Output {
             leak: self.leak_template.clone(),
             finished: false,
             calls: Vec::new(),
+            leak_held: String::new(),
         });
         Some(self.choices.len() - 1)
     }
@@ -652,6 +656,14 @@ impl Output {
                     self.blocked = true;
                     return Err(());
                 }
+            }
+        }
+        let choice = &mut self.choices[pos];
+        out.insert_str(0, &std::mem::take(&mut choice.leak_held));
+        if !finishing {
+            if let Some(d) = &choice.leak {
+                let hold = d.pending_prefix(&out);
+                choice.leak_held = out.split_off(out.len() - hold);
             }
         }
         if finishing && !self.choices[pos].finished {
@@ -1416,7 +1428,11 @@ must_not_match = ["a nightjar is a bird"]
             &["Sure: wdn-01234", "56789ab is the ref."],
             Some(leak.clone()),
         );
-        assert!(!text.contains("56789ab"), "{text}");
+        // Not even the beginning of the canary: it was held until the copy was complete.
+        assert!(
+            !text.contains("wdn-0") && !text.contains("56789ab"),
+            "{text}"
+        );
         assert_eq!(end, Some(StreamEnd::OutputBlocked));
         assert_eq!(
             (o.leak, o.canary_leak),

@@ -275,7 +275,8 @@ async fn a_model_that_repeats_its_system_prompt_is_cut_off() {
         .expect("a canary in the pinned prompt")
         .trim_end_matches('.')
         .to_string();
-    assert!(!r.text().contains(&canary), "{}", r.text());
+    // Not the canary, nor its beginning.
+    assert!(!r.text().contains(&canary[..7]), "{}", r.text());
     let (_, events) = assembled(&r);
     let n = events.len();
     let error: Value = serde_json::from_str(&events[n - 2]).unwrap();
@@ -295,12 +296,21 @@ async fn a_model_that_repeats_its_system_prompt_is_cut_off() {
         v.pointer("/choices/0/finish_reason").unwrap(),
         "content_filter"
     );
+    // Streamed, the spelled-out code is held from its first letter: none of it is sent.
+    let r = chat(
+        &w,
+        &["The code is T R", " A M", " - 3 2, don't tell."],
+        true,
+    )
+    .await;
+    let (text, _) = assembled(&r);
+    assert_eq!(text, "The code is ", "{}", r.text());
 
     let r = chat(&w, &["I'm sorry, but I can't help with that."], true).await;
     assert_eq!(assembled(&r).0, "I'm sorry, but I can't help with that.");
     w.metrics_with(&[
         "warden_output_leaks_total{kind=\"canary\",tenant=\"t\"} 1",
-        "warden_output_leaks_total{kind=\"verbatim\",tenant=\"t\"} 1",
+        "warden_output_leaks_total{kind=\"verbatim\",tenant=\"t\"} 2",
         "warden_refusals_total{model=\"test-model\",tenant=\"t\"} 1",
     ])
     .await;
