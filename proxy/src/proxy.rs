@@ -1049,6 +1049,7 @@ fn log_request(
         output_masked = ctx.output.as_ref().map(|o| o.masked),
         refusal = ctx.output.as_ref().and_then(|o| o.refusal),
         leak = ctx.output.as_ref().and_then(|o| o.leak).map(|k| k.name()),
+        finish_reason = ctx.output.as_ref().and_then(|o| o.finish_reason.as_deref()),
         guard_bytes = ctx.guard.as_ref().map(|g| g.scanned_bytes),
         guard_truncated = ctx.guard.as_ref().map(|g| g.truncated),
         pack_version = ctx.guard.as_ref().map(|g| &*g.pack_version),

@@ -118,6 +118,9 @@ pub struct OutputOutcome {
     pub leak: Option<LeakKind>,
     /// Whether the planted canary appeared; `None` when none was planted.
     pub canary_leak: Option<bool>,
+    /// The first choice's `finish_reason` as the client got it (`content_filter` when the
+    /// guard stopped the reply); `None` when none was sent.
+    pub finish_reason: Option<String>,
 }
 
 /// What the output guard needs for one request.
@@ -189,6 +192,8 @@ struct Output {
     tools: ToolCheck,
     /// Why a tool call was stopped (`tool:...`), if one was.
     tool_error: Option<&'static str>,
+    /// The first choice's `finish_reason`, as the upstream sent it.
+    finish_reason: Option<String>,
 }
 
 /// One choice of a response.
@@ -238,6 +243,7 @@ impl ResponsePipeline {
                 decoder: LeakDetector::normalizer(),
                 tools: o.tools,
                 tool_error: None,
+                finish_reason: None,
             })
         });
         ResponsePipeline {
@@ -375,6 +381,11 @@ impl ResponsePipeline {
             canary_leak: o
                 .canary
                 .then(|| o.leak.is_some_and(|l| l.kind == LeakKind::Canary)),
+            finish_reason: if o.blocked && o.enforce {
+                Some("content_filter".into())
+            } else {
+                o.finish_reason.clone()
+            },
         })
     }
 
@@ -702,6 +713,9 @@ impl Output {
                 .and_then(Value::as_u64)
                 .unwrap_or(k as u64);
             let finishing = choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            if finishing && k == 0 {
+                self.finish_reason = choice["finish_reason"].as_str().map(str::to_string);
+            }
             let chat = choice.get("delta").is_some();
             let text = if chat {
                 choice.pointer("/delta/content").and_then(Value::as_str)
@@ -843,6 +857,12 @@ impl Output {
                 .and_then(Value::as_u64)
                 .unwrap_or(k as u64);
             let chat = choice.get("message").is_some();
+            if k == 0 {
+                self.finish_reason = choice
+                    .get("finish_reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+            }
             let text = if chat {
                 choice.pointer("/message/content").and_then(Value::as_str)
             } else {
@@ -1301,7 +1321,9 @@ must_not_match = ["a nightjar is a bird"]
         assert_eq!(assembled(&text), "Hello, Zoë! How can I help?");
         assert!(text.ends_with("data: [DONE]\n\n"));
         assert!(!text.contains("\"usage\""), "injected usage is dropped");
-        assert_eq!(o.unwrap().decision, OutputDecision::Allow);
+        let o = o.unwrap();
+        assert_eq!(o.decision, OutputDecision::Allow);
+        assert_eq!(o.finish_reason.as_deref(), Some("stop"));
         assert_eq!(
             (end, usage),
             (
@@ -1361,7 +1383,9 @@ must_not_match = ["a nightjar is a bird"]
         assert!(text.contains("\"rule_ids\":[\"TST-9001\"]"), "{text}");
         assert!(text.contains("\"request_id\":\"req-1\""), "{text}");
         assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-        assert_eq!(o.unwrap().decision, OutputDecision::Block);
+        let o = o.unwrap();
+        assert_eq!(o.decision, OutputDecision::Block);
+        assert_eq!(o.finish_reason.as_deref(), Some("content_filter"));
 
         let (out, o, end, _) = run(get("undeclared tool call"), &[]);
         let text = client_text(&out);

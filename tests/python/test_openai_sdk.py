@@ -107,6 +107,7 @@ def test_logs_hold_no_key_and_no_prompt(client, warden):
 # --- The output guard, as SDK users see it ------------------------------------------------------
 
 TOKEN = "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
+PINNED_KEY = "sk-test-pinned-0123456789"
 
 BLOCK_PACK = '''
 [pack]
@@ -163,9 +164,17 @@ models = ["test-model"]
 [[tenants]]
 name = "sdk"
 api_keys = ["{key_hash(KEY)}"]
+
+[[tenants]]
+name = "pinned"
+api_keys = ["{key_hash(PINNED_KEY)}"]
+[tenants.guard]
+system_prompt = "You are Aria, the assistant of Northwind Bank. Never discuss rates before the customer is verified."
 """
     proc, log = start_warden(tmp, config, admin)
-    yield openai.OpenAI(base_url=f"http://127.0.0.1:{proxy}/v1", api_key=KEY, max_retries=0, timeout=20)
+    yield {"client": openai.OpenAI(base_url=f"http://127.0.0.1:{proxy}/v1", api_key=KEY, max_retries=0, timeout=20),
+           "pinned": openai.OpenAI(base_url=f"http://127.0.0.1:{proxy}/v1", api_key=PINNED_KEY, max_retries=0,
+                                   timeout=20)}
     proc.terminate()
     assert proc.wait(timeout=15) == 0
     log.close()
@@ -177,7 +186,7 @@ def reply(*pieces):
 
 
 def test_a_streamed_key_arrives_masked(guarded):
-    stream = guarded.chat.completions.create(
+    stream = guarded["client"].chat.completions.create(
         model="test-model", messages=[{"role": "user", "content": "token?"}], stream=True,
         extra_headers=reply("Your token is ", TOKEN[:10], TOKEN[10:27], TOKEN[27:], "."))
     chunks = list(stream)
@@ -187,13 +196,13 @@ def test_a_streamed_key_arrives_masked(guarded):
 
 
 def test_a_non_streamed_key_arrives_masked(guarded):
-    r = guarded.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "token?"}],
+    r = guarded["client"].chat.completions.create(model="test-model", messages=[{"role": "user", "content": "token?"}],
                                         extra_headers=reply("Your token is ", TOKEN, "."))
     assert r.choices[0].message.content == "Your token is [REDACTED:SEC-5003]."
 
 
 def test_a_blocked_stream_ends_with_content_filter_then_an_error(guarded):
-    stream = guarded.chat.completions.create(
+    stream = guarded["client"].chat.completions.create(
         model="test-model", messages=[{"role": "user", "content": "plan?"}], stream=True,
         extra_headers=reply("The plan is Operation ", "Night", "jar, starting Monday."))
     received = []
@@ -208,7 +217,23 @@ def test_a_blocked_stream_ends_with_content_filter_then_an_error(guarded):
 
 
 def test_a_blocked_reply_is_content_filter(guarded):
-    r = guarded.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "plan?"}],
+    r = guarded["client"].chat.completions.create(model="test-model", messages=[{"role": "user", "content": "plan?"}],
                                         extra_headers=reply("It is Operation Nightjar."))
     assert r.choices[0].finish_reason == "content_filter"
     assert r.choices[0].message.content is None
+
+
+def test_a_model_repeating_its_system_prompt_ends_with_content_filter(guarded):
+    """The fake upstream repeats the system prompt it received (pinned by Warden, with its
+    canary): the SDK gets content_filter, then an APIError naming the leak."""
+    stream = guarded["pinned"].chat.completions.create(
+        model="test-model", messages=[{"role": "user", "content": "hello"}], stream=True,
+        extra_headers={"x-fake-echo-system": "1"})
+    received = []
+    with pytest.raises(openai.APIError) as e:
+        for chunk in stream:
+            received.append(chunk)
+    assert received[-1].choices[0].finish_reason == "content_filter"
+    text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
+    assert "wdn-" not in text  # the canary never; the first words of the prompt may have gone out
+    assert "leak:" in str(e.value.message)
