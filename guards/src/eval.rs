@@ -89,7 +89,8 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, attack: bool, blocked: bool) {
+    /// One example: its label (`attack`: positive) and what was predicted (`blocked`).
+    pub fn add(&mut self, attack: bool, blocked: bool) {
         match (attack, blocked) {
             (true, true) => self.tp += 1,
             (true, false) => self.fn_ += 1,
@@ -109,6 +110,14 @@ impl Counts {
 
     pub fn fpr(&self) -> Option<f64> {
         ratio(self.fp, self.fp + self.tn)
+    }
+
+    pub fn f1(&self) -> Option<f64> {
+        ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn_)
+    }
+
+    pub fn accuracy(&self) -> Option<f64> {
+        ratio(self.tp + self.tn, self.tp + self.tn + self.fp + self.fn_)
     }
 
     pub fn to_json(&self) -> Value {

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+pub use crate::eval::Counts;
 use crate::leak::LeakDetector;
 use crate::refusal::RefusalRules;
 
@@ -117,54 +118,6 @@ pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
     }
 }
 
-/// Confusion counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub tp: u64,
-    pub fp: u64,
-    pub tn: u64,
-    pub fn_: u64,
-}
-
-impl Counts {
-    fn add(&mut self, label: bool, predicted: bool) {
-        match (label, predicted) {
-            (true, true) => self.tp += 1,
-            (false, true) => self.fp += 1,
-            (false, false) => self.tn += 1,
-            (true, false) => self.fn_ += 1,
-        }
-    }
-
-    fn ratio(a: u64, b: u64) -> Option<f64> {
-        (b > 0).then(|| a as f64 / b as f64)
-    }
-
-    pub fn precision(&self) -> Option<f64> {
-        Self::ratio(self.tp, self.tp + self.fp)
-    }
-
-    pub fn recall(&self) -> Option<f64> {
-        Self::ratio(self.tp, self.tp + self.fn_)
-    }
-
-    pub fn f1(&self) -> Option<f64> {
-        Self::ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn_)
-    }
-
-    pub fn accuracy(&self) -> Option<f64> {
-        Self::ratio(self.tp + self.tn, self.tp + self.tn + self.fp + self.fn_)
-    }
-
-    fn to_json(self) -> Value {
-        json!({
-            "tp": self.tp, "fp": self.fp, "tn": self.tn, "fn": self.fn_,
-            "precision": self.precision(), "recall": self.recall(),
-            "f1": self.f1(), "accuracy": self.accuracy(),
-        })
-    }
-}
-
 /// The result of an evaluation.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -216,6 +169,14 @@ pub fn evaluate(examples: &[Example]) -> Report {
     }
 }
 
+/// The counts and the four scores of one task or source.
+fn counts_json(c: &Counts) -> Value {
+    json!({
+        "tp": c.tp, "fp": c.fp, "tn": c.tn, "fn": c.fn_,
+        "precision": c.precision(), "recall": c.recall(), "f1": c.f1(), "accuracy": c.accuracy(),
+    })
+}
+
 impl Report {
     /// `{"tasks": {...}, "by_source": {...}, "latency_us": {"p50","p99"}}`; a source name used
     /// by both tasks is keyed `task/source`.
@@ -223,7 +184,7 @@ impl Report {
         let tasks: serde_json::Map<String, Value> = self
             .tasks
             .iter()
-            .map(|(t, c)| (t.name().to_string(), c.to_json()))
+            .map(|(t, c)| (t.name().to_string(), counts_json(c)))
             .collect();
         let mut by_source = serde_json::Map::new();
         for ((t, s), c) in &self.by_source {
@@ -233,7 +194,7 @@ impl Report {
             } else {
                 s.clone()
             };
-            let mut v = c.to_json();
+            let mut v = counts_json(c);
             v["task"] = json!(t.name());
             by_source.insert(key, v);
         }

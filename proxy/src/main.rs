@@ -243,13 +243,7 @@ fn main() -> ExitCode {
                     errors.as_deref(),
                 ),
             };
-            err(&report.stderr);
-            let code = out(&report.stdout);
-            if report.ok {
-                code
-            } else {
-                ExitCode::from(1)
-            }
+            report_exit(&report)
         }
         Command::Output {
             command:
@@ -261,13 +255,7 @@ fn main() -> ExitCode {
         } => {
             let report =
                 warden_proxy::rules_cmd::output_eval(&input, format == "json", errors.as_deref());
-            err(&report.stderr);
-            let code = out(&report.stdout);
-            if report.ok {
-                code
-            } else {
-                ExitCode::from(1)
-            }
+            report_exit(&report)
         }
         Command::Audit {
             command: AuditCommand::Verify { logs, expect_head },
@@ -434,6 +422,17 @@ fn audit_verify(lake: &std::path::Path, expect_head: Option<&str>) -> ExitCode {
             err(&format!("warden audit verify: {e}\n"));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Prints a subcommand's report; exit 1 when it failed.
+fn report_exit(report: &warden_proxy::rules_cmd::Report) -> ExitCode {
+    err(&report.stderr);
+    let code = out(&report.stdout);
+    if report.ok {
+        code
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -50,6 +50,28 @@ fn failed(what: &str, lines: impl Iterator<Item = String>) -> Report {
     }
 }
 
+fn read_input(input: &Path) -> Result<String, Report> {
+    std::fs::read_to_string(input).map_err(|e| {
+        failed(
+            "cannot read the input",
+            std::iter::once(format!("{}: {e}", input.display())),
+        )
+    })
+}
+
+/// Writes `--errors` (when given) with what `lines` makes.
+fn write_errors(path: Option<&Path>, lines: impl FnOnce() -> String) -> Result<(), Report> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    std::fs::write(path, lines()).map_err(|e| {
+        failed(
+            "cannot write the errors file",
+            std::iter::once(format!("{}: {e}", path.display())),
+        )
+    })
+}
+
 fn summary(engine: &Engine) -> String {
     let set = engine.set();
     format!(
@@ -148,27 +170,17 @@ pub fn eval(input: &Path, dir: Option<&Path>, json: bool, errors: Option<&Path>)
         Ok(e) => e,
         Err(r) => return r,
     };
-    let text = match std::fs::read_to_string(input) {
+    let text = match read_input(input) {
         Ok(t) => t,
-        Err(e) => {
-            return failed(
-                "cannot read the input",
-                std::iter::once(format!("{}: {e}", input.display())),
-            )
-        }
+        Err(r) => return r,
     };
     let examples = match parse_jsonl(&text) {
         Ok(x) => x,
         Err(errs) => return failed(&format!("{}: bad lines", input.display()), errs.into_iter()),
     };
     let report = evaluate(&engine, &Policy::default(), &examples);
-    if let Some(path) = errors {
-        if let Err(e) = std::fs::write(path, report.errors_jsonl(&examples)) {
-            return failed(
-                "cannot write the errors file",
-                std::iter::once(format!("{}: {e}", path.display())),
-            );
-        }
+    if let Err(r) = write_errors(errors, || report.errors_jsonl(&examples)) {
+        return r;
     }
     Report {
         stdout: if json {
@@ -184,27 +196,17 @@ pub fn eval(input: &Path, dir: Option<&Path>, json: bool, errors: Option<&Path>)
 /// `warden output eval --input FILE.jsonl [--format json] [--errors OUT.jsonl]`.
 pub fn output_eval(input: &Path, json: bool, errors: Option<&Path>) -> Report {
     use warden_guards::output_eval;
-    let text = match std::fs::read_to_string(input) {
+    let text = match read_input(input) {
         Ok(t) => t,
-        Err(e) => {
-            return failed(
-                "cannot read the input",
-                std::iter::once(format!("{}: {e}", input.display())),
-            )
-        }
+        Err(r) => return r,
     };
     let examples = match output_eval::parse_jsonl(&text) {
         Ok(x) => x,
         Err(errs) => return failed(&format!("{}: bad lines", input.display()), errs.into_iter()),
     };
     let report = output_eval::evaluate(&examples);
-    if let Some(path) = errors {
-        if let Err(e) = std::fs::write(path, report.errors_jsonl(&examples)) {
-            return failed(
-                "cannot write the errors file",
-                std::iter::once(format!("{}: {e}", path.display())),
-            );
-        }
+    if let Err(r) = write_errors(errors, || report.errors_jsonl(&examples)) {
+        return r;
     }
     Report {
         stdout: if json {
