@@ -72,6 +72,14 @@ pub enum ApiError {
     ToolNotAllowed { param: String, message: String },
     /// The `tools` a request declares are malformed.
     InvalidTools { param: String, message: String },
+    /// A kill switch is off for a scope this request touches.
+    SwitchedOff {
+        scope: String,
+        /// Until the switch expires, when it does.
+        retry_after: Option<Duration>,
+        /// Where on-call engineers and clients read what to do.
+        runbook: String,
+    },
     /// A bug or an unexpected condition; details go to the log, not the client.
     Internal,
 }
@@ -115,6 +123,7 @@ impl ApiError {
             ApiError::OutputBlocked { .. } => "output_blocked",
             ApiError::ToolNotAllowed { .. } => "tool_not_allowed",
             ApiError::InvalidTools { .. } => "invalid_tools",
+            ApiError::SwitchedOff { .. } => "switched_off",
             ApiError::Internal => "internal_error",
         }
     }
@@ -144,6 +153,7 @@ impl ApiError {
             ApiError::ShuttingDown
             | ApiError::TelemetryUnavailable
             | ApiError::GuardOverloaded
+            | ApiError::SwitchedOff { .. }
             | ApiError::UpstreamUnavailable { .. } => 503,
             ApiError::UpstreamTimeout => 504,
         }
@@ -225,6 +235,9 @@ impl ApiError {
             ),
             ApiError::ToolNotAllowed { message, .. } => message.clone(),
             ApiError::InvalidTools { param, message } => format!("invalid tools: '{param}' {message}"),
+            ApiError::SwitchedOff { scope, .. } => format!(
+                "this request is switched off ({scope}) by the operators; see the runbook"
+            ),
             ApiError::Internal => "internal error".into(),
         }
     }
@@ -238,6 +251,9 @@ impl ApiError {
             }
             ApiError::ShuttingDown | ApiError::TelemetryUnavailable | ApiError::GuardOverloaded => {
                 Some(1)
+            }
+            ApiError::SwitchedOff { retry_after, .. } => {
+                retry_after.map(|d| d.as_secs_f64().ceil().max(1.0) as u64)
             }
             _ => None,
         }
@@ -255,6 +271,10 @@ impl ApiError {
         });
         if let ApiError::PromptBlocked { rule_ids } | ApiError::OutputBlocked { rule_ids } = self {
             v["rule_ids"] = json!(rule_ids);
+        }
+        if let ApiError::SwitchedOff { scope, runbook, .. } = self {
+            v["scope"] = json!(scope);
+            v["runbook"] = json!(runbook);
         }
         v
     }

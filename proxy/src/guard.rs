@@ -571,6 +571,8 @@ pub struct GuardRun<'a> {
     pub request_id: &'a str,
     /// Appended to the pinned system prompt (see [`canary_line`]).
     pub canary: Option<&'a str>,
+    /// Rules switched off (`rule:ID` kill switches): excluded like a route's exclusions.
+    pub disabled_rules: &'a [String],
 }
 
 /// A per-request canary: a random token no model has a reason to repeat.
@@ -619,7 +621,15 @@ pub fn inspect_request(
             text,
         })
         .collect();
-    let route = run.policy.routes.get(label);
+    let merged;
+    let route = if run.disabled_rules.is_empty() {
+        run.policy.routes.get(label)
+    } else {
+        let mut e = run.policy.routes.get(label).cloned().unwrap_or_default();
+        e.ids.extend(run.disabled_rules.iter().cloned());
+        merged = e;
+        Some(&merged)
+    };
     let verdict = run.policy.policy.inspect(run.engine, &messages, route);
     if let Some(shadow) = run.shadow {
         let candidate = run.policy.policy.inspect(shadow, &messages, route);

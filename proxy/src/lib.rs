@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod config;
 pub mod connections;
+pub mod ctl;
 pub mod error;
 pub mod events;
 pub mod guard;
@@ -34,6 +35,7 @@ pub mod rules_cmd;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod switchboard;
 pub mod traces;
 pub mod unauthenticated;
 pub mod up;

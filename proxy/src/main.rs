@@ -93,6 +93,20 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// The on-call client for the admin API: kill switches, status, the audit trail.
+    Ctl {
+        /// The admin listener.
+        #[arg(long, default_value = "http://127.0.0.1:9090", global = true)]
+        admin: String,
+        /// A file holding the admin key (else `WARDEN_ADMIN_TOKEN`).
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+        /// Print the server's JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
     /// Output-guard tools: measure the refusal and leak detectors on labelled data.
     Output {
         #[command(subcommand)]
@@ -107,6 +121,58 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Kill switches.
+    Switch {
+        #[command(subcommand)]
+        command: SwitchCommand,
+    },
+    /// Switches in force, readiness, the rule-pack version and where the switches are kept.
+    Status,
+    /// The admin actions of this process (role auditor or admin).
+    Audit {
+        #[command(subcommand)]
+        command: AuditTail,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditTail {
+    /// The latest admin actions, oldest first.
+    Tail,
+}
+
+#[derive(Subcommand)]
+enum SwitchCommand {
+    /// The switches in force.
+    List,
+    /// Set a switch: SCOPE is global, tenant:NAME, model:NAME, route:NAME, upstream:NAME,
+    /// feature:streaming|tools|logprobs|n or rule:ID.
+    Set {
+        scope: String,
+        #[arg(value_parser = ["on", "off", "degraded"])]
+        state: String,
+        /// A degraded parameter, `max_tokens=N`.
+        #[arg(long = "param")]
+        params: Vec<String>,
+        #[arg(long)]
+        reason: String,
+        /// Revert after this long (`90s`, `15m`, `2h`, `1d`).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// A global off also ends the streams in flight.
+        #[arg(long)]
+        cut_streams: bool,
+    },
+    /// Remove a switch (the scope is on again).
+    Clear {
+        scope: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -244,6 +310,58 @@ fn main() -> ExitCode {
                 ),
             };
             report_exit(&report)
+        }
+        Command::Ctl {
+            admin,
+            token_file,
+            json,
+            command,
+        } => {
+            use warden_proxy::ctl::Target;
+            let target = match Target::new(admin, token_file.as_deref(), json) {
+                Ok(t) => t,
+                Err(e) => {
+                    err(&format!("warden ctl: {e}\n"));
+                    return ExitCode::from(2);
+                }
+            };
+            let o = match command {
+                CtlCommand::Switch {
+                    command: SwitchCommand::List,
+                } => target.switch_list(),
+                CtlCommand::Switch {
+                    command:
+                        SwitchCommand::Set {
+                            scope,
+                            state,
+                            params,
+                            reason,
+                            ttl,
+                            cut_streams,
+                        },
+                } => target.switch_set(
+                    &scope,
+                    &state,
+                    &params,
+                    &reason,
+                    ttl.as_deref(),
+                    cut_streams,
+                ),
+                CtlCommand::Switch {
+                    command: SwitchCommand::Clear { scope, reason },
+                } => target.switch_clear(&scope, &reason),
+                CtlCommand::Status => target.status(),
+                CtlCommand::Audit {
+                    command: AuditTail::Tail,
+                } => target.audit_tail(),
+            };
+            err(&o.stderr);
+            let code = out(&o.stdout);
+            if o.ok {
+                code
+            } else {
+                ExitCode::from(1)
+            }
         }
         Command::Output {
             command:

@@ -134,6 +134,8 @@ pub struct Metrics {
     pub output_masks: IntCounterVec,
     pub output_hold_bytes: IntGauge,
     pub output_leaks: IntCounterVec,
+    pub switches: IntGaugeVec,
+    pub switched_off: IntCounterVec,
     pub refusals: IntCounterVec,
     pub guard_seconds: HistogramVec,
     pub guard_truncated: IntCounterVec,
@@ -261,6 +263,14 @@ impl Metrics {
                 Opts::new("warden_output_leaks_total", "Replies that revealed the system prompt, a protected string or the canary, by tenant and kind (canary/verbatim/near_verbatim/encoded)"),
                 &["tenant", "kind"],
             )?,
+            switches: IntGaugeVec::new(
+                Opts::new("warden_switches", "Kill switches in force, by state (off/degraded)"),
+                &["state"],
+            )?,
+            switched_off: IntCounterVec::new(
+                Opts::new("warden_switched_off_total", "Requests refused or degraded by a kill switch, by scope kind and effect"),
+                &["kind", "effect"],
+            )?,
             refusals: IntCounterVec::new(
                 Opts::new("warden_refusals_total", "Replies that open as a refusal, by tenant and model"),
                 &["tenant", "model"],
@@ -368,6 +378,8 @@ impl Metrics {
         m.registry.register(Box::new(m.output_masks.clone()))?;
         m.registry.register(Box::new(m.output_hold_bytes.clone()))?;
         m.registry.register(Box::new(m.output_leaks.clone()))?;
+        m.registry.register(Box::new(m.switches.clone()))?;
+        m.registry.register(Box::new(m.switched_off.clone()))?;
         m.registry.register(Box::new(m.refusals.clone()))?;
         m.registry.register(Box::new(m.guard_seconds.clone()))?;
         m.registry.register(Box::new(m.guard_truncated.clone()))?;
@@ -445,6 +457,15 @@ impl Metrics {
     }
 
     /// Mirror the OTLP exporter's counters (called before each scrape).
+    /// `warden_switches{state}` from the switchboard's snapshot.
+    pub fn observe_switches(&self, snap: &crate::switchboard::Snapshot) {
+        let live = snap.live(std::time::SystemTime::now());
+        for state in ["off", "degraded"] {
+            let n = live.iter().filter(|s| s.state.name() == state).count();
+            self.switches.with_label_values(&[state]).set(n as i64);
+        }
+    }
+
     pub fn observe_traces(&self, stats: &crate::traces::ExportStats) {
         use std::sync::atomic::Ordering;
         for (outcome, total) in [

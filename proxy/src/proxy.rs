@@ -44,6 +44,9 @@ use crate::validate::{self, Endpoint, Validated};
 use warden_guards::leak::LeakDetector;
 use warden_guards::tool_calls::ToolCheck;
 
+/// Where a `switched_off` error points when `[switchboard] runbook_url` is not set.
+const DEFAULT_RUNBOOK: &str = "runbooks/switched_off.md";
+
 pub struct WardenProxy {
     app: Arc<App>,
 }
@@ -92,6 +95,10 @@ pub struct RequestCtx {
     canary: bool,
     /// The tools the request declared and the tenant allows, for the reply's tool calls.
     tools: Option<ToolCheck>,
+    /// Degraded by these switch scopes (`x-warden-degraded`).
+    degraded: Option<String>,
+    /// The switch state that applied, for the audit row (`model:llama=degraded`).
+    switch_state: Option<String>,
     usage: Option<Usage>,
     /// The input guard's decision (rule ids, score, pack version), for logs and telemetry.
     pub guard: Option<GuardOutcome>,
@@ -148,6 +155,8 @@ impl ProxyHttp for WardenProxy {
             leak: None,
             canary: false,
             tools: None,
+            degraded: None,
+            switch_state: None,
             usage: None,
             guard: None,
             started_at: SystemTime::now(),
@@ -272,6 +281,9 @@ impl ProxyHttp for WardenProxy {
         ctx.status = resp.status.as_u16();
         ctx.upstream_status = Some(ctx.status);
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(d) = &ctx.degraded {
+            resp.insert_header("x-warden-degraded", d.as_str())?;
+        }
         let setup = self.output_guard(ctx);
         let mut pipeline = ResponsePipeline::new(&ctx.request_id, ctx.injected_usage, setup);
         let content_type = resp
@@ -670,6 +682,9 @@ impl WardenProxy {
             return Err(ApiError::ModelNotAllowed { model: v.model }.into());
         }
         ctx.model = Some(v.model.clone());
+        // Kill switches, before anything is spent on the request.
+        let switches = app.switchboard.snapshot();
+        self.apply_switches(ctx, &switches, &mut v, endpoint, None)?;
         // An upstream known to be down answers now, before quotas and the guard spend anything.
         app.can_route(&v.model, Instant::now())?;
         ctx.stream = v.stream;
@@ -708,6 +723,10 @@ impl WardenProxy {
             // ones pay for counting their texts.
             let pooled = guards.pool.wants(v.body_len())
                 && guards.pool.wants(guard::text_bytes(endpoint, v.doc()));
+            let disabled: Vec<String> = switches
+                .rules_off(std::time::SystemTime::now())
+                .map(str::to_string)
+                .collect();
             let inspected = if pooled {
                 let shared = Arc::clone(&self.app);
                 let request_id = ctx.request_id.clone();
@@ -717,7 +736,7 @@ impl WardenProxy {
                         &shared,
                         tenant_idx,
                         endpoint,
-                        (&request_id, canary.as_deref()),
+                        (&request_id, canary.as_deref(), &disabled),
                         &mut v,
                     );
                     (v, r)
@@ -739,7 +758,7 @@ impl WardenProxy {
                     app,
                     tenant_idx,
                     endpoint,
-                    (&ctx.request_id, canary.as_deref()),
+                    (&ctx.request_id, canary.as_deref(), &disabled),
                     &mut v,
                 )
             };
@@ -775,6 +794,10 @@ impl WardenProxy {
         let route = app.route(&v.model, &[], Instant::now())?;
         ctx.upstream = Some(route.upstream);
         ctx.probe = route.probe;
+        // A switch on the chosen upstream (a probe claimed here is released in `logging`).
+        if let Some(u) = app.upstreams.get(route.upstream) {
+            self.apply_switches(ctx, &switches, &mut v, endpoint, Some(&u.config.name))?;
+        }
         let prepared = v.prepare(app.upstreams[route.upstream].config.stream_usage)?;
         ctx.injected_usage = prepared.injected_usage;
         ctx.body = Some(prepared.body);
@@ -806,6 +829,7 @@ impl WardenProxy {
             _ => None,
         };
         let ids = ctx.identities.take().unwrap_or_default();
+        let switches_checked = ctx.model.is_some();
         let event = warden_telemetry::Event {
             time: ctx.started_at,
             request_id: ctx.request_id.clone(),
@@ -870,9 +894,10 @@ impl WardenProxy {
             classifier_score: None,
             refusal: ctx.output.as_ref().and_then(|o| o.refusal),
             canary_leak: ctx.output.as_ref().and_then(|o| o.canary_leak),
-            degraded: None,
+            // Switches are checked once the model is known; before that, not evaluated.
+            degraded: switches_checked.then_some(ctx.degraded.is_some()),
             throttled: None,
-            switch_state: None,
+            switch_state: ctx.switch_state.take(),
             overhead_us: u32::try_from(overhead.as_micros()).unwrap_or(u32::MAX),
             prompt_hash: ids.prompt,
             system_prompt_hash: ids.system_prompt,
@@ -950,6 +975,87 @@ impl WardenProxy {
         Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
     }
 
+    /// The kill switches' verdict on this request: refused with `switched_off`, or degraded
+    /// (`max_tokens` clamped, `x-warden-degraded` on the response).
+    fn apply_switches(
+        &self,
+        ctx: &mut RequestCtx,
+        switches: &crate::switchboard::Snapshot,
+        v: &mut Validated,
+        endpoint: Endpoint,
+        upstream: Option<&str>,
+    ) -> Result<(), Rejection> {
+        use crate::switchboard::{Request, Verdict};
+        let app = &self.app;
+        let tenant = ctx
+            .tenant
+            .and_then(|i| app.tenants.get(i))
+            .map_or("", |t| t.config.name.as_str());
+        let doc = v.doc();
+        let r = Request {
+            tenant,
+            model: &v.model,
+            route: endpoint.label(),
+            upstream,
+            stream: v.stream,
+            tools: doc
+                .get("tools")
+                .or_else(|| doc.get("functions"))
+                .and_then(Value::as_array)
+                .is_some_and(|t| !t.is_empty()),
+            logprobs: doc
+                .get("logprobs")
+                .is_some_and(|l| l == &Value::Bool(true) || l.is_u64()),
+            n: doc.get("n").and_then(Value::as_u64).unwrap_or(1),
+        };
+        match switches.check(&r, std::time::SystemTime::now()) {
+            Verdict::Pass => Ok(()),
+            Verdict::Off {
+                switch,
+                retry_after,
+            } => {
+                let scope = switch.scope.to_string();
+                let kind = scope.split(':').next().unwrap_or("global").to_string();
+                app.metrics
+                    .switched_off
+                    .with_label_values(&[&kind, "off"])
+                    .inc();
+                ctx.switch_state = Some(format!("{scope}=off"));
+                Err(ApiError::SwitchedOff {
+                    scope,
+                    retry_after,
+                    runbook: app
+                        .config
+                        .switchboard
+                        .runbook_url
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_RUNBOOK.to_string()),
+                }
+                .into())
+            }
+            Verdict::Degraded { max_tokens, scopes } => {
+                let names: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+                for s in &names {
+                    let kind = s.split(':').next().unwrap_or("global");
+                    app.metrics
+                        .switched_off
+                        .with_label_values(&[kind, "degraded"])
+                        .inc();
+                }
+                v.clamp_max_tokens(max_tokens);
+                ctx.degraded = Some(names.join(","));
+                ctx.switch_state = Some(
+                    names
+                        .iter()
+                        .map(|n| format!("{n}=degraded"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+                Ok(())
+            }
+        }
+    }
+
     /// The output guard for this request's reply: the active packs and the tenant's mode, on
     /// the endpoints that return model text.
     fn output_guard(&self, ctx: &mut RequestCtx) -> Option<OutputSetup> {
@@ -994,7 +1100,7 @@ fn inspect(
     app: &App,
     tenant: usize,
     endpoint: Endpoint,
-    (request_id, canary): (&str, Option<&str>),
+    (request_id, canary, disabled_rules): (&str, Option<&str>, &[String]),
     v: &mut Validated,
 ) -> Result<GuardOutcome, Box<(ApiError, Option<GuardOutcome>)>> {
     let (Some(guards), Some(t)) = (&app.guards, app.tenants.get(tenant)) else {
@@ -1011,6 +1117,7 @@ fn inspect(
         metrics: &app.metrics,
         request_id,
         canary,
+        disabled_rules,
     };
     guard::inspect_request(&run, v)
 }

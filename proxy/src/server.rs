@@ -41,6 +41,8 @@ pub enum StartError {
     Telemetry(String),
     /// The OTLP trace exporter could not be built.
     Traces(String),
+    /// The switchboard's state file could not be read.
+    Switchboard(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -52,6 +54,7 @@ impl std::fmt::Display for StartError {
             StartError::Metrics(e) => write!(f, "metrics setup failed: {e}"),
             StartError::Telemetry(e) => write!(f, "telemetry: {e}"),
             StartError::Traces(e) => write!(f, "tracing: {e}"),
+            StartError::Switchboard(e) => write!(f, "switchboard: {e}"),
             StartError::Rules(errors) => {
                 write!(f, "rule packs failed ({} problem(s)):", errors.len())?;
                 for e in errors {
@@ -98,7 +101,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         None
     };
     let traces = Traces::start(&config.tracing).map_err(StartError::Traces)?;
-    let app = App::new(config, guards, telemetry, traces).map_err(StartError::Metrics)?;
+    let switchboard = crate::switchboard::Switchboard::open(config.switchboard.state_file.clone())
+        .map_err(StartError::Switchboard)?;
+    let app =
+        App::new(config, guards, telemetry, traces, switchboard).map_err(StartError::Metrics)?;
     if let Some(g) = &app.guards {
         g.publish(&app.metrics);
         app.metrics.guard_pool_workers.set(g.pool.workers() as i64);

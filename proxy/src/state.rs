@@ -63,6 +63,9 @@ pub struct NoUpstream {
     pub retry_after: Duration,
 }
 
+/// Admin actions kept in memory for `GET /admin/audit`.
+const RECENT_ACTIONS: usize = 200;
+
 pub struct App {
     pub config: Config,
     pub tenants: Vec<Tenant>,
@@ -83,6 +86,10 @@ pub struct App {
     pub connections: crate::connections::Limits,
     /// What is kept of requests refused before a tenant was known.
     pub unauthenticated: crate::unauthenticated::Unauthenticated,
+    /// Kill switches (read lock-free on every request).
+    pub switchboard: crate::switchboard::Switchboard,
+    /// The last admin actions, newest last, for `GET /admin/audit` (the lake keeps them all).
+    recent: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>,
     inflight: AtomicUsize,
     draining: AtomicBool,
 }
@@ -133,6 +140,7 @@ impl App {
         guards: Option<crate::guard::Guards>,
         telemetry: Option<(warden_telemetry::Telemetry, warden_telemetry::Hasher)>,
         traces: Option<crate::traces::Traces>,
+        switchboard: crate::switchboard::Switchboard,
     ) -> Result<Arc<App>, prometheus::Error> {
         let metrics = Metrics::new()?;
         let epoch = Instant::now();
@@ -191,6 +199,8 @@ impl App {
         Ok(Arc::new(App {
             connections,
             unauthenticated,
+            switchboard,
+            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
             config,
             labels,
             tenants,
@@ -311,6 +321,23 @@ impl App {
 
     /// Record an admin action in the audit table (when telemetry is on); failures are logged.
     pub fn audit(&self, action: warden_telemetry::AdminAction) {
+        {
+            let mut recent = self
+                .recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if recent.len() == RECENT_ACTIONS {
+                recent.pop_front();
+            }
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            recent.push_back(serde_json::json!({
+                "at": at, "actor": action.actor, "role": action.role, "action": action.action,
+                "target": action.target, "before": action.before, "after": action.after,
+                "reason": action.reason,
+            }));
+        }
         if let Some((t, _)) = &self.telemetry {
             match t.audit().append(action) {
                 // The chain head, outside the lake: truncating the newest rows leaves a valid
@@ -327,6 +354,16 @@ impl App {
                 }
             }
         }
+    }
+
+    /// The last admin actions this process took, oldest first.
+    pub fn recent_actions(&self) -> Vec<serde_json::Value> {
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Ready when every configured model has at least one upstream in service (healthy, not

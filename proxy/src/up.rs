@@ -99,7 +99,12 @@ pub fn find_model(explicit: Option<&Path>) -> Result<PathBuf, UpError> {
 }
 
 fn demo_key(data_dir: &Path) -> Result<String, UpError> {
-    let path = data_dir.join("demo-api-key");
+    secret_key(data_dir, "demo-api-key")
+}
+
+/// A key kept in `data_dir/name` (0600), made once per install.
+fn secret_key(data_dir: &Path, name: &str) -> Result<String, UpError> {
+    let path = data_dir.join(name);
     if let Ok(k) = std::fs::read_to_string(&path) {
         let k = k.trim().to_string();
         if k.starts_with("sk-") {
@@ -140,7 +145,13 @@ fn write_secret(path: &Path, content: &str) -> Result<(), UpError> {
 }
 
 /// The embedded default proxy config.
-pub fn default_config(o: &UpOptions, key_hash: &str, lake: &Path, lake_key: &Path) -> String {
+pub fn default_config(
+    o: &UpOptions,
+    key_hash: &str,
+    admin_hash: &str,
+    data: &Path,
+    lake_key: &Path,
+) -> String {
     format!(
         r#"# Written by `warden up`; edit and run `warden serve --config` for anything else.
 [server]
@@ -149,6 +160,16 @@ grace_period_s = 10
 
 [admin]
 listen = "{admin}"
+
+# The local admin key (in admin-key next to this file): `warden ctl --token-file .../admin-key`.
+[[admin.keys]]
+name = "local-admin"
+key_hash = "{admin_hash}"
+role = "admin"
+
+# Kill switches survive restarts in this file.
+[switchboard]
+state_file = {switches:?}
 
 # The audit lake: one Parquet row per request, prompts as keyed hashes only.
 [telemetry]
@@ -174,7 +195,9 @@ max_tokens = 256
 "#,
         listen = o.listen,
         admin = o.admin,
-        lake = lake.display().to_string(),
+        lake = data.join("lake").display().to_string(),
+        switches = data.join("switches.json").display().to_string(),
+        admin_hash = admin_hash,
         lake_key = lake_key.display().to_string(),
         worker = o.worker,
         model = o.model_name,
@@ -266,7 +289,8 @@ pub fn run(o: UpOptions, report: &mut dyn FnMut(&str)) -> Result<(), UpError> {
         default_config(
             &o,
             &keys::KeyHash::of(&key).to_string(),
-            &data.join("lake"),
+            &keys::KeyHash::of(&secret_key(&data, "admin-key")?).to_string(),
+            &data,
             &lake_key,
         ),
     )
@@ -364,7 +388,7 @@ pub fn run(o: UpOptions, report: &mut dyn FnMut(&str)) -> Result<(), UpError> {
             )) {
                 announced = true;
                 report(&format!(
-                    "Warden is up.\n  OpenAI endpoint: http://{listen}/v1  (model \"{model_name}\")\n  API key:         {key}\n  Admin:           http://{admin}/metrics  /readyz  /healthz\n  Worker:          http://{worker}/metrics (model {model})\n  Data and logs:   {data}\n\nTry:\n  curl -s http://{listen}/v1/chat/completions \\\n    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -d '{{\"model\": \"{model_name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Tell me a story.\"}}], \"max_tokens\": 60}}'\n\nCtrl-C stops both processes.",
+                    "Warden is up.\n  OpenAI endpoint: http://{listen}/v1  (model \"{model_name}\")\n  API key:         {key}\n  Admin:           http://{admin}/metrics  /readyz  /healthz\n  Kill switches:   warden ctl --admin http://{admin} --token-file {data}/admin-key switch list\n  Worker:          http://{worker}/metrics (model {model})\n  Data and logs:   {data}\n\nTry:\n  curl -s http://{listen}/v1/chat/completions \\\n    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -d '{{\"model\": \"{model_name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Tell me a story.\"}}], \"max_tokens\": 60}}'\n\nCtrl-C stops both processes.",
                     listen = o.listen,
                     admin = o.admin,
                     worker = o.worker,

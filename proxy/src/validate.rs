@@ -110,6 +110,30 @@ impl Validated {
         &self.doc
     }
 
+    /// Clamps `max_tokens` / `max_completion_tokens` to `cap` (a degraded switch), lowering the
+    /// token estimate with it.
+    pub fn clamp_max_tokens(&mut self, cap: u64) {
+        let mut lowered = 0u64;
+        for field in ["max_tokens", "max_completion_tokens"] {
+            if let Some(n) = self.doc.get(field).and_then(Value::as_u64) {
+                if n > cap {
+                    lowered = lowered.max(n - cap);
+                    self.doc.insert(field.into(), Value::from(cap));
+                    self.changed = true;
+                }
+            }
+        }
+        let n = self
+            .doc
+            .get("n")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            .max(1);
+        self.estimated_tokens = self
+            .estimated_tokens
+            .saturating_sub(lowered.saturating_mul(n));
+    }
+
     /// The parsed body, to be changed (masking, a pinned system prompt); re-serialised on `prepare`.
     pub fn doc_mut(&mut self) -> &mut Map<String, Value> {
         self.changed = true;

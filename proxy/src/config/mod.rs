@@ -36,8 +36,20 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// OpenTelemetry traces over OTLP; off unless an endpoint is set.
     pub tracing: TracingConfig,
+    pub switchboard: SwitchboardConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub tenants: Vec<TenantConfig>,
+}
+
+/// `[switchboard]`: where kill switches live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SwitchboardConfig {
+    /// `state_file`: the switches, kept across restarts (replaced atomically on every change).
+    /// None: switches live in memory only.
+    pub state_file: Option<std::path::PathBuf>,
+    /// `runbook_url`: the link a `switched_off` error carries (default: the runbook shipped in
+    /// the repository, `runbooks/switched_off.md`).
+    pub runbook_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +88,38 @@ pub struct AdminKey {
     /// Who: recorded with every admin action.
     pub name: String,
     pub key_hash: KeyHash,
+    /// What the key may do (see `admin::auth`); `admin` when not set.
+    pub role: Role,
+}
+
+/// An admin key's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Switches and throttles.
+    Oncall,
+    /// Rule packs.
+    Security,
+    /// Reads the audit trail and the state.
+    Auditor,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Oncall, Role::Security, Role::Auditor, Role::Admin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Oncall => "oncall",
+            Role::Security => "security",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,6 +305,31 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
         }
         None => TracingConfig::default(),
     };
+    let switchboard = match root.table(errs, "switchboard") {
+        Some(mut t) => {
+            let state_file = t.string(errs, "state_file").map(std::path::PathBuf::from);
+            if let Some(dir) = state_file
+                .as_ref()
+                .and_then(|f| f.parent())
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                if !dir.is_dir() {
+                    errs.push(
+                        &t.child_path("state_file"),
+                        t.value_span("state_file"),
+                        format!("{}: no such directory", dir.display()),
+                    );
+                }
+            }
+            let c = SwitchboardConfig {
+                state_file,
+                runbook_url: t.string(errs, "runbook_url"),
+            };
+            t.finish(errs);
+            c
+        }
+        None => SwitchboardConfig::default(),
+    };
     let logging = match root.table(errs, "logging") {
         Some(mut t) => {
             let l = decode_logging(&mut t, errs);
@@ -348,6 +417,7 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
         guard,
         telemetry,
         tracing,
+        switchboard,
         upstreams,
         tenants,
     }
@@ -458,6 +528,17 @@ fn decode_admin(t: &mut Table<'_>, errs: &mut Errors<'_>) -> AdminConfig {
                 None
             }
         };
+        let role = match k.string(errs, "role").as_deref() {
+            None => Role::Admin,
+            Some(r) => Role::parse(r).unwrap_or_else(|| {
+                errs.push(
+                    &k.child_path("role"),
+                    k.value_span("role"),
+                    format!("{r:?}: expected \"oncall\", \"security\", \"auditor\" or \"admin\""),
+                );
+                Role::Admin
+            }),
+        };
         if let (Some(name), Some(key_hash)) = (name, hash) {
             if keys.iter().any(|o| o.key_hash == key_hash) {
                 errs.push(
@@ -466,7 +547,11 @@ fn decode_admin(t: &mut Table<'_>, errs: &mut Errors<'_>) -> AdminConfig {
                     "key hash used twice",
                 );
             }
-            keys.push(AdminKey { name, key_hash });
+            keys.push(AdminKey {
+                name,
+                key_hash,
+                role,
+            });
         }
         k.finish(errs);
     }
