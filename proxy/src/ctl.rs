@@ -143,7 +143,7 @@ impl Target {
                 v["draining"],
                 v["pack_version"].as_str().unwrap_or("-"),
                 v["state_file"].as_str().unwrap_or("(memory only)"),
-                human_switches(v)
+                human_switches(v) + &human_throttles(v)
             )
         })
     }
@@ -199,6 +199,42 @@ impl Target {
         })
     }
 
+    pub fn throttle_list(&self) -> Outcome {
+        self.run("GET", "/admin/throttles", None, human_throttles)
+    }
+
+    pub fn throttle_set(
+        &self,
+        scope: &str,
+        rpm: Option<u32>,
+        tpm: Option<u64>,
+        ttl: &str,
+        reason: &str,
+    ) -> Outcome {
+        let body = json!({"scope": scope, "rpm": rpm, "tpm": tpm, "ttl": ttl, "reason": reason});
+        self.run("POST", "/admin/throttles", Some(&body), |v| {
+            format!(
+                "set {} (board version {})\n",
+                throttle_line(&v["throttle"]),
+                v["version"]
+            )
+        })
+    }
+
+    pub fn throttle_clear(&self, scope: &str, reason: Option<&str>) -> Outcome {
+        let body = json!({"scope": scope, "reason": reason});
+        self.run("POST", "/admin/throttles/clear", Some(&body), |v| {
+            match v.get("cleared").filter(|s| !s.is_null()) {
+                Some(t) => format!(
+                    "cleared {} (board version {})\n",
+                    throttle_line(t),
+                    v["version"]
+                ),
+                None => format!("no throttle there (board version {})\n", v["version"]),
+            }
+        })
+    }
+
     pub fn switch_clear(&self, scope: &str, reason: &str) -> Outcome {
         let body = json!({"scope": scope, "reason": reason});
         self.run("POST", "/admin/switches/clear", Some(&body), |v| {
@@ -232,6 +268,34 @@ fn line(s: &Value) -> String {
         s["actor"].as_str().unwrap_or("?"),
         s["reason"].as_str().unwrap_or("")
     )
+}
+
+fn throttle_line(t: &Value) -> String {
+    let limit = |k: &str, unit: &str| {
+        t.get(k)
+            .and_then(Value::as_u64)
+            .map(|n| format!(" {n} {unit}/min"))
+            .unwrap_or_default()
+    };
+    format!(
+        "{}{}{} until {} by {}: {}",
+        t["scope"].as_str().unwrap_or("?"),
+        limit("rpm", "requests"),
+        limit("tpm", "tokens"),
+        t["expires_at"],
+        t["actor"].as_str().unwrap_or("?"),
+        t["reason"].as_str().unwrap_or("")
+    )
+}
+
+fn human_throttles(v: &Value) -> String {
+    let list = v["throttles"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return "no throttles in force\n".into();
+    }
+    list.iter()
+        .map(|t| format!("{}\n", throttle_line(t)))
+        .collect()
 }
 
 fn human_switches(v: &Value) -> String {

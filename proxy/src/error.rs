@@ -80,6 +80,11 @@ pub enum ApiError {
         /// Where on-call engineers and clients read what to do.
         runbook: String,
     },
+    /// A temporary throttle on a scope this request touches is exhausted.
+    Throttled {
+        scope: String,
+        retry_after: Duration,
+    },
     /// A bug or an unexpected condition; details go to the log, not the client.
     Internal,
 }
@@ -124,6 +129,7 @@ impl ApiError {
             ApiError::ToolNotAllowed { .. } => "tool_not_allowed",
             ApiError::InvalidTools { .. } => "invalid_tools",
             ApiError::SwitchedOff { .. } => "switched_off",
+            ApiError::Throttled { .. } => "throttled",
             ApiError::Internal => "internal_error",
         }
     }
@@ -147,7 +153,8 @@ impl ApiError {
             ApiError::RequestTimeout => 408,
             ApiError::RequestRateLimited { .. }
             | ApiError::TokenRateLimited { .. }
-            | ApiError::RequestExceedsTokenBudget { .. } => 429,
+            | ApiError::RequestExceedsTokenBudget { .. }
+            | ApiError::Throttled { .. } => 429,
             ApiError::Internal => 500,
             ApiError::UpstreamError => 502,
             ApiError::ShuttingDown
@@ -238,6 +245,9 @@ impl ApiError {
             ApiError::SwitchedOff { scope, .. } => format!(
                 "this request is switched off ({scope}) by the operators; see the runbook"
             ),
+            ApiError::Throttled { scope, .. } => {
+                format!("this request is throttled ({scope}) by the operators; retry later")
+            }
             ApiError::Internal => "internal error".into(),
         }
     }
@@ -246,6 +256,7 @@ impl ApiError {
         match self {
             ApiError::RequestRateLimited { retry_after }
             | ApiError::TokenRateLimited { retry_after }
+            | ApiError::Throttled { retry_after, .. }
             | ApiError::UpstreamUnavailable { retry_after } => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
@@ -275,6 +286,9 @@ impl ApiError {
         if let ApiError::SwitchedOff { scope, runbook, .. } = self {
             v["scope"] = json!(scope);
             v["runbook"] = json!(runbook);
+        }
+        if let ApiError::Throttled { scope, .. } = self {
+            v["scope"] = json!(scope);
         }
         v
     }

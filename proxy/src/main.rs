@@ -131,12 +131,44 @@ enum CtlCommand {
         #[command(subcommand)]
         command: SwitchCommand,
     },
+    /// Temporary request and token limits on a scope, on top of the config's quotas.
+    Throttle {
+        #[command(subcommand)]
+        command: ThrottleCommand,
+    },
     /// Switches in force, readiness, the rule-pack version and where the switches are kept.
     Status,
     /// The admin actions of this process (role auditor or admin).
     Audit {
         #[command(subcommand)]
         command: AuditTail,
+    },
+}
+
+#[derive(Subcommand)]
+enum ThrottleCommand {
+    /// The throttles in force.
+    List,
+    /// Limit a scope (same scopes as switches, rules excepted) for a while.
+    Set {
+        scope: String,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Tokens per minute (prompt estimate + max_tokens, as the tenant quotas count).
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// How long (`90s`, `15m`, `2h`, `1d`): throttles always expire.
+        #[arg(long)]
+        ttl: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Remove a throttle.
+    Clear {
+        scope: String,
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -350,6 +382,22 @@ fn main() -> ExitCode {
                 CtlCommand::Switch {
                     command: SwitchCommand::Clear { scope, reason },
                 } => target.switch_clear(&scope, &reason),
+                CtlCommand::Throttle {
+                    command: ThrottleCommand::List,
+                } => target.throttle_list(),
+                CtlCommand::Throttle {
+                    command:
+                        ThrottleCommand::Set {
+                            scope,
+                            rpm,
+                            tpm,
+                            ttl,
+                            reason,
+                        },
+                } => target.throttle_set(&scope, rpm, tpm, &ttl, &reason),
+                CtlCommand::Throttle {
+                    command: ThrottleCommand::Clear { scope, reason },
+                } => target.throttle_clear(&scope, reason.as_deref()),
                 CtlCommand::Status => target.status(),
                 CtlCommand::Audit {
                     command: AuditTail::Tail,

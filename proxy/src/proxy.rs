@@ -99,6 +99,10 @@ pub struct RequestCtx {
     degraded: Option<String>,
     /// The switch state that applied, for the audit row (`model:llama=degraded`).
     switch_state: Option<String>,
+    /// Throttles were checked: whether one shed the request.
+    throttled: Option<bool>,
+    /// A kill switch cut this stream; the next body call ends the exchange.
+    cut: bool,
     usage: Option<Usage>,
     /// The input guard's decision (rule ids, score, pack version), for logs and telemetry.
     pub guard: Option<GuardOutcome>,
@@ -157,6 +161,8 @@ impl ProxyHttp for WardenProxy {
             tools: None,
             degraded: None,
             switch_state: None,
+            throttled: None,
+            cut: false,
             usage: None,
             guard: None,
             started_at: SystemTime::now(),
@@ -310,10 +316,43 @@ impl ProxyHttp for WardenProxy {
         if ctx.first_byte_at.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
             ctx.first_byte_at = Some(now);
         }
+        if ctx.cut {
+            // The stream was cut by a kill switch: end the exchange.
+            return Error::e_explain(ErrorType::InternalError, "stream cut by a kill switch");
+        }
         if let Some(pipeline) = ctx.response.as_mut() {
             let chunk = body.take();
             *body = pipeline.body(chunk.as_deref(), end_of_stream);
             ctx.usage = pipeline.usage().or(ctx.usage);
+            // A global kill that cuts streams ends this one with its error event.
+            if pipeline.stream_open()
+                && self
+                    .app
+                    .switchboard
+                    .snapshot()
+                    .cuts_streams(SystemTime::now())
+            {
+                let e = ApiError::SwitchedOff {
+                    scope: "global".into(),
+                    retry_after: None,
+                    runbook: self
+                        .app
+                        .config
+                        .switchboard
+                        .runbook_url
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_RUNBOOK.to_string()),
+                };
+                if let Some(event) = pipeline.cut(&e) {
+                    let mut out = BytesMut::new();
+                    if let Some(b) = body.take() {
+                        out.extend_from_slice(&b);
+                    }
+                    out.extend_from_slice(&event);
+                    *body = Some(out.freeze());
+                    ctx.cut = true;
+                }
+            }
         }
         if end_of_stream {
             ctx.upstream_done_at = Some(now);
@@ -374,8 +413,9 @@ impl ProxyHttp for WardenProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let api = classify(e);
-        // Connect failures were already counted in `fail_to_connect`.
-        let counted = is_connect_error(e);
+        // Connect failures were already counted in `fail_to_connect`; a stream a kill switch
+        // cut is not the upstream's failure.
+        let counted = is_connect_error(e) || ctx.cut;
         if let (Some(api), Some(i), false) = (&api, ctx.upstream, counted) {
             self.count_upstream_error(i, api);
         }
@@ -794,9 +834,26 @@ impl WardenProxy {
         let route = app.route(&v.model, &[], Instant::now())?;
         ctx.upstream = Some(route.upstream);
         ctx.probe = route.probe;
-        // A switch on the chosen upstream (a probe claimed here is released in `logging`).
+        // A switch on the chosen upstream (a probe claimed here is released in `logging`),
+        // then the operators' throttles, on top of the tenant's quotas.
         if let Some(u) = app.upstreams.get(route.upstream) {
             self.apply_switches(ctx, &switches, &mut v, endpoint, Some(&u.config.name))?;
+            let r = switch_request(ctx, app, &v, endpoint, Some(&u.config.name));
+            let shed = app.switchboard.throttle(
+                &switches,
+                &r,
+                v.estimated_tokens,
+                std::time::SystemTime::now(),
+            );
+            ctx.throttled = Some(shed.is_some());
+            if let Some((scope, retry_after)) = shed {
+                let kind = scope.split(':').next().unwrap_or("global").to_string();
+                app.metrics
+                    .switched_off
+                    .with_label_values(&[&kind, "throttled"])
+                    .inc();
+                return Err(ApiError::Throttled { scope, retry_after }.into());
+            }
         }
         let prepared = v.prepare(app.upstreams[route.upstream].config.stream_usage)?;
         ctx.injected_usage = prepared.injected_usage;
@@ -896,7 +953,7 @@ impl WardenProxy {
             canary_leak: ctx.output.as_ref().and_then(|o| o.canary_leak),
             // Switches are checked once the model is known; before that, not evaluated.
             degraded: switches_checked.then_some(ctx.degraded.is_some()),
-            throttled: None,
+            throttled: ctx.throttled,
             switch_state: ctx.switch_state.take(),
             overhead_us: u32::try_from(overhead.as_micros()).unwrap_or(u32::MAX),
             prompt_hash: ids.prompt,
@@ -985,29 +1042,9 @@ impl WardenProxy {
         endpoint: Endpoint,
         upstream: Option<&str>,
     ) -> Result<(), Rejection> {
-        use crate::switchboard::{Request, Verdict};
+        use crate::switchboard::Verdict;
         let app = &self.app;
-        let tenant = ctx
-            .tenant
-            .and_then(|i| app.tenants.get(i))
-            .map_or("", |t| t.config.name.as_str());
-        let doc = v.doc();
-        let r = Request {
-            tenant,
-            model: &v.model,
-            route: endpoint.label(),
-            upstream,
-            stream: v.stream,
-            tools: doc
-                .get("tools")
-                .or_else(|| doc.get("functions"))
-                .and_then(Value::as_array)
-                .is_some_and(|t| !t.is_empty()),
-            logprobs: doc
-                .get("logprobs")
-                .is_some_and(|l| l == &Value::Bool(true) || l.is_u64()),
-            n: doc.get("n").and_then(Value::as_u64).unwrap_or(1),
-        };
+        let r = switch_request(ctx, app, v, endpoint, upstream);
         match switches.check(&r, std::time::SystemTime::now()) {
             Verdict::Pass => Ok(()),
             Verdict::Off {
@@ -1092,6 +1129,37 @@ impl WardenProxy {
         let close =
             matches!(e, ApiError::MalformedRequest) || !session.as_downstream_mut().is_body_done();
         write_json(session, ctx, r.status, r.retry_after, r.body, close).await
+    }
+}
+
+/// What the switchboard needs to know of a request.
+fn switch_request<'a>(
+    ctx: &RequestCtx,
+    app: &'a App,
+    v: &'a Validated,
+    endpoint: Endpoint,
+    upstream: Option<&'a str>,
+) -> crate::switchboard::Request<'a> {
+    let tenant = ctx
+        .tenant
+        .and_then(|i| app.tenants.get(i))
+        .map_or("", |t| t.config.name.as_str());
+    let doc = v.doc();
+    crate::switchboard::Request {
+        tenant,
+        model: &v.model,
+        route: endpoint.label(),
+        upstream,
+        stream: v.stream,
+        tools: doc
+            .get("tools")
+            .or_else(|| doc.get("functions"))
+            .and_then(Value::as_array)
+            .is_some_and(|t| !t.is_empty()),
+        logprobs: doc
+            .get("logprobs")
+            .is_some_and(|l| l == &Value::Bool(true) || l.is_u64()),
+        n: doc.get("n").and_then(Value::as_u64).unwrap_or(1),
     }
 }
 

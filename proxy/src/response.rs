@@ -57,6 +57,8 @@ pub enum StreamEnd {
     UpstreamFailed(&'static str),
     /// An output rule blocked the reply.
     OutputBlocked,
+    /// A global kill switch cut the stream.
+    SwitchedOff,
 }
 
 impl StreamEnd {
@@ -67,6 +69,7 @@ impl StreamEnd {
             StreamEnd::EventTooLarge => "event_too_large",
             StreamEnd::UpstreamFailed(_) => "upstream_failed",
             StreamEnd::OutputBlocked => "output_blocked",
+            StreamEnd::SwitchedOff => "switched_off",
         }
     }
 
@@ -77,6 +80,7 @@ impl StreamEnd {
             StreamEnd::EventTooLarge => "upstream_event_too_large",
             StreamEnd::UpstreamFailed(code) => code,
             StreamEnd::OutputBlocked => "output_blocked",
+            StreamEnd::SwitchedOff => "switched_off",
         }
     }
 }
@@ -317,6 +321,26 @@ impl ResponsePipeline {
         s.parser.take_pending();
         self.end = Some(StreamEnd::UpstreamFailed(error.code()));
         Some(ApiError::UpstreamError.to_sse_event(&self.request_id))
+    }
+
+    /// A stream still open to the client (not ended by `[DONE]` or Warden's own event).
+    pub fn stream_open(&self) -> bool {
+        matches!(&self.body, Body::Sse(s) if !s.saw_done && !s.closed)
+    }
+
+    /// End an open stream now with `error` as its final event (a global kill switch that cuts
+    /// streams); `None` when there is no open stream.
+    pub fn cut(&mut self, error: &ApiError) -> Option<Bytes> {
+        let Body::Sse(s) = &mut self.body else {
+            return None;
+        };
+        if s.saw_done || s.closed {
+            return None;
+        }
+        s.closed = true;
+        s.parser.take_pending();
+        self.end = Some(StreamEnd::SwitchedOff);
+        Some(error.to_sse_event(&self.request_id))
     }
 
     pub fn usage(&self) -> Option<Usage> {

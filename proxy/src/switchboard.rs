@@ -11,6 +11,10 @@
 //! crash leaves the old file or the new one, never half of one) and swaps it in; a restart loads
 //! the file, so every switch survives.
 //!
+//! Throttles are temporary request and token limits on a scope, on top of the config's quotas,
+//! always with an expiry: `429 throttled` with `Retry-After` past them. Their buckets live
+//! beside the snapshot ([`Switchboard::throttle`]).
+//!
 //! Effects, decided by [`Snapshot::check`] for one request:
 //! - `off` on any scope the request touches: refused, `503 switched_off`, `Retry-After` from the
 //!   expiry when there is one. `feature:streaming` off refuses streamed requests only, and so on.
@@ -243,6 +247,69 @@ impl Switch {
     }
 }
 
+/// A temporary limit on a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Throttle {
+    pub scope: Scope,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    pub reason: String,
+    pub actor: String,
+    pub set_at: u64,
+    /// Throttles always expire (unix seconds).
+    pub expires_at: u64,
+}
+
+impl Throttle {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "scope": self.scope.to_string(),
+            "rpm": self.requests_per_minute,
+            "tpm": self.tokens_per_minute,
+            "reason": self.reason,
+            "actor": self.actor,
+            "set_at": self.set_at,
+            "expires_at": self.expires_at,
+        })
+    }
+
+    fn from_json(v: &Value) -> Result<Throttle, String> {
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .ok_or(format!("{k}: missing"))
+        };
+        Ok(Throttle {
+            scope: Scope::parse(s("scope")?)?,
+            requests_per_minute: v.get("rpm").and_then(Value::as_u64).map(|n| n as u32),
+            tokens_per_minute: v.get("tpm").and_then(Value::as_u64),
+            reason: s("reason")?.to_string(),
+            actor: s("actor")?.to_string(),
+            set_at: v.get("set_at").and_then(Value::as_u64).unwrap_or(0),
+            expires_at: v
+                .get("expires_at")
+                .and_then(Value::as_u64)
+                .ok_or("expires_at: missing")?,
+        })
+    }
+
+    /// Whether it applies to `r`.
+    fn covers(&self, r: &Request<'_>) -> bool {
+        match &self.scope {
+            Scope::Global => true,
+            Scope::Tenant(n) => n == r.tenant,
+            Scope::Model(n) => n == r.model,
+            Scope::Route(n) => n == r.route,
+            Scope::Upstream(n) => r.upstream == Some(n.as_str()),
+            Scope::Feature(Feature::Streaming) => r.stream,
+            Scope::Feature(Feature::Tools) => r.tools,
+            Scope::Feature(Feature::Logprobs) => r.logprobs,
+            Scope::Feature(Feature::N) => r.n > 1,
+            Scope::Rule(_) => false,
+        }
+    }
+}
+
 /// What one request is, as far as switches care.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -283,9 +350,23 @@ pub struct Snapshot {
     upstreams: HashMap<String, Switch>,
     features: HashMap<Feature, Switch>,
     rules: HashMap<String, Switch>,
+    /// Few, so a list.
+    pub throttles: Vec<Throttle>,
 }
 
 impl Snapshot {
+    /// A snapshot holding `switches` (a later one replaces an earlier one of the same scope).
+    pub fn from_switches(version: u64, switches: impl IntoIterator<Item = Switch>) -> Snapshot {
+        let mut s = Snapshot {
+            version,
+            ..Snapshot::default()
+        };
+        for sw in switches {
+            s.insert(sw);
+        }
+        s
+    }
+
     fn slot(&mut self, scope: &Scope) -> SlotMut<'_> {
         match scope {
             Scope::Global => SlotMut::Global(&mut self.global),
@@ -350,6 +431,18 @@ impl Snapshot {
                 Scope::Rule(id) => id.as_str(),
                 _ => "",
             })
+    }
+
+    /// The throttles in force now that cover `r`.
+    pub fn throttles_for<'a>(
+        &'a self,
+        r: &'a Request<'_>,
+        now: SystemTime,
+    ) -> impl Iterator<Item = &'a Throttle> + 'a {
+        let now = unix(now);
+        self.throttles
+            .iter()
+            .filter(move |t| now < t.expires_at && t.covers(r))
     }
 
     /// Whether a global `off` that cuts streams is in force.
@@ -423,6 +516,9 @@ fn unix(t: SystemTime) -> u64 {
 /// The switches of this process: the snapshot the request path reads, and the state file.
 pub struct Switchboard {
     current: ArcSwap<Snapshot>,
+    /// The buckets of the throttles, by scope and the time each was set (a new throttle on a
+    /// scope starts full).
+    buckets: Mutex<HashMap<(String, u64), crate::quota::TenantQuota>>,
     file: Option<PathBuf>,
     /// Serialises changes (readers never take it).
     write: Mutex<()>,
@@ -446,6 +542,18 @@ impl Switchboard {
                     let v: Value = serde_json::from_slice(&bytes)
                         .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
                     snap.version = v.get("version").and_then(Value::as_u64).unwrap_or(0);
+                    for (i, t) in v
+                        .get("throttles")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                    {
+                        snap.throttles.push(
+                            Throttle::from_json(t)
+                                .map_err(|e| format!("{}: throttles[{i}]: {e}", path.display()))?,
+                        );
+                    }
                     for (i, s) in v
                         .get("switches")
                         .and_then(Value::as_array)
@@ -463,6 +571,7 @@ impl Switchboard {
             }
         }
         Ok(Switchboard {
+            buckets: Mutex::new(HashMap::new()),
             current: ArcSwap::from_pointee(snap),
             file,
             write: Mutex::new(()),
@@ -486,6 +595,65 @@ impl Switchboard {
         })
     }
 
+    /// Sets (or replaces) the throttle of its scope.
+    pub fn set_throttle(&self, t: Throttle) -> Result<(Option<Throttle>, u64), String> {
+        let mut before = None;
+        let change = self.change(|snap| {
+            before = snap
+                .throttles
+                .iter()
+                .position(|o| o.scope == t.scope)
+                .map(|i| snap.throttles.remove(i));
+            snap.throttles.push(t.clone());
+            (None, None)
+        })?;
+        Ok((before, change.version))
+    }
+
+    /// Removes the throttle of `scope`.
+    pub fn clear_throttle(&self, scope: &Scope) -> Result<(Option<Throttle>, u64), String> {
+        let mut before = None;
+        let change = self.change(|snap| {
+            before = snap
+                .throttles
+                .iter()
+                .position(|o| &o.scope == scope)
+                .map(|i| snap.throttles.remove(i));
+            (None, None)
+        })?;
+        Ok((before, change.version))
+    }
+
+    /// Charges `tokens` to every throttle in force on `r`: the first one that is exhausted, as
+    /// `(scope, retry after)`.
+    pub fn throttle(
+        &self,
+        snap: &Snapshot,
+        r: &Request<'_>,
+        tokens: u64,
+        now: SystemTime,
+    ) -> Option<(String, Duration)> {
+        let mut applying = snap.throttles_for(r, now).peekable();
+        applying.peek()?;
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let instant = std::time::Instant::now();
+        for t in applying {
+            let key = (t.scope.to_string(), t.set_at);
+            let q = buckets.entry(key).or_insert_with(|| {
+                crate::quota::TenantQuota::new(t.requests_per_minute, t.tokens_per_minute)
+            });
+            if let Err(e) = q.admit(tokens, instant) {
+                let wait = match e {
+                    crate::error::ApiError::RequestRateLimited { retry_after }
+                    | crate::error::ApiError::TokenRateLimited { retry_after } => retry_after,
+                    _ => Duration::from_secs(1),
+                };
+                return Some((t.scope.to_string(), wait));
+            }
+        }
+        None
+    }
+
     /// Removes the switch of `scope`.
     pub fn clear(&self, scope: &Scope) -> Result<Change, String> {
         self.change(|snap| (snap.remove(scope), None))
@@ -506,6 +674,12 @@ impl Switchboard {
         for s in old.all().into_iter().filter(|s| s.live(now)) {
             next.insert(s.clone());
         }
+        next.throttles = old
+            .throttles
+            .iter()
+            .filter(|t| now < t.expires_at)
+            .cloned()
+            .collect();
         let (before, after) = f(&mut next);
         if let Some(path) = &self.file {
             write_atomically(path, &state_json(&next))?;
@@ -522,8 +696,11 @@ impl Switchboard {
 
 fn state_json(s: &Snapshot) -> Vec<u8> {
     let switches: Vec<Value> = s.all().into_iter().map(Switch::to_json).collect();
-    let mut out = serde_json::to_vec_pretty(&json!({"version": s.version, "switches": switches}))
-        .unwrap_or_default();
+    let throttles: Vec<Value> = s.throttles.iter().map(Throttle::to_json).collect();
+    let mut out = serde_json::to_vec_pretty(
+        &json!({"version": s.version, "switches": switches, "throttles": throttles}),
+    )
+    .unwrap_or_default();
     out.push(b'\n');
     out
 }

@@ -91,11 +91,22 @@ async fn every_endpoint_answers_each_role_as_the_matrix_says() {
     let set = json!({"scope": "tenant:nobody", "state": "off", "reason": "matrix test"});
     let clear = json!({"scope": "tenant:nobody", "reason": "matrix test"});
     // (method, path, body, roles allowed)
-    let endpoints: [(&str, &str, Value, &[&str]); 6] = [
+    let throttle =
+        json!({"scope": "tenant:nobody", "rpm": 5, "ttl": "1m", "reason": "matrix test"});
+    let unthrottle = json!({"scope": "tenant:nobody"});
+    let endpoints: [(&str, &str, Value, &[&str]); 9] = [
         ("GET", "/admin/status", Value::Null, &ROLES),
         ("GET", "/admin/switches", Value::Null, &ROLES),
+        ("GET", "/admin/throttles", Value::Null, &ROLES),
         ("POST", "/admin/switches", set, &["oncall", "admin"]),
         ("POST", "/admin/switches/clear", clear, &["oncall", "admin"]),
+        ("POST", "/admin/throttles", throttle, &["oncall", "admin"]),
+        (
+            "POST",
+            "/admin/throttles/clear",
+            unthrottle,
+            &["oncall", "admin"],
+        ),
         ("GET", "/admin/audit", Value::Null, &["auditor", "admin"]),
         (
             "POST",
@@ -338,8 +349,116 @@ async fn warden_ctl_sets_lists_and_clears_switches() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("cleared tenant:t"), "{out}");
     assert_eq!(chat(&w, false, 8).await.status(), 200);
+    let (code, out, err) = ctl(
+        &w,
+        &token,
+        &[
+            "throttle",
+            "set",
+            "tenant:t",
+            "--rpm",
+            "100",
+            "--ttl",
+            "5m",
+            "--reason",
+            "batch job",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("tenant:t 100 requests/min"), "{out}");
     let (code, out, _) = ctl(&w, &token, &["status"]);
     assert_eq!(code, 0);
-    assert!(out.contains("ready: true"), "{out}");
+    assert!(
+        out.contains("ready: true") && out.contains("batch job"),
+        "{out}"
+    );
+    let (code, out, err) = ctl(&w, &token, &["throttle", "clear", "tenant:t"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cleared tenant:t"), "{out}");
+    let (code, out, _) = ctl(&w, &token, &["throttle", "list"]);
+    assert!(code == 0 && out.contains("no throttles"), "{out}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn throttles_shed_past_their_limit_and_a_global_kill_cuts_streams() {
+    let up = harness::recording_upstream(MODEL).await;
+    let dir = scratch("throttle");
+    let w = warden(&up, &dir.join("switches.json")).await;
+    let oncall = key_of("oncall");
+
+    // Two requests a minute for tenant t, for five minutes.
+    let r = admin(
+        &w,
+        "POST",
+        "/admin/throttles",
+        Some(&oncall),
+        &json!({"scope": "tenant:t", "rpm": 2, "ttl": "5m", "reason": "runaway client"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text());
+    assert_eq!(chat(&w, false, 8).await.status(), 200);
+    assert_eq!(chat(&w, false, 8).await.status(), 200);
+    let r = chat(&w, false, 8).await;
+    assert_eq!(r.status(), 429, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    let e = r.json().unwrap();
+    assert_eq!(e["error"]["code"], "throttled");
+    assert_eq!(e["error"]["scope"], "tenant:t");
+    // A throttle needs an expiry and a limit.
+    let r = admin(
+        &w,
+        "POST",
+        "/admin/throttles",
+        Some(&oncall),
+        &json!({"scope": "tenant:t", "rpm": 2, "reason": "x"}),
+    )
+    .await;
+    assert_eq!(r.json().unwrap()["error"]["param"], "ttl");
+    let r = admin(
+        &w,
+        "POST",
+        "/admin/throttles/clear",
+        Some(&oncall),
+        &json!({"scope": "tenant:t"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(chat(&w, false, 8).await.status(), 200);
+
+    // A stream in flight: the upstream sends its first event, pauses, then the rest. A global
+    // kill that cuts streams, set during the pause, ends it with a switched_off event.
+    let body = json!({"model": MODEL, "stream": true, "max_tokens": 8,
+        "messages": [{"role": "user", "content": "hello"}]})
+    .to_string();
+    let raw = post(
+        "/v1/chat/completions",
+        &body,
+        "x-fault: pause-after-first=1500\r\n",
+    );
+    let proxy = w.proxy;
+    let reader = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        s.write_all(&raw).await.unwrap();
+        let mut out = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let r = admin(&w, "POST", "/admin/switches", Some(&oncall),
+        &json!({"scope": "global", "state": "off", "cut_streams": true, "reason": "INC-9 stop everything"})).await;
+    assert_eq!(r.status(), 200, "{}", r.text());
+    let got = reader.await.unwrap();
+    assert!(
+        got.contains("\"content\":\"tok"),
+        "the first event arrived: {got}"
+    );
+    assert!(got.contains("\"code\":\"switched_off\""), "{got}");
+    assert!(!got.contains("[DONE]"), "{got}");
+    assert_eq!(chat(&w, false, 8).await.status(), 503);
+    w.metrics_with(&["warden_stream_errors_total{kind=\"switched_off\"} 1"])
+        .await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -6,9 +6,9 @@
 //! | permission | endpoints | oncall | security | auditor | admin |
 //! |---|---|---|---|---|---|
 //! | (none) | `GET /healthz`, `/readyz`, `/metrics` | open | open | open | open |
-//! | `read_state` | `GET /admin/status`, `GET /admin/switches` | ✓ | ✓ | ✓ | ✓ |
+//! | `read_state` | `GET /admin/status`, `GET /admin/switches`, `GET /admin/throttles` | ✓ | ✓ | ✓ | ✓ |
 //! | `read_audit` | `GET /admin/audit` | – | – | ✓ | ✓ |
-//! | `manage_switches` | `POST /admin/switches`, `POST /admin/switches/clear` | ✓ | – | – | ✓ |
+//! | `manage_switches` | `POST /admin/switches`, `.../clear`, `POST /admin/throttles`, `.../clear` | ✓ | – | – | ✓ |
 //! | `manage_rules` | `POST /admin/rules/reload` | – | ✓ | – | ✓ |
 //!
 //! No key, or one that matches no entry: `401 invalid_admin_key`. A key whose role lacks the

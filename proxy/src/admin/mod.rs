@@ -118,61 +118,20 @@ impl Reply {
 }
 
 /// Every admin endpoint. The role needed for each is its permission in [`auth::may`].
+#[rustfmt::skip]
 pub const ROUTES: &[Route] = &[
-    Route {
-        method: "GET",
-        path: "/healthz",
-        permission: None,
-        handler: healthz,
-    },
-    Route {
-        method: "GET",
-        path: "/readyz",
-        permission: None,
-        handler: readyz,
-    },
-    Route {
-        method: "GET",
-        path: "/metrics",
-        permission: None,
-        handler: metrics,
-    },
-    Route {
-        method: "GET",
-        path: "/admin/status",
-        permission: Some(Permission::ReadState),
-        handler: status,
-    },
-    Route {
-        method: "GET",
-        path: "/admin/switches",
-        permission: Some(Permission::ReadState),
-        handler: switches_list,
-    },
-    Route {
-        method: "POST",
-        path: "/admin/switches",
-        permission: Some(Permission::ManageSwitches),
-        handler: switch_set,
-    },
-    Route {
-        method: "POST",
-        path: "/admin/switches/clear",
-        permission: Some(Permission::ManageSwitches),
-        handler: switch_clear,
-    },
-    Route {
-        method: "GET",
-        path: "/admin/audit",
-        permission: Some(Permission::ReadAudit),
-        handler: audit_tail,
-    },
-    Route {
-        method: "POST",
-        path: "/admin/rules/reload",
-        permission: Some(Permission::ManageRules),
-        handler: rules_reload,
-    },
+    Route { method: "GET", path: "/healthz", permission: None, handler: healthz },
+    Route { method: "GET", path: "/readyz", permission: None, handler: readyz },
+    Route { method: "GET", path: "/metrics", permission: None, handler: metrics },
+    Route { method: "GET", path: "/admin/status", permission: Some(Permission::ReadState), handler: status },
+    Route { method: "GET", path: "/admin/switches", permission: Some(Permission::ReadState), handler: switches_list },
+    Route { method: "POST", path: "/admin/switches", permission: Some(Permission::ManageSwitches), handler: switch_set },
+    Route { method: "POST", path: "/admin/switches/clear", permission: Some(Permission::ManageSwitches), handler: switch_clear },
+    Route { method: "GET", path: "/admin/throttles", permission: Some(Permission::ReadState), handler: throttles_list },
+    Route { method: "POST", path: "/admin/throttles", permission: Some(Permission::ManageSwitches), handler: throttle_set },
+    Route { method: "POST", path: "/admin/throttles/clear", permission: Some(Permission::ManageSwitches), handler: throttle_clear },
+    Route { method: "GET", path: "/admin/audit", permission: Some(Permission::ReadAudit), handler: audit_tail },
+    Route { method: "POST", path: "/admin/rules/reload", permission: Some(Permission::ManageRules), handler: rules_reload },
 ];
 
 /// Largest admin request body.
@@ -344,7 +303,16 @@ fn switches_json(a: &AdminApp) -> Value {
     let snap = a.app.switchboard.snapshot();
     let now = std::time::SystemTime::now();
     let live: Vec<Value> = snap.live(now).into_iter().map(Switch::to_json).collect();
-    json!({"version": snap.version, "switches": live})
+    let now_s = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let throttles: Vec<Value> = snap
+        .throttles
+        .iter()
+        .filter(|t| now_s < t.expires_at)
+        .map(switchboard::Throttle::to_json)
+        .collect();
+    json!({"version": snap.version, "switches": live, "throttles": throttles})
 }
 
 fn status(a: &AdminApp, _: &Call<'_>) -> Result<Reply, AdminError> {
@@ -540,6 +508,129 @@ fn record_change(
         version = change.version,
         "switch changed"
     );
+}
+
+fn throttles_list(a: &AdminApp, _: &Call<'_>) -> Result<Reply, AdminError> {
+    let v = switches_json(a);
+    Ok(Reply::json(
+        200,
+        &json!({"version": v["version"], "throttles": v["throttles"]}),
+    ))
+}
+
+fn scope_of(body: &serde_json::Map<String, Value>) -> Result<Scope, AdminError> {
+    body.get("scope")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AdminError::invalid("scope", "a scope is required"))
+        .and_then(|s| Scope::parse(s).map_err(|e| AdminError::invalid("scope", e)))
+}
+
+/// `POST /admin/throttles`: `{"scope", "rpm"?, "tpm"?, "ttl", "reason"}`.
+fn throttle_set(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
+    let body = body_object(call)?;
+    let scope = scope_of(&body)?;
+    if matches!(scope, Scope::Rule(_)) {
+        return Err(AdminError::invalid("scope", "rules cannot be throttled"));
+    }
+    let positive = |k: &str| -> Result<Option<u64>, AdminError> {
+        match body.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n > 0 && *n <= u64::from(u32::MAX))
+                .map(Some)
+                .ok_or_else(|| AdminError::invalid(k, "a whole number above 0")),
+        }
+    };
+    let (rpm, tpm) = (positive("rpm")?, positive("tpm")?);
+    if rpm.is_none() && tpm.is_none() {
+        return Err(AdminError::invalid(
+            "rpm",
+            "a throttle needs rpm, tpm or both",
+        ));
+    }
+    let ttl = body
+        .get("ttl")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            AdminError::invalid(
+                "ttl",
+                "a throttle always expires: give a ttl such as \"15m\"",
+            )
+        })
+        .and_then(|t| switchboard::parse_ttl(t).map_err(|e| AdminError::invalid("ttl", e)))?;
+    let reason = reason_of(&body)?;
+    let who = call.principal.clone().unwrap_or(Principal {
+        name: "-".into(),
+        role: auth::Role::Admin,
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let t = switchboard::Throttle {
+        scope: scope.clone(),
+        requests_per_minute: rpm.map(|n| n as u32),
+        tokens_per_minute: tpm,
+        reason: reason.clone(),
+        actor: who.name.clone(),
+        set_at: now,
+        expires_at: now + ttl.as_secs(),
+    };
+    let (before, version) = a.app.switchboard.set_throttle(t.clone()).map_err(|e| {
+        AdminError::new(
+            500,
+            "state_not_saved",
+            format!("the throttle was not saved: {e}"),
+        )
+    })?;
+    a.app.audit(warden_telemetry::AdminAction {
+        actor: who.name.clone(),
+        role: who.role.name().into(),
+        action: "throttle.set".into(),
+        target: format!("throttle:{scope}"),
+        before: before.as_ref().map(|b| b.to_json().to_string()),
+        after: Some(t.to_json().to_string()),
+        reason: Some(reason),
+    });
+    tracing::warn!(actor = %who.name, scope = %scope, rpm, tpm, version, "throttle set");
+    Ok(Reply::json(
+        200,
+        &json!({"version": version, "throttle": t.to_json()}),
+    ))
+}
+
+/// `POST /admin/throttles/clear`: `{"scope", "reason"?}`.
+fn throttle_clear(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
+    let body = body_object(call)?;
+    let scope = scope_of(&body)?;
+    let reason = body
+        .get("reason")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let who = call.principal.clone().unwrap_or(Principal {
+        name: "-".into(),
+        role: auth::Role::Admin,
+    });
+    let (before, version) = a.app.switchboard.clear_throttle(&scope).map_err(|e| {
+        AdminError::new(
+            500,
+            "state_not_saved",
+            format!("the throttle was not saved: {e}"),
+        )
+    })?;
+    a.app.audit(warden_telemetry::AdminAction {
+        actor: who.name.clone(),
+        role: who.role.name().into(),
+        action: "throttle.clear".into(),
+        target: format!("throttle:{scope}"),
+        before: before.as_ref().map(|b| b.to_json().to_string()),
+        after: None,
+        reason,
+    });
+    Ok(Reply::json(
+        200,
+        &json!({"version": version, "cleared": before.as_ref().map(switchboard::Throttle::to_json)}),
+    ))
 }
 
 fn audit_tail(a: &AdminApp, _: &Call<'_>) -> Result<Reply, AdminError> {
