@@ -486,20 +486,10 @@ fn up(opts: warden_proxy::up::UpOptions) -> ExitCode {
 
 fn check_config(path: PathBuf) -> ExitCode {
     match Config::load(&path) {
-        Ok(c) if c.guard.enabled => {
-            // The packs are part of the config: load, compile and test them as `serve` would.
-            let mut problems = Vec::new();
-            for (role, dir) in [
-                ("rules_dir", c.guard.rules_dir.as_deref()),
-                ("shadow_rules_dir", c.guard.shadow_rules_dir.as_deref()),
-            ] {
-                if role == "shadow_rules_dir" && dir.is_none() {
-                    continue;
-                }
-                if let Err(errors) = warden_proxy::guard::build_engine(dir) {
-                    problems.extend(errors.into_iter().map(|e| format!("guard.{role}: {e}")));
-                }
-            }
+        Ok(c) => {
+            // What `serve` checks before it starts: the packs, the lake's settings and key, the
+            // switchboard's state file.
+            let problems = warden_proxy::server::preflight(&c);
             if problems.is_empty() {
                 check_config_ok(&path, &c)
             } else {
@@ -514,7 +504,6 @@ fn check_config(path: PathBuf) -> ExitCode {
                 ExitCode::from(1)
             }
         }
-        Ok(c) => check_config_ok(&path, &c),
         Err(e) => {
             err(&e.to_string());
             ExitCode::from(1)

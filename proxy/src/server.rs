@@ -212,10 +212,57 @@ impl ShutdownSignalWatch for Signals {
 
 /// Open the audit lake: the hash key from `key_file`, else the `key_env` variable, else a
 /// random per-process key (hashes then do not match across restarts: warned loudly).
+/// The audit lake's settings as the telemetry crate takes them.
+fn lake_config(c: &crate::config::TelemetryConfig) -> warden_telemetry::Config {
+    let mut lake = warden_telemetry::Config::new(&c.dir);
+    lake.queue_capacity = c.queue_capacity;
+    lake.sync_interval = c.sync_interval;
+    lake.rotate_bytes = c.rotate_bytes;
+    lake.rotate_interval = c.rotate_interval;
+    lake.retention_days = c.retention_days;
+    lake
+}
+
+/// Everything `serve` checks before it starts, short of binding ports and opening files for
+/// writing: the rule packs load, compile and pass their tests; the audit lake's settings are
+/// valid and its key file reads; the switchboard's state file parses. Every problem, with the
+/// config key it comes from. `warden check-config` runs exactly this after decoding the file.
+pub fn preflight(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    if config.guard.enabled {
+        for (role, dir) in [
+            ("rules_dir", config.guard.rules_dir.as_deref()),
+            ("shadow_rules_dir", config.guard.shadow_rules_dir.as_deref()),
+        ] {
+            if role == "shadow_rules_dir" && dir.is_none() {
+                continue;
+            }
+            if let Err(errors) = crate::guard::build_engine(dir) {
+                problems.extend(errors.into_iter().map(|e| format!("guard.{role}: {e}")));
+            }
+        }
+    }
+    if config.telemetry.enabled {
+        let c = &config.telemetry;
+        if let Some(path) = &c.key_file {
+            if let Err(e) = warden_telemetry::Hasher::from_key_file(path) {
+                problems.push(format!("telemetry.key_file: {e}"));
+            }
+        }
+        if let Err(errs) = lake_config(c).validate() {
+            problems.extend(errs.into_iter().map(|e| format!("telemetry.{e}")));
+        }
+    }
+    if let Err(e) = crate::switchboard::Switchboard::open(config.switchboard.state_file.clone()) {
+        problems.push(format!("switchboard.state_file: {e}"));
+    }
+    problems
+}
+
 fn open_telemetry(
     c: &crate::config::TelemetryConfig,
 ) -> Result<(warden_telemetry::Telemetry, warden_telemetry::Hasher), String> {
-    use warden_telemetry::{Config as LakeConfig, Hasher};
+    use warden_telemetry::Hasher;
     let hasher = match &c.key_file {
         Some(path) => Hasher::from_key_file(path).map_err(|e| e.to_string())?,
         None => match std::env::var(&c.key_env) {
@@ -229,12 +276,7 @@ fn open_telemetry(
             }
         },
     };
-    let mut lake = LakeConfig::new(&c.dir);
-    lake.queue_capacity = c.queue_capacity;
-    lake.sync_interval = c.sync_interval;
-    lake.rotate_bytes = c.rotate_bytes;
-    lake.rotate_interval = c.rotate_interval;
-    lake.retention_days = c.retention_days;
+    let lake = lake_config(c);
     lake.validate().map_err(|errs| errs.join("; "))?;
     let telemetry = warden_telemetry::Telemetry::open(lake).map_err(|e| e.to_string())?;
     tracing::info!(lake = %c.dir.display(), key_id = hasher.key_id(), "audit lake open");

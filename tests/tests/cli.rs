@@ -123,3 +123,48 @@ fn keys_hash_and_generate() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "an empty key is refused");
 }
+
+/// `check-config` runs what `serve` checks before it starts, not only the TOML: a lake setting
+/// the lake refuses (`retention_days = 0`), a key file that does not exist, and a switchboard
+/// state file that does not parse are each named with their key, and the exit is 1.
+#[test]
+fn check_config_runs_the_checks_serve_runs() {
+    let dir = std::env::temp_dir().join(format!("warden-cli-preflight-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("switches.json");
+    std::fs::write(&state, "{not json").unwrap();
+    let text = format!(
+        r#"
+[telemetry]
+dir = {lake:?}
+key_file = {key:?}
+retention_days = 0
+
+[switchboard]
+state_file = {state:?}
+
+[[upstreams]]
+name = "w"
+address = "127.0.0.1:8081"
+models = ["m"]
+
+[[tenants]]
+name = "t"
+api_keys = ["{hash}"]
+"#,
+        lake = dir.join("lake").display().to_string(),
+        key = dir.join("no-such.key").display().to_string(),
+        state = state.display().to_string(),
+        hash = key_hash("sk-test-preflight-0123456789"),
+    );
+    let (code, stdout, stderr) = check_config(&text);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    for want in [
+        "telemetry.retention_days",
+        "telemetry.key_file",
+        "switchboard.state_file",
+    ] {
+        assert!(stderr.contains(want), "missing {want}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
