@@ -311,16 +311,10 @@ impl ResponsePipeline {
     /// The upstream failed after the response head went out: the final error event of a stream
     /// (once), else nothing.
     pub fn upstream_failed(&mut self, error: &ApiError) -> Option<Bytes> {
-        let Body::Sse(s) = &mut self.body else {
-            return None;
-        };
-        if s.saw_done || s.closed {
-            return None;
-        }
-        s.closed = true;
-        s.parser.take_pending();
-        self.end = Some(StreamEnd::UpstreamFailed(error.code()));
-        Some(ApiError::UpstreamError.to_sse_event(&self.request_id))
+        self.end_stream(
+            StreamEnd::UpstreamFailed(error.code()),
+            &ApiError::UpstreamError,
+        )
     }
 
     /// A stream still open to the client (not ended by `[DONE]` or Warden's own event).
@@ -331,6 +325,11 @@ impl ResponsePipeline {
     /// End an open stream now with `error` as its final event (a global kill switch that cuts
     /// streams); `None` when there is no open stream.
     pub fn cut(&mut self, error: &ApiError) -> Option<Bytes> {
+        self.end_stream(StreamEnd::SwitchedOff, error)
+    }
+
+    /// Close an open stream with `event` as Warden's final event, recording why.
+    fn end_stream(&mut self, why: StreamEnd, event: &ApiError) -> Option<Bytes> {
         let Body::Sse(s) = &mut self.body else {
             return None;
         };
@@ -339,8 +338,8 @@ impl ResponsePipeline {
         }
         s.closed = true;
         s.parser.take_pending();
-        self.end = Some(StreamEnd::SwitchedOff);
-        Some(error.to_sse_event(&self.request_id))
+        self.end = Some(why);
+        Some(event.to_sse_event(&self.request_id))
     }
 
     pub fn usage(&self) -> Option<Usage> {

@@ -351,6 +351,45 @@ fn body_object(call: &Call<'_>) -> Result<serde_json::Map<String, Value>, AdminE
     }
 }
 
+/// Who made the call (handlers behind a permission always have one).
+fn caller(call: &Call<'_>) -> Principal {
+    call.principal.clone().unwrap_or(Principal {
+        name: "-".into(),
+        role: auth::Role::Admin,
+    })
+}
+
+/// A change that could not be written to the state file.
+fn not_saved(what: &'static str) -> impl Fn(String) -> AdminError {
+    move |e| {
+        AdminError::new(
+            500,
+            "state_not_saved",
+            format!("the {what} was not saved: {e}"),
+        )
+    }
+}
+
+/// One admin change: the hash-chained audit action.
+fn record(
+    a: &AdminApp,
+    who: &Principal,
+    action: &str,
+    target: String,
+    (before, after): (Option<String>, Option<String>),
+    reason: Option<String>,
+) {
+    a.app.audit(warden_telemetry::AdminAction {
+        actor: who.name.clone(),
+        role: who.role.name().into(),
+        action: action.into(),
+        target,
+        before,
+        after,
+        reason,
+    });
+}
+
 fn reason_of(body: &serde_json::Map<String, Value>) -> Result<String, AdminError> {
     match body.get("reason").and_then(Value::as_str).map(str::trim) {
         Some(r) if !r.is_empty() && r.len() <= 1024 => Ok(r.to_string()),
@@ -426,10 +465,7 @@ fn switch_set(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
             "only a global off cuts the streams in flight",
         ));
     }
-    let principal = call.principal.clone().unwrap_or(Principal {
-        name: "-".into(),
-        role: auth::Role::Admin,
-    });
+    let principal = caller(call);
     let switch = Switch {
         scope: scope.clone(),
         state,
@@ -439,13 +475,7 @@ fn switch_set(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
         expires_at,
         cut_streams,
     };
-    let change = a.app.switchboard.set(switch).map_err(|e| {
-        AdminError::new(
-            500,
-            "state_not_saved",
-            format!("the switch was not saved: {e}"),
-        )
-    })?;
+    let change = a.app.switchboard.set(switch).map_err(not_saved("switch"))?;
     record_change(a, &principal, "switch.set", &scope, &change, &reason);
     Ok(Reply::json(
         200,
@@ -462,17 +492,12 @@ fn switch_clear(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
         .ok_or_else(|| AdminError::invalid("scope", "a scope is required"))
         .and_then(|s| Scope::parse(s).map_err(|e| AdminError::invalid("scope", e)))?;
     let reason = reason_of(&body)?;
-    let principal = call.principal.clone().unwrap_or(Principal {
-        name: "-".into(),
-        role: auth::Role::Admin,
-    });
-    let change = a.app.switchboard.clear(&scope).map_err(|e| {
-        AdminError::new(
-            500,
-            "state_not_saved",
-            format!("the switch was not saved: {e}"),
-        )
-    })?;
+    let principal = caller(call);
+    let change = a
+        .app
+        .switchboard
+        .clear(&scope)
+        .map_err(not_saved("switch"))?;
     record_change(a, &principal, "switch.clear", &scope, &change, &reason);
     Ok(Reply::json(
         200,
@@ -490,15 +515,14 @@ fn record_change(
     reason: &str,
 ) {
     let state = |s: &Option<Switch>| s.as_ref().map(|s| s.to_json().to_string());
-    a.app.audit(warden_telemetry::AdminAction {
-        actor: who.name.clone(),
-        role: who.role.name().into(),
-        action: action.into(),
-        target: format!("switch:{scope}"),
-        before: state(&change.before),
-        after: state(&change.after),
-        reason: Some(reason.to_string()),
-    });
+    record(
+        a,
+        who,
+        action,
+        format!("switch:{scope}"),
+        (state(&change.before), state(&change.after)),
+        Some(reason.to_string()),
+    );
     tracing::warn!(
         actor = %who.name,
         role = who.role.name(),
@@ -560,10 +584,7 @@ fn throttle_set(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
         })
         .and_then(|t| switchboard::parse_ttl(t).map_err(|e| AdminError::invalid("ttl", e)))?;
     let reason = reason_of(&body)?;
-    let who = call.principal.clone().unwrap_or(Principal {
-        name: "-".into(),
-        role: auth::Role::Admin,
-    });
+    let who = caller(call);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -576,22 +597,22 @@ fn throttle_set(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
         set_at: now,
         expires_at: now + ttl.as_secs(),
     };
-    let (before, version) = a.app.switchboard.set_throttle(t.clone()).map_err(|e| {
-        AdminError::new(
-            500,
-            "state_not_saved",
-            format!("the throttle was not saved: {e}"),
-        )
-    })?;
-    a.app.audit(warden_telemetry::AdminAction {
-        actor: who.name.clone(),
-        role: who.role.name().into(),
-        action: "throttle.set".into(),
-        target: format!("throttle:{scope}"),
-        before: before.as_ref().map(|b| b.to_json().to_string()),
-        after: Some(t.to_json().to_string()),
-        reason: Some(reason),
-    });
+    let (before, version) = a
+        .app
+        .switchboard
+        .set_throttle(t.clone())
+        .map_err(not_saved("throttle"))?;
+    record(
+        a,
+        &who,
+        "throttle.set",
+        format!("throttle:{scope}"),
+        (
+            before.as_ref().map(|b| b.to_json().to_string()),
+            Some(t.to_json().to_string()),
+        ),
+        Some(reason),
+    );
     tracing::warn!(actor = %who.name, scope = %scope, rpm, tpm, version, "throttle set");
     Ok(Reply::json(
         200,
@@ -607,26 +628,20 @@ fn throttle_clear(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
         .get("reason")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let who = call.principal.clone().unwrap_or(Principal {
-        name: "-".into(),
-        role: auth::Role::Admin,
-    });
-    let (before, version) = a.app.switchboard.clear_throttle(&scope).map_err(|e| {
-        AdminError::new(
-            500,
-            "state_not_saved",
-            format!("the throttle was not saved: {e}"),
-        )
-    })?;
-    a.app.audit(warden_telemetry::AdminAction {
-        actor: who.name.clone(),
-        role: who.role.name().into(),
-        action: "throttle.clear".into(),
-        target: format!("throttle:{scope}"),
-        before: before.as_ref().map(|b| b.to_json().to_string()),
-        after: None,
+    let who = caller(call);
+    let (before, version) = a
+        .app
+        .switchboard
+        .clear_throttle(&scope)
+        .map_err(not_saved("throttle"))?;
+    record(
+        a,
+        &who,
+        "throttle.clear",
+        format!("throttle:{scope}"),
+        (before.as_ref().map(|b| b.to_json().to_string()), None),
         reason,
-    });
+    );
     Ok(Reply::json(
         200,
         &json!({"version": version, "cleared": before.as_ref().map(switchboard::Throttle::to_json)}),
