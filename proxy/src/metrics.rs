@@ -135,6 +135,8 @@ pub struct Metrics {
     pub output_hold_bytes: IntGauge,
     pub output_leaks: IntCounterVec,
     pub switches: IntGaugeVec,
+    pub switchboard_version: IntGauge,
+    pub switchboard_redis_connected: IntGauge,
     pub switched_off: IntCounterVec,
     pub refusals: IntCounterVec,
     pub guard_seconds: HistogramVec,
@@ -267,6 +269,14 @@ impl Metrics {
                 Opts::new("warden_switches", "Kill switches in force, by state (off/degraded)"),
                 &["state"],
             )?,
+            switchboard_version: IntGauge::new(
+                "warden_switchboard_version",
+                "Version of the switchboard this sidecar holds (the fleet's, when shared through Redis)",
+            )?,
+            switchboard_redis_connected: IntGauge::new(
+                "warden_switchboard_redis_connected",
+                "1 while the fleet's Redis answers; 0 while this sidecar keeps the last board it saw (absent from the value without [switchboard] redis_url: then always 0)",
+            )?,
             switched_off: IntCounterVec::new(
                 Opts::new("warden_switched_off_total", "Requests refused or degraded by a kill switch, by scope kind and effect"),
                 &["kind", "effect"],
@@ -379,6 +389,10 @@ impl Metrics {
         m.registry.register(Box::new(m.output_hold_bytes.clone()))?;
         m.registry.register(Box::new(m.output_leaks.clone()))?;
         m.registry.register(Box::new(m.switches.clone()))?;
+        m.registry
+            .register(Box::new(m.switchboard_version.clone()))?;
+        m.registry
+            .register(Box::new(m.switchboard_redis_connected.clone()))?;
         m.registry.register(Box::new(m.switched_off.clone()))?;
         m.registry.register(Box::new(m.refusals.clone()))?;
         m.registry.register(Box::new(m.guard_seconds.clone()))?;
@@ -457,8 +471,12 @@ impl Metrics {
     }
 
     /// Mirror the OTLP exporter's counters (called before each scrape).
-    /// `warden_switches{state}` from the switchboard's snapshot.
-    pub fn observe_switches(&self, snap: &crate::switchboard::Snapshot) {
+    /// `warden_switches{state}`, the version and the Redis link from the switchboard.
+    pub fn observe_switches(&self, board: &crate::switchboard::Switchboard) {
+        let snap = board.snapshot();
+        self.switchboard_version.set(snap.version as i64);
+        self.switchboard_redis_connected
+            .set(i64::from(board.fleet_connected() == Some(true)));
         let live = snap.live(std::time::SystemTime::now());
         for state in ["off", "degraded"] {
             let n = live.iter().filter(|s| s.state.name() == state).count();

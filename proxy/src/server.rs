@@ -101,8 +101,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         None
     };
     let traces = Traces::start(&config.tracing).map_err(StartError::Traces)?;
-    let switchboard = crate::switchboard::Switchboard::open(config.switchboard.state_file.clone())
-        .map_err(StartError::Switchboard)?;
+    let switchboard = crate::switchboard::Switchboard::open(
+        config.switchboard.state_file.clone(),
+        fleet_config(&config).as_ref(),
+    )
+    .map_err(StartError::Switchboard)?;
     let app =
         App::new(config, guards, telemetry, traces, switchboard).map_err(StartError::Metrics)?;
     if let Some(g) = &app.guards {
@@ -153,6 +156,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
     server.add_service(health);
     server.add_service(reloader);
     server.add_service(summaries);
+    if app.switchboard.fleet_connected().is_some() {
+        server.add_service(background_service(
+            "switchboard fleet sync",
+            FleetSync { app: app.clone() },
+        ));
+    }
     tracing::info!(
         proxy = %cfg.server.listen,
         admin = %cfg.admin.listen,
@@ -212,6 +221,29 @@ impl ShutdownSignalWatch for Signals {
 
 /// Open the audit lake: the hash key from `key_file`, else the `key_env` variable, else a
 /// random per-process key (hashes then do not match across restarts: warned loudly).
+/// The fleet's Redis, when `[switchboard] redis_url` is set.
+fn fleet_config(config: &Config) -> Option<crate::switchboard::FleetConfig> {
+    let c = &config.switchboard;
+    c.redis_url
+        .as_ref()
+        .map(|url| crate::switchboard::FleetConfig {
+            url: url.clone(),
+            key: c.redis_key.clone(),
+        })
+}
+
+/// Keeps the switchboard in step with the fleet's Redis (nothing without one).
+struct FleetSync {
+    app: Arc<App>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for FleetSync {
+    async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
+        self.app.switchboard.sync().await;
+    }
+}
+
 /// The audit lake's settings as the telemetry crate takes them.
 fn lake_config(c: &crate::config::TelemetryConfig) -> warden_telemetry::Config {
     let mut lake = warden_telemetry::Config::new(&c.dir);
@@ -253,7 +285,10 @@ pub fn preflight(config: &Config) -> Vec<String> {
             problems.extend(errs.into_iter().map(|e| format!("telemetry.{e}")));
         }
     }
-    if let Err(e) = crate::switchboard::Switchboard::open(config.switchboard.state_file.clone()) {
+    if let Err(e) = crate::switchboard::Switchboard::open(
+        config.switchboard.state_file.clone(),
+        fleet_config(config).as_ref(),
+    ) {
         problems.push(format!("switchboard.state_file: {e}"));
     }
     problems

@@ -15,6 +15,16 @@
 //! always with an expiry: `429 throttled` with `Retry-After` past them. Their buckets live
 //! beside the snapshot ([`Switchboard::throttle`]).
 //!
+//! A fleet of sidecars shares one board through Redis (`[switchboard] redis_url`): the snapshot
+//! is one JSON value under a key with its version. A change reads it, applies itself, and writes
+//! it back only if the version has not moved (a Lua compare-and-set that also publishes the new
+//! version); each sidecar's [`FleetSync`] listens on the channel, re-reads the key on every
+//! message, on every (re)connect and every few seconds (pub/sub loses what is sent while a
+//! subscriber is away), and adopts any newer version. With Redis unreachable a sidecar keeps the
+//! last board it saw (and its state file), never an empty one, reports it in `/readyz` and
+//! `warden_switchboard_redis_connected`, and refuses changes (`503`) rather than apply them to
+//! itself alone.
+//!
 //! Effects, decided by [`Snapshot::check`] for one request:
 //! - `off` on any scope the request touches: refused, `503 switched_off`, `Retry-After` from the
 //!   expiry when there is one. `feature:streaming` off refuses streamed requests only, and so on.
@@ -25,6 +35,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -367,6 +378,34 @@ impl Snapshot {
         s
     }
 
+    /// From the JSON of the state file or the fleet key.
+    pub fn from_json(v: &Value) -> Result<Snapshot, String> {
+        let mut snap = Snapshot {
+            version: v.get("version").and_then(Value::as_u64).unwrap_or(0),
+            ..Snapshot::default()
+        };
+        for (i, t) in v
+            .get("throttles")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            snap.throttles
+                .push(Throttle::from_json(t).map_err(|e| format!("throttles[{i}]: {e}"))?);
+        }
+        for (i, s) in v
+            .get("switches")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            snap.insert(Switch::from_json(s).map_err(|e| format!("switches[{i}]: {e}"))?);
+        }
+        Ok(snap)
+    }
+
     fn slot(&mut self, scope: &Scope) -> SlotMut<'_> {
         match scope {
             Scope::Global => SlotMut::Global(&mut self.global),
@@ -516,6 +555,8 @@ fn unix(t: SystemTime) -> u64 {
 /// The switches of this process: the snapshot the request path reads, and the state file.
 pub struct Switchboard {
     current: ArcSwap<Snapshot>,
+    /// The Redis the fleet shares, when there is one.
+    fleet: Option<Fleet>,
     /// The buckets of the throttles, by scope and the time each was set (a new throttle on a
     /// scope starts full).
     buckets: Mutex<HashMap<(String, u64), crate::quota::TenantQuota>>,
@@ -523,6 +564,35 @@ pub struct Switchboard {
     /// Serialises changes (readers never take it).
     write: Mutex<()>,
 }
+
+/// `[switchboard] redis_url` and `redis_key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    pub url: String,
+    pub key: String,
+}
+
+struct Fleet {
+    client: redis::Client,
+    key: String,
+    channel: String,
+    connected: AtomicBool,
+}
+
+/// Write `next` where the fleet keeps the board if the version there is still `expected`, and
+/// publish the new version; 1 when written, 0 when someone else wrote first.
+const CAS_SCRIPT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+local v = 0
+if cur then v = cjson.decode(cur)['version'] or 0 end
+if v ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 1
+";
+
+/// How long a change waits for Redis.
+const FLEET_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A change, for the audit row and the reply.
 #[derive(Debug, Clone)]
@@ -533,44 +603,34 @@ pub struct Change {
 }
 
 impl Switchboard {
-    /// Loads the state file when there is one (a missing file is an empty board).
-    pub fn open(file: Option<PathBuf>) -> Result<Switchboard, String> {
+    /// Loads the state file when there is one (a missing file is an empty board); with `fleet`,
+    /// the board is shared through Redis (see the module docs; [`FleetSync`] keeps it current).
+    pub fn open(file: Option<PathBuf>, fleet: Option<&FleetConfig>) -> Result<Switchboard, String> {
         let mut snap = Snapshot::default();
         if let Some(path) = &file {
             match std::fs::read(path) {
                 Ok(bytes) => {
                     let v: Value = serde_json::from_slice(&bytes)
                         .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
-                    snap.version = v.get("version").and_then(Value::as_u64).unwrap_or(0);
-                    for (i, t) in v
-                        .get("throttles")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .enumerate()
-                    {
-                        snap.throttles.push(
-                            Throttle::from_json(t)
-                                .map_err(|e| format!("{}: throttles[{i}]: {e}", path.display()))?,
-                        );
-                    }
-                    for (i, s) in v
-                        .get("switches")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .enumerate()
-                    {
-                        let s = Switch::from_json(s)
-                            .map_err(|e| format!("{}: switches[{i}]: {e}", path.display()))?;
-                        snap.insert(s);
-                    }
+                    snap =
+                        Snapshot::from_json(&v).map_err(|e| format!("{}: {e}", path.display()))?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(format!("{}: {e}", path.display())),
             }
         }
+        let fleet = match fleet {
+            Some(f) => Some(Fleet {
+                client: redis::Client::open(f.url.as_str())
+                    .map_err(|e| format!("redis_url: {e}"))?,
+                key: f.key.clone(),
+                channel: format!("{}:changes", f.key),
+                connected: AtomicBool::new(false),
+            }),
+            None => None,
+        };
         Ok(Switchboard {
+            fleet,
             buckets: Mutex::new(HashMap::new()),
             current: ArcSwap::from_pointee(snap),
             file,
@@ -661,26 +721,79 @@ impl Switchboard {
 
     fn change(
         &self,
-        f: impl FnOnce(&mut Snapshot) -> (Option<Switch>, Option<Switch>),
+        mut f: impl FnMut(&mut Snapshot) -> (Option<Switch>, Option<Switch>),
     ) -> Result<Change, String> {
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        let old = self.current.load_full();
         let now = unix(SystemTime::now());
-        let mut next = Snapshot {
-            version: old.version + 1,
-            ..Snapshot::default()
+        // The board a change starts from (the fleet's, when it is shared), the next one, its
+        // new version and what it did.
+        let mut next_of = |base: &Snapshot| {
+            let mut next = Snapshot {
+                version: base.version + 1,
+                ..Snapshot::default()
+            };
+            // Expired switches and throttles are dropped as the board changes.
+            for s in base.all().into_iter().filter(|s| s.live(now)) {
+                next.insert(s.clone());
+            }
+            next.throttles = base
+                .throttles
+                .iter()
+                .filter(|t| now < t.expires_at)
+                .cloned()
+                .collect();
+            let (before, after) = f(&mut next);
+            (next, before, after)
         };
-        // Expired switches are dropped as the board changes.
-        for s in old.all().into_iter().filter(|s| s.live(now)) {
-            next.insert(s.clone());
-        }
-        next.throttles = old
-            .throttles
-            .iter()
-            .filter(|t| now < t.expires_at)
-            .cloned()
-            .collect();
-        let (before, after) = f(&mut next);
+        let (next, before, after) = match &self.fleet {
+            None => next_of(&self.current.load_full()),
+            Some(fleet) => {
+                let mut con = fleet
+                    .client
+                    .get_connection_with_timeout(FLEET_TIMEOUT)
+                    .map_err(|e| {
+                        fleet.connected.store(false, Ordering::Relaxed);
+                        format!("fleet state (Redis) unreachable, nothing changed: {e}")
+                    })?;
+                let _ = con.set_read_timeout(Some(FLEET_TIMEOUT));
+                let _ = con.set_write_timeout(Some(FLEET_TIMEOUT));
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let remote: Option<String> = redis::cmd("GET")
+                        .arg(&fleet.key)
+                        .query(&mut con)
+                        .map_err(|e| format!("fleet state (Redis): {e}"))?;
+                    let base = match remote {
+                        Some(text) => serde_json::from_str::<Value>(&text)
+                            .map_err(|e| e.to_string())
+                            .and_then(|v| Snapshot::from_json(&v))
+                            .map_err(|e| format!("fleet state (Redis) unreadable: {e}"))?,
+                        // A fleet starting empty takes this sidecar's board.
+                        None => Snapshot::from_switches(0, Vec::new()),
+                    };
+                    let expected = base.version;
+                    let (next, before, after) = next_of(&base);
+                    let written: i64 = redis::Script::new(CAS_SCRIPT)
+                        .key(&fleet.key)
+                        .key(&fleet.channel)
+                        .arg(expected)
+                        .arg(String::from_utf8_lossy(&state_json(&next)).into_owned())
+                        .arg(next.version)
+                        .invoke(&mut con)
+                        .map_err(|e| format!("fleet state (Redis): {e}"))?;
+                    if written == 1 {
+                        break (next, before, after);
+                    }
+                    if attempt == 5 {
+                        return Err(
+                            "fleet state (Redis) changed five times under this change; try again"
+                                .into(),
+                        );
+                    }
+                }
+            }
+        };
         if let Some(path) = &self.file {
             write_atomically(path, &state_json(&next))?;
         }
@@ -691,6 +804,119 @@ impl Switchboard {
             after,
             version,
         })
+    }
+
+    /// Takes `remote` when it is newer than the board in force (and writes the state file).
+    pub fn adopt(&self, remote: Snapshot) -> bool {
+        let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        if remote.version <= self.current.load().version {
+            return false;
+        }
+        if let Some(path) = &self.file {
+            if let Err(e) = write_atomically(path, &state_json(&remote)) {
+                tracing::warn!(error = %e, "could not write the switchboard state file");
+            }
+        }
+        self.current.store(Arc::new(remote));
+        true
+    }
+
+    /// `None` without a fleet; else whether Redis answered last time it was asked.
+    pub fn fleet_connected(&self) -> Option<bool> {
+        self.fleet
+            .as_ref()
+            .map(|f| f.connected.load(Ordering::Relaxed))
+    }
+
+    /// Keeps this board in step with the fleet's until the process exits (see [`FleetSync`]).
+    pub async fn sync(&self) {
+        let Some(fleet) = &self.fleet else {
+            return;
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.sync_once(fleet).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    if fleet.connected.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "switchboard lost Redis; keeping the last board it saw");
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// One connection's life: subscribe, read the board, then re-read on every message and
+    /// every few seconds. Returns when the connection fails.
+    async fn sync_once(&self, fleet: &Fleet) -> Result<(), String> {
+        use futures_util::StreamExt;
+        let mut pubsub = fleet
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| e.to_string())?;
+        pubsub
+            .subscribe(&fleet.channel)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut con = fleet
+            .client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        // Subscribed first, then read: a change made in between is seen either way.
+        self.read_fleet(fleet, &mut con).await?;
+        if !fleet.connected.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                version = self.current.load().version,
+                "switchboard connected to Redis"
+            );
+        }
+        let mut messages = pubsub.on_message();
+        loop {
+            tokio::select! {
+                m = messages.next() => {
+                    if m.is_none() {
+                        return Err("subscription closed".into());
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+            }
+            self.read_fleet(fleet, &mut con).await?;
+        }
+    }
+
+    async fn read_fleet(
+        &self,
+        fleet: &Fleet,
+        con: &mut redis::aio::MultiplexedConnection,
+    ) -> Result<(), String> {
+        let remote: Option<String> = tokio::time::timeout(
+            FLEET_TIMEOUT,
+            redis::cmd("GET").arg(&fleet.key).query_async(con),
+        )
+        .await
+        .map_err(|_| "Redis did not answer in time".to_string())?
+        .map_err(|e| e.to_string())?;
+        if let Some(text) = remote {
+            match serde_json::from_str::<Value>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|v| Snapshot::from_json(&v))
+            {
+                Ok(snap) => {
+                    let version = snap.version;
+                    if self.adopt(snap) {
+                        tracing::info!(version, "switchboard updated from the fleet");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the fleet's switchboard does not parse; kept the last one")
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -808,7 +1034,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("switches.json");
         let _ = std::fs::remove_file(&file);
-        let b = Switchboard::open(Some(file.clone())).unwrap();
+        let b = Switchboard::open(Some(file.clone()), None).unwrap();
         let now = SystemTime::now();
         assert_eq!(b.snapshot().check(&req(), now), Verdict::Pass);
         b.set(switch("model:llama", State::Off, None)).unwrap();
@@ -866,7 +1092,7 @@ mod tests {
             v => panic!("{v:?}"),
         }
         // A restart keeps every switch (the expired one was dropped by the next change).
-        let again = Switchboard::open(Some(file.clone())).unwrap();
+        let again = Switchboard::open(Some(file.clone()), None).unwrap();
         assert_eq!(again.snapshot().all().len(), 4);
         assert_eq!(again.snapshot().live(now).len(), 4);
         again.clear(&Scope::parse("model:llama").unwrap()).unwrap();

@@ -13,6 +13,7 @@ pkgs=()
 command -v cmake >/dev/null || pkgs+=(cmake)            # Pingora builds zlib-ng with it
 command -v cc >/dev/null || pkgs+=(build-essential)
 if ((WITH_PYTHON)) && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then pkgs+=(python3-venv); fi
+command -v redis-server >/dev/null || pkgs+=(redis-server)   # the fleet tests share switches through it
 if ((${#pkgs[@]})); then
   sudo=""; [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
   echo "setup: installing ${pkgs[*]} with apt-get" >&2

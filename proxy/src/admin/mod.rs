@@ -270,7 +270,11 @@ fn readyz(a: &AdminApp, _: &Call<'_>) -> Result<Reply, AdminError> {
         "draining": app.is_draining(),
         "upstreams": upstreams,
         "telemetry": telemetry,
-        "switches": app.switchboard.snapshot().live(std::time::SystemTime::now()).len(),
+        "switchboard": {
+            "version": app.switchboard.snapshot().version,
+            "in_force": app.switchboard.snapshot().live(std::time::SystemTime::now()).len(),
+            "redis": app.switchboard.fleet_connected().map(|c| if c { "connected" } else { "disconnected: keeping the last board" }),
+        },
     });
     Ok(Reply::json(if ready { 200 } else { 503 }, &body))
 }
@@ -291,7 +295,7 @@ fn metrics(a: &AdminApp, _: &Call<'_>) -> Result<Reply, AdminError> {
     if let Some(t) = &app.traces {
         app.metrics.observe_traces(t.stats());
     }
-    app.metrics.observe_switches(&app.switchboard.snapshot());
+    app.metrics.observe_switches(&app.switchboard);
     Ok(Reply {
         status: 200,
         content_type: "text/plain; version=0.0.4",
@@ -325,6 +329,7 @@ fn status(a: &AdminApp, _: &Call<'_>) -> Result<Reply, AdminError> {
     v["pack_version"] = json!(pack);
     v["ready"] = json!(a.app.is_ready());
     v["draining"] = json!(a.app.is_draining());
+    v["redis"] = json!(a.app.switchboard.fleet_connected());
     v["state_file"] = json!(a
         .app
         .config
@@ -359,11 +364,11 @@ fn caller(call: &Call<'_>) -> Principal {
     })
 }
 
-/// A change that could not be written to the state file.
+/// A change that could not be saved (the state file, or the fleet's Redis): nothing changed.
 fn not_saved(what: &'static str) -> impl Fn(String) -> AdminError {
     move |e| {
         AdminError::new(
-            500,
+            503,
             "state_not_saved",
             format!("the {what} was not saved: {e}"),
         )

@@ -42,7 +42,7 @@ pub struct Config {
 }
 
 /// `[switchboard]`: where kill switches live.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwitchboardConfig {
     /// `state_file`: the switches, kept across restarts (replaced atomically on every change).
     /// None: switches live in memory only.
@@ -50,6 +50,22 @@ pub struct SwitchboardConfig {
     /// `runbook_url`: the link a `switched_off` error carries (default: the runbook shipped in
     /// the repository, `runbooks/switched_off.md`).
     pub runbook_url: Option<String>,
+    /// `redis_url`: a fleet shares its switches through this Redis (`redis://host:port`).
+    pub redis_url: Option<String>,
+    /// `redis_key`: the key that holds the fleet's board (default `warden:switchboard`); its
+    /// changes are published on `KEY:changes`.
+    pub redis_key: String,
+}
+
+impl Default for SwitchboardConfig {
+    fn default() -> Self {
+        SwitchboardConfig {
+            state_file: None,
+            runbook_url: None,
+            redis_url: None,
+            redis_key: "warden:switchboard".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -321,9 +337,23 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
                     );
                 }
             }
+            let redis_url = t.string(errs, "redis_url");
+            if let Some(u) = &redis_url {
+                if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                    errs.push(
+                        &t.child_path("redis_url"),
+                        t.value_span("redis_url"),
+                        format!("{u:?}: expected redis://host:port"),
+                    );
+                }
+            }
             let c = SwitchboardConfig {
                 state_file,
                 runbook_url: t.string(errs, "runbook_url"),
+                redis_url,
+                redis_key: t
+                    .string(errs, "redis_key")
+                    .unwrap_or_else(|| "warden:switchboard".into()),
             };
             t.finish(errs);
             c
