@@ -20,6 +20,7 @@ pub mod connections;
 pub mod ctl;
 pub mod error;
 pub mod events;
+pub mod fleet_quota;
 pub mod guard;
 pub mod guard_pool;
 pub mod health;

@@ -137,6 +137,7 @@ pub struct Metrics {
     pub switches: IntGaugeVec,
     pub switchboard_version: IntGauge,
     pub switchboard_redis_connected: IntGauge,
+    pub fleet_quota_fallbacks: IntCounter,
     pub switched_off: IntCounterVec,
     pub refusals: IntCounterVec,
     pub guard_seconds: HistogramVec,
@@ -277,6 +278,10 @@ impl Metrics {
                 "warden_switchboard_redis_connected",
                 "1 while the fleet's Redis answers; 0 while this sidecar keeps the last board it saw (absent from the value without [switchboard] redis_url: then always 0)",
             )?,
+            fleet_quota_fallbacks: IntCounter::new(
+                "warden_fleet_quota_fallbacks_total",
+                "Requests whose quota this sidecar checked on its own buckets because the fleet's Redis did not answer",
+            )?,
             switched_off: IntCounterVec::new(
                 Opts::new("warden_switched_off_total", "Requests refused or degraded by a kill switch, by scope kind and effect"),
                 &["kind", "effect"],
@@ -393,6 +398,8 @@ impl Metrics {
             .register(Box::new(m.switchboard_version.clone()))?;
         m.registry
             .register(Box::new(m.switchboard_redis_connected.clone()))?;
+        m.registry
+            .register(Box::new(m.fleet_quota_fallbacks.clone()))?;
         m.registry.register(Box::new(m.switched_off.clone()))?;
         m.registry.register(Box::new(m.refusals.clone()))?;
         m.registry.register(Box::new(m.guard_seconds.clone()))?;

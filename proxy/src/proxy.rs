@@ -576,6 +576,15 @@ impl ProxyHttp for WardenProxy {
                     None => ctx.charged_tokens,
                 };
                 t.quota.reconcile(ctx.charged_tokens, actual, end);
+                if let Some(fq) = &self.app.fleet_quotas {
+                    fq.reconcile(
+                        &t.config.name,
+                        t.config.tokens_per_minute,
+                        ctx.charged_tokens,
+                        actual,
+                    )
+                    .await;
+                }
             }
             if let Some(u) = ctx.usage {
                 m.tokens
@@ -732,7 +741,7 @@ impl WardenProxy {
 
         // Quota before the guard, so blocked requests still count against the request rate
         // (probing the rules is not free); their tokens are refunded in `logging`.
-        if let Err(e) = tenant.quota.admit(estimated_tokens, Instant::now()) {
+        if let Err(e) = self.admit_quota(tenant, estimated_tokens).await {
             let kind = match e {
                 ApiError::RequestRateLimited { .. } => "requests",
                 _ => "tokens",
@@ -1030,6 +1039,38 @@ impl WardenProxy {
             .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "warden"}))
             .collect();
         Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
+    }
+
+    /// The tenant's quotas: the fleet's shared buckets when `shared_quotas` is on and Redis
+    /// answers, else this sidecar's own (see `fleet_quota`).
+    async fn admit_quota(
+        &self,
+        tenant: &crate::state::Tenant,
+        tokens: u64,
+    ) -> Result<(), ApiError> {
+        let c = &tenant.config;
+        if let (Some(fq), true) = (
+            &self.app.fleet_quotas,
+            c.requests_per_minute.is_some() || c.tokens_per_minute.is_some(),
+        ) {
+            if let Some(budget) = c.tokens_per_minute.filter(|&b| tokens > b) {
+                return Err(ApiError::RequestExceedsTokenBudget {
+                    needed: tokens,
+                    budget,
+                });
+            }
+            match fq
+                .admit(&c.name, c.requests_per_minute, c.tokens_per_minute, tokens)
+                .await
+            {
+                Ok(verdict) => return verdict,
+                Err(e) => {
+                    self.app.metrics.fleet_quota_fallbacks.inc();
+                    tracing::debug!(error = %e, "fleet quota unavailable; using this sidecar's buckets");
+                }
+            }
+        }
+        tenant.quota.admit(tokens, Instant::now())
     }
 
     /// The kill switches' verdict on this request: refused with `switched_off`, or degraded

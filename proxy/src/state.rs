@@ -88,6 +88,8 @@ pub struct App {
     pub unauthenticated: crate::unauthenticated::Unauthenticated,
     /// Kill switches (read lock-free on every request).
     pub switchboard: crate::switchboard::Switchboard,
+    /// The tenants' buckets in the fleet's Redis (`[switchboard] shared_quotas`).
+    pub fleet_quotas: Option<crate::fleet_quota::FleetQuotas>,
     /// The last admin actions, newest last, for `GET /admin/audit` (the lake keeps them all).
     recent: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>,
     inflight: AtomicUsize,
@@ -199,6 +201,15 @@ impl App {
         Ok(Arc::new(App {
             connections,
             unauthenticated,
+            fleet_quotas: match (
+                &config.switchboard.redis_url,
+                config.switchboard.shared_quotas,
+            ) {
+                (Some(url), true) => {
+                    crate::fleet_quota::FleetQuotas::new(url, &config.switchboard.redis_key).ok()
+                }
+                _ => None,
+            },
             switchboard,
             recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
             config,

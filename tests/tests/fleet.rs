@@ -155,3 +155,54 @@ async fn a_fleet_shares_its_switches_and_keeps_them_when_redis_is_gone() {
     assert_eq!(r.status(), 503);
     assert_eq!(r.json().unwrap()["error"]["scope"], "tenant:t");
 }
+
+/// With `shared_quotas`, two sidecars enforce one budget: a tenant allowed 4 requests a minute
+/// gets 4 across the fleet, not 4 per sidecar. With Redis gone each sidecar falls back to its
+/// own buckets (and counts it).
+#[tokio::test]
+async fn shared_quotas_hold_one_budget_across_the_fleet() {
+    let redis = Redis::start();
+    let up = harness::recording_upstream(MODEL).await;
+    let start = |n: usize| {
+        let dir = std::env::temp_dir().join(format!(
+            "warden-fleetq-{}-{n}-{}",
+            std::process::id(),
+            harness::free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = format!(
+            "\n[switchboard]\nredis_url = \"{}\"\nshared_quotas = true\nstate_file = {:?}\n",
+            redis.url(),
+            dir.join("switches.json").display().to_string()
+        );
+        let tenants = format!(
+            "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\nrequests_per_minute = 4\n",
+            harness::key_hash(harness::KEY)
+        );
+        Warden::start(
+            &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
+            &server,
+            &tenants,
+        )
+    };
+    let a = start(1);
+    let b = start(2);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let w = if i % 2 == 0 { &a } else { &b };
+        statuses.push(status_of(w).await);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 429, 429],
+        "one budget for the fleet"
+    );
+    let mut redis = redis;
+    redis.stop();
+    // Redis gone: the sidecar's own buckets (not charged while the fleet's answered) decide.
+    assert_eq!(status_of(&a).await, 200);
+    a.metrics_with(&["warden_fleet_quota_fallbacks_total 1"])
+        .await;
+}

@@ -55,6 +55,9 @@ pub struct SwitchboardConfig {
     /// `redis_key`: the key that holds the fleet's board (default `warden:switchboard`); its
     /// changes are published on `KEY:changes`.
     pub redis_key: String,
+    /// `shared_quotas`: the tenants' request and token buckets live in the same Redis, so the
+    /// fleet enforces one budget (needs `redis_url`).
+    pub shared_quotas: bool,
 }
 
 impl Default for SwitchboardConfig {
@@ -64,6 +67,7 @@ impl Default for SwitchboardConfig {
             runbook_url: None,
             redis_url: None,
             redis_key: "warden:switchboard".into(),
+            shared_quotas: false,
         }
     }
 }
@@ -347,7 +351,16 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
                     );
                 }
             }
+            let shared_quotas = t.boolean(errs, "shared_quotas").unwrap_or(false);
+            if shared_quotas && redis_url.is_none() {
+                errs.push(
+                    &t.child_path("shared_quotas"),
+                    t.value_span("shared_quotas"),
+                    "needs redis_url: the fleet shares its quotas through Redis",
+                );
+            }
             let c = SwitchboardConfig {
+                shared_quotas,
                 state_file,
                 runbook_url: t.string(errs, "runbook_url"),
                 redis_url,
