@@ -28,6 +28,7 @@ fn main() {
     let degraded = || {
         State::Degraded(Degrade {
             max_tokens: Some(64),
+            no_stream: false,
         })
     };
     let mut all: Vec<Switch> = Vec::new();

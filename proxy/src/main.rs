@@ -188,7 +188,7 @@ enum SwitchCommand {
         scope: String,
         #[arg(value_parser = ["on", "off", "degraded"])]
         state: String,
-        /// A degraded parameter, `max_tokens=N`.
+        /// A degraded parameter: `max_tokens=N` or `stream=false`.
         #[arg(long = "param")]
         params: Vec<String>,
         #[arg(long)]

@@ -101,7 +101,8 @@ pub struct RequestCtx {
     switch_state: Option<String>,
     /// Throttles were checked: whether one shed the request.
     throttled: Option<bool>,
-    /// A kill switch cut this stream; the next body call ends the exchange.
+    /// A kill switch cut this stream: the client has its final event, and what the upstream
+    /// still sends is dropped (the pipeline is closed) until the upstream ends.
     cut: bool,
     usage: Option<Usage>,
     /// The input guard's decision (rule ids, score, pack version), for logs and telemetry.
@@ -315,10 +316,6 @@ impl ProxyHttp for WardenProxy {
         let now = Instant::now();
         if ctx.first_byte_at.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
             ctx.first_byte_at = Some(now);
-        }
-        if ctx.cut {
-            // The stream was cut by a kill switch: end the exchange.
-            return Error::e_explain(ErrorType::InternalError, "stream cut by a kill switch");
         }
         if let Some(pipeline) = ctx.response.as_mut() {
             let chunk = body.take();

@@ -29,7 +29,8 @@
 //! - `off` on any scope the request touches: refused, `503 switched_off`, `Retry-After` from the
 //!   expiry when there is one. `feature:streaming` off refuses streamed requests only, and so on.
 //!   `rule:ID` off disables that rule in the input guard instead (an emergency exclusion).
-//! - `degraded` with `max_tokens=N`: the request's `max_tokens` is clamped to N, and the response
+//! - `degraded` with `max_tokens=N`: the request's `max_tokens` is clamped to N; with
+//!   `stream=false`, a streamed request is refused as by `off` and the others go on. The response
 //!   says `x-warden-degraded: SCOPE`.
 
 use std::collections::HashMap;
@@ -157,6 +158,8 @@ pub enum State {
 pub struct Degrade {
     /// `max_tokens=N`: requests are clamped to N tokens.
     pub max_tokens: Option<u64>,
+    /// `stream=false`: streamed requests are refused (`switched_off`); others go on.
+    pub no_stream: bool,
 }
 
 impl Degrade {
@@ -171,11 +174,19 @@ impl Degrade {
                             format!("max_tokens={v:?}: expected a whole number above 0")
                         })?)
                 }
-                _ => return Err(format!("{k:?}: the degraded parameters are max_tokens")),
+                "stream" => match v.as_str() {
+                    "false" => d.no_stream = true,
+                    _ => return Err(format!("stream={v:?}: only stream=false degrades")),
+                },
+                _ => {
+                    return Err(format!(
+                        "{k:?}: the degraded parameters are max_tokens and stream"
+                    ))
+                }
             }
         }
-        if d.max_tokens.is_none() {
-            return Err("degraded needs a parameter: max_tokens=N".into());
+        if d.max_tokens.is_none() && !d.no_stream {
+            return Err("degraded needs a parameter: max_tokens=N or stream=false".into());
         }
         Ok(d)
     }
@@ -224,6 +235,9 @@ impl Switch {
         });
         if let State::Degraded(d) = &self.state {
             v["params"] = json!({"max_tokens": d.max_tokens});
+            if d.no_stream {
+                v["params"]["stream"] = json!(false);
+            }
         }
         v
     }
@@ -240,6 +254,7 @@ impl Switch {
             "off" => State::Off,
             "degraded" => State::Degraded(Degrade {
                 max_tokens: v.pointer("/params/max_tokens").and_then(Value::as_u64),
+                no_stream: v.pointer("/params/stream") == Some(&Value::Bool(false)),
             }),
             other => return Err(format!("state {other:?}")),
         };
@@ -520,6 +535,14 @@ impl Snapshot {
             match &s.state {
                 State::On => {}
                 State::Off => {
+                    return Verdict::Off {
+                        switch: s,
+                        retry_after: s
+                            .expires_at
+                            .map(|e| Duration::from_secs(e.saturating_sub(now_s).max(1))),
+                    }
+                }
+                State::Degraded(d) if d.no_stream && r.stream => {
                     return Verdict::Off {
                         switch: s,
                         retry_after: s
@@ -1072,6 +1095,7 @@ mod tests {
             "route:chat_completions",
             State::Degraded(Degrade {
                 max_tokens: Some(64),
+                no_stream: false,
             }),
             None,
         ))
@@ -1080,6 +1104,7 @@ mod tests {
             "upstream:gpu-1",
             State::Degraded(Degrade {
                 max_tokens: Some(32),
+                no_stream: false,
             }),
             None,
         ))
@@ -1112,6 +1137,8 @@ mod tests {
         );
         assert!(Degrade::parse(&p("max_tokens", "0")).is_err());
         assert!(Degrade::parse(&p("temperature", "0")).is_err());
+        assert!(Degrade::parse(&p("stream", "false")).unwrap().no_stream);
+        assert!(Degrade::parse(&p("stream", "true")).is_err());
         assert!(Degrade::parse(&[]).is_err());
     }
 }

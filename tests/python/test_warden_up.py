@@ -38,7 +38,8 @@ def stack():
             key = m.group(1)
         if time.time() > deadline:
             raise RuntimeError("warden up did not report ready:\n" + "".join(out))
-    yield {"base_url": f"http://127.0.0.1:{proxy}/v1", "key": key, "data": data, "proc": proc, "worker": worker}
+    yield {"base_url": f"http://127.0.0.1:{proxy}/v1", "key": key, "data": data, "proc": proc, "worker": worker,
+           "admin": admin}
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
     assert "stopped." in proc.stdout.read()
@@ -58,6 +59,29 @@ def test_chat_through_warden_up(stack):
     # No max_tokens: Warden sets the tenant cap, which must fit the model's context.
     r = client.chat.completions.create(model="warden-tiny", messages=[{"role": "user", "content": "Hello"}], seed=1)
     assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_kill_switches_with_warden_ctl(stack):
+    """`warden up` writes an admin key and a state file: `warden ctl` flips a switch on the
+    running stack, the SDK sees switched_off, the state file holds it, clearing it serves again."""
+    ctl = [_bin("WARDEN_BIN", "warden"), "ctl", "--admin", f"http://127.0.0.1:{stack['admin']}",
+           "--token-file", str(stack["data"] / "admin-key")]
+    key_file = stack["data"] / "admin-key"
+    assert key_file.stat().st_mode & 0o077 == 0
+    out = subprocess.run(ctl + ["switch", "set", "model:warden-tiny", "off", "--reason", "test", "--ttl", "5m"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "model:warden-tiny" in (stack["data"] / "switches.json").read_text()
+    client = openai.OpenAI(base_url=stack["base_url"], api_key=stack["key"], max_retries=0, timeout=60)
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model="warden-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    assert e.value.status_code == 503
+    assert e.value.body["code"] == "switched_off"
+    assert int(e.value.response.headers["retry-after"]) > 200
+    out = subprocess.run(ctl + ["switch", "clear", "model:warden-tiny", "--reason", "done"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    r = client.chat.completions.create(model="warden-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    assert r.choices
 
 
 def test_the_demo_key_is_kept_private(stack):

@@ -231,6 +231,27 @@ async fn switches_refuse_degrade_survive_a_restart_and_are_audited() {
     let sent: Value = serde_json::from_slice(&up.requests().last().unwrap().body).unwrap();
     assert_eq!(sent["max_tokens"], 3);
 
+    // Degraded to no streaming: streams are refused, other requests go on, marked.
+    let model_scope = format!("model:{MODEL}");
+    let r = admin(&w, "POST", "/admin/switches", Some(&oncall),
+        &json!({"scope": model_scope, "state": "degraded", "params": {"stream": false}, "reason": "SSE backlog"})).await;
+    assert_eq!(r.status(), 200, "{}", r.text());
+    assert_eq!(chat(&w, true, 8).await.status(), 503);
+    let r = chat(&w, false, 8).await;
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .header("x-warden-degraded")
+        .unwrap()
+        .contains(&model_scope));
+    admin(
+        &w,
+        "POST",
+        "/admin/switches/clear",
+        Some(&oncall),
+        &json!({"scope": model_scope, "reason": "done"}),
+    )
+    .await;
+
     // A feature: streaming off refuses streams only.
     admin(
         &w,
@@ -257,7 +278,7 @@ async fn switches_refuse_degrade_survive_a_restart_and_are_audited() {
         .iter()
         .filter(|a| a["action"] == "switch.set")
         .collect();
-    assert_eq!(sets.len(), 3, "{actions:?}");
+    assert_eq!(sets.len(), 4, "{actions:?}");
     assert_eq!(sets[0]["actor"], "oncall-key");
     assert_eq!(sets[0]["role"], "oncall");
     assert_eq!(sets[0]["reason"], "INC-7 bad weights");
