@@ -322,13 +322,7 @@ impl ProxyHttp for WardenProxy {
             *body = pipeline.body(chunk.as_deref(), end_of_stream);
             ctx.usage = pipeline.usage().or(ctx.usage);
             // A global kill that cuts streams ends this one with its error event.
-            if pipeline.stream_open()
-                && self
-                    .app
-                    .switchboard
-                    .snapshot()
-                    .cuts_streams(SystemTime::now())
-            {
+            if pipeline.stream_open() && self.app.switchboard.cuts_streams(SystemTime::now()) {
                 let e = ApiError::SwitchedOff {
                     scope: "global".into(),
                     retry_after: None,
@@ -730,7 +724,9 @@ impl WardenProxy {
         ctx.model = Some(v.model.clone());
         // Kill switches, before anything is spent on the request.
         let switches = app.switchboard.snapshot();
-        self.apply_switches(ctx, &switches, &mut v, endpoint, None)?;
+        let now = std::time::SystemTime::now();
+        let verdict = switches.check(&switch_request(ctx, app, &v, endpoint, None), now);
+        self.apply_switches(ctx, verdict, &mut v)?;
         // An upstream known to be down answers now, before quotas and the guard spend anything.
         app.can_route(&v.model, Instant::now())?;
         ctx.stream = v.stream;
@@ -843,8 +839,13 @@ impl WardenProxy {
         // A switch on the chosen upstream (a probe claimed here is released in `logging`),
         // then the operators' throttles, on top of the tenant's quotas.
         if let Some(u) = app.upstreams.get(route.upstream) {
-            self.apply_switches(ctx, &switches, &mut v, endpoint, Some(&u.config.name))?;
-            let r = switch_request(ctx, app, &v, endpoint, Some(&u.config.name));
+            let upstream = Some(u.config.name.as_str());
+            let verdict = switches.check_upstream(
+                &switch_request(ctx, app, &v, endpoint, upstream),
+                std::time::SystemTime::now(),
+            );
+            self.apply_switches(ctx, verdict, &mut v)?;
+            let r = switch_request(ctx, app, &v, endpoint, upstream);
             let shed = app.switchboard.throttle(
                 &switches,
                 &r,
@@ -1070,20 +1071,18 @@ impl WardenProxy {
         tenant.quota.admit(tokens, Instant::now())
     }
 
-    /// The kill switches' verdict on this request: refused with `switched_off`, or degraded
-    /// (`max_tokens` clamped, `x-warden-degraded` on the response).
+    /// Acts on the kill switches' verdict on this request: refused with `switched_off`, or
+    /// degraded (`max_tokens` clamped, `x-warden-degraded` on the response). Called once for
+    /// the request's scopes and once more for its upstream's, so degraded scopes accumulate.
     fn apply_switches(
         &self,
         ctx: &mut RequestCtx,
-        switches: &crate::switchboard::Snapshot,
+        verdict: crate::switchboard::Verdict<'_>,
         v: &mut Validated,
-        endpoint: Endpoint,
-        upstream: Option<&str>,
     ) -> Result<(), Rejection> {
         use crate::switchboard::Verdict;
         let app = &self.app;
-        let r = switch_request(ctx, app, v, endpoint, upstream);
-        match switches.check(&r, std::time::SystemTime::now()) {
+        match verdict {
             Verdict::Pass => Ok(()),
             Verdict::Off {
                 switch,
@@ -1118,14 +1117,12 @@ impl WardenProxy {
                         .inc();
                 }
                 v.clamp_max_tokens(max_tokens);
-                ctx.degraded = Some(names.join(","));
-                ctx.switch_state = Some(
-                    names
-                        .iter()
-                        .map(|n| format!("{n}=degraded"))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
+                let states: Vec<String> = names.iter().map(|n| format!("{n}=degraded")).collect();
+                let join = |before: Option<String>, more: Vec<String>| {
+                    before.into_iter().chain(more).collect::<Vec<_>>().join(",")
+                };
+                ctx.degraded = Some(join(ctx.degraded.take(), names));
+                ctx.switch_state = Some(join(ctx.switch_state.take(), states));
                 Ok(())
             }
         }

@@ -393,6 +393,12 @@ impl Snapshot {
         s
     }
 
+    /// From the text of the state file or the fleet key.
+    pub fn parse(text: &[u8]) -> Result<Snapshot, String> {
+        let v: Value = serde_json::from_slice(text).map_err(|e| format!("not JSON: {e}"))?;
+        Snapshot::from_json(&v)
+    }
+
     /// From the JSON of the state file or the fleet key.
     pub fn from_json(v: &Value) -> Result<Snapshot, String> {
         let mut snap = Snapshot {
@@ -487,16 +493,19 @@ impl Snapshot {
             })
     }
 
+    /// The throttles in force now (not expired).
+    pub fn live_throttles(&self, now: SystemTime) -> impl Iterator<Item = &Throttle> {
+        let now = unix(now);
+        self.throttles.iter().filter(move |t| now < t.expires_at)
+    }
+
     /// The throttles in force now that cover `r`.
     pub fn throttles_for<'a>(
         &'a self,
         r: &'a Request<'_>,
         now: SystemTime,
     ) -> impl Iterator<Item = &'a Throttle> + 'a {
-        let now = unix(now);
-        self.throttles
-            .iter()
-            .filter(move |t| now < t.expires_at && t.covers(r))
+        self.live_throttles(now).filter(move |t| t.covers(r))
     }
 
     /// Whether a global `off` that cuts streams is in force.
@@ -507,9 +516,9 @@ impl Snapshot {
             .is_some_and(|s| s.live(now) && s.state == State::Off && s.cut_streams)
     }
 
-    /// The switches' verdict on one request.
+    /// The switches' verdict on one request (its upstream's switch too when `r.upstream` is
+    /// set).
     pub fn check(&self, r: &Request<'_>, now: SystemTime) -> Verdict<'_> {
-        let now_s = unix(now);
         let features = [
             (r.stream, Feature::Streaming),
             (r.tools, Feature::Tools),
@@ -528,40 +537,53 @@ impl Snapshot {
                     .iter()
                     .filter(|(used, _)| *used)
                     .filter_map(|(_, f)| self.features.get(f)),
-            )
-            .filter(|s| s.live(now_s));
-        let mut degraded: Option<(u64, Vec<&Scope>)> = None;
-        for s in applying {
-            match &s.state {
-                State::On => {}
-                State::Off => {
-                    return Verdict::Off {
-                        switch: s,
-                        retry_after: s
-                            .expires_at
-                            .map(|e| Duration::from_secs(e.saturating_sub(now_s).max(1))),
-                    }
-                }
-                State::Degraded(d) if d.no_stream && r.stream => {
-                    return Verdict::Off {
-                        switch: s,
-                        retry_after: s
-                            .expires_at
-                            .map(|e| Duration::from_secs(e.saturating_sub(now_s).max(1))),
-                    }
-                }
-                State::Degraded(d) => {
-                    let cap = d.max_tokens.unwrap_or(u64::MAX);
-                    let entry = degraded.get_or_insert((u64::MAX, Vec::new()));
-                    entry.0 = entry.0.min(cap);
-                    entry.1.push(&s.scope);
+            );
+        verdict(applying, r.stream, now)
+    }
+
+    /// The verdict of the switch on `r.upstream` alone: for a request whose other scopes were
+    /// checked before its upstream was chosen.
+    pub fn check_upstream(&self, r: &Request<'_>, now: SystemTime) -> Verdict<'_> {
+        verdict(
+            r.upstream.and_then(|u| self.upstreams.get(u)),
+            r.stream,
+            now,
+        )
+    }
+}
+
+/// What the `applying` switches say about a request (`stream`: it streams): the first live
+/// `off` (or `degraded` with `stream=false`, for a stream) refuses it; live `degraded` ones
+/// combine, the smallest `max_tokens` winning.
+fn verdict<'a>(
+    applying: impl IntoIterator<Item = &'a Switch>,
+    stream: bool,
+    now: SystemTime,
+) -> Verdict<'a> {
+    let now_s = unix(now);
+    let mut degraded: Option<(u64, Vec<&Scope>)> = None;
+    for s in applying.into_iter().filter(|s| s.live(now_s)) {
+        match &s.state {
+            State::On => {}
+            State::Degraded(d) if !(d.no_stream && stream) => {
+                let cap = d.max_tokens.unwrap_or(u64::MAX);
+                let entry = degraded.get_or_insert((u64::MAX, Vec::new()));
+                entry.0 = entry.0.min(cap);
+                entry.1.push(&s.scope);
+            }
+            State::Off | State::Degraded(_) => {
+                return Verdict::Off {
+                    switch: s,
+                    retry_after: s
+                        .expires_at
+                        .map(|e| Duration::from_secs(e.saturating_sub(now_s).max(1))),
                 }
             }
         }
-        match degraded {
-            Some((max_tokens, scopes)) => Verdict::Degraded { max_tokens, scopes },
-            None => Verdict::Pass,
-        }
+    }
+    match degraded {
+        Some((max_tokens, scopes)) => Verdict::Degraded { max_tokens, scopes },
+        None => Verdict::Pass,
     }
 }
 
@@ -633,10 +655,8 @@ impl Switchboard {
         if let Some(path) = &file {
             match std::fs::read(path) {
                 Ok(bytes) => {
-                    let v: Value = serde_json::from_slice(&bytes)
-                        .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
                     snap =
-                        Snapshot::from_json(&v).map_err(|e| format!("{}: {e}", path.display()))?;
+                        Snapshot::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -747,7 +767,8 @@ impl Switchboard {
         mut f: impl FnMut(&mut Snapshot) -> (Option<Switch>, Option<Switch>),
     ) -> Result<Change, String> {
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = unix(SystemTime::now());
+        let wall = SystemTime::now();
+        let now = unix(wall);
         // The board a change starts from (the fleet's, when it is shared), the next one, its
         // new version and what it did.
         let mut next_of = |base: &Snapshot| {
@@ -759,12 +780,7 @@ impl Switchboard {
             for s in base.all().into_iter().filter(|s| s.live(now)) {
                 next.insert(s.clone());
             }
-            next.throttles = base
-                .throttles
-                .iter()
-                .filter(|t| now < t.expires_at)
-                .cloned()
-                .collect();
+            next.throttles = base.live_throttles(wall).cloned().collect();
             let (before, after) = f(&mut next);
             (next, before, after)
         };
@@ -788,9 +804,7 @@ impl Switchboard {
                         .query(&mut con)
                         .map_err(|e| format!("fleet state (Redis): {e}"))?;
                     let base = match remote {
-                        Some(text) => serde_json::from_str::<Value>(&text)
-                            .map_err(|e| e.to_string())
-                            .and_then(|v| Snapshot::from_json(&v))
+                        Some(text) => Snapshot::parse(text.as_bytes())
                             .map_err(|e| format!("fleet state (Redis) unreadable: {e}"))?,
                         // A fleet starting empty takes this sidecar's board.
                         None => Snapshot::from_switches(0, Vec::new()),
@@ -842,6 +856,12 @@ impl Switchboard {
         }
         self.current.store(Arc::new(remote));
         true
+    }
+
+    /// Whether a global `off` that cuts streams is in force (read without taking a reference
+    /// on the snapshot: this is asked on every chunk of an open stream).
+    pub fn cuts_streams(&self, now: SystemTime) -> bool {
+        self.current.load().cuts_streams(now)
     }
 
     /// `None` without a fleet; else whether Redis answered last time it was asked.
@@ -924,10 +944,7 @@ impl Switchboard {
         .map_err(|_| "Redis did not answer in time".to_string())?
         .map_err(|e| e.to_string())?;
         if let Some(text) = remote {
-            match serde_json::from_str::<Value>(&text)
-                .map_err(|e| e.to_string())
-                .and_then(|v| Snapshot::from_json(&v))
-            {
+            match Snapshot::parse(text.as_bytes()) {
                 Ok(snap) => {
                     let version = snap.version;
                     if self.adopt(snap) {

@@ -230,6 +230,9 @@ async fn switches_refuse_degrade_survive_a_restart_and_are_audited() {
     );
     let sent: Value = serde_json::from_slice(&up.requests().last().unwrap().body).unwrap();
     assert_eq!(sent["max_tokens"], 3);
+    // Counted once for the request, though switches are checked before and after routing.
+    w.metrics_with(&["warden_switched_off_total{effect=\"degraded\",kind=\"route\"} 1\n"])
+        .await;
 
     // Degraded to no streaming: streams are refused, other requests go on, marked.
     let model_scope = format!("model:{MODEL}");

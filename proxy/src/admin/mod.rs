@@ -307,13 +307,8 @@ fn switches_json(a: &AdminApp) -> Value {
     let snap = a.app.switchboard.snapshot();
     let now = std::time::SystemTime::now();
     let live: Vec<Value> = snap.live(now).into_iter().map(Switch::to_json).collect();
-    let now_s = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let throttles: Vec<Value> = snap
-        .throttles
-        .iter()
-        .filter(|t| now_s < t.expires_at)
+        .live_throttles(now)
         .map(switchboard::Throttle::to_json)
         .collect();
     json!({"version": snap.version, "switches": live, "throttles": throttles})
@@ -409,11 +404,7 @@ fn reason_of(body: &serde_json::Map<String, Value>) -> Result<String, AdminError
 /// N}, "reason", "ttl"?: "15m", "cut_streams"?: bool}`.
 fn switch_set(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
     let body = body_object(call)?;
-    let scope = body
-        .get("scope")
-        .and_then(Value::as_str)
-        .ok_or_else(|| AdminError::invalid("scope", "a scope is required"))
-        .and_then(|s| Scope::parse(s).map_err(|e| AdminError::invalid("scope", e)))?;
+    let scope = scope_of(&body)?;
     let params: Vec<(String, String)> = match body.get("params") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Object(m)) => m
@@ -491,11 +482,7 @@ fn switch_set(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
 /// `POST /admin/switches/clear`: `{"scope", "reason"}`.
 fn switch_clear(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
     let body = body_object(call)?;
-    let scope = body
-        .get("scope")
-        .and_then(Value::as_str)
-        .ok_or_else(|| AdminError::invalid("scope", "a scope is required"))
-        .and_then(|s| Scope::parse(s).map_err(|e| AdminError::invalid("scope", e)))?;
+    let scope = scope_of(&body)?;
     let reason = reason_of(&body)?;
     let principal = caller(call);
     let change = a
