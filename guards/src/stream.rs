@@ -202,7 +202,7 @@ impl OutputScanner {
         };
         // A complete match that begins before the cut is final (the text from its start can no
         // longer grow into a match): it goes out whole, masked.
-        spans.sort_by_key(|(s, _)| (s.start, std::cmp::Reverse(s.end)));
+        let spans = crate::engine::merge_mask_spans(spans);
         for (span, _) in &spans {
             if span.start < cut && span.end > cut {
                 cut = span.end;
@@ -210,16 +210,8 @@ impl OutputScanner {
         }
         let mut out = String::with_capacity(cut - base);
         let mut pos = base;
-        let mut i = 0;
-        while i < spans.len() && spans[i].0.start < cut {
-            let (span, rule) = spans[i].clone();
-            let mut end = span.end;
-            i += 1;
-            while i < spans.len() && spans[i].0.start < end {
-                end = end.max(spans[i].0.end);
-                i += 1;
-            }
-            let end = end.min(cut);
+        for (span, rule) in spans.into_iter().take_while(|(s, _)| s.start < cut) {
+            let end = span.end.min(cut);
             if end <= pos {
                 continue;
             }

@@ -647,9 +647,9 @@ impl ResponsePipeline {
 
 impl Output {
     /// The position in `choices` of choice `index`, added on first sight.
-    fn choice(&mut self, index: u64) -> Option<usize> {
+    fn choice(&mut self, index: u64) -> usize {
         if let Some(pos) = self.choices.iter().position(|c| c.index == index) {
-            return Some(pos);
+            return pos;
         }
         let scanner = OutputScanner::new(self.engine.clone(), Target::Output);
         self.choices.push(Choice {
@@ -660,7 +660,7 @@ impl Output {
             calls: Vec::new(),
             leak_held: String::new(),
         });
-        Some(self.choices.len() - 1)
+        self.choices.len() - 1
     }
 
     /// A leak found: recorded (the first one); `Err` when the tenant blocks on leaks.
@@ -753,9 +753,7 @@ impl Output {
             if text.is_none() && !finishing && deltas.is_none() {
                 continue;
             }
-            let Some(pos) = self.choice(index) else {
-                return Ok(());
-            };
+            let pos = self.choice(index);
             let calls = self.tool_deltas(pos, deltas, finishing)?;
             if !calls.is_empty() {
                 if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
@@ -892,9 +890,7 @@ impl Output {
                 choice.get("text").and_then(Value::as_str)
             };
             let text = text.map(str::to_string);
-            let Some(pos) = self.choice(index) else {
-                return;
-            };
+            let pos = self.choice(index);
             if let Some(calls) = choice
                 .pointer_mut("/message/tool_calls")
                 .and_then(Value::as_array_mut)

@@ -945,7 +945,7 @@ impl Engine {
     /// Replace every span of `mask` rules in `hits` with the rule's mask text. Overlapping spans
     /// are merged; the first rule's mask text wins. `None` when nothing is masked.
     pub fn apply_masks(&self, text: &str, hits: &[Hit]) -> Option<String> {
-        let mut spans: Vec<(Range<usize>, usize)> = hits
+        let spans: Vec<(Range<usize>, usize)> = hits
             .iter()
             .filter(|h| self.set.rules[h.rule].action == Action::Mask && !h.span.is_empty())
             .map(|h| (h.span.clone(), h.rule))
@@ -953,28 +953,16 @@ impl Engine {
         if spans.is_empty() {
             return None;
         }
-        spans.sort_by_key(|(s, _)| (s.start, std::cmp::Reverse(s.end)));
         let mut out = String::with_capacity(text.len());
         let mut pos = 0;
-        let mut i = 0;
-        while i < spans.len() {
-            let (span, rule) = spans[i].clone();
-            let mut end = span.end;
-            i += 1;
-            while i < spans.len() && spans[i].0.start < end {
-                end = end.max(spans[i].0.end);
-                i += 1;
-            }
-            if span.start < pos {
-                continue;
-            }
-            let (Some(before), Some(_)) = (text.get(pos..span.start), text.get(span.start..end))
+        for (span, rule) in merge_mask_spans(spans) {
+            let (Some(before), Some(_)) = (text.get(pos..span.start), text.get(span.clone()))
             else {
                 continue;
             };
             out.push_str(before);
             out.push_str(&self.set.rules[rule].mask_text());
-            pos = end;
+            pos = span.end;
         }
         out.push_str(text.get(pos..).unwrap_or(""));
         Some(out)
@@ -1030,6 +1018,23 @@ fn output_plan(
         viable,
         literals,
     }))
+}
+
+/// Mask spans `(range, rule)` in text order, overlapping ones merged into one that keeps the
+/// rule of the span that starts first (the longest of those): what [`Engine::apply_masks`] and
+/// the output scanner replace, one mask text per merged span.
+pub(crate) fn merge_mask_spans(
+    mut spans: Vec<(Range<usize>, usize)>,
+) -> Vec<(Range<usize>, usize)> {
+    spans.sort_by_key(|(s, _)| (s.start, std::cmp::Reverse(s.end)));
+    let mut out: Vec<(Range<usize>, usize)> = Vec::with_capacity(spans.len());
+    for (span, rule) in spans {
+        match out.last_mut() {
+            Some((last, _)) if span.start < last.end => last.end = last.end.max(span.end),
+            _ => out.push((span, rule)),
+        }
+    }
+    out
 }
 
 /// [`Engine::derived_context`] of a rule set whose regex `pid` belongs to rule `regex_rule[pid]`
