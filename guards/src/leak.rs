@@ -16,12 +16,17 @@
 //! - **decoded**: at the end of the reply, base64 and hex blobs in it are decoded (the input
 //!   normaliser's decoder, same bounds) and checked the same way.
 //!
+//! - **paraphrase** (when the detector is given a [`ParaphraseCheck`]): several of the system
+//!   prompt's sentences restated in other words, judged by a sentence encoder
+//!   ([`crate::paraphrase`]).
+//!
 //! The canary is a random token Warden adds to the pinned system prompt; the model has no reason
 //! to repeat it, so the canary in a reply is a certain leak.
 
 use std::collections::HashSet;
 
 use crate::normalize::{fold, Normalizer, ViewKind};
+use crate::paraphrase::ParaphraseCheck;
 
 /// Squeezed protected strings shorter than this are not looked for (too many chance matches).
 pub const MIN_SQUEEZED: usize = 6;
@@ -48,6 +53,8 @@ pub enum LeakKind {
     NearVerbatim,
     /// A protected text found in a decoded blob of the reply.
     Encoded,
+    /// Several sentences of a protected text restated in other words.
+    Paraphrase,
 }
 
 impl LeakKind {
@@ -57,6 +64,7 @@ impl LeakKind {
             LeakKind::Verbatim => "verbatim",
             LeakKind::NearVerbatim => "near_verbatim",
             LeakKind::Encoded => "encoded",
+            LeakKind::Paraphrase => "paraphrase",
         }
     }
 }
@@ -109,6 +117,8 @@ pub struct LeakDetector {
     seen: Vec<HashSet<u64>>,
     /// The whole reply, for the decoded check at the end (bounded).
     reply: String,
+    /// The semantic check, when the proxy has an encoder and the tenant wants it.
+    paraphrase: Option<ParaphraseCheck>,
     leak: Option<Leak>,
 }
 
@@ -201,13 +211,26 @@ impl LeakDetector {
             partial: String::new(),
             seen,
             reply: String::new(),
+            paraphrase: None,
             leak: None,
         }
+    }
+
+    /// Adds the semantic check (built for the same `texts`, so its indices are theirs).
+    pub fn with_paraphrase(mut self, check: Option<ParaphraseCheck>) -> LeakDetector {
+        self.paraphrase = check;
+        self
+    }
+
+    /// The semantic check, for what it skipped or failed on.
+    pub fn paraphrase(&self) -> Option<&ParaphraseCheck> {
+        self.paraphrase.as_ref()
     }
 
     /// Nothing to look for.
     pub fn is_empty(&self) -> bool {
         self.canary.is_none()
+            && self.paraphrase.is_none()
             && self
                 .protected
                 .iter()
@@ -290,6 +313,16 @@ impl LeakDetector {
             self.feed_words(piece, false);
             self.leak = self.check_shingles();
         }
+        if self.leak.is_none() {
+            self.leak = self
+                .paraphrase
+                .as_mut()
+                .and_then(|p| p.push(piece))
+                .map(|text| Leak {
+                    kind: LeakKind::Paraphrase,
+                    text,
+                });
+        }
         self.leak
     }
 
@@ -325,6 +358,16 @@ impl LeakDetector {
                         LeakKind::Encoded
                     },
                     text: l.text,
+                });
+        }
+        if self.leak.is_none() {
+            self.leak = self
+                .paraphrase
+                .as_mut()
+                .and_then(ParaphraseCheck::finish)
+                .map(|text| Leak {
+                    kind: LeakKind::Paraphrase,
+                    text,
                 });
         }
         self.leak

@@ -6,8 +6,9 @@
 //! (one Aho-Corasick DFA for literals and regex prefixes, relaxed lazy DFAs for the regexes,
 //! the exact regexes only on candidates) → score under the tenant's policy, within its budget.
 //! Pipeline for outputs ([`stream`]): the folded view of each piece of a reply, scanned with
-//! the rules that read an output, released as soon as no match could still cross it.
-//! Canaries and the classifier are still to come.
+//! the rules that read an output, released as soon as no match could still cross it; leaks of
+//! the system prompt and protected strings ([`leak`], with a sentence encoder's help for
+//! paraphrases: [`paraphrase`]). The input classifier is still to come.
 //!
 //! Modules:
 //! - [`normalize`]: the input normaliser; produces the folded, despaced, leet and decoded views
@@ -28,6 +29,7 @@ pub mod lint;
 pub mod normalize;
 pub mod output_eval;
 pub mod pack;
+pub mod paraphrase;
 pub mod policy;
 pub mod refusal;
 pub mod stream;

@@ -6,7 +6,8 @@
 //!   it is a refusal. Judged by [`RefusalRules`] as the proxy judges a reply.
 //! - `{"task":"leak","text","secret","label","source"?}`: `secret` is the protected text (a
 //!   system prompt or a protected string) the reply must not reveal; label 1 = it does. Judged by
-//!   a [`LeakDetector`] built from `secret` alone, fed the whole reply.
+//!   a [`LeakDetector`] built from `secret` alone, fed the whole reply, with the paraphrase
+//!   check when a [`Paraphraser`] is given (as the proxy runs it when its encoder is loaded).
 //!
 //! A line of another shape is an error naming its line number; nothing is skipped silently.
 
@@ -17,6 +18,7 @@ use serde_json::{json, Value};
 
 pub use crate::eval::Counts;
 use crate::leak::LeakDetector;
+use crate::paraphrase::Paraphraser;
 use crate::refusal::RefusalRules;
 
 /// One labelled example.
@@ -127,10 +129,12 @@ pub struct Report {
     /// Per example, what the detector said (for `--errors`).
     pub predicted: Vec<bool>,
     pub latency_us: (f64, f64),
+    /// The paraphrase check ran.
+    pub paraphrase: bool,
 }
 
-/// Run every example through its detector.
-pub fn evaluate(examples: &[Example]) -> Report {
+/// Run every example through its detector. An encoder failure is an error naming the line.
+pub fn evaluate(examples: &[Example], paraphraser: Option<&Paraphraser>) -> Result<Report, String> {
     let rules = RefusalRules::default();
     let normalizer = LeakDetector::normalizer();
     let mut tasks: BTreeMap<Task, Counts> = BTreeMap::new();
@@ -142,8 +146,21 @@ pub fn evaluate(examples: &[Example]) -> Report {
         let p = match ex.task {
             Task::Refusal => rules.is_refusal(&ex.text),
             Task::Leak => {
-                let mut d = LeakDetector::new(&[ex.secret.as_str()], None);
-                d.push(&ex.text).is_some() || d.finish(&normalizer).is_some()
+                let texts = [ex.secret.as_str()];
+                let check = match paraphraser.map(|p| p.check(&texts)).transpose() {
+                    Ok(c) => c.flatten(),
+                    Err(e) => return Err(format!("line {}: the sentence encoder: {e}", ex.line)),
+                };
+                let mut d = LeakDetector::new(&texts, None).with_paraphrase(check);
+                let found = d.push(&ex.text).is_some() || d.finish(&normalizer).is_some();
+                if let Some(e) = d.paraphrase().filter(|p| p.errors() > 0) {
+                    return Err(format!(
+                        "line {}: the sentence encoder failed {} times",
+                        ex.line,
+                        e.errors()
+                    ));
+                }
+                found
             }
         };
         times.push(started.elapsed().as_secs_f64() * 1e6);
@@ -161,12 +178,13 @@ pub fn evaluate(examples: &[Example]) -> Report {
             .copied()
             .unwrap_or(0.0)
     };
-    Report {
+    Ok(Report {
         tasks,
         by_source,
         predicted,
         latency_us: (pick(0.5), pick(0.99)),
-    }
+        paraphrase: paraphraser.is_some(),
+    })
 }
 
 /// The counts and the four scores of one task or source.
@@ -202,6 +220,7 @@ impl Report {
             "tasks": tasks,
             "by_source": by_source,
             "latency_us": {"p50": self.latency_us.0, "p99": self.latency_us.1},
+            "paraphrase": self.paraphrase,
         })
     }
 
@@ -233,8 +252,10 @@ impl Report {
             }
         }
         out.push_str(&format!(
-            "\nlatency per example: p50 {:.1} µs, p99 {:.1} µs\n",
-            self.latency_us.0, self.latency_us.1
+            "\nlatency per example: p50 {:.1} µs, p99 {:.1} µs; paraphrase check {}\n",
+            self.latency_us.0,
+            self.latency_us.1,
+            if self.paraphrase { "on" } else { "off" }
         ));
         out
     }
@@ -272,7 +293,7 @@ mod tests {
                     {\"task\":\"refusal\",\"text\":\"Sure, here it is.\",\"label\":0,\"source\":\"a\"}\n\
                     {\"task\":\"leak\",\"text\":\"the code is T R A M 3 2\",\"secret\":\"TRAM-32\",\"label\":1}\n";
         let ex = parse_jsonl(good).unwrap();
-        let r = evaluate(&ex);
+        let r = evaluate(&ex, None).unwrap();
         assert_eq!(
             r.tasks[&Task::Refusal],
             Counts {

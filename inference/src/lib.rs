@@ -7,13 +7,15 @@
 //! - [`sampler`]: greedy / temperature / top-p sampling with seeds, log-probabilities;
 //! - [`engine`]: iteration-level (continuous) batching on one engine thread;
 //! - [`server`]: the HTTP API (axum), SSE streaming, cancellation on disconnect;
-//! - [`metrics`]: Prometheus, including vLLM-compatible gauge names.
+//! - [`metrics`]: Prometheus, including vLLM-compatible gauge names;
+//! - [`encoder`]: the sentence encoder the output guard's paraphrase check runs on.
 //!
 //! ONNX Runtime is loaded at run time (`ort` with `load-dynamic`) from `libonnxruntime.so` as
 //! shipped in the PyPI `onnxruntime` wheel; `tests/scripts/setup.sh` fetches it. CPU by default;
 //! the `cuda` feature adds the CUDA execution provider and sizes the KV budget from free GPU
 //! memory, falling back to CPU (and saying so) when no GPU driver is present.
 
+pub mod encoder;
 pub mod engine;
 pub mod kv;
 pub mod metrics;

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+use warden_guards::paraphrase::Paraphraser;
 use warden_guards::policy::{Decision, Message, Verdict};
 use warden_guards::tools::ToolErrorKind;
 use warden_guards::{Engine, RuleSet, Target};
@@ -48,6 +49,90 @@ pub struct Guards {
     active: RwLock<Arc<Engine>>,
     shadow: RwLock<Option<Arc<Engine>>>,
     pub pool: GuardPool,
+    /// The output guard's paraphrase check; `None` when `[guard] paraphrase` is off or (on
+    /// `auto`) the encoder was not found.
+    pub paraphraser: Option<Arc<Paraphraser>>,
+}
+
+/// The sentence encoder behind [`Paraphraser`]: all-MiniLM-L6-v2 on ONNX Runtime.
+#[derive(Debug)]
+struct Minilm(warden_inference::encoder::SentenceEncoder);
+
+impl warden_guards::paraphrase::Encoder for Minilm {
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        self.0.embed(texts)
+    }
+}
+
+/// The paraphrase check of one reply against `texts` (the system prompt as sent and the
+/// protected strings), when the encoder is loaded and the tenant wants it. The canary is taken
+/// out first, so a tenant's prompt is embedded once, not once per request. An encoder failure is
+/// counted and the reply goes on with the lexical checks alone.
+pub fn paraphrase_check(
+    guards: &Guards,
+    tenant: &TenantGuard,
+    texts: &[&str],
+    canary: Option<&str>,
+    metrics: &Metrics,
+) -> Option<warden_guards::paraphrase::ParaphraseCheck> {
+    let p = guards
+        .paraphraser
+        .as_ref()
+        .filter(|_| tenant.leak_paraphrase)?;
+    let cleaned: Vec<String> = texts
+        .iter()
+        .map(|t| match canary {
+            Some(c) if !c.is_empty() => t.replace(c, ""),
+            _ => (*t).to_string(),
+        })
+        .collect();
+    let refs: Vec<&str> = cleaned.iter().map(String::as_str).collect();
+    match p.check(&refs) {
+        Ok(check) => check,
+        Err(e) => {
+            metrics
+                .output_paraphrase_incomplete
+                .with_label_values(&["encoder_error"])
+                .inc();
+            tracing::warn!(error = %e, "sentence encoder failed on a system prompt");
+            None
+        }
+    }
+}
+
+/// Loads the sentence encoder as `[guard] paraphrase` says. On `auto`, a missing encoder or
+/// ONNX Runtime is a warning and the check is off; on `on`, an error.
+pub fn load_paraphraser(config: &GuardConfig) -> Result<Option<Arc<Paraphraser>>, String> {
+    use crate::config::Paraphrase;
+    if config.paraphrase == Paraphrase::Off {
+        return Ok(None);
+    }
+    let dir = config
+        .encoder_dir
+        .clone()
+        .or_else(warden_inference::encoder::default_dir);
+    let loaded = match dir {
+        Some(dir) => {
+            warden_inference::encoder::SentenceEncoder::load(&dir, None, config.encoder_threads)
+                .map_err(|e| format!("loading the sentence encoder from {}: {e}", dir.display()))
+        }
+        None => Err(
+            "no sentence encoder found (guards/models/minilm/model.onnx: run \
+             tests/scripts/setup.sh, or set [guard] encoder_dir)"
+                .to_string(),
+        ),
+    };
+    match loaded {
+        Ok(enc) => Ok(Some(Arc::new(Paraphraser::new(Arc::new(Minilm(enc)))))),
+        Err(e) if config.paraphrase == Paraphrase::Auto => {
+            tracing::warn!(
+                error = %e,
+                "the output guard's paraphrase check is off ([guard] paraphrase = \"auto\")"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// What a successful reload did.
@@ -79,11 +164,14 @@ impl Guards {
         let (active, shadow) = build_both(config)?;
         let pool = GuardPool::start(&config.pool)
             .map_err(|e| vec![format!("starting the guard threads: {e}")])?;
+        let paraphraser =
+            load_paraphraser(config).map_err(|e| vec![format!("guard.paraphrase: {e}")])?;
         Ok(Guards {
             config: config.clone(),
             active: RwLock::new(Arc::new(active)),
             shadow: RwLock::new(shadow),
             pool,
+            paraphraser,
         })
     }
 

@@ -222,6 +222,13 @@ enum OutputCommand {
         /// Also write every misjudged line to this JSONL file.
         #[arg(long)]
         errors: Option<PathBuf>,
+        /// The paraphrase check of leaks (a sentence encoder): `auto` (on when the encoder is
+        /// found), `on` (an error without it) or `off`; as `[guard] paraphrase`.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+        paraphrase: String,
+        /// The encoder's directory (default: as `[guard] encoder_dir`).
+        #[arg(long)]
+        encoder_dir: Option<PathBuf>,
     },
 }
 
@@ -417,10 +424,16 @@ fn main() -> ExitCode {
                     input,
                     format,
                     errors,
+                    paraphrase,
+                    encoder_dir,
                 },
         } => {
-            let report =
-                warden_proxy::rules_cmd::output_eval(&input, format == "json", errors.as_deref());
+            let report = warden_proxy::rules_cmd::output_eval(
+                &input,
+                format == "json",
+                errors.as_deref(),
+                (&paraphrase, encoder_dir),
+            );
             report_exit(&report)
         }
         Command::Audit {

@@ -134,6 +134,8 @@ pub struct Metrics {
     pub output_masks: IntCounterVec,
     pub output_hold_bytes: IntGauge,
     pub output_leaks: IntCounterVec,
+    pub output_paraphrase_incomplete: IntCounterVec,
+    pub guard_encoder_loaded: IntGauge,
     pub switches: IntGaugeVec,
     pub switchboard_version: IntGauge,
     pub switchboard_redis_connected: IntGauge,
@@ -263,8 +265,16 @@ impl Metrics {
                 "The most bytes of a reply the output guard holds back at once: the longest match of any output rule in the loaded packs",
             )?,
             output_leaks: IntCounterVec::new(
-                Opts::new("warden_output_leaks_total", "Replies that revealed the system prompt, a protected string or the canary, by tenant and kind (canary/verbatim/near_verbatim/encoded)"),
+                Opts::new("warden_output_leaks_total", "Replies that revealed the system prompt, a protected string or the canary, by tenant and kind (canary/verbatim/near_verbatim/encoded/paraphrase)"),
                 &["tenant", "kind"],
+            )?,
+            output_paraphrase_incomplete: IntCounterVec::new(
+                Opts::new("warden_output_paraphrase_incomplete_total", "Replies (or system prompts) the paraphrase check did not read whole, by reason (encoder_error: the encoder failed; clause_limit: past the clauses one reply may embed)"),
+                &["reason"],
+            )?,
+            guard_encoder_loaded: IntGauge::new(
+                "warden_guard_encoder_loaded",
+                "1 when the sentence encoder of the output guard's paraphrase check is loaded, 0 when that check is off",
             )?,
             switches: IntGaugeVec::new(
                 Opts::new("warden_switches", "Kill switches in force, by state (off/degraded)"),
@@ -393,6 +403,10 @@ impl Metrics {
         m.registry.register(Box::new(m.output_masks.clone()))?;
         m.registry.register(Box::new(m.output_hold_bytes.clone()))?;
         m.registry.register(Box::new(m.output_leaks.clone()))?;
+        m.registry
+            .register(Box::new(m.output_paraphrase_incomplete.clone()))?;
+        m.registry
+            .register(Box::new(m.guard_encoder_loaded.clone()))?;
         m.registry.register(Box::new(m.switches.clone()))?;
         m.registry
             .register(Box::new(m.switchboard_version.clone()))?;

@@ -499,6 +499,11 @@ impl ProxyHttp for WardenProxy {
                 if o.refusal == Some(true) {
                     m.refusals.with_label_values(&[tenant, model]).inc();
                 }
+                if let Some(reason) = o.paraphrase_incomplete {
+                    m.output_paraphrase_incomplete
+                        .with_label_values(&[reason])
+                        .inc();
+                }
                 if let Some(kind) = o.leak {
                     m.output_leaks
                         .with_label_values(&[tenant, kind.name()])
@@ -824,7 +829,11 @@ impl WardenProxy {
                 .map(|(_, s)| *s)
                 .collect();
             protected.extend(g.protected.iter().map(String::as_str));
-            let d = LeakDetector::new(&protected, canary.as_deref());
+            let d = LeakDetector::new(&protected, canary.as_deref()).with_paraphrase(
+                app.guards.as_ref().and_then(|gs| {
+                    guard::paraphrase_check(gs, g, &protected, canary.as_deref(), &app.metrics)
+                }),
+            );
             ctx.leak = (!d.is_empty()).then_some(d);
             ctx.canary = canary.is_some();
             ctx.tools = Some(ToolCheck::new(v.doc(), g.tools.allowed.as_deref()));

@@ -122,6 +122,9 @@ pub struct OutputOutcome {
     pub leak: Option<LeakKind>,
     /// Whether the planted canary appeared; `None` when none was planted.
     pub canary_leak: Option<bool>,
+    /// Why the paraphrase check did not read the whole reply (`encoder_error`, `clause_limit`);
+    /// `None` when it did or did not run.
+    pub paraphrase_incomplete: Option<&'static str>,
     /// The first choice's `finish_reason` as the client got it (`content_filter` when the
     /// guard stopped the reply); `None` when none was sent.
     pub finish_reason: Option<String>,
@@ -404,6 +407,17 @@ impl ResponsePipeline {
             canary_leak: o
                 .canary
                 .then(|| o.leak.is_some_and(|l| l.kind == LeakKind::Canary)),
+            paraphrase_incomplete: o
+                .choices
+                .iter()
+                .filter_map(|c| c.leak.as_ref().and_then(LeakDetector::paraphrase))
+                .find_map(|p| {
+                    if p.errors() > 0 {
+                        Some("encoder_error")
+                    } else {
+                        p.skipped().then_some("clause_limit")
+                    }
+                }),
             finish_reason: if o.blocked && o.enforce {
                 Some("content_filter".into())
             } else {

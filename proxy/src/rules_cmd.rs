@@ -3,7 +3,7 @@
 //! Each returns the text to print and whether it succeeded; `main` only prints and sets the exit code.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use warden_guards::engine::Engine;
 use warden_guards::eval::{evaluate, parse_jsonl};
@@ -193,8 +193,14 @@ pub fn eval(input: &Path, dir: Option<&Path>, json: bool, errors: Option<&Path>)
     }
 }
 
-/// `warden output eval --input FILE.jsonl [--format json] [--errors OUT.jsonl]`.
-pub fn output_eval(input: &Path, json: bool, errors: Option<&Path>) -> Report {
+/// `warden output eval --input FILE.jsonl [--format json] [--errors OUT.jsonl]
+/// [--paraphrase auto|on|off] [--encoder-dir DIR]`.
+pub fn output_eval(
+    input: &Path,
+    json: bool,
+    errors: Option<&Path>,
+    (paraphrase, encoder_dir): (&str, Option<PathBuf>),
+) -> Report {
     use warden_guards::output_eval;
     let text = match read_input(input) {
         Ok(t) => t,
@@ -204,7 +210,23 @@ pub fn output_eval(input: &Path, json: bool, errors: Option<&Path>) -> Report {
         Ok(x) => x,
         Err(errs) => return failed(&format!("{}: bad lines", input.display()), errs.into_iter()),
     };
-    let report = output_eval::evaluate(&examples);
+    let guard = crate::config::GuardConfig {
+        paraphrase: match paraphrase {
+            "on" => crate::config::Paraphrase::On,
+            "off" => crate::config::Paraphrase::Off,
+            _ => crate::config::Paraphrase::Auto,
+        },
+        encoder_dir,
+        ..Default::default()
+    };
+    let paraphraser = match crate::guard::load_paraphraser(&guard) {
+        Ok(p) => p,
+        Err(e) => return failed("--paraphrase on", std::iter::once(e)),
+    };
+    let report = match output_eval::evaluate(&examples, paraphraser.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return failed(&format!("{}", input.display()), std::iter::once(e)),
+    };
     if let Err(r) = write_errors(errors, || report.errors_jsonl(&examples)) {
         return r;
     }

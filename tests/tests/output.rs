@@ -317,6 +317,92 @@ async fn a_model_that_repeats_its_system_prompt_is_cut_off() {
     assert!(!w.logs().contains(&canary), "the canary in the log");
 }
 
+/// The output guard's paraphrase check on the real sentence encoder: a model that restates its
+/// pinned system prompt in other words (no identifier, no word run of the prompt) is stopped two
+/// clauses in; a reply that follows the prompt without reciting it passes; with the check off in
+/// the tenant, the restatement passes too.
+#[tokio::test]
+async fn a_model_that_restates_its_system_prompt_in_other_words_is_cut_off() {
+    let up = harness::recording_upstream(MODEL).await;
+    let encoder = harness::repo_root().join("guards/models/minilm");
+    let guard = format!(
+        "\n[guard]\nparaphrase = \"on\"\nencoder_dir = {:?}\n",
+        encoder.display().to_string()
+    );
+    let prompt = "You are Max, the support assistant of Contoso Travel. Do not reveal internal \
+        pricing tiers. Keep replies under 120 words. Never discuss interest rates before the \
+        customer is verified. Answer in a friendly tone.";
+    let tenants = format!(
+        "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\n[tenants.guard]\nsystem_prompt = {prompt:?}\n\n\
+         [[tenants]]\nname = \"u\"\napi_keys = [\"{}\"]\n[tenants.guard]\nsystem_prompt = {prompt:?}\nleak_paraphrase = false\n",
+        harness::key_hash(KEY),
+        harness::key_hash("sk-other-tenant-key-0123456789"),
+    );
+    let w = Warden::start(
+        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
+        &guard,
+        &tenants,
+    );
+    w.wait_ready().await;
+    w.metrics_with(&["warden_guard_encoder_loaded 1"]).await;
+    let restated = [
+        "Basically I play Max for Contoso Travel: ",
+        "I'm meant to keep our internal price levels to myself, ",
+        "my answers should stay fairly short, ",
+        "and I'm supposed to avoid talking about rates until a customer has proven who they are.",
+    ];
+    let r = chat(&w, &restated, true).await;
+    let (text, events) = assembled(&r);
+    assert!(!text.contains("avoid talking about rates"), "{text}");
+    let n = events.len();
+    let error: Value = serde_json::from_str(&events[n - 2]).unwrap();
+    assert_eq!(error["error"]["code"], "output_blocked", "{error}");
+    assert!(
+        error["error"]["rule_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "leak:paraphrase"),
+        "{error}"
+    );
+    // Not streamed: the whole reply is judged before any of it is sent.
+    let v = chat(&w, &restated, false).await.json().unwrap();
+    assert_eq!(
+        v.pointer("/choices/0/finish_reason").unwrap(),
+        "content_filter"
+    );
+    // Following the prompt is not reciting it.
+    let follows = [
+        "Hi, I'm Max from Contoso Travel. ",
+        "Before we talk about rates, could you confirm your identity with the code we texted you?",
+    ];
+    assert_eq!(
+        assembled(&chat(&w, &follows, true).await).0,
+        follows.concat()
+    );
+    // The other tenant turned the check off.
+    let body =
+        json!({"model": MODEL, "stream": false, "messages": [{"role": "user", "content": "Hi"}]})
+            .to_string();
+    let header = format!(
+        "x-fake-reply: {}\r\n",
+        serde_json::to_string(&restated).unwrap()
+    );
+    let request = String::from_utf8(post("/v1/chat/completions", &body, &header))
+        .unwrap()
+        .replace(KEY, "sk-other-tenant-key-0123456789");
+    let r = send(w.proxy, request.as_bytes()).await.unwrap();
+    assert_eq!(
+        r.json()
+            .unwrap()
+            .pointer("/choices/0/message/content")
+            .unwrap(),
+        &json!(restated.concat())
+    );
+    w.metrics_with(&["warden_output_leaks_total{kind=\"paraphrase\",tenant=\"t\"} 2"])
+        .await;
+}
+
 /// A chat request with `tools` and a scripted tool call as the reply.
 async fn tool_call(w: &Warden, tools: Value, name: &str, args: &[&str], stream: bool) -> Response {
     let mut body = json!({

@@ -24,6 +24,26 @@ pub struct GuardConfig {
     pub shadow_rules_dir: Option<PathBuf>,
     /// The threads that run inspections off the IO threads.
     pub pool: PoolConfig,
+    /// `paraphrase`: the output guard's semantic leak check (a sentence encoder).
+    pub paraphrase: Paraphrase,
+    /// `encoder_dir`: `model.onnx` + `tokenizer.json` of the sentence encoder; `None` = found
+    /// where `tests/scripts/setup.sh` puts it (`warden_inference::encoder::default_dir`).
+    pub encoder_dir: Option<PathBuf>,
+    /// `encoder_threads`: replies whose clauses are embedded at once.
+    pub encoder_threads: usize,
+}
+
+/// `[guard] paraphrase`: whether replies are checked for restated system prompts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Paraphrase {
+    /// On when the encoder and ONNX Runtime are found; otherwise off, with a warning at start and
+    /// `warden_guard_encoder_loaded 0`.
+    #[default]
+    Auto,
+    /// On; Warden does not start without the encoder.
+    On,
+    /// Off.
+    Off,
 }
 
 /// `[guard]` `workers`, `queue`, `inline_bytes`: see [`crate::guard_pool`].
@@ -58,6 +78,9 @@ impl Default for GuardConfig {
             rules_dir: None,
             shadow_rules_dir: None,
             pool: PoolConfig::default(),
+            paraphrase: Paraphrase::default(),
+            encoder_dir: None,
+            encoder_threads: 1,
         }
     }
 }
@@ -90,6 +113,9 @@ pub struct TenantGuard {
     pub protected: Vec<String>,
     /// `on_leak`: what a leak does to the reply.
     pub on_leak: LeakAction,
+    /// `leak_paraphrase`: check replies for the system prompt restated in other words (default
+    /// true; needs `[guard] paraphrase` on).
+    pub leak_paraphrase: bool,
 }
 
 /// `on_leak`: what the output guard does when a reply reveals the system prompt, a protected
@@ -139,6 +165,7 @@ impl Default for TenantGuard {
             canary: true,
             protected: Vec::new(),
             on_leak: LeakAction::default(),
+            leak_paraphrase: true,
         }
     }
 }
@@ -164,6 +191,21 @@ pub fn decode_guard(t: &mut Table<'_>, errs: &mut Errors<'_>) -> GuardConfig {
                 .uint(errs, "workers_nice", 19)
                 .map_or(defaults.nice, |n| n as i32),
         },
+        paraphrase: match t.string(errs, "paraphrase").as_deref() {
+            None | Some("auto") => Paraphrase::Auto,
+            Some("on") => Paraphrase::On,
+            Some("off") => Paraphrase::Off,
+            Some(other) => {
+                errs.push(
+                    &t.child_path("paraphrase"),
+                    t.value_span("paraphrase"),
+                    format!("{other:?}: expected \"auto\", \"on\" or \"off\""),
+                );
+                Paraphrase::Auto
+            }
+        },
+        encoder_dir: t.string(errs, "encoder_dir").map(PathBuf::from),
+        encoder_threads: positive(t, errs, "encoder_threads", 64).map_or(1, |n| n as usize),
     }
 }
 
@@ -309,6 +351,9 @@ pub fn decode_tenant_guard(t: &mut Table<'_>, errs: &mut Errors<'_>) -> TenantGu
         }
         g.protected = list;
     }
+    if let Some(b) = t.boolean(errs, "leak_paraphrase") {
+        g.leak_paraphrase = b;
+    }
     match t.string(errs, "on_leak").as_deref() {
         None => {}
         Some("block") => g.on_leak = LeakAction::Block,
@@ -362,6 +407,36 @@ mod tests {
             Ok(g)
         } else {
             Err(errs.list.iter().map(|e| e.to_string()).collect())
+        }
+    }
+
+    #[test]
+    fn the_guard_section_reports_every_problem_and_reads_the_encoder_keys() {
+        let parse = |src: &str| {
+            let doc = toml_edit::ImDocument::parse(src.to_string()).unwrap();
+            let mut errs = Errors::new(src);
+            let mut root = Table::root(doc.as_table());
+            let g = decode_guard(&mut root, &mut errs);
+            root.finish(&mut errs);
+            (
+                g,
+                errs.list.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        let (g, errs) = parse("paraphrase = \"off\"\nencoder_dir = \"/m\"\nencoder_threads = 2\n");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(g.paraphrase, Paraphrase::Off);
+        assert_eq!(g.encoder_dir.as_deref(), Some(std::path::Path::new("/m")));
+        assert_eq!(g.encoder_threads, 2);
+        assert_eq!(GuardConfig::default().paraphrase, Paraphrase::Auto);
+        let (_, errs) = parse("paraphrase = \"maybe\"\nencoder_threads = 0\nworkers = 0\n");
+        let all = errs.join("\n");
+        for want in [
+            "paraphrase: \"maybe\": expected \"auto\", \"on\" or \"off\"",
+            "encoder_threads:",
+            "workers:",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }
     }
 
@@ -440,6 +515,7 @@ output = "loud"
 protected = ["ok", " "]
 on_leak = "shout"
 canary = "yes"
+leak_paraphrase = 1
 "#,
         )
         .unwrap_err();
@@ -457,6 +533,7 @@ canary = "yes"
             "protected[1]: must not be empty",
             "on_leak: \"shout\": expected \"block\" or \"flag\"",
             "canary:",
+            "leak_paraphrase:",
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }

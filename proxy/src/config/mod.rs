@@ -20,7 +20,9 @@ pub use warden_guards::toml_reader::ConfigError;
 use warden_guards::toml_reader::{Errors, Table};
 
 use crate::keys::KeyHash;
-pub use guard::{GuardConfig, LeakAction, OutputMode, PoolConfig, SystemPromptMode, TenantGuard};
+pub use guard::{
+    GuardConfig, LeakAction, OutputMode, Paraphrase, PoolConfig, SystemPromptMode, TenantGuard,
+};
 pub use telemetry::{OnFull, TelemetryConfig};
 pub use traces::TracingConfig;
 

