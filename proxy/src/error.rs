@@ -134,6 +134,45 @@ impl ApiError {
         }
     }
 
+    /// The code with its class, for the request's outcome.
+    pub fn error_code(&self) -> warden_telemetry::ErrorCode {
+        use warden_telemetry::ErrorClass::*;
+        let class = match self {
+            ApiError::MalformedRequest
+            | ApiError::BodyTooLarge { .. }
+            | ApiError::UnsupportedMediaType
+            | ApiError::RequestTimeout
+            | ApiError::InvalidUtf8
+            | ApiError::InvalidJson { .. }
+            | ApiError::InvalidField { .. }
+            | ApiError::MissingField { .. }
+            | ApiError::MissingApiKey
+            | ApiError::InvalidApiKey
+            | ApiError::ModelNotFound { .. }
+            | ApiError::UnknownEndpoint
+            | ApiError::MethodNotAllowed
+            | ApiError::InvalidTools { .. } => Client,
+            ApiError::TooLargeToScan { .. }
+            | ApiError::ModelNotAllowed { .. }
+            | ApiError::RequestRateLimited { .. }
+            | ApiError::TokenRateLimited { .. }
+            | ApiError::RequestExceedsTokenBudget { .. }
+            | ApiError::PromptBlocked { .. }
+            | ApiError::OutputBlocked { .. }
+            | ApiError::ToolNotAllowed { .. }
+            | ApiError::SwitchedOff { .. }
+            | ApiError::Throttled { .. } => Policy,
+            ApiError::UpstreamUnavailable { .. }
+            | ApiError::UpstreamTimeout
+            | ApiError::UpstreamError => Upstream,
+            ApiError::ShuttingDown
+            | ApiError::TelemetryUnavailable
+            | ApiError::GuardOverloaded
+            | ApiError::Internal => Warden,
+        };
+        warden_telemetry::ErrorCode::new(class, self.code())
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BodyTooLarge { .. } | ApiError::TooLargeToScan { .. } => 413,

@@ -107,6 +107,11 @@ enum Command {
         #[command(subcommand)]
         command: CtlCommand,
     },
+    /// The incident detectors: their delay and false-alarm rate on simulated traffic.
+    Detect {
+        #[command(subcommand)]
+        command: DetectCommand,
+    },
     /// Output-guard tools: measure the refusal and leak detectors on labelled data.
     Output {
         #[command(subcommand)]
@@ -205,6 +210,40 @@ enum SwitchCommand {
         scope: String,
         #[arg(long)]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DetectCommand {
+    /// Run a detector's real code on simulated requests: a baseline rate, then the rate times
+    /// `--shift`; print the median and p90 delay (requests from the shift to the alarm) over
+    /// `--runs` runs and the false alarms per million requests of a stationary run.
+    Simulate {
+        /// refusal, input_block, output_block, leak, hallucination, error, ttft_slo, tpot_slo.
+        #[arg(long)]
+        detector: String,
+        /// The baseline rate (for an SLO detector: the share allowed over the SLO, e.g. 0.05).
+        #[arg(long)]
+        baseline: f64,
+        /// The rate after the change, as a multiple of the baseline.
+        #[arg(long)]
+        shift: f64,
+        #[arg(long, default_value_t = 2000)]
+        runs: usize,
+        /// Requests of the stationary run.
+        #[arg(long, default_value_t = 10_000_000)]
+        stationary: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The CUSUM threshold h (default: as `[detectors] threshold`).
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Requests that learn the baseline (default: as `[detectors] warmup`).
+        #[arg(long)]
+        warmup: Option<u64>,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
     },
 }
 
@@ -436,6 +475,25 @@ fn main() -> ExitCode {
             );
             report_exit(&report)
         }
+        Command::Detect {
+            command:
+                DetectCommand::Simulate {
+                    detector,
+                    baseline,
+                    shift,
+                    runs,
+                    stationary,
+                    seed,
+                    threshold,
+                    warmup,
+                    format,
+                },
+        } => detect_simulate(
+            &detector,
+            (baseline, shift, runs, stationary, seed),
+            (threshold, warmup),
+            format == "json",
+        ),
         Command::Audit {
             command: AuditCommand::Verify { logs, expect_head },
         } => audit_verify(&logs, expect_head.as_deref()),
@@ -594,6 +652,67 @@ fn audit_verify(lake: &std::path::Path, expect_head: Option<&str>) -> ExitCode {
 }
 
 /// Prints a subcommand's report; exit 1 when it failed.
+/// `warden detect simulate`.
+fn detect_simulate(
+    detector: &str,
+    (baseline, shift, runs, stationary, seed): (f64, f64, usize, u64, u64),
+    (threshold, warmup): (Option<f64>, Option<u64>),
+    json: bool,
+) -> ExitCode {
+    use warden_runbooks::detect::{Kind, RateParams};
+    use warden_runbooks::simulate::{simulate, SimSpec};
+    let Some(kind) = Kind::parse(detector) else {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        err(&format!(
+            "--detector {detector:?}: expected one of {}\n",
+            names.join(", ")
+        ));
+        return ExitCode::from(2);
+    };
+    let defaults = RateParams::default();
+    let spec = SimSpec {
+        detector: kind,
+        baseline,
+        shift,
+        runs,
+        stationary,
+        seed,
+        params: RateParams {
+            threshold: threshold.unwrap_or(defaults.threshold),
+            warmup: warmup.unwrap_or(defaults.warmup),
+            ..defaults
+        },
+    };
+    match simulate(&spec) {
+        Ok(r) if json => out(&format!("{}\n", r.to_json(&spec))),
+        Ok(r) => out(&format!(
+            "detector {} baseline {} shift {}x, threshold h = {}, warm-up {} requests\n\
+             delay (requests from the change to the alarm, {} runs): median {}, p90 {}{}\n\
+             false alarms: {} in {} stationary requests = {:.3} per million\n",
+            kind.name(),
+            baseline,
+            shift,
+            spec.params.threshold,
+            spec.params.warmup,
+            runs,
+            r.median_delay_requests,
+            r.p90_delay_requests,
+            if r.missed > 0 {
+                format!(" ({} runs never alarmed)", r.missed)
+            } else {
+                String::new()
+            },
+            r.false_alarms,
+            stationary,
+            r.false_alarms_per_million
+        )),
+        Err(e) => {
+            err(&format!("{e}\n"));
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn report_exit(report: &warden_proxy::rules_cmd::Report) -> ExitCode {
     err(&report.stderr);
     let code = out(&report.stdout);

@@ -43,6 +43,7 @@ use crate::traces::{RequestSpan, SpanFacts};
 use crate::validate::{self, Endpoint, Validated};
 use warden_guards::leak::LeakDetector;
 use warden_guards::tool_calls::ToolCheck;
+use warden_telemetry::{ErrorClass, ErrorCode, Outcome};
 
 /// Where a `switched_off` error points when `[switchboard] runbook_url` is not set.
 const DEFAULT_RUNBOOK: &str = "runbooks/switched_off.md";
@@ -79,7 +80,7 @@ pub struct RequestCtx {
     charged_tokens: u64,
     /// Status sent to the client (0 until known).
     status: u16,
-    error_code: Option<&'static str>,
+    error: Option<ErrorCode>,
     upstream_sent_at: Option<Instant>,
     /// Status the upstream answered with, if it answered.
     upstream_status: Option<u16>,
@@ -150,7 +151,7 @@ impl ProxyHttp for WardenProxy {
             injected_usage: false,
             charged_tokens: 0,
             status: 0,
-            error_code: None,
+            error: None,
             upstream_sent_at: None,
             upstream_status: None,
             first_byte_at: None,
@@ -448,161 +449,34 @@ impl ProxyHttp for WardenProxy {
                 .response_written()
                 .map_or(499, |r| r.status.as_u16());
         }
-        let m = &self.app.metrics;
-        let endpoint = ctx.endpoint.map_or(Endpoint::OTHER_LABEL, Endpoint::label);
-        let tenant = ctx
-            .tenant
-            .and_then(|i| self.app.tenants.get(i))
-            .map_or("-", |t| t.config.name.as_str());
-        let model = ctx.model.as_deref().unwrap_or("-");
-        let status = ctx.status.to_string();
-        m.requests
-            .with_label_values(&[tenant, model, endpoint, &status])
-            .inc();
-        let total = end.duration_since(ctx.start);
-        m.request_duration
-            .with_label_values(&[endpoint])
-            .observe(total.as_secs_f64());
-        let overhead = match (ctx.upstream_sent_at, ctx.upstream_done_at) {
-            (Some(sent), Some(done)) => {
-                sent.duration_since(ctx.start) + end.saturating_duration_since(done)
-            }
-            (Some(sent), None) => sent.duration_since(ctx.start),
-            _ => total,
-        };
-        m.overhead
-            .with_label_values(&[endpoint])
-            .observe(overhead.as_secs_f64());
-        // Upstream request sent → first byte back: metrics, audit event and span share it.
-        let ttft = match (ctx.upstream_sent_at, ctx.first_byte_at) {
-            (Some(sent), Some(first)) => Some(first.saturating_duration_since(sent)),
-            _ => None,
-        };
         if let Some(pipeline) = ctx.response.take() {
-            if let Some(end) = pipeline.end() {
-                m.stream_errors.with_label_values(&[end.kind()]).inc();
-                ctx.error_code = ctx.error_code.or(Some(end.code()));
-            }
-            if let Some(o) = pipeline.output() {
-                let mode = if o.monitor { "monitor" } else { "enforce" };
-                m.output_decisions
-                    .with_label_values(&[tenant, o.decision.name(), mode])
+            if let Some(stream_end) = pipeline.end() {
+                self.app
+                    .metrics
+                    .stream_errors
+                    .with_label_values(&[stream_end.kind()])
                     .inc();
-                for id in &o.rule_ids {
-                    m.output_rule_hits.with_label_values(&[id]).inc();
-                }
-                if o.masked > 0 {
-                    m.output_masks
-                        .with_label_values(&[tenant])
-                        .inc_by(o.masked as u64);
-                }
-                if o.refusal == Some(true) {
-                    m.refusals.with_label_values(&[tenant, model]).inc();
-                }
-                if let Some(reason) = o.paraphrase_incomplete {
-                    m.output_paraphrase_incomplete
-                        .with_label_values(&[reason])
-                        .inc();
-                }
-                if let Some(kind) = o.leak {
-                    m.output_leaks
-                        .with_label_values(&[tenant, kind.name()])
-                        .inc();
-                }
-                ctx.output = Some(o);
+                ctx.error = ctx.error.or(Some(stream_end.error()));
             }
+            ctx.output = pipeline.output();
         }
-        let error_code = ctx.error_code.or_else(|| e.map(|e| e.etype().as_str()));
+        // Once, for every sink below.
+        let outcome = self.outcome(ctx, e, end);
+        self.count(&outcome, ctx);
         self.report_exchange(ctx, e, end);
+        self.reconcile_quota(ctx, end).await;
         let upstream = ctx.upstream.and_then(|i| self.app.upstreams.get(i));
-        if let (Some(u), Some(ttft)) = (upstream, ttft) {
-            m.time_to_first_byte
-                .with_label_values(&[
-                    u.config.name.as_str(),
-                    if ctx.stream { "true" } else { "false" },
-                ])
-                .observe(ttft.as_secs_f64());
-        }
-        if let (Some(_), Some(model), Some(ep)) =
-            (ctx.upstream_sent_at, ctx.model.as_deref(), ctx.endpoint)
-        {
-            let op = ep.gen_ai_operation();
-            let labels = [op, model];
-            m.gen_ai_request_duration
-                .with_label_values(&labels)
-                .observe(total.as_secs_f64());
-            if let (Some(first), Some(ttft)) = (ctx.first_byte_at, ttft) {
-                m.gen_ai_ttft
-                    .with_label_values(&labels)
-                    .observe(ttft.as_secs_f64());
-                if let (Some(done), Some(u)) = (ctx.upstream_done_at, ctx.usage) {
-                    if u.output > 1 && ctx.stream {
-                        let per = done.saturating_duration_since(first).as_secs_f64()
-                            / (u.output - 1) as f64;
-                        m.gen_ai_tpot.with_label_values(&labels).observe(per);
-                    }
-                }
-            }
-            if let Some(u) = ctx.usage {
-                m.gen_ai_token_usage
-                    .with_label_values(&[op, model, "input"])
-                    .observe(u.input as f64);
-                m.gen_ai_token_usage
-                    .with_label_values(&[op, model, "output"])
-                    .observe(u.output as f64);
-            }
-        }
-        if let Some(t) = ctx.tenant.and_then(|i| self.app.tenants.get(i)) {
-            if ctx.charged_tokens > 0 {
-                // What the input guard scanned stays charged whatever it decided (a token for
-                // every four bytes scanned): probing the rules with large prompts is not free.
-                let scanned = ctx
-                    .guard
-                    .as_ref()
-                    .map_or(0, |g| (g.scanned_bytes as u64).div_ceil(4))
-                    .min(ctx.charged_tokens);
-                let actual = match ctx.usage {
-                    Some(u) => u.input.saturating_add(u.output).max(scanned),
-                    // The request never reached an upstream (refused connect, rejected here).
-                    None if ctx.upstream_sent_at.is_none() => scanned,
-                    // The upstream refused it (queue full, bad request): nothing was generated.
-                    None if ctx.upstream_status.is_some_and(|s| s >= 400) => scanned,
-                    // Sent, but no usage came back (client hung up, upstream timed out or did
-                    // not report): keep the estimate, so hanging up never dodges the quota.
-                    None => ctx.charged_tokens,
-                };
-                t.quota.reconcile(ctx.charged_tokens, actual, end);
-                if let Some(fq) = &self.app.fleet_quotas {
-                    fq.reconcile(
-                        &t.config.name,
-                        t.config.tokens_per_minute,
-                        ctx.charged_tokens,
-                        actual,
-                    )
-                    .await;
-                }
-            }
-            if let Some(u) = ctx.usage {
-                m.tokens
-                    .with_label_values(&[tenant, "input"])
-                    .inc_by(u.input);
-                m.tokens
-                    .with_label_values(&[tenant, "output"])
-                    .inc_by(u.output);
-            }
-        }
         // Refused before a tenant was known (no key, a wrong one, garbage): summarised, and
         // sampled into the lake, so a flood of them floods neither (unauthenticated.rs).
         let refused = (ctx.tenant.is_none() && (400..500).contains(&ctx.status)).then(|| {
             self.app
                 .unauthenticated
-                .on_refused(ctx.error_code.unwrap_or("other"), end)
+                .on_refused(outcome.error_code().unwrap_or("other"), end)
         });
         if refused.is_none_or(|d| d.log_line) {
-            log_request(ctx, e, endpoint, tenant, model, upstream, total, overhead);
+            log_request(ctx, &outcome, upstream);
         }
         if let Some(span) = ctx.span.take() {
-            let forwarded = ctx.upstream_sent_at.is_some();
             span.finish(&SpanFacts {
                 // Listing models is answered here, not a GenAI operation: the span is named
                 // after the method and carries no gen_ai.* attributes.
@@ -611,30 +485,32 @@ impl ProxyHttp for WardenProxy {
                     .filter(|ep| *ep != Endpoint::Models)
                     .map(Endpoint::gen_ai_operation),
                 method: session.req_header().method.as_str(),
-                route: endpoint,
+                route: &outcome.route,
                 request_id: &ctx.request_id,
-                tenant: ctx.tenant.is_some().then_some(tenant),
+                tenant: ctx.tenant.is_some().then_some(&*outcome.tenant),
                 requested_model: ctx.requested_model.as_deref(),
-                served_model: ctx.model.as_deref().filter(|_| forwarded),
+                served_model: outcome.model.as_deref().filter(|_| outcome.forwarded),
                 // As in the audit event: also the upstream whose connect failed.
                 upstream: upstream
                     .filter(|_| ctx.contacted)
                     .map(|u| (u.config.name.as_str(), u.config.address)),
-                stream: ctx.stream,
-                status: ctx.status,
-                error: error_code,
-                input_tokens: ctx.usage.map(|u| u.input),
-                output_tokens: ctx.usage.map(|u| u.output),
+                stream: outcome.stream,
+                status: outcome.status,
+                error: outcome.error_code(),
+                input_tokens: outcome.input_tokens,
+                output_tokens: outcome.output_tokens,
                 guard: ctx.guard.as_ref(),
                 config_hash: &self.app.config.hash,
-                ttft,
-                overhead,
+                ttft: outcome.ttft,
+                overhead: outcome.overhead,
             });
         }
         if refused.is_none_or(|d| d.lake_row) {
-            self.record_event(ctx, error_code, total, overhead, ttft);
+            self.record_event(ctx, &outcome);
         } else if self.app.telemetry.is_some() {
-            m.telemetry_unrecorded
+            self.app
+                .metrics
+                .telemetry_unrecorded
                 .with_label_values(&["unauthenticated"])
                 .inc();
         }
@@ -877,62 +753,221 @@ impl WardenProxy {
         Ok(Admission::Forward)
     }
 
+    /// What the request came to, built once from the context for every sink.
+    fn outcome(&self, ctx: &RequestCtx, e: Option<&Error>, end: Instant) -> Outcome {
+        let app = &self.app;
+        let tenant = ctx
+            .tenant
+            .and_then(|i| app.tenants.get(i))
+            .map_or_else(|| app.labels.no_tenant.clone(), |t| t.name.clone());
+        let total = end.duration_since(ctx.start);
+        let overhead = match (ctx.upstream_sent_at, ctx.upstream_done_at) {
+            (Some(sent), Some(done)) => {
+                sent.duration_since(ctx.start) + end.saturating_duration_since(done)
+            }
+            (Some(sent), None) => sent.duration_since(ctx.start),
+            _ => total,
+        };
+        let ttft = match (ctx.upstream_sent_at, ctx.first_byte_at) {
+            (Some(sent), Some(first)) => Some(first.saturating_duration_since(sent)),
+            _ => None,
+        };
+        let tpot = match (ctx.first_byte_at, ctx.upstream_done_at, ctx.usage) {
+            (Some(first), Some(done), Some(u)) if ctx.stream => {
+                Outcome::tpot_of(done.saturating_duration_since(first), u.output)
+            }
+            _ => None,
+        };
+        // A Pingora failure with no code of ours: what the client was told, or that it left.
+        let error = ctx.error.or_else(|| {
+            e.map(|e| match classify(e) {
+                Some(api) => api.error_code(),
+                None => ErrorCode::new(ErrorClass::Cancelled, "client_disconnected"),
+            })
+        });
+        let mut o = Outcome::new(
+            tenant,
+            ctx.model.as_deref().map(Arc::from),
+            app.labels.route(ctx.endpoint),
+        );
+        o.forwarded = ctx.upstream_sent_at.is_some();
+        o.stream = ctx.stream;
+        o.status = ctx.status;
+        o.error = error;
+        o.duration = total;
+        o.overhead = overhead;
+        o.ttft = ttft;
+        o.tpot = tpot;
+        o.input_tokens = ctx.usage.map(|u| u.input);
+        o.output_tokens = ctx.usage.map(|u| u.output);
+        o.guard = ctx.guard.as_ref().map(|g| match g.decision {
+            warden_guards::Decision::Allow => warden_telemetry::GuardDecision::Allow,
+            warden_guards::Decision::Flag => warden_telemetry::GuardDecision::Flag,
+            warden_guards::Decision::Block => warden_telemetry::GuardDecision::Block,
+        });
+        if let Some(out) = &ctx.output {
+            o.output = Some(out.decision);
+            o.refusal = out.refusal;
+            o.leak = out.leak.map(|k| k.name());
+            o.canary_leak = out.canary_leak;
+        }
+        o
+    }
+
+    /// The request's metrics.
+    fn count(&self, o: &Outcome, ctx: &RequestCtx) {
+        let m = &self.app.metrics;
+        let (tenant, route) = (&*o.tenant, &*o.route);
+        let model = o.model.as_deref().unwrap_or("-");
+        m.requests
+            .with_label_values(&[tenant, model, route, &o.status.to_string()])
+            .inc();
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(o.duration.as_secs_f64());
+        m.overhead
+            .with_label_values(&[route])
+            .observe(o.overhead.as_secs_f64());
+        if let Some(out) = &ctx.output {
+            let mode = if out.monitor { "monitor" } else { "enforce" };
+            m.output_decisions
+                .with_label_values(&[tenant, out.decision.name(), mode])
+                .inc();
+            for id in &out.rule_ids {
+                m.output_rule_hits.with_label_values(&[id]).inc();
+            }
+            if out.masked > 0 {
+                m.output_masks
+                    .with_label_values(&[tenant])
+                    .inc_by(out.masked as u64);
+            }
+            if let Some(reason) = out.paraphrase_incomplete {
+                m.output_paraphrase_incomplete
+                    .with_label_values(&[reason])
+                    .inc();
+            }
+        }
+        if o.refusal == Some(true) {
+            m.refusals.with_label_values(&[tenant, model]).inc();
+        }
+        if let Some(kind) = o.leak {
+            m.output_leaks.with_label_values(&[tenant, kind]).inc();
+        }
+        let upstream = ctx.upstream.and_then(|i| self.app.upstreams.get(i));
+        if let (Some(u), Some(ttft)) = (upstream, o.ttft) {
+            m.time_to_first_byte
+                .with_label_values(&[
+                    u.config.name.as_str(),
+                    if o.stream { "true" } else { "false" },
+                ])
+                .observe(ttft.as_secs_f64());
+        }
+        if let (true, Some(model), Some(ep)) = (o.forwarded, o.model.as_deref(), ctx.endpoint) {
+            let op = ep.gen_ai_operation();
+            let labels = [op, model];
+            m.gen_ai_request_duration
+                .with_label_values(&labels)
+                .observe(o.duration.as_secs_f64());
+            if let Some(ttft) = o.ttft {
+                m.gen_ai_ttft
+                    .with_label_values(&labels)
+                    .observe(ttft.as_secs_f64());
+            }
+            if let Some(tpot) = o.tpot {
+                m.gen_ai_tpot
+                    .with_label_values(&labels)
+                    .observe(tpot.as_secs_f64());
+            }
+            if let (Some(input), Some(output)) = (o.input_tokens, o.output_tokens) {
+                m.gen_ai_token_usage
+                    .with_label_values(&[op, model, "input"])
+                    .observe(input as f64);
+                m.gen_ai_token_usage
+                    .with_label_values(&[op, model, "output"])
+                    .observe(output as f64);
+            }
+        }
+        if let (true, Some(input), Some(output)) =
+            (ctx.tenant.is_some(), o.input_tokens, o.output_tokens)
+        {
+            m.tokens.with_label_values(&[tenant, "input"]).inc_by(input);
+            m.tokens
+                .with_label_values(&[tenant, "output"])
+                .inc_by(output);
+        }
+    }
+
+    /// The tenant's token charge, settled against what the upstream reported.
+    async fn reconcile_quota(&self, ctx: &RequestCtx, end: Instant) {
+        let Some(t) = ctx.tenant.and_then(|i| self.app.tenants.get(i)) else {
+            return;
+        };
+        if ctx.charged_tokens == 0 {
+            return;
+        }
+        // What the input guard scanned stays charged whatever it decided (a token for every
+        // four bytes scanned): probing the rules with large prompts is not free.
+        let scanned = ctx
+            .guard
+            .as_ref()
+            .map_or(0, |g| (g.scanned_bytes as u64).div_ceil(4))
+            .min(ctx.charged_tokens);
+        let actual = match ctx.usage {
+            Some(u) => u.input.saturating_add(u.output).max(scanned),
+            // The request never reached an upstream (refused connect, rejected here).
+            None if ctx.upstream_sent_at.is_none() => scanned,
+            // The upstream refused it (queue full, bad request): nothing was generated.
+            None if ctx.upstream_status.is_some_and(|s| s >= 400) => scanned,
+            // Sent, but no usage came back (client hung up, upstream timed out or did not
+            // report): keep the estimate, so hanging up never dodges the quota.
+            None => ctx.charged_tokens,
+        };
+        t.quota.reconcile(ctx.charged_tokens, actual, end);
+        if let Some(fq) = &self.app.fleet_quotas {
+            fq.reconcile(
+                &t.config.name,
+                t.config.tokens_per_minute,
+                ctx.charged_tokens,
+                actual,
+            )
+            .await;
+        }
+    }
+
     /// The audit event of this request, handed to the telemetry writer (never waits on disk).
     /// The last use of the context in `logging`: it moves what the context owns into the event.
-    fn record_event(
-        &self,
-        ctx: &mut RequestCtx,
-        error_code: Option<&str>,
-        total: Duration,
-        overhead: Duration,
-        ttft: Option<Duration>,
-    ) {
+    fn record_event(&self, ctx: &mut RequestCtx, o: &Outcome) {
         let Some((telemetry, hasher)) = &self.app.telemetry else {
             return;
         };
         let app = &self.app;
-        let tenant = ctx.tenant.and_then(|i| app.tenants.get(i));
         let upstream = ctx.upstream.and_then(|i| app.upstreams.get(i));
-        let forwarded = ctx.upstream_sent_at.is_some();
         let ms = |d: Duration| d.as_secs_f32() * 1e3;
-        let tpot = match (ctx.first_byte_at, ctx.upstream_done_at, ctx.usage) {
-            (Some(first), Some(done), Some(u)) if u.output > 1 => {
-                Some(ms(done.saturating_duration_since(first)) / (u.output - 1) as f32)
-            }
-            _ => None,
-        };
+        let tokens = |n: Option<u64>| n.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
         let ids = ctx.identities.take().unwrap_or_default();
         let switches_checked = ctx.model.is_some();
         let event = warden_telemetry::Event {
             time: ctx.started_at,
             request_id: ctx.request_id.clone(),
-            tenant: tenant.map_or_else(|| app.labels.no_tenant.clone(), |t| t.name.clone()),
-            route: app.labels.route(ctx.endpoint),
+            tenant: o.tenant.clone(),
+            route: o.route.clone(),
             requested_model: ctx.requested_model.take().unwrap_or_default(),
             // The event is the last use of the context: move what it owns, copy nothing.
-            served_model: ctx.model.take().filter(|_| forwarded),
+            served_model: ctx.model.take().filter(|_| o.forwarded),
             model_version: None,
             // Contacted: the request went out, or a connect to it was tried and refused or timed
             // out (the last one tried, after failover); auditors need to know which one failed.
             upstream: upstream.filter(|_| ctx.contacted).map(|u| u.name.clone()),
             region: app.labels.region.clone(),
-            stream: ctx.stream,
-            status: ctx.status,
-            error_code: error_code.map(str::to_string),
-            input_tokens: ctx
-                .usage
-                .map(|u| u32::try_from(u.input).unwrap_or(u32::MAX)),
-            output_tokens: ctx
-                .usage
-                .map(|u| u32::try_from(u.output).unwrap_or(u32::MAX)),
-            ttft_ms: ttft.map(ms),
-            duration_ms: ms(total),
-            tpot_ms: tpot,
-            guard_decision: ctx.guard.as_ref().map(|g| match g.decision {
-                warden_guards::Decision::Allow => warden_telemetry::GuardDecision::Allow,
-                warden_guards::Decision::Flag => warden_telemetry::GuardDecision::Flag,
-                warden_guards::Decision::Block => warden_telemetry::GuardDecision::Block,
-            }),
+            stream: o.stream,
+            status: o.status,
+            error_code: o.error_code().map(str::to_string),
+            input_tokens: tokens(o.input_tokens),
+            output_tokens: tokens(o.output_tokens),
+            ttft_ms: o.ttft.map(ms),
+            duration_ms: ms(o.duration),
+            tpot_ms: o.tpot.map(ms),
+            guard_decision: o.guard,
             guard_score: ctx.guard.as_ref().map(|g| g.score),
             guard_truncated: ctx.guard.as_ref().map(|g| g.truncated),
             guard_scanned_bytes: ctx
@@ -965,13 +1000,13 @@ impl WardenProxy {
             rule_pack_version: ctx.guard.as_ref().map(|g| g.pack_version.clone()),
             config_hash: app.labels.config_hash.clone(),
             classifier_score: None,
-            refusal: ctx.output.as_ref().and_then(|o| o.refusal),
-            canary_leak: ctx.output.as_ref().and_then(|o| o.canary_leak),
+            refusal: o.refusal,
+            canary_leak: o.canary_leak,
             // Switches are checked once the model is known; before that, not evaluated.
             degraded: switches_checked.then_some(ctx.degraded.is_some()),
             throttled: ctx.throttled,
             switch_state: ctx.switch_state.take(),
-            overhead_us: u32::try_from(overhead.as_micros()).unwrap_or(u32::MAX),
+            overhead_us: u32::try_from(o.overhead.as_micros()).unwrap_or(u32::MAX),
             prompt_hash: ids.prompt,
             system_prompt_hash: ids.system_prompt,
             message_hashes: ids.messages,
@@ -1003,7 +1038,7 @@ impl WardenProxy {
                     Some(ApiError::UpstreamTimeout | ApiError::UpstreamError)
                 )
         }) || matches!(
-            ctx.error_code,
+            ctx.error.map(|e| e.code),
             Some("upstream_stream_truncated" | "upstream_event_too_large")
         );
         let outcome = match (ctx.contacted, upstream_failed, ctx.upstream_status) {
@@ -1166,7 +1201,7 @@ impl WardenProxy {
         e: &ApiError,
     ) -> Result<()> {
         ctx.status = e.status();
-        ctx.error_code = Some(e.code());
+        ctx.error = Some(e.error_code());
         let r = e.to_response(&ctx.request_id);
         // Anything but a fully read request may leave unread body bytes on the connection, and
         // after broken framing nothing says where the next request would start.
@@ -1235,44 +1270,36 @@ fn inspect(
 }
 
 /// The access-log line of a request: ids, names, sizes and timings, never text or keys.
-#[allow(clippy::too_many_arguments)]
-fn log_request(
-    ctx: &RequestCtx,
-    e: Option<&Error>,
-    endpoint: &str,
-    tenant: &str,
-    model: &str,
-    upstream: Option<&crate::state::Upstream>,
-    total: Duration,
-    overhead: Duration,
-) {
+fn log_request(ctx: &RequestCtx, o: &Outcome, upstream: Option<&crate::state::Upstream>) {
     tracing::info!(
         request_id = %ctx.request_id,
-        tenant,
-        model,
-        endpoint,
-        status = ctx.status,
-        error_code = ctx.error_code.unwrap_or(""),
-        stream = ctx.stream,
+        tenant = &*o.tenant,
+        model = o.model.as_deref().unwrap_or("-"),
+        endpoint = &*o.route,
+        status = o.status,
+        error_code = o.error_code().unwrap_or(""),
+        error_class = o.error.map(|e| e.class.name()),
+        stream = o.stream,
         upstream = upstream.map_or("-", |u| u.config.name.as_str()),
-        input_tokens = ctx.usage.map(|u| u.input),
-        output_tokens = ctx.usage.map(|u| u.output),
-        duration_ms = total.as_secs_f64() * 1e3,
-        overhead_us = overhead.as_micros() as u64,
+        input_tokens = o.input_tokens,
+        output_tokens = o.output_tokens,
+        duration_ms = o.duration.as_secs_f64() * 1e3,
+        overhead_us = o.overhead.as_micros() as u64,
+        ttft_ms = o.ttft.map(|d| d.as_secs_f64() * 1e3),
+        tpot_ms = o.tpot.map(|d| d.as_secs_f64() * 1e3),
         guard = ctx.guard.as_ref().map(|g| g.decision.name()),
         guard_score = ctx.guard.as_ref().map(|g| g.score),
         guard_rules = ctx.guard.as_ref().map(|g| g.rule_ids.join(",")),
         guard_us = ctx.guard.as_ref().map(|g| g.elapsed.as_micros() as u64),
-        output = ctx.output.as_ref().map(|o| o.decision.name()),
-        output_rules = ctx.output.as_ref().map(|o| o.rule_ids.join(",")),
-        output_masked = ctx.output.as_ref().map(|o| o.masked),
-        refusal = ctx.output.as_ref().and_then(|o| o.refusal),
-        leak = ctx.output.as_ref().and_then(|o| o.leak).map(|k| k.name()),
-        finish_reason = ctx.output.as_ref().and_then(|o| o.finish_reason.as_deref()),
+        output = o.output.map(|d| d.name()),
+        output_rules = ctx.output.as_ref().map(|out| out.rule_ids.join(",")),
+        output_masked = ctx.output.as_ref().map(|out| out.masked),
+        refusal = o.refusal,
+        leak = o.leak,
+        finish_reason = ctx.output.as_ref().and_then(|out| out.finish_reason.as_deref()),
         guard_bytes = ctx.guard.as_ref().map(|g| g.scanned_bytes),
         guard_truncated = ctx.guard.as_ref().map(|g| g.truncated),
         pack_version = ctx.guard.as_ref().map(|g| &*g.pack_version),
-        error = e.map(|e| e.etype().as_str()),
         "request"
     );
 }

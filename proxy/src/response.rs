@@ -75,33 +75,24 @@ impl StreamEnd {
 
     /// The request's error code.
     pub fn code(self) -> &'static str {
+        self.error().code
+    }
+
+    /// The request's error: its code and class.
+    pub fn error(self) -> ErrorCode {
+        use warden_telemetry::ErrorClass::{Policy, Upstream};
         match self {
-            StreamEnd::Truncated => "upstream_stream_truncated",
-            StreamEnd::EventTooLarge => "upstream_event_too_large",
-            StreamEnd::UpstreamFailed(code) => code,
-            StreamEnd::OutputBlocked => "output_blocked",
-            StreamEnd::SwitchedOff => "switched_off",
+            StreamEnd::Truncated => ErrorCode::new(Upstream, "upstream_stream_truncated"),
+            StreamEnd::EventTooLarge => ErrorCode::new(Upstream, "upstream_event_too_large"),
+            StreamEnd::UpstreamFailed(code) => ErrorCode::new(Upstream, code),
+            StreamEnd::OutputBlocked => ErrorCode::new(Policy, "output_blocked"),
+            StreamEnd::SwitchedOff => ErrorCode::new(Policy, "switched_off"),
         }
     }
 }
 
-/// The output guard's decision on one response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputDecision {
-    Allow,
-    Mask,
-    Block,
-}
-
-impl OutputDecision {
-    pub fn name(self) -> &'static str {
-        match self {
-            OutputDecision::Allow => "allow",
-            OutputDecision::Mask => "mask",
-            OutputDecision::Block => "block",
-        }
-    }
-}
+use warden_telemetry::ErrorCode;
+pub use warden_telemetry::OutputDecision;
 
 /// What the output guard saw in one response: for metrics, the log and the audit event. Never
 /// text.

@@ -1,2 +1,10 @@
-//! warden-runbooks: detectors, switchboard, throttles and the runbook engine. Filled by the
-//! incident-response issue; intentionally empty until then.
+//! warden-runbooks: what Warden does when traffic changes. Sans-IO, fed one
+//! [`warden_telemetry::Outcome`] per request by the proxy:
+//!
+//! - [`detect`]: change detectors per scope (tenant, model, route): Bernoulli CUSUMs on rates
+//!   (refusals, blocks, leaks, errors), SLO checks on latencies, token burn;
+//! - [`simulate`]: `warden detect simulate`, the detectors' delay and false-alarm rate on
+//!   simulated streams.
+
+pub mod detect;
+pub mod simulate;

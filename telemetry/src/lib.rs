@@ -38,12 +38,15 @@
 //! - [`lake`]: directory layout, durable renames, the single-writer lock.
 //! - [`retention`]: deletion of old day partitions, each recorded as an admin action.
 //! - [`audit`]: the hash-chained admin audit table and [`audit::verify`].
+//! - [`outcome`]: the typed [`Outcome`] of one request, which every sink reads (the proxy's
+//!   metrics, log, span and audit event, and the detectors of `warden-runbooks`).
 
 pub mod audit;
 pub mod error;
 pub mod event;
 pub mod hash;
 pub mod lake;
+pub mod outcome;
 pub mod pipeline;
 pub mod retention;
 pub mod schema;
@@ -54,5 +57,6 @@ pub use audit::{verify, AdminAction, AuditLog, AuditRecord, VerifyReport};
 pub use error::Error;
 pub use event::{Event, GuardDecision};
 pub use hash::{Hasher, KeyError, KeyedHash};
+pub use outcome::{ErrorClass, ErrorCode, Outcome, OutputDecision};
 pub use pipeline::{Config, Dropped, Health, Stats, Telemetry};
 pub use retention::RetentionReport;
