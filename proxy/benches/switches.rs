@@ -21,6 +21,7 @@ fn switch(scope: String, state: State) -> Switch {
         set_at: 0,
         expires_at: None,
         cut_streams: false,
+        runbook: None,
     }
 }
 

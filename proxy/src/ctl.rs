@@ -235,6 +235,28 @@ impl Target {
         })
     }
 
+    /// `warden ctl alerts`: the runbooks' alerts, newest first.
+    pub fn alerts(&self) -> Outcome {
+        self.run("GET", "/admin/alerts", None, |v| {
+            let mut out = String::new();
+            for a in v["alerts"].as_array().into_iter().flatten() {
+                out.push_str(&alert_line(a));
+            }
+            if out.is_empty() {
+                out.push_str("no alerts since this process started\n");
+            }
+            out
+        })
+    }
+
+    /// `warden ctl approve ID --reason "..."`.
+    pub fn approve(&self, id: u64, reason: &str) -> Outcome {
+        let body = json!({"id": id, "reason": reason});
+        self.run("POST", "/admin/alerts/approve", Some(&body), |v| {
+            format!("approved: {}", alert_line(&v["alert"]))
+        })
+    }
+
     pub fn switch_clear(&self, scope: &str, reason: &str) -> Outcome {
         let body = json!({"scope": scope, "reason": reason});
         self.run("POST", "/admin/switches/clear", Some(&body), |v| {
@@ -244,6 +266,28 @@ impl Target {
             }
         })
     }
+}
+
+fn alert_line(a: &Value) -> String {
+    let actions: Vec<&str> = a["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    format!(
+        "#{}  {}  {}  {} on {}: {:.4} vs baseline {:.4} ({:.1}x)  actions: {}  page: {}\n",
+        a["id"],
+        a["status"].as_str().unwrap_or("-"),
+        a["runbook"].as_str().unwrap_or("-"),
+        a["detector"].as_str().unwrap_or("-"),
+        a["scope"].as_str().unwrap_or("-"),
+        a["observed"].as_f64().unwrap_or(0.0),
+        a["baseline"].as_f64().unwrap_or(0.0),
+        a["shift"].as_f64().unwrap_or(0.0),
+        actions.join(", "),
+        a["runbook_page"].as_str().unwrap_or("-"),
+    )
 }
 
 fn line(s: &Value) -> String {

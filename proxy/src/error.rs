@@ -84,6 +84,8 @@ pub enum ApiError {
     Throttled {
         scope: String,
         retry_after: Duration,
+        /// The runbook that set the throttle, when one did.
+        runbook: Option<String>,
     },
     /// A bug or an unexpected condition; details go to the log, not the client.
     Internal,
@@ -326,8 +328,11 @@ impl ApiError {
             v["scope"] = json!(scope);
             v["runbook"] = json!(runbook);
         }
-        if let ApiError::Throttled { scope, .. } = self {
+        if let ApiError::Throttled { scope, runbook, .. } = self {
             v["scope"] = json!(scope);
+            if let Some(r) = runbook {
+                v["runbook"] = json!(r);
+            }
         }
         v
     }

@@ -107,6 +107,11 @@ enum Command {
         #[command(subcommand)]
         command: CtlCommand,
     },
+    /// Runbooks: validate them.
+    Runbooks {
+        #[command(subcommand)]
+        command: RunbooksCommand,
+    },
     /// The incident detectors: their delay and false-alarm rate on simulated traffic.
     Detect {
         #[command(subcommand)]
@@ -147,6 +152,14 @@ enum CtlCommand {
     Audit {
         #[command(subcommand)]
         command: AuditTail,
+    },
+    /// The runbooks' alerts (detector alarms they took up), newest first.
+    Alerts,
+    /// Approve an alert of a runbook in `approve` mode: its actions are applied now.
+    Approve {
+        id: u64,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -211,6 +224,13 @@ enum SwitchCommand {
         #[arg(long)]
         reason: String,
     },
+}
+
+#[derive(Subcommand)]
+enum RunbooksCommand {
+    /// Parse every runbook of DIR (default: the ones shipped in this binary), check that each
+    /// page exists beside it and that ids are unique; exit 1 listing every problem.
+    Test { dir: Option<PathBuf> },
 }
 
 #[derive(Subcommand)]
@@ -448,6 +468,8 @@ fn main() -> ExitCode {
                 CtlCommand::Audit {
                     command: AuditTail::Tail,
                 } => target.audit_tail(),
+                CtlCommand::Alerts => target.alerts(),
+                CtlCommand::Approve { id, reason } => target.approve(id, &reason),
             };
             err(&o.stderr);
             let code = out(&o.stdout);
@@ -475,6 +497,37 @@ fn main() -> ExitCode {
             );
             report_exit(&report)
         }
+        Command::Runbooks {
+            command: RunbooksCommand::Test { dir },
+        } => match warden_runbooks::book::load(dir.as_deref()) {
+            Ok(books) => {
+                let mut s = String::new();
+                for b in &books {
+                    s.push_str(&format!(
+                        "ok  {}  {} on {} ({}), {} action(s), cooldown {}s, revert after {}s, at most {} scope(s): {}\n",
+                        b.id,
+                        b.detector.name(),
+                        b.scope.name(),
+                        b.mode.name(),
+                        b.actions.len(),
+                        b.cooldown.as_secs(),
+                        b.revert_after.as_secs(),
+                        b.max_scopes,
+                        b.source
+                    ));
+                }
+                s.push_str(&format!("{} runbook(s) valid\n", books.len()));
+                out(&s)
+            }
+            Err(errors) => {
+                let mut s = format!("{} problem(s):\n", errors.len());
+                for e in errors {
+                    s.push_str(&format!("  {e}\n"));
+                }
+                err(&s);
+                ExitCode::from(1)
+            }
+        },
         Command::Detect {
             command:
                 DetectCommand::Simulate {

@@ -135,6 +135,8 @@ pub struct Metrics {
     pub output_hold_bytes: IntGauge,
     pub output_leaks: IntCounterVec,
     pub output_paraphrase_incomplete: IntCounterVec,
+    pub detections: IntCounterVec,
+    pub runbook_notifications: IntCounterVec,
     pub guard_encoder_loaded: IntGauge,
     pub switches: IntGaugeVec,
     pub switchboard_version: IntGauge,
@@ -272,6 +274,14 @@ impl Metrics {
                 Opts::new("warden_output_paraphrase_incomplete_total", "Replies (or system prompts) the paraphrase check did not read whole, by reason (encoder_error: the encoder failed; clause_limit: past the clauses one reply may embed)"),
                 &["reason"],
             )?,
+            detections: IntCounterVec::new(
+                Opts::new("warden_detections_total", "Detector alarms, by detector and scope kind (tenant/model/route)"),
+                &["detector", "scope"],
+            )?,
+            runbook_notifications: IntCounterVec::new(
+                Opts::new("warden_runbook_notifications_total", "Runbook webhook notifications, by result (sent/failed)"),
+                &["result"],
+            )?,
             guard_encoder_loaded: IntGauge::new(
                 "warden_guard_encoder_loaded",
                 "1 when the sentence encoder of the output guard's paraphrase check is loaded, 0 when that check is off",
@@ -407,6 +417,9 @@ impl Metrics {
             .register(Box::new(m.output_paraphrase_incomplete.clone()))?;
         m.registry
             .register(Box::new(m.guard_encoder_loaded.clone()))?;
+        m.registry.register(Box::new(m.detections.clone()))?;
+        m.registry
+            .register(Box::new(m.runbook_notifications.clone()))?;
         m.registry.register(Box::new(m.switches.clone()))?;
         m.registry
             .register(Box::new(m.switchboard_version.clone()))?;

@@ -505,6 +505,7 @@ impl ProxyHttp for WardenProxy {
                 overhead: outcome.overhead,
             });
         }
+        self.app.incidents.observe(&self.app, &outcome);
         if refused.is_none_or(|d| d.lake_row) {
             self.record_event(ctx, &outcome);
         } else if self.app.telemetry.is_some() {
@@ -738,13 +739,18 @@ impl WardenProxy {
                 std::time::SystemTime::now(),
             );
             ctx.throttled = Some(shed.is_some());
-            if let Some((scope, retry_after)) = shed {
+            if let Some((scope, retry_after, runbook)) = shed {
                 let kind = scope.split(':').next().unwrap_or("global").to_string();
                 app.metrics
                     .switched_off
                     .with_label_values(&[&kind, "throttled"])
                     .inc();
-                return Err(ApiError::Throttled { scope, retry_after }.into());
+                return Err(ApiError::Throttled {
+                    scope,
+                    retry_after,
+                    runbook,
+                }
+                .into());
             }
         }
         let prepared = v.prepare(app.upstreams[route.upstream].config.stream_usage)?;
@@ -1142,12 +1148,13 @@ impl WardenProxy {
                 Err(ApiError::SwitchedOff {
                     scope,
                     retry_after,
-                    runbook: app
-                        .config
-                        .switchboard
-                        .runbook_url
-                        .clone()
-                        .unwrap_or_else(|| DEFAULT_RUNBOOK.to_string()),
+                    runbook: switch.runbook.clone().unwrap_or_else(|| {
+                        app.config
+                            .switchboard
+                            .runbook_url
+                            .clone()
+                            .unwrap_or_else(|| DEFAULT_RUNBOOK.to_string())
+                    }),
                 }
                 .into())
             }

@@ -43,6 +43,8 @@ pub enum StartError {
     Traces(String),
     /// The switchboard's state file could not be read.
     Switchboard(String),
+    /// The runbooks did not load.
+    Runbooks(Vec<String>),
 }
 
 impl std::fmt::Display for StartError {
@@ -55,6 +57,13 @@ impl std::fmt::Display for StartError {
             StartError::Telemetry(e) => write!(f, "telemetry: {e}"),
             StartError::Traces(e) => write!(f, "tracing: {e}"),
             StartError::Switchboard(e) => write!(f, "switchboard: {e}"),
+            StartError::Runbooks(errors) => {
+                write!(f, "runbooks failed ({} problem(s)):", errors.len())?;
+                for e in errors {
+                    write!(f, "\n  {e}")?;
+                }
+                Ok(())
+            }
             StartError::Rules(errors) => {
                 write!(f, "rule packs failed ({} problem(s)):", errors.len())?;
                 for e in errors {
@@ -106,8 +115,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         fleet_config(&config).as_ref(),
     )
     .map_err(StartError::Switchboard)?;
-    let app =
-        App::new(config, guards, telemetry, traces, switchboard).map_err(StartError::Metrics)?;
+    let incidents = crate::incidents::Incidents::new(&config.detectors, &config.runbooks)
+        .map_err(StartError::Runbooks)?;
+    let app = App::new(config, guards, telemetry, traces, switchboard, incidents)
+        .map_err(StartError::Metrics)?;
     if let Some(g) = &app.guards {
         g.publish(&app.metrics);
         app.metrics.guard_pool_workers.set(g.pool.workers() as i64);
@@ -159,6 +170,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
     server.add_service(health);
     server.add_service(reloader);
     server.add_service(summaries);
+    server.add_service(background_service(
+        "runbook reverts",
+        RunbookTick { app: app.clone() },
+    ));
     if app.switchboard.fleet_connected().is_some() {
         server.add_service(background_service(
             "switchboard fleet sync",
@@ -282,6 +297,9 @@ pub fn preflight(config: &Config) -> Vec<String> {
             }
         }
     }
+    if let Err(errors) = warden_runbooks::book::load(config.runbooks.dir.as_deref()) {
+        problems.extend(errors.into_iter().map(|e| format!("runbooks: {e}")));
+    }
     if config.telemetry.enabled {
         let c = &config.telemetry;
         if let Some(path) = &c.key_file {
@@ -377,6 +395,28 @@ impl pingora::services::background::BackgroundService for ReloadOnHangup {
 /// known (see unauthenticated.rs); nothing when there were none.
 struct SummarizeRefused {
     app: Arc<App>,
+}
+
+/// Carries out the runbooks' reverts when they are due.
+struct RunbookTick {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for RunbookTick {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut tick = tokio::time::interval(crate::incidents::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            self.app
+                .incidents
+                .tick(&self.app, std::time::SystemTime::now());
+        }
+    }
 }
 
 #[async_trait]

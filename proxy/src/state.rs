@@ -88,6 +88,8 @@ pub struct App {
     pub unauthenticated: crate::unauthenticated::Unauthenticated,
     /// Kill switches (read lock-free on every request).
     pub switchboard: crate::switchboard::Switchboard,
+    /// Detectors and runbooks.
+    pub incidents: crate::incidents::Incidents,
     /// The tenants' buckets in the fleet's Redis (`[switchboard] shared_quotas`).
     pub fleet_quotas: Option<crate::fleet_quota::FleetQuotas>,
     /// The last admin actions, newest last, for `GET /admin/audit` (the lake keeps them all).
@@ -143,6 +145,7 @@ impl App {
         telemetry: Option<(warden_telemetry::Telemetry, warden_telemetry::Hasher)>,
         traces: Option<crate::traces::Traces>,
         switchboard: crate::switchboard::Switchboard,
+        incidents: crate::incidents::Incidents,
     ) -> Result<Arc<App>, prometheus::Error> {
         let metrics = Metrics::new()?;
         let epoch = Instant::now();
@@ -211,6 +214,7 @@ impl App {
                 _ => None,
             },
             switchboard,
+            incidents,
             recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
             config,
             labels,

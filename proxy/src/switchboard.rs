@@ -216,6 +216,8 @@ pub struct Switch {
     pub expires_at: Option<u64>,
     /// A global `off` also ends the streams in flight.
     pub cut_streams: bool,
+    /// Set by a runbook: its page, which a request it refuses links to.
+    pub runbook: Option<String>,
 }
 
 impl Switch {
@@ -233,6 +235,9 @@ impl Switch {
             "expires_at": self.expires_at,
             "cut_streams": self.cut_streams,
         });
+        if let Some(r) = &self.runbook {
+            v["runbook"] = json!(r);
+        }
         if let State::Degraded(d) = &self.state {
             v["params"] = json!({"max_tokens": d.max_tokens});
             if d.no_stream {
@@ -269,6 +274,7 @@ impl Switch {
                 .get("cut_streams")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            runbook: v.get("runbook").and_then(Value::as_str).map(str::to_string),
         })
     }
 }
@@ -284,6 +290,8 @@ pub struct Throttle {
     pub set_at: u64,
     /// Throttles always expire (unix seconds).
     pub expires_at: u64,
+    /// Set by a runbook: its page, which a request it sheds links to.
+    pub runbook: Option<String>,
 }
 
 impl Throttle {
@@ -296,6 +304,7 @@ impl Throttle {
             "actor": self.actor,
             "set_at": self.set_at,
             "expires_at": self.expires_at,
+            "runbook": self.runbook,
         })
     }
 
@@ -316,6 +325,7 @@ impl Throttle {
                 .get("expires_at")
                 .and_then(Value::as_u64)
                 .ok_or("expires_at: missing")?,
+            runbook: v.get("runbook").and_then(Value::as_str).map(str::to_string),
         })
     }
 
@@ -728,14 +738,14 @@ impl Switchboard {
     }
 
     /// Charges `tokens` to every throttle in force on `r`: the first one that is exhausted, as
-    /// `(scope, retry after)`.
+    /// `(scope, retry after, the runbook that set it)`.
     pub fn throttle(
         &self,
         snap: &Snapshot,
         r: &Request<'_>,
         tokens: u64,
         now: SystemTime,
-    ) -> Option<(String, Duration)> {
+    ) -> Option<(String, Duration, Option<String>)> {
         let mut applying = snap.throttles_for(r, now).peekable();
         applying.peek()?;
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
@@ -751,7 +761,7 @@ impl Switchboard {
                     | crate::error::ApiError::TokenRateLimited { retry_after } => retry_after,
                     _ => Duration::from_secs(1),
                 };
-                return Some((t.scope.to_string(), wait));
+                return Some((t.scope.to_string(), wait, t.runbook.clone()));
             }
         }
         None
@@ -1039,6 +1049,7 @@ mod tests {
             set_at: 1,
             expires_at,
             cut_streams: false,
+            runbook: None,
         }
     }
 

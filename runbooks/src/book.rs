@@ -594,7 +594,7 @@ impl Engine {
     }
 
     /// Alerts, newest last.
-    pub fn alerts(&self) -> impl Iterator<Item = &Alert> {
+    pub fn alerts(&self) -> impl DoubleEndedIterator<Item = &Alert> {
         self.alerts.iter()
     }
 

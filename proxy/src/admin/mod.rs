@@ -131,6 +131,8 @@ pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/admin/throttles", permission: Some(Permission::ManageSwitches), handler: throttle_set },
     Route { method: "POST", path: "/admin/throttles/clear", permission: Some(Permission::ManageSwitches), handler: throttle_clear },
     Route { method: "GET", path: "/admin/audit", permission: Some(Permission::ReadAudit), handler: audit_tail },
+    Route { method: "GET", path: "/admin/alerts", permission: Some(Permission::ReadState), handler: alerts_list },
+    Route { method: "POST", path: "/admin/alerts/approve", permission: Some(Permission::ManageSwitches), handler: alert_approve },
     Route { method: "POST", path: "/admin/rules/reload", permission: Some(Permission::ManageRules), handler: rules_reload },
 ];
 
@@ -470,6 +472,7 @@ fn switch_set(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
         set_at: now,
         expires_at,
         cut_streams,
+        runbook: None,
     };
     let change = a.app.switchboard.set(switch).map_err(not_saved("switch"))?;
     record_change(a, &principal, "switch.set", &scope, &change, &reason);
@@ -524,6 +527,38 @@ fn record_change(
         version = change.version,
         "switch changed"
     );
+}
+
+/// `GET /admin/alerts`: the runbooks' alerts, newest first, and the runbooks loaded.
+fn alerts_list(a: &AdminApp, _: &Call<'_>) -> Result<Reply, AdminError> {
+    Ok(Reply::json(200, &a.app.incidents.alerts_json()))
+}
+
+/// `POST /admin/alerts/approve`: `{"id": N, "reason"}`: an alert of a runbook in `approve`
+/// mode acts now; the approval is an audit row.
+fn alert_approve(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
+    let body = body_object(call)?;
+    let id = body
+        .get("id")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| AdminError::invalid("id", "the alert's id (a number) is required"))?;
+    let reason = reason_of(&body)?;
+    let who = caller(call);
+    let alert = a
+        .app
+        .incidents
+        .approve(&a.app, id, &who.name)
+        .map_err(|e| AdminError::new(409, "not_pending", &e))?;
+    a.app.audit(warden_telemetry::AdminAction {
+        actor: who.name.clone(),
+        role: who.role.name().into(),
+        action: "runbook.approve".into(),
+        target: alert["scope"].as_str().unwrap_or("-").to_string(),
+        before: Some("pending_approval".into()),
+        after: Some(format!("alert {id}")),
+        reason: Some(reason),
+    });
+    Ok(Reply::json(200, &json!({"alert": alert})))
 }
 
 fn throttles_list(a: &AdminApp, _: &Call<'_>) -> Result<Reply, AdminError> {
@@ -588,6 +623,7 @@ fn throttle_set(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
         actor: who.name.clone(),
         set_at: now,
         expires_at: now + ttl.as_secs(),
+        runbook: None,
     };
     let (before, version) = a
         .app

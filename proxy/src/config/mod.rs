@@ -8,6 +8,7 @@
 //! The commented example at `proxy/warden.example.toml` documents every key.
 
 mod guard;
+mod incidents;
 mod telemetry;
 mod traces;
 
@@ -23,6 +24,7 @@ use crate::keys::KeyHash;
 pub use guard::{
     GuardConfig, LeakAction, OutputMode, Paraphrase, PoolConfig, SystemPromptMode, TenantGuard,
 };
+pub use incidents::{DetectorsConfig, RunbooksConfig};
 pub use telemetry::{OnFull, TelemetryConfig};
 pub use traces::TracingConfig;
 
@@ -39,6 +41,8 @@ pub struct Config {
     /// OpenTelemetry traces over OTLP; off unless an endpoint is set.
     pub tracing: TracingConfig,
     pub switchboard: SwitchboardConfig,
+    pub detectors: DetectorsConfig,
+    pub runbooks: RunbooksConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub tenants: Vec<TenantConfig>,
 }
@@ -375,6 +379,22 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
         }
         None => SwitchboardConfig::default(),
     };
+    let detectors = match root.table(errs, "detectors") {
+        Some(mut t) => {
+            let c = incidents::decode_detectors(&mut t, errs);
+            t.finish(errs);
+            c
+        }
+        None => DetectorsConfig::default(),
+    };
+    let runbooks = match root.table(errs, "runbooks") {
+        Some(mut t) => {
+            let c = incidents::decode_runbooks(&mut t, errs);
+            t.finish(errs);
+            c
+        }
+        None => RunbooksConfig::default(),
+    };
     let logging = match root.table(errs, "logging") {
         Some(mut t) => {
             let l = decode_logging(&mut t, errs);
@@ -463,6 +483,8 @@ fn decode(root: &mut Table<'_>, errs: &mut Errors<'_>) -> Config {
         telemetry,
         tracing,
         switchboard,
+        detectors,
+        runbooks,
         upstreams,
         tenants,
     }
