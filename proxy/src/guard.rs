@@ -428,6 +428,30 @@ pub fn texts(endpoint: Endpoint, doc: &Map<String, Value>) -> Vec<(Target, &str)
         .collect()
 }
 
+/// What a reply should rest on, for the hallucination signal: the request's tool output and
+/// retrieved documents (the `tool` texts, in body order), and its last user text as the
+/// question. `None` without any such context.
+pub fn grounding_context(
+    endpoint: Endpoint,
+    doc: &Map<String, Value>,
+) -> Option<(Vec<String>, String)> {
+    let all = collect(endpoint, doc);
+    let documents: Vec<String> = all
+        .iter()
+        .filter(|(t, _, s)| *t == Target::Tool && !s.trim().is_empty())
+        .map(|(_, _, s)| (*s).to_string())
+        .collect();
+    if documents.is_empty() {
+        return None;
+    }
+    let question = all
+        .iter()
+        .rev()
+        .find(|(t, _, _)| *t == Target::User)
+        .map_or(String::new(), |(_, _, s)| (*s).to_string());
+    Some((documents, question))
+}
+
 /// Every text of the request that reaches the model, with its role and location: the messages in
 /// body order, then the declarations. Validation has refused every shape that would carry text
 /// this does not read (see `validate`), so what is skipped here for its shape never reaches an

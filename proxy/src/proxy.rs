@@ -94,6 +94,8 @@ pub struct RequestCtx {
     leak: Option<LeakDetector>,
     /// A canary was planted in the pinned system prompt.
     canary: bool,
+    /// The request's documents and question, for the reply's hallucination signal.
+    grounding: Option<(Vec<String>, String)>,
     /// The tools the request declared and the tenant allows, for the reply's tool calls.
     tools: Option<ToolCheck>,
     /// Degraded by these switch scopes (`x-warden-degraded`).
@@ -160,6 +162,7 @@ impl ProxyHttp for WardenProxy {
             output: None,
             leak: None,
             canary: false,
+            grounding: None,
             tools: None,
             degraded: None,
             switch_state: None,
@@ -714,6 +717,7 @@ impl WardenProxy {
             ctx.leak = (!d.is_empty()).then_some(d);
             ctx.canary = canary.is_some();
             ctx.tools = Some(ToolCheck::new(v.doc(), g.tools.allowed.as_deref()));
+            ctx.grounding = guard::grounding_context(endpoint, v.doc());
         }
         if app.telemetry.is_some() && tenant.config.log_raw_prompts {
             ctx.raw_prompt = Some(events::raw_prompt(&guard::texts(endpoint, v.doc())));
@@ -816,6 +820,10 @@ impl WardenProxy {
             o.refusal = out.refusal;
             o.leak = out.leak.map(|k| k.name());
             o.canary_leak = out.canary_leak;
+            o.hallucination = out.hallucination;
+            o.hallucination_flag = out
+                .hallucination
+                .map(|s| s >= app.config.detectors.hallucination_threshold);
         }
         o
     }
@@ -984,6 +992,7 @@ impl WardenProxy {
                 .guard
                 .as_ref()
                 .map(|g| u32::try_from(g.elapsed.as_micros()).unwrap_or(u32::MAX)),
+            hallucination_score: o.hallucination,
             rule_ids: {
                 let mut ids = ctx
                     .guard
@@ -1198,6 +1207,7 @@ impl WardenProxy {
             on_leak: g.on_leak,
             canary: ctx.canary,
             tools: ctx.tools.take().unwrap_or_default(),
+            grounding: ctx.grounding.take(),
         })
     }
 
@@ -1303,6 +1313,7 @@ fn log_request(ctx: &RequestCtx, o: &Outcome, upstream: Option<&crate::state::Up
         output_masked = ctx.output.as_ref().map(|out| out.masked),
         refusal = o.refusal,
         leak = o.leak,
+        hallucination = o.hallucination,
         finish_reason = ctx.output.as_ref().and_then(|out| out.finish_reason.as_deref()),
         guard_bytes = ctx.guard.as_ref().map(|g| g.scanned_bytes),
         guard_truncated = ctx.guard.as_ref().map(|g| g.truncated),

@@ -96,7 +96,7 @@ pub use warden_telemetry::OutputDecision;
 
 /// What the output guard saw in one response: for metrics, the log and the audit event. Never
 /// text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutputOutcome {
     pub decision: OutputDecision,
     /// Only recorded: the client got the reply unchanged.
@@ -111,6 +111,9 @@ pub struct OutputOutcome {
     pub refusal: Option<bool>,
     /// What leaked first, if anything did.
     pub leak: Option<LeakKind>,
+    /// How unsupported the reply is by the request's documents, 0–1 (`None`: no context, or
+    /// nothing to judge).
+    pub hallucination: Option<f32>,
     /// Whether the planted canary appeared; `None` when none was planted.
     pub canary_leak: Option<bool>,
     /// Why the paraphrase check did not read the whole reply (`encoder_error`, `clause_limit`);
@@ -133,6 +136,9 @@ pub struct OutputSetup {
     /// The tools the request declared and the tenant allows: tool calls in the reply are
     /// checked against them.
     pub tools: ToolCheck,
+    /// The request's documents and question, when it has context: the reply is scored for
+    /// support by them (the hallucination signal).
+    pub grounding: Option<(Vec<String>, String)>,
 }
 
 /// One response's path from upstream to client.
@@ -192,6 +198,8 @@ struct Output {
     tool_error: Option<&'static str>,
     /// The first choice's `finish_reason`, as the upstream sent it.
     finish_reason: Option<String>,
+    /// The request's documents and question, and the first choice's text so far (bounded).
+    grounding: Option<(Vec<String>, String, String)>,
 }
 
 /// One choice of a response.
@@ -242,6 +250,7 @@ impl ResponsePipeline {
                 tools: o.tools,
                 tool_error: None,
                 finish_reason: None,
+                grounding: o.grounding.map(|(d, q)| (d, q, String::new())),
             })
         });
         ResponsePipeline {
@@ -395,6 +404,10 @@ impl ResponsePipeline {
             held_max,
             refusal: o.refusal.decided(),
             leak: o.leak.map(|l| l.kind),
+            hallucination: o.grounding.as_ref().and_then(|(docs, q, reply)| {
+                let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+                warden_guards::grounding::grounding(&docs, q, reply).map(|g| g.score)
+            }),
             canary_leak: o
                 .canary
                 .then(|| o.leak.is_some_and(|l| l.kind == LeakKind::Canary)),
@@ -685,6 +698,11 @@ impl Output {
         if let Some(t) = text {
             if pos == 0 {
                 self.refusal.push(RefusalRules::shared(), t);
+                if let Some((_, _, reply)) = self.grounding.as_mut() {
+                    if reply.len() < warden_guards::grounding::MAX_BYTES {
+                        reply.push_str(t);
+                    }
+                }
             }
             if let Some(leak) = self.choices[pos].leak.as_mut().and_then(|d| d.push(t)) {
                 self.leaked(leak)?;
@@ -1039,11 +1057,32 @@ mod tests {
             on_leak: LeakAction::Block,
             canary: false,
             tools: ToolCheck::default(),
+            grounding: None,
         }
     }
 
     fn shipped() -> Arc<Engine> {
         Arc::new(Engine::compile(RuleSet::embedded().unwrap()).unwrap())
+    }
+
+    /// The first choice's text is scored against the request's documents once the reply ends,
+    /// however it was split.
+    #[test]
+    fn replies_are_scored_against_the_request_documents() {
+        let engine = shipped();
+        let score = |pieces: &[&str]| {
+            let mut o = setup(&engine, OutputMode::Enforce);
+            o.grounding = Some((
+                vec!["Paris is the capital of France.".into()],
+                "What is the capital of France?".into(),
+            ));
+            let mut p = ResponsePipeline::new("r", false, Some(o));
+            p.head(200, Some("text/event-stream"));
+            p.body(Some(stream(pieces, true, true).as_bytes()), true);
+            p.output().and_then(|o| o.hallucination)
+        };
+        assert_eq!(score(&["The capital is ", "Paris."]), Some(0.0));
+        assert!(score(&["Lyon, since ", "1850."]).is_some_and(|s| s > 0.5));
     }
 
     /// The shipped packs plus an output rule that blocks.
@@ -1462,6 +1501,7 @@ must_not_match = ["a nightjar is a bird"]
                     leak,
                     on_leak: LeakAction::Block,
                     tools: ToolCheck::default(),
+                    grounding: None,
                 }),
             );
             p.head(200, Some("text/event-stream"));

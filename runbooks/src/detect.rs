@@ -507,7 +507,7 @@ impl ScopeDetectors {
             (Kind::InputBlock, o.guard.map(|_| o.input_blocked())),
             (Kind::OutputBlock, o.output.map(|_| o.output_blocked())),
             (Kind::Leak, o.output.map(|_| o.leak.is_some())),
-            (Kind::Hallucination, o.hallucination.map(|s| s >= 0.5)),
+            (Kind::Hallucination, o.hallucination_flag),
             (Kind::Error, Some(o.failed())),
         ];
         for (i, (kind, x)) in trials.into_iter().enumerate() {

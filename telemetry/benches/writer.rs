@@ -107,6 +107,7 @@ fn event(i: u64, h: &Hasher, l: &Labels) -> Event {
         guard_truncated: Some(i.is_multiple_of(500)),
         guard_scanned_bytes: Some((system.len() + user.len()) as u32),
         guard_us: Some(30 + (i % 120) as u32),
+        hallucination_score: None,
     }
 }
 

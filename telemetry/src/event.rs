@@ -105,6 +105,9 @@ pub struct Event {
     pub guard_scanned_bytes: Option<u32>,
     /// Time the input guard took (µs, saturating); `None` if it did not run.
     pub guard_us: Option<u32>,
+    /// How unsupported the reply is by the request's documents and tool output, 0–1; `None`
+    /// when the request had no such context or the reply nothing to judge.
+    pub hallucination_score: Option<f32>,
 }
 
 /// Input-guard decision, stored as the strings `allow`, `flag`, `block`.
@@ -162,6 +165,7 @@ impl Default for Event {
             guard_truncated: None,
             guard_scanned_bytes: None,
             guard_us: None,
+            hallucination_score: None,
         }
     }
 }

@@ -102,8 +102,10 @@ pub struct Outcome {
     pub leak: Option<&'static str>,
     /// The planted canary appeared (`None`: none was planted).
     pub canary_leak: Option<bool>,
-    /// How likely the reply is not supported by what it was given, 0–1 (`None`: not judged).
+    /// How unsupported the reply is by the documents it was given, 0–1 (`None`: not judged).
     pub hallucination: Option<f32>,
+    /// The reply was flagged as a hallucination (the score at the configured threshold).
+    pub hallucination_flag: Option<bool>,
 }
 
 impl Outcome {
@@ -129,6 +131,7 @@ impl Outcome {
             leak: None,
             canary_leak: None,
             hallucination: None,
+            hallucination_flag: None,
         }
     }
 

@@ -33,7 +33,7 @@ use crate::hash::{KeyedHash, HASH_LEN};
 use crate::time::unix_micros;
 
 /// Version of the `events` table schema written by this build (the `schema_version` column).
-pub const EVENTS_SCHEMA_VERSION: u16 = 3;
+pub const EVENTS_SCHEMA_VERSION: u16 = 4;
 /// Version of the `audit` table schema written by this build.
 pub const AUDIT_SCHEMA_VERSION: u16 = 1;
 /// File name of the lake's schema marker, in the lake root.
@@ -83,6 +83,7 @@ pub struct EventBatchBuilder {
     guard_truncated: BooleanBuilder,
     guard_scanned_bytes: UInt32Builder,
     guard_us: UInt32Builder,
+    hallucination_score: Float32Builder,
     schema_version: UInt16Builder,
     len: usize,
     /// Rows the builder is sized for; `finish` leaves a builder of the same size behind.
@@ -174,6 +175,7 @@ pub fn event_schema() -> SchemaRef {
                 f("guard_truncated", Boolean, true),
                 f("guard_scanned_bytes", UInt32, true),
                 f("guard_us", UInt32, true),
+                f("hallucination_score", Float32, true),
                 f("schema_version", UInt16, false),
             ];
             Arc::new(Schema::new_with_metadata(
@@ -245,6 +247,7 @@ pub fn event_writer_properties(
         "overhead_us",
         "guard_us",
         "classifier_score",
+        "hallucination_score",
     ] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(col), false);
     }
@@ -338,6 +341,7 @@ impl EventBatchBuilder {
             guard_truncated: BooleanBuilder::with_capacity(rows),
             guard_scanned_bytes: UInt32Builder::with_capacity(rows),
             guard_us: UInt32Builder::with_capacity(rows),
+            hallucination_score: Float32Builder::with_capacity(rows),
             schema_version: UInt16Builder::with_capacity(rows),
             len: 0,
             capacity: rows,
@@ -390,6 +394,8 @@ impl EventBatchBuilder {
         self.guard_scanned_bytes
             .append_option(e.guard_scanned_bytes);
         self.guard_us.append_option(e.guard_us);
+        self.hallucination_score
+            .append_option(e.hallucination_score);
         self.schema_version.append_value(EVENTS_SCHEMA_VERSION);
         self.len += 1;
     }
@@ -452,6 +458,7 @@ impl EventBatchBuilder {
             Arc::new(self.guard_truncated.finish()),
             Arc::new(self.guard_scanned_bytes.finish()),
             Arc::new(self.guard_us.finish()),
+            Arc::new(self.hallucination_score.finish()),
             Arc::new(self.schema_version.finish()),
         ];
         Ok(RecordBatch::try_new(event_schema(), columns)?)

@@ -20,7 +20,7 @@ fn new_lake_gets_a_marker_and_reopens() {
     drop(tel);
     let marker: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join(MARKER_FILE)).unwrap()).unwrap();
-    assert_eq!(marker["events_schema_version"], 3);
+    assert_eq!(marker["events_schema_version"], 4);
     assert_eq!(marker["audit_schema_version"], 1);
     Telemetry::open(Config::new(dir.path())).unwrap().close();
 }
@@ -29,7 +29,7 @@ fn new_lake_gets_a_marker_and_reopens() {
 fn marker_of_another_version_is_refused() {
     let dir = TempDir::new("schema-other");
     // Every earlier version (SCHEMA.md §7): a v3 writer needs a new lake.
-    for old in [1, 2] {
+    for old in [1, 2, 3] {
         std::fs::write(
             dir.path().join(MARKER_FILE),
             format!(

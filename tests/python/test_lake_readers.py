@@ -76,7 +76,7 @@ api_keys = ["{key_hash(KEY)}"]
                 "prompt_hash", "hash_key_id", "raw_prompt", "guard_truncated",
                 "guard_scanned_bytes", "guard_us", "schema_version"):
         assert col in schema.names, schema
-    assert schema.metadata[b"warden.schema_version"] == b"3", schema.metadata
+    assert schema.metadata[b"warden.schema_version"] == b"4", schema.metadata
     assert schema.names[-1] == "schema_version", schema
     assert schema.field("guard_truncated").type == pa.bool_(), schema
     assert schema.field("guard_scanned_bytes").type == pa.uint32(), schema

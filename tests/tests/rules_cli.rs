@@ -431,6 +431,11 @@ fn output_eval_prints_the_documented_json_on_the_dev_set() {
     );
     assert_eq!(v["tasks"]["leak"]["fp"], 0, "{v}");
     assert!(v["tasks"]["leak"]["f1"].as_f64().unwrap() >= 0.95, "{v}");
+    // The hallucination signal on HaluEval QA (issue target: ROC AUC >= 0.85).
+    assert!(
+        v["tasks"]["grounding"]["roc_auc"].as_f64().unwrap() >= 0.85,
+        "{v}"
+    );
     assert_eq!(v["paraphrase"], true, "{v}");
     assert!(v["by_source"]["compliance"]["task"] == "refusal", "{v}");
     assert!(v["latency_us"]["p50"].is_number() && v["latency_us"]["p99"].is_number());
@@ -438,7 +443,9 @@ fn output_eval_prints_the_documented_json_on_the_dev_set() {
     let wrong = std::fs::read_to_string(&errors).unwrap();
     let fn_ = v["tasks"]["refusal"]["fn"].as_u64().unwrap()
         + v["tasks"]["refusal"]["fp"].as_u64().unwrap()
-        + v["tasks"]["leak"]["fn"].as_u64().unwrap();
+        + v["tasks"]["leak"]["fn"].as_u64().unwrap()
+        + v["tasks"]["grounding"]["fn"].as_u64().unwrap()
+        + v["tasks"]["grounding"]["fp"].as_u64().unwrap();
     assert_eq!(wrong.lines().count() as u64, fn_);
     let _ = std::fs::remove_file(errors);
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arrow::array::{
-    Array, BooleanArray, FixedSizeBinaryArray, ListArray, RecordBatch, StringArray, UInt16Array,
-    UInt32Array,
+    Array, BooleanArray, FixedSizeBinaryArray, Float32Array, ListArray, RecordBatch, StringArray,
+    UInt16Array, UInt32Array,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
@@ -54,6 +54,7 @@ struct Row {
     output_signals: (Option<bool>, Option<bool>),
     /// `guard_truncated`, `guard_scanned_bytes`, `guard_us`.
     guard_coverage: (Option<bool>, Option<u32>, Option<u32>),
+    hallucination_score: Option<f32>,
 }
 
 /// Waits until `/readyz` reports the upstream `name` healthy. Readiness itself needs every model
@@ -147,7 +148,10 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
         secret().repeat(3).chars().take(36).collect::<String>()
     );
     let reply = serde_json::to_string(&["Your token: ", &token[..12], &token[12..], "."]).unwrap();
-    let body = json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "token?"}]});
+    // With a retrieved document, so the reply gets a grounding score (it names a token the
+    // document does not hold).
+    let body = json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "token?"}],
+        "documents": [{"title": "Vault", "text": "Your token is kept in the vault."}]});
     let r = send(
         w.proxy,
         &post(
@@ -328,6 +332,7 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
                 column::<UInt32Array>(&b, "guard_us"),
             );
             let opt_u32 = |a: &UInt32Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
+            let hallucination = column::<Float32Array>(&b, "hallucination_score");
             for i in 0..b.num_rows() {
                 rows.push(Row {
                     request_id: id.value(i).to_string(),
@@ -354,6 +359,8 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
                         opt_u32(&scanned, i),
                         opt_u32(&guard_us, i),
                     ),
+                    hallucination_score: (!hallucination.is_null(i))
+                        .then(|| hallucination.value(i)),
                 });
             }
         }
@@ -373,6 +380,11 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
     assert_eq!(
         replies[0].output_signals,
         (Some(false), None),
+        "{replies:?}"
+    );
+    // Scored against its document: the token is nowhere in it.
+    assert!(
+        replies[0].hallucination_score.is_some_and(|s| s > 0.5),
         "{replies:?}"
     );
     // Upstream down: exactly one row each, with the client's request id and the error sent.
@@ -407,6 +419,10 @@ async fn every_request_leaves_one_row_and_no_prompt_text_reaches_the_disk() {
     let (ok, blocked, unauth, unknown) = (&rows[0], &rows[1], &rows[2], &rows[3]);
     assert_eq!(ok.decision.as_deref(), Some("allow"));
     assert_eq!(ok.output_signals, (Some(false), None), "{ok:?}");
+    assert_eq!(
+        ok.hallucination_score, None,
+        "no documents, not judged: {ok:?}"
+    );
     assert_eq!(
         blocked.output_signals,
         (None, None),

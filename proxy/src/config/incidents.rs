@@ -23,6 +23,9 @@ pub struct DetectorsConfig {
     pub tpot_slo: Option<Duration>,
     /// `slo_quantile`: the SLOs' quantile (default 0.95: 5% may be slower).
     pub slo_quantile: f64,
+    /// `hallucination_threshold`: a reply whose grounding score reaches this is flagged
+    /// (default 0.25; see `warden_guards::grounding`).
+    pub hallucination_threshold: f32,
 }
 
 impl Default for DetectorsConfig {
@@ -36,6 +39,7 @@ impl Default for DetectorsConfig {
             ttft_slo: None,
             tpot_slo: None,
             slo_quantile: 0.95,
+            hallucination_threshold: warden_guards::grounding::DEFAULT_THRESHOLD,
         }
     }
 }
@@ -69,6 +73,9 @@ pub fn decode_detectors(t: &mut Table<'_>, errs: &mut Errors<'_>) -> DetectorsCo
         slo_quantile: t
             .number(errs, "slo_quantile", 0.5..=0.9999, "")
             .unwrap_or(d.slo_quantile),
+        hallucination_threshold: t
+            .number(errs, "hallucination_threshold", 0.01..=1.0, "")
+            .map_or(d.hallucination_threshold, |x| x as f32),
     }
 }
 
