@@ -773,7 +773,7 @@ mod tests {
     #[test]
     fn event_schema_is_the_documented_one() {
         let schema = event_schema();
-        assert_eq!(schema.fields().len(), 39);
+        assert_eq!(schema.fields().len(), 40);
         assert_eq!(
             schema.fields().last().map(|f| f.name().as_str()),
             Some("schema_version")
