@@ -28,6 +28,7 @@ pub mod http1;
 pub mod incidents;
 pub mod keys;
 pub mod logging;
+pub mod logprobs;
 pub mod metrics;
 pub mod notify;
 pub mod outlier;

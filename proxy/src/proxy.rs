@@ -96,6 +96,11 @@ pub struct RequestCtx {
     canary: bool,
     /// The request's documents and question, for the reply's hallucination signal.
     grounding: Option<(Vec<String>, String)>,
+    /// Sum up the reply's log-probabilities (`Some`); `Some(true)`: Warden asked for them and
+    /// removes them from the reply.
+    logprobs: Option<bool>,
+    /// Their summary, taken from the pipeline in `logging`.
+    logprob_summary: Option<crate::logprobs::LogprobSummary>,
     /// The tools the request declared and the tenant allows, for the reply's tool calls.
     tools: Option<ToolCheck>,
     /// Degraded by these switch scopes (`x-warden-degraded`).
@@ -163,6 +168,8 @@ impl ProxyHttp for WardenProxy {
             leak: None,
             canary: false,
             grounding: None,
+            logprobs: None,
+            logprob_summary: None,
             tools: None,
             degraded: None,
             switch_state: None,
@@ -297,6 +304,9 @@ impl ProxyHttp for WardenProxy {
         }
         let setup = self.output_guard(ctx);
         let mut pipeline = ResponsePipeline::new(&ctx.request_id, ctx.injected_usage, setup);
+        if let Some(strip) = ctx.logprobs {
+            pipeline.watch_logprobs(strip);
+        }
         let content_type = resp
             .headers
             .get("content-type")
@@ -462,6 +472,7 @@ impl ProxyHttp for WardenProxy {
                 ctx.error = ctx.error.or(Some(stream_end.error()));
             }
             ctx.output = pipeline.output();
+            ctx.logprob_summary = pipeline.logprobs();
         }
         // Once, for every sink below.
         let outcome = self.outcome(ctx, e, end);
@@ -757,6 +768,12 @@ impl WardenProxy {
                 .into());
             }
         }
+        if app.config.detectors.logprobs
+            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+        {
+            let chat = endpoint == Endpoint::ChatCompletions;
+            ctx.logprobs = Some(crate::logprobs::ask(v.doc_mut(), chat));
+        }
         let prepared = v.prepare(app.upstreams[route.upstream].config.stream_usage)?;
         ctx.injected_usage = prepared.injected_usage;
         ctx.body = Some(prepared.body);
@@ -821,6 +838,9 @@ impl WardenProxy {
             o.leak = out.leak.map(|k| k.name());
             o.canary_leak = out.canary_leak;
             o.hallucination = out.hallucination;
+            o.logprob_mean = ctx.logprob_summary.map(|l| l.mean);
+            o.logprob_min = ctx.logprob_summary.map(|l| l.min);
+            o.token_entropy = ctx.logprob_summary.and_then(|l| l.entropy);
             o.hallucination_flag = out
                 .hallucination
                 .map(|s| s >= app.config.detectors.hallucination_threshold);
@@ -993,6 +1013,9 @@ impl WardenProxy {
                 .as_ref()
                 .map(|g| u32::try_from(g.elapsed.as_micros()).unwrap_or(u32::MAX)),
             hallucination_score: o.hallucination,
+            logprob_mean: o.logprob_mean,
+            logprob_min: o.logprob_min,
+            token_entropy: o.token_entropy,
             rule_ids: {
                 let mut ids = ctx
                     .guard
@@ -1314,6 +1337,9 @@ fn log_request(ctx: &RequestCtx, o: &Outcome, upstream: Option<&crate::state::Up
         refusal = o.refusal,
         leak = o.leak,
         hallucination = o.hallucination,
+        logprob_mean = o.logprob_mean,
+        logprob_min = o.logprob_min,
+        token_entropy = o.token_entropy,
         finish_reason = ctx.output.as_ref().and_then(|out| out.finish_reason.as_deref()),
         guard_bytes = ctx.guard.as_ref().map(|g| g.scanned_bytes),
         guard_truncated = ctx.guard.as_ref().map(|g| g.truncated),

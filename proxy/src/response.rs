@@ -150,6 +150,9 @@ pub struct ResponsePipeline {
     body: Body,
     usage: Option<Usage>,
     end: Option<StreamEnd>,
+    /// The reply's token log-probabilities, summed up; with `true`, Warden asked for them and
+    /// removes them from what the client gets.
+    logprobs: Option<(crate::logprobs::LogprobStats, bool)>,
 }
 
 enum Body {
@@ -260,6 +263,27 @@ impl ResponsePipeline {
             body: Body::Unknown,
             usage: None,
             end: None,
+            logprobs: None,
+        }
+    }
+
+    /// Sums up the reply's token log-probabilities; with `strip`, Warden asked for them and the
+    /// client gets none. Call before [`ResponsePipeline::head`].
+    pub fn watch_logprobs(&mut self, strip: bool) {
+        self.logprobs = Some((crate::logprobs::LogprobStats::default(), strip));
+    }
+
+    /// The first choice's log-probabilities, summed up (when watched and sent).
+    pub fn logprobs(&self) -> Option<crate::logprobs::LogprobSummary> {
+        self.logprobs.as_ref().and_then(|(s, _)| s.summary())
+    }
+
+    /// Takes the log-probabilities of `v` into the stats (and strips them when asked by
+    /// Warden); `true` when `v` changed.
+    fn take_logprobs(&mut self, v: &mut Value) -> bool {
+        match self.logprobs.as_mut() {
+            Some((stats, strip)) => stats.take(v, *strip),
+            None => false,
         }
     }
 
@@ -268,6 +292,8 @@ impl ResponsePipeline {
         let success = (200..300).contains(&status);
         let sse = content_type.is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
         let enforce = self.output.as_ref().is_some_and(|o| o.enforce);
+        // Log-probabilities Warden asked for are taken out of the whole body before it goes.
+        let strip = self.logprobs.as_ref().is_some_and(|(_, strip)| *strip);
         self.body = if !success {
             Body::Pass
         } else if sse {
@@ -280,14 +306,14 @@ impl ResponsePipeline {
         } else {
             Body::Json(JsonState {
                 buf: Vec::new(),
-                holding: enforce,
+                holding: enforce || strip,
                 raw: None,
                 too_large: false,
             })
         };
         HeadChange {
             rechunk: matches!(self.body, Body::Sse(_))
-                || (matches!(self.body, Body::Json(_)) && enforce),
+                || (matches!(self.body, Body::Json(_)) && (enforce || strip)),
         }
     }
 
@@ -490,13 +516,27 @@ impl ResponsePipeline {
         }
         let usage_event = data.contains("\"usage\"");
         let guarded = self.output.is_some();
-        if !usage_event && !guarded {
+        let logprob_event = self.logprobs.is_some() && data.contains("\"logprobs\"");
+        if !usage_event && !guarded && !logprob_event {
             out.push(ev.raw);
             return;
         }
         let Ok(mut v) = serde_json::from_str::<Value>(data) else {
             out.push(ev.raw);
             return;
+        };
+        let stripped = logprob_event && self.take_logprobs(&mut v);
+        // The event as it goes out when the output guard does not rewrite it.
+        let unguarded = |ev: &SseEvent, v: &Value| -> Bytes {
+            if !stripped {
+                return ev.raw.clone();
+            }
+            let mut raw = BytesMut::new();
+            if let Some(name) = &ev.event {
+                raw.extend_from_slice(format!("event: {name}\n").as_bytes());
+            }
+            raw.extend_from_slice(&sse_data(v));
+            raw.freeze()
         };
         if usage_event {
             if let Some(u) = usage_of(&v) {
@@ -511,7 +551,7 @@ impl ResponsePipeline {
             }
         }
         let Some(o) = self.output.as_mut() else {
-            out.push(ev.raw);
+            out.push(unguarded(&ev, &v));
             return;
         };
         if let Some(obj) = v.as_object() {
@@ -531,7 +571,7 @@ impl ResponsePipeline {
                 raw.extend_from_slice(&sse_data(&v));
                 out.push(raw.freeze());
             }
-            _ => out.push(ev.raw),
+            _ => out.push(unguarded(&ev, &v)),
         }
     }
 
@@ -619,10 +659,10 @@ impl ResponsePipeline {
         }
         if !j.holding {
             if end && !j.too_large {
-                self.usage = serde_json::from_slice::<Value>(&j.buf)
-                    .ok()
-                    .as_ref()
-                    .and_then(usage_of);
+                if let Ok(mut v) = serde_json::from_slice::<Value>(&j.buf) {
+                    self.usage = usage_of(&v);
+                    self.take_logprobs(&mut v);
+                }
             }
             return chunk.map(Bytes::copy_from_slice);
         }
@@ -650,6 +690,7 @@ impl ResponsePipeline {
             }
         };
         self.usage = usage_of(&v);
+        self.take_logprobs(&mut v);
         if let Some(o) = self.output.as_mut() {
             o.whole(&mut v);
         }

@@ -108,6 +108,9 @@ fn event(i: u64, h: &Hasher, l: &Labels) -> Event {
         guard_scanned_bytes: Some((system.len() + user.len()) as u32),
         guard_us: Some(30 + (i % 120) as u32),
         hallucination_score: None,
+        logprob_mean: None,
+        logprob_min: None,
+        token_entropy: None,
     }
 }
 

@@ -108,6 +108,13 @@ pub struct Event {
     /// How unsupported the reply is by the request's documents and tool output, 0–1; `None`
     /// when the request had no such context or the reply nothing to judge.
     pub hallucination_score: Option<f32>,
+    /// Mean and minimum log-probability of the reply's tokens (first choice); `None` when the
+    /// upstream sent none.
+    pub logprob_mean: Option<f32>,
+    pub logprob_min: Option<f32>,
+    /// Mean entropy of the reply's tokens over their top alternatives (nats); `None` without
+    /// alternatives.
+    pub token_entropy: Option<f32>,
 }
 
 /// Input-guard decision, stored as the strings `allow`, `flag`, `block`.
@@ -166,6 +173,9 @@ impl Default for Event {
             guard_scanned_bytes: None,
             guard_us: None,
             hallucination_score: None,
+            logprob_mean: None,
+            logprob_min: None,
+            token_entropy: None,
         }
     }
 }

@@ -106,6 +106,11 @@ pub struct Outcome {
     pub hallucination: Option<f32>,
     /// The reply was flagged as a hallucination (the score at the configured threshold).
     pub hallucination_flag: Option<bool>,
+    /// Mean and minimum log-probability of the first choice's tokens, and their mean entropy
+    /// over the top alternatives (nats), when the upstream sent them.
+    pub logprob_mean: Option<f32>,
+    pub logprob_min: Option<f32>,
+    pub token_entropy: Option<f32>,
 }
 
 impl Outcome {
@@ -132,6 +137,9 @@ impl Outcome {
             canary_leak: None,
             hallucination: None,
             hallucination_flag: None,
+            logprob_mean: None,
+            logprob_min: None,
+            token_entropy: None,
         }
     }
 

@@ -84,6 +84,9 @@ pub struct EventBatchBuilder {
     guard_scanned_bytes: UInt32Builder,
     guard_us: UInt32Builder,
     hallucination_score: Float32Builder,
+    logprob_mean: Float32Builder,
+    logprob_min: Float32Builder,
+    token_entropy: Float32Builder,
     schema_version: UInt16Builder,
     len: usize,
     /// Rows the builder is sized for; `finish` leaves a builder of the same size behind.
@@ -176,6 +179,9 @@ pub fn event_schema() -> SchemaRef {
                 f("guard_scanned_bytes", UInt32, true),
                 f("guard_us", UInt32, true),
                 f("hallucination_score", Float32, true),
+                f("logprob_mean", Float32, true),
+                f("logprob_min", Float32, true),
+                f("token_entropy", Float32, true),
                 f("schema_version", UInt16, false),
             ];
             Arc::new(Schema::new_with_metadata(
@@ -248,6 +254,9 @@ pub fn event_writer_properties(
         "guard_us",
         "classifier_score",
         "hallucination_score",
+        "logprob_mean",
+        "logprob_min",
+        "token_entropy",
     ] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(col), false);
     }
@@ -342,6 +351,9 @@ impl EventBatchBuilder {
             guard_scanned_bytes: UInt32Builder::with_capacity(rows),
             guard_us: UInt32Builder::with_capacity(rows),
             hallucination_score: Float32Builder::with_capacity(rows),
+            logprob_mean: Float32Builder::with_capacity(rows),
+            logprob_min: Float32Builder::with_capacity(rows),
+            token_entropy: Float32Builder::with_capacity(rows),
             schema_version: UInt16Builder::with_capacity(rows),
             len: 0,
             capacity: rows,
@@ -396,6 +408,9 @@ impl EventBatchBuilder {
         self.guard_us.append_option(e.guard_us);
         self.hallucination_score
             .append_option(e.hallucination_score);
+        self.logprob_mean.append_option(e.logprob_mean);
+        self.logprob_min.append_option(e.logprob_min);
+        self.token_entropy.append_option(e.token_entropy);
         self.schema_version.append_value(EVENTS_SCHEMA_VERSION);
         self.len += 1;
     }
@@ -459,6 +474,9 @@ impl EventBatchBuilder {
             Arc::new(self.guard_scanned_bytes.finish()),
             Arc::new(self.guard_us.finish()),
             Arc::new(self.hallucination_score.finish()),
+            Arc::new(self.logprob_mean.finish()),
+            Arc::new(self.logprob_min.finish()),
+            Arc::new(self.token_entropy.finish()),
             Arc::new(self.schema_version.finish()),
         ];
         Ok(RecordBatch::try_new(event_schema(), columns)?)
@@ -773,7 +791,7 @@ mod tests {
     #[test]
     fn event_schema_is_the_documented_one() {
         let schema = event_schema();
-        assert_eq!(schema.fields().len(), 40);
+        assert_eq!(schema.fields().len(), 43);
         assert_eq!(
             schema.fields().last().map(|f| f.name().as_str()),
             Some("schema_version")

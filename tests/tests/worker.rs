@@ -225,3 +225,80 @@ async fn the_worker_rejects_bad_requests_with_openai_errors() {
         assert_eq!(error_of(&r)["code"], code, "{body}");
     }
 }
+
+/// `[detectors] logprobs`: Warden asks the real worker for log-probabilities the client did not
+/// ask for, records their summary, and the client gets none (streamed or not); a client that
+/// asked gets them untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warden_asks_for_logprobs_and_keeps_them_from_clients_that_did_not() {
+    let worker = Worker::start(&[]);
+    let tenants = format!(
+        "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\nmax_tokens = 8\n",
+        harness::key_hash(KEY)
+    );
+    let w = Warden::start(
+        &[UpstreamSpec::new("worker", worker.addr, &[MODEL]).extra("health_path = \"/health\"")],
+        "\n[detectors]\nlogprobs = true\n",
+        &tenants,
+    );
+    w.wait_ready().await;
+    let r = send(
+        w.proxy,
+        &post(
+            "/v1/chat/completions",
+            &chat("Hello there", ""),
+            "x-request-id: lp-plain\r\n",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text());
+    let v = r.json().unwrap();
+    assert!(v["choices"][0]["logprobs"].is_null(), "{v}");
+    let r = send(
+        w.proxy,
+        &post(
+            "/v1/chat/completions",
+            &chat("Hello there", r#","stream":true"#),
+            "x-request-id: lp-stream\r\n",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let events = sse_events(&r.body);
+    assert!(events.len() > 2, "{}", r.text());
+    assert!(
+        !r.text().contains("top_logprobs"),
+        "log-probabilities reached a client that did not ask: {}",
+        r.text()
+    );
+    let r = send(
+        w.proxy,
+        &post(
+            "/v1/chat/completions",
+            &chat("Hello there", r#","logprobs":true,"top_logprobs":2"#),
+            "x-request-id: lp-asked\r\n",
+        ),
+    )
+    .await
+    .unwrap();
+    let v = r.json().unwrap();
+    assert!(v["choices"][0]["logprobs"]["content"].is_array(), "{v}");
+    for id in ["lp-plain", "lp-stream", "lp-asked"] {
+        assert!(
+            w.wait_log(&format!("request_id={id}")).await,
+            "{id} not logged"
+        );
+        let logs = w.logs();
+        let line = logs
+            .lines()
+            .find(|l| l.contains(&format!("request_id={id}")) && l.contains("logprob_mean"))
+            .unwrap_or_else(|| panic!("no logprob summary for {id}:\n{logs}"));
+        assert!(
+            line.contains("logprob_mean=-") || line.contains("logprob_mean=0"),
+            "{line}"
+        );
+        assert!(line.contains("token_entropy="), "{line}");
+    }
+}

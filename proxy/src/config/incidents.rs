@@ -26,6 +26,10 @@ pub struct DetectorsConfig {
     /// `hallucination_threshold`: a reply whose grounding score reaches this is flagged
     /// (default 0.25; see `warden_guards::grounding`).
     pub hallucination_threshold: f32,
+    /// `logprobs`: ask the upstream for token log-probabilities (top 5) when the client did
+    /// not, record their summary, and remove them from the reply (default false: it costs the
+    /// upstream some work per token).
+    pub logprobs: bool,
 }
 
 impl Default for DetectorsConfig {
@@ -40,6 +44,7 @@ impl Default for DetectorsConfig {
             tpot_slo: None,
             slo_quantile: 0.95,
             hallucination_threshold: warden_guards::grounding::DEFAULT_THRESHOLD,
+            logprobs: false,
         }
     }
 }
@@ -76,6 +81,7 @@ pub fn decode_detectors(t: &mut Table<'_>, errs: &mut Errors<'_>) -> DetectorsCo
         hallucination_threshold: t
             .number(errs, "hallucination_threshold", 0.01..=1.0, "")
             .map_or(d.hallucination_threshold, |x| x as f32),
+        logprobs: t.boolean(errs, "logprobs").unwrap_or(false),
     }
 }
 

@@ -113,6 +113,9 @@ pub fn event(i: u64, time: SystemTime, h: &Hasher) -> Event {
         guard_scanned_bytes: guard_ran.then_some((system.len() + user.len()) as u32),
         guard_us: guard_ran.then_some(40 + (i % 200) as u32),
         hallucination_score: i.is_multiple_of(3).then_some((i % 10) as f32 / 10.0),
+        logprob_mean: None,
+        logprob_min: None,
+        token_entropy: None,
     }
 }
 
