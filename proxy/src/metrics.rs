@@ -136,6 +136,8 @@ pub struct Metrics {
     pub output_leaks: IntCounterVec,
     pub output_paraphrase_incomplete: IntCounterVec,
     pub detections: IntCounterVec,
+    pub grounded_replies: IntCounterVec,
+    pub hallucinations: IntCounterVec,
     pub runbook_notifications: IntCounterVec,
     pub guard_encoder_loaded: IntGauge,
     pub switches: IntGaugeVec,
@@ -278,6 +280,14 @@ impl Metrics {
                 Opts::new("warden_detections_total", "Detector alarms, by detector and scope kind (tenant/model/route)"),
                 &["detector", "scope"],
             )?,
+            grounded_replies: IntCounterVec::new(
+                Opts::new("warden_grounded_replies_total", "Replies scored against their request's documents and tool output (the hallucination signal), by tenant and model"),
+                &["tenant", "model"],
+            )?,
+            hallucinations: IntCounterVec::new(
+                Opts::new("warden_hallucinations_total", "Of those, replies flagged as unsupported ([detectors] hallucination_threshold), by tenant and model"),
+                &["tenant", "model"],
+            )?,
             runbook_notifications: IntCounterVec::new(
                 Opts::new("warden_runbook_notifications_total", "Runbook webhook notifications, by result (sent/failed)"),
                 &["result"],
@@ -418,6 +428,8 @@ impl Metrics {
         m.registry
             .register(Box::new(m.guard_encoder_loaded.clone()))?;
         m.registry.register(Box::new(m.detections.clone()))?;
+        m.registry.register(Box::new(m.grounded_replies.clone()))?;
+        m.registry.register(Box::new(m.hallucinations.clone()))?;
         m.registry
             .register(Box::new(m.runbook_notifications.clone()))?;
         m.registry.register(Box::new(m.switches.clone()))?;

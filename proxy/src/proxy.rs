@@ -884,6 +884,12 @@ impl WardenProxy {
         if o.refusal == Some(true) {
             m.refusals.with_label_values(&[tenant, model]).inc();
         }
+        if let Some(flag) = o.hallucination_flag {
+            m.grounded_replies.with_label_values(&[tenant, model]).inc();
+            if flag {
+                m.hallucinations.with_label_values(&[tenant, model]).inc();
+            }
+        }
         if let Some(kind) = o.leak {
             m.output_leaks.with_label_values(&[tenant, kind]).inc();
         }

@@ -246,3 +246,43 @@ async fn a_refusal_spike_throttles_the_tenant_until_the_runbook_reverts_it() {
     let _ = std::fs::remove_dir_all(dir);
     let _ = KEY;
 }
+
+/// The shipped Prometheus alerting rules parse, name only metrics Warden exports, and link
+/// runbook pages that exist.
+#[test]
+fn the_prometheus_rules_use_real_metrics_and_pages() {
+    let root = harness::repo_root();
+    let text = std::fs::read_to_string(root.join("runbooks/prometheus-rules.yml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let metrics_src = std::fs::read_to_string(root.join("proxy/src/metrics.rs")).unwrap();
+    let mut alerts = 0;
+    for group in doc["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            alerts += 1;
+            let name = rule["alert"].as_str().unwrap();
+            let expr = rule["expr"].as_str().unwrap();
+            let mut names: Vec<String> = Vec::new();
+            let mut cur = String::new();
+            for c in expr.chars().chain(std::iter::once(' ')) {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    cur.push(c);
+                } else {
+                    if cur.starts_with("warden_") || cur.starts_with("gen_ai_") {
+                        names.push(cur.trim_end_matches("_bucket").to_string());
+                    }
+                    cur.clear();
+                }
+            }
+            assert!(!names.is_empty(), "{name}: no metric");
+            for m in names {
+                assert!(
+                    metrics_src.contains(&format!("\"{m}\"")),
+                    "{name}: {m} is not a metric Warden exports"
+                );
+            }
+            let page = rule["annotations"]["runbook_url"].as_str().unwrap();
+            assert!(root.join(page).is_file(), "{name}: {page} missing");
+        }
+    }
+    assert!(alerts >= 7, "{alerts}");
+}
