@@ -19,7 +19,7 @@ fn outcome(tenant: &Arc<str>, model: &Arc<str>, route: &Arc<str>, i: u64) -> Out
     o.status = 200;
     o.guard = Some(GuardDecision::Allow);
     o.output = Some(OutputDecision::Allow);
-    o.refusal = Some(i % 50 == 0);
+    o.refusal = Some(i.is_multiple_of(50));
     o.ttft = Some(Duration::from_millis(80 + i % 40));
     o.tpot = Some(Duration::from_millis(20));
     o.input_tokens = Some(200);
