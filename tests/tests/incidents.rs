@@ -21,9 +21,15 @@ use warden_tests::http1::Response;
 
 const MODEL: &str = "test-model";
 const ADMIN_KEY: &str = "sk-admin-oncall-0123456789abcdef";
+const AUDITOR_KEY: &str = "sk-admin-auditor-0123456789abcdef";
 
 /// The shipped runbooks in a scratch directory, the refusal-spike one made quick and noisy.
 fn runbooks(webhook: &str) -> PathBuf {
+    runbooks_with(webhook, "auto")
+}
+
+/// The same, with the refusal-spike runbook in `mode`.
+fn runbooks_with(webhook: &str, mode: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "warden-runbooks-{}-{}",
         std::process::id(),
@@ -43,7 +49,8 @@ fn runbooks(webhook: &str) -> PathBuf {
     let book = std::fs::read_to_string(&path)
         .unwrap()
         .replace("revert_after_s = 600", "revert_after_s = 3")
-        .replace("cooldown_s = 900", "cooldown_s = 3600");
+        .replace("cooldown_s = 900", "cooldown_s = 3600")
+        .replace("mode = \"auto\"", &format!("mode = \"{mode}\""));
     assert!(book.contains("revert_after_s = 3"), "{book}");
     std::fs::write(
         &path,
@@ -245,6 +252,91 @@ async fn a_refusal_spike_throttles_the_tenant_until_the_runbook_reverts_it() {
     assert!(!w.logs().contains("capital of France"));
     let _ = std::fs::remove_dir_all(dir);
     let _ = KEY;
+}
+
+/// The same spike with the runbook in `approve` mode: the alert waits, nothing is throttled,
+/// until `warden ctl approve` applies it; the approval is an audit row with the approver.
+#[tokio::test]
+async fn an_approve_mode_runbook_waits_for_warden_ctl_approve() {
+    let up = harness::recording_upstream(MODEL).await;
+    let (webhook, _notes) = receiver().await;
+    let dir = runbooks_with(&webhook, "approve");
+    let server = format!(
+        "\n[detectors]\nwarmup = 400\n\n[runbooks]\ndir = {:?}\n\n[[admin.keys]]\nname = \"oncall-key\"\nkey_hash = \"{}\"\nrole = \"oncall\"\n\n[[admin.keys]]\nname = \"auditor-key\"\nkey_hash = \"{}\"\nrole = \"auditor\"\n",
+        dir.display().to_string(),
+        harness::key_hash(ADMIN_KEY),
+        harness::key_hash(AUDITOR_KEY)
+    );
+    let w = Warden::start(
+        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
+        &server,
+        "",
+    );
+    w.wait_ready().await;
+    for i in 0..400u32 {
+        assert_eq!(chat(&w, i % 20 == 7).await.status(), 200);
+    }
+    let mut pending: Option<Value> = None;
+    for i in 0..4000u32 {
+        let r = chat(&w, matches!(i % 20, 3 | 9 | 15)).await;
+        assert_eq!(r.status(), 200, "approve mode acted alone: {}", r.text());
+        if i % 50 == 0 {
+            let alerts = admin(&w, "GET", "/admin/alerts").await.json().unwrap();
+            if alerts["alerts"][0]["status"] == "pending_approval" {
+                pending = Some(alerts["alerts"][0].clone());
+                break;
+            }
+        }
+    }
+    let alert = pending.expect("no alert pending approval");
+    let id = alert["id"].as_u64().unwrap().to_string();
+    let ctl = |args: &[&str]| {
+        Command::new(warden_bin())
+            .args(["ctl", "--admin", &format!("http://{}", w.admin)])
+            .args(args)
+            .env("WARDEN_ADMIN_TOKEN", ADMIN_KEY)
+            .output()
+            .unwrap()
+    };
+    let out = ctl(&["approve", &id, "--reason", "confirmed by on-call"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Approving twice is refused.
+    let again = ctl(&["approve", &id, "--reason", "again"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not_pending"));
+    // The throttle (60 a minute, a full bucket to start with) sheds the tenant soon.
+    let mut shed = false;
+    for _ in 0..200 {
+        if chat(&w, false).await.status() == 429 {
+            shed = true;
+            break;
+        }
+    }
+    assert!(shed, "the approved throttle never shed a request");
+    let audit = send(
+        w.admin,
+        format!("GET /admin/audit HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {AUDITOR_KEY}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap()
+    .json()
+    .unwrap();
+    assert!(
+        audit["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "runbook.approve"
+                && a["actor"] == "oncall-key"
+                && a["reason"] == "confirmed by on-call"),
+        "{audit}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The shipped Prometheus alerting rules parse, name only metrics Warden exports, and link
