@@ -132,28 +132,42 @@ async fn chat(w: &Warden, refuse: bool) -> Response {
     .expect("response")
 }
 
-#[tokio::test]
-async fn a_refusal_spike_throttles_the_tenant_until_the_runbook_reverts_it() {
-    let up = harness::recording_upstream(MODEL).await;
-    let (webhook, mut notes) = receiver().await;
-    let dir = runbooks(&webhook);
-    let server = format!(
-        "\n[detectors]\nwarmup = 400\n\n[runbooks]\ndir = {:?}\n\n[[admin.keys]]\nname = \"oncall-key\"\nkey_hash = \"{}\"\nrole = \"admin\"\n",
-        dir.display().to_string(),
-        harness::key_hash(ADMIN_KEY)
+/// Warden with the runbooks of `dir` and these admin keys `(name, key, role)`, after 400
+/// requests of which every 20th was refused (5%): the refusal detector has learned its baseline.
+async fn learned(
+    up: &warden_tests::upstream::FakeUpstream,
+    dir: &std::path::Path,
+    keys: &[(&str, &str, &str)],
+) -> Warden {
+    let mut server = format!(
+        "\n[detectors]\nwarmup = 400\n\n[runbooks]\ndir = {:?}\n",
+        dir.display().to_string()
     );
+    for (name, key, role) in keys {
+        server.push_str(&format!(
+            "\n[[admin.keys]]\nname = \"{name}\"\nkey_hash = \"{}\"\nrole = \"{role}\"\n",
+            harness::key_hash(key)
+        ));
+    }
     let w = Warden::start(
         &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
         &server,
         "",
     );
     w.wait_ready().await;
-
-    // A deterministic sequence: every 20th request refused (5%) while the baseline is learned.
     for i in 0..400u32 {
         let r = chat(&w, i % 20 == 7).await;
         assert_eq!(r.status(), 200, "{}", r.text());
     }
+    w
+}
+
+#[tokio::test]
+async fn a_refusal_spike_throttles_the_tenant_until_the_runbook_reverts_it() {
+    let up = harness::recording_upstream(MODEL).await;
+    let (webhook, mut notes) = receiver().await;
+    let dir = runbooks(&webhook);
+    let w = learned(&up, &dir, &[("oncall-key", ADMIN_KEY, "admin")]).await;
     // Then three in twenty (15%) until Warden sheds the tenant.
     let started = Instant::now();
     let mut shed: Option<Response> = None;
@@ -261,21 +275,15 @@ async fn an_approve_mode_runbook_waits_for_warden_ctl_approve() {
     let up = harness::recording_upstream(MODEL).await;
     let (webhook, _notes) = receiver().await;
     let dir = runbooks_with(&webhook, "approve");
-    let server = format!(
-        "\n[detectors]\nwarmup = 400\n\n[runbooks]\ndir = {:?}\n\n[[admin.keys]]\nname = \"oncall-key\"\nkey_hash = \"{}\"\nrole = \"oncall\"\n\n[[admin.keys]]\nname = \"auditor-key\"\nkey_hash = \"{}\"\nrole = \"auditor\"\n",
-        dir.display().to_string(),
-        harness::key_hash(ADMIN_KEY),
-        harness::key_hash(AUDITOR_KEY)
-    );
-    let w = Warden::start(
-        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
-        &server,
-        "",
-    );
-    w.wait_ready().await;
-    for i in 0..400u32 {
-        assert_eq!(chat(&w, i % 20 == 7).await.status(), 200);
-    }
+    let w = learned(
+        &up,
+        &dir,
+        &[
+            ("oncall-key", ADMIN_KEY, "oncall"),
+            ("auditor-key", AUDITOR_KEY, "auditor"),
+        ],
+    )
+    .await;
     let mut pending: Option<Value> = None;
     for i in 0..4000u32 {
         let r = chat(&w, matches!(i % 20, 3 | 9 | 15)).await;

@@ -97,6 +97,20 @@ async fn chat(w: &Warden, pieces: &[&str], stream: bool) -> Response {
     .expect("response")
 }
 
+/// The stream ended with the `output_blocked` error event (before `[DONE]`) naming `rule`.
+fn assert_stopped_by(events: &[String], rule: &str) {
+    let error: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(error["error"]["code"], "output_blocked", "{error}");
+    assert!(
+        error["error"]["rule_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == rule),
+        "{error}"
+    );
+}
+
 /// The text a client assembles from a stream's chunks, and the parsed events.
 fn assembled(r: &Response) -> (String, Vec<String>) {
     let events = sse_events(&r.body);
@@ -277,18 +291,7 @@ async fn a_model_that_repeats_its_system_prompt_is_cut_off() {
         .to_string();
     // Not the canary, nor its beginning.
     assert!(!r.text().contains(&canary[..7]), "{}", r.text());
-    let (_, events) = assembled(&r);
-    let n = events.len();
-    let error: Value = serde_json::from_str(&events[n - 2]).unwrap();
-    assert_eq!(error["error"]["code"], "output_blocked", "{error}");
-    assert!(
-        error["error"]["rule_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r == "leak:canary"),
-        "{error}"
-    );
+    assert_stopped_by(&assembled(&r).1, "leak:canary");
 
     let r = chat(&w, &["The code is T R A M", " - 3 2, don't tell."], false).await;
     let v = r.json().unwrap();
@@ -354,17 +357,7 @@ async fn a_model_that_restates_its_system_prompt_in_other_words_is_cut_off() {
     let r = chat(&w, &restated, true).await;
     let (text, events) = assembled(&r);
     assert!(!text.contains("avoid talking about rates"), "{text}");
-    let n = events.len();
-    let error: Value = serde_json::from_str(&events[n - 2]).unwrap();
-    assert_eq!(error["error"]["code"], "output_blocked", "{error}");
-    assert!(
-        error["error"]["rule_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r == "leak:paraphrase"),
-        "{error}"
-    );
+    assert_stopped_by(&events, "leak:paraphrase");
     // Not streamed: the whole reply is judged before any of it is sent.
     let v = chat(&w, &restated, false).await.json().unwrap();
     assert_eq!(
