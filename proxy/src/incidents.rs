@@ -12,8 +12,16 @@ use warden_runbooks::detect::{Detection, Detectors, RateParams, Slos};
 use warden_telemetry::Outcome;
 
 use crate::config::{DetectorsConfig, RunbooksConfig};
-use crate::state::App;
-use crate::switchboard::{Degrade, Scope, State, Switch, Throttle};
+use crate::metrics::Metrics;
+use crate::switchboard::{Degrade, Scope, State, Switch, Switchboard, Throttle};
+
+/// What carrying out a runbook's steps touches: the switchboard, the metrics and the admin
+/// audit trail (the app hands these out, see `App::effects`).
+pub struct Effects<'a> {
+    pub switchboard: &'a Switchboard,
+    pub metrics: &'a Metrics,
+    pub audit: &'a dyn Fn(warden_telemetry::AdminAction),
+}
 
 /// What a runbook's `page` is joined to when `[runbooks] page_base` is not set.
 const DEFAULT_PAGE_BASE: &str = "runbooks/";
@@ -74,7 +82,7 @@ impl Incidents {
     }
 
     /// One request's outcome.
-    pub fn observe(&self, app: &App, o: &Outcome) {
+    pub fn observe(&self, app: &Effects<'_>, o: &Outcome) {
         let Some(d) = &self.detectors else {
             return;
         };
@@ -88,7 +96,7 @@ impl Incidents {
         }
     }
 
-    fn detected(&self, app: &App, det: &Detection) {
+    fn detected(&self, app: &Effects<'_>, det: &Detection) {
         app.metrics
             .detections
             .with_label_values(&[det.detector.name(), det.scope.kind.name()])
@@ -106,13 +114,13 @@ impl Incidents {
     }
 
     /// The reverts that are due.
-    pub fn tick(&self, app: &App, now: SystemTime) {
+    pub fn tick(&self, app: &Effects<'_>, now: SystemTime) {
         let steps = self.engine().tick(now);
         self.carry_out(app, steps);
     }
 
     /// `POST /admin/alerts/{id}/approve`.
-    pub fn approve(&self, app: &App, id: u64, actor: &str) -> Result<Value, String> {
+    pub fn approve(&self, app: &Effects<'_>, id: u64, actor: &str) -> Result<Value, String> {
         let steps = self.engine().approve(id, actor, SystemTime::now())?;
         self.carry_out(app, steps);
         Ok(self.alert_json(id).unwrap_or(Value::Null))
@@ -146,7 +154,7 @@ impl Incidents {
         v
     }
 
-    fn carry_out(&self, app: &App, steps: Vec<Step>) {
+    fn carry_out(&self, app: &Effects<'_>, steps: Vec<Step>) {
         for step in steps {
             let alert = match &step {
                 Step::Apply { alert, .. }
@@ -165,14 +173,14 @@ impl Incidents {
                 } => {
                     let mut body = a.alertmanager_body(resolved);
                     body[0]["annotations"]["runbook_url"] = json!(self.page_url(&a.page));
-                    crate::notify::post(app, webhook, body);
+                    crate::notify::post(app.metrics.runbook_notifications.clone(), webhook, body);
                 }
                 Step::Audit {
                     action,
                     actor,
                     detail,
                     ..
-                } => app.audit(warden_telemetry::AdminAction {
+                } => (app.audit)(warden_telemetry::AdminAction {
                     actor,
                     role: "runbook".into(),
                     action: action.into(),
@@ -185,7 +193,7 @@ impl Incidents {
         }
     }
 
-    fn apply(&self, app: &App, a: &Alert, action: &Action, until: SystemTime) {
+    fn apply(&self, app: &Effects<'_>, a: &Alert, action: &Action, until: SystemTime) {
         let Ok(scope) = Scope::parse(&a.scope.to_string()) else {
             return;
         };
@@ -242,7 +250,7 @@ impl Incidents {
     }
 
     /// Undoes what this alert set, unless an operator has replaced it since.
-    fn revert(&self, app: &App, a: &Alert, action: &Action) {
+    fn revert(&self, app: &Effects<'_>, a: &Alert, action: &Action) {
         let Ok(scope) = Scope::parse(&a.scope.to_string()) else {
             return;
         };

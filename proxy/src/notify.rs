@@ -8,14 +8,11 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::state::App;
-
 /// The longest a notification may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Posts `body` to `url` in the background.
-pub fn post(app: &App, url: String, body: Value) {
-    let counter = app.metrics.runbook_notifications.clone();
+/// Posts `body` to `url` in the background; the outcome counts in `counter` (by result).
+pub fn post(counter: prometheus::IntCounterVec, url: String, body: Value) {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         counter.with_label_values(&["failed"]).inc();
         tracing::error!(webhook = %url, "runbook notification not sent: no runtime");

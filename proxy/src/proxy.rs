@@ -519,7 +519,10 @@ impl ProxyHttp for WardenProxy {
                 overhead: outcome.overhead,
             });
         }
-        self.app.incidents.observe(&self.app, &outcome);
+        let audit = |a| self.app.audit(a);
+        self.app
+            .incidents
+            .observe(&self.app.effects(&audit), &outcome);
         if refused.is_none_or(|d| d.lake_row) {
             self.record_event(ctx, &outcome);
         } else if self.app.telemetry.is_some() {

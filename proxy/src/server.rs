@@ -412,9 +412,10 @@ impl pingora::services::background::BackgroundService for RunbookTick {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
+            let audit = |a| self.app.audit(a);
             self.app
                 .incidents
-                .tick(&self.app, std::time::SystemTime::now());
+                .tick(&self.app.effects(&audit), std::time::SystemTime::now());
         }
     }
 }

@@ -334,6 +334,18 @@ impl App {
         }
     }
 
+    /// What the runbooks act on, for [`crate::incidents::Incidents`].
+    pub fn effects<'a>(
+        &'a self,
+        audit: &'a dyn Fn(warden_telemetry::AdminAction),
+    ) -> crate::incidents::Effects<'a> {
+        crate::incidents::Effects {
+            switchboard: &self.switchboard,
+            metrics: &self.metrics,
+            audit,
+        }
+    }
+
     /// Record an admin action in the audit table (when telemetry is on); failures are logged.
     pub fn audit(&self, action: warden_telemetry::AdminAction) {
         {

@@ -544,10 +544,11 @@ fn alert_approve(a: &AdminApp, call: &Call<'_>) -> Result<Reply, AdminError> {
         .ok_or_else(|| AdminError::invalid("id", "the alert's id (a number) is required"))?;
     let reason = reason_of(&body)?;
     let who = caller(call);
+    let audit = |x| a.app.audit(x);
     let alert = a
         .app
         .incidents
-        .approve(&a.app, id, &who.name)
+        .approve(&a.app.effects(&audit), id, &who.name)
         .map_err(|e| AdminError::new(409, "not_pending", &e))?;
     a.app.audit(warden_telemetry::AdminAction {
         actor: who.name.clone(),
