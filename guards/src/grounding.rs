@@ -247,7 +247,11 @@ pub fn grounding(documents: &[&str], question: &str, reply: &str) -> Option<Grou
     })
 }
 
-/// `[n]` with no document `n`, and URLs none of the documents contains.
+/// URLs of a reply checked at most.
+const MAX_URLS: usize = 32;
+
+/// `[n]` with no document `n`, and URLs none of the documents contains (the first
+/// [`MAX_URLS`], against the documents' first [`MAX_BYTES`] each).
 fn invented_citations(documents: &[&str], reply: &str) -> usize {
     let mut n = 0;
     let b = reply.as_bytes();
@@ -272,9 +276,10 @@ fn invented_citations(documents: &[&str], reply: &str) -> usize {
     for url in reply
         .split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '<' | '>' | '"'))
         .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
+        .take(MAX_URLS)
     {
         let url = url.trim_end_matches(['.', ',', ';', ':', ']']);
-        if !documents.iter().any(|d| d.contains(url)) {
+        if !documents.iter().any(|d| bounded(d).contains(url)) {
             n += 1;
         }
     }

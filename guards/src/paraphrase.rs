@@ -40,8 +40,9 @@ pub const MIN_SENTENCES: usize = 2;
 pub const SIMILARITY: f32 = 0.5;
 /// Clauses of one reply embedded at most.
 pub const MAX_CLAUSES: usize = 64;
-/// Prompt sentences embedded per protected text at most (the first ones).
-pub const MAX_SENTENCES: usize = 64;
+/// Prompt sentences embedded per protected text at most (the first ones): bounds what a
+/// system prompt never seen before costs (about 2.6 ms a sentence) on the request's thread.
+pub const MAX_SENTENCES: usize = 16;
 /// Bytes of a reply without a sentence end held before its clauses are judged anyway.
 const MAX_PENDING: usize = 2048;
 /// Distinct protected texts whose embeddings are kept.
@@ -173,12 +174,22 @@ impl ParaphraseCheck {
             .pending
             .char_indices()
             .zip(self.pending.chars().skip(1))
-            .filter(|((_, c), next)| *c == '\n' || (is_clause_end(*c) && next.is_whitespace()))
+            .filter(|((_, c), next)| {
+                *c == '\n' || is_wide_end(*c) || (is_clause_end(*c) && next.is_whitespace())
+            })
             .map(|((i, c), _)| i + c.len_utf8())
             .last();
-        // A reply without sentence ends is judged in pieces cut at a space.
+        // A reply without clause ends is judged in pieces cut at a space, or anywhere (on a
+        // character) when it has none: what is held stays bounded.
         if cut.is_none() && self.pending.len() > MAX_PENDING {
-            cut = self.pending.rfind(char::is_whitespace);
+            cut = Some(
+                self.pending
+                    .rfind(char::is_whitespace)
+                    .filter(|&i| i > 0)
+                    .unwrap_or_else(|| {
+                        crate::normalize::floor_boundary(&self.pending, MAX_PENDING)
+                    }),
+            );
         }
         if let Some(cut) = cut {
             let done: String = self.pending.drain(..cut).collect();
@@ -312,18 +323,25 @@ fn is_clause_end(c: char) -> bool {
     is_sentence_end(c) || matches!(c, ';' | ':' | ',' | '；' | '，')
 }
 
+/// Full-width punctuation ends a clause without a space after it (Chinese, Japanese).
+fn is_wide_end(c: char) -> bool {
+    matches!(c, '。' | '！' | '？' | '；' | '，' | '、')
+}
+
 /// Sentences of a protected text: cut after `.`, `!`, `?` followed by whitespace, and at line
 /// breaks.
 fn sentences(text: &str) -> Vec<&str> {
     split(text, |c, next| {
-        c == '\n' || (is_sentence_end(c) && next.is_none_or(char::is_whitespace))
+        c == '\n'
+            || matches!(c, '。' | '！' | '？')
+            || (is_sentence_end(c) && next.is_none_or(char::is_whitespace))
     })
 }
 
 /// Clauses of a reply: sentences, cut further after `;`, `:` and `,`, and before " and ".
 fn clauses(text: &str) -> Vec<&str> {
     split(text, |c, next| {
-        c == '\n' || (is_clause_end(c) && next.is_none_or(char::is_whitespace))
+        c == '\n' || is_wide_end(c) || (is_clause_end(c) && next.is_none_or(char::is_whitespace))
     })
     .into_iter()
     .flat_map(|s| s.split(" and "))
@@ -459,6 +477,21 @@ mod tests {
         assert_eq!(c.push("and more text here."), None);
         assert!(c.skipped());
         assert_eq!(c.embedded(), MAX_CLAUSES);
+    }
+
+    #[test]
+    fn a_reply_without_spaces_is_judged_in_bounded_pieces() {
+        let p = Paraphraser::new(Arc::new(Words));
+        let mut c = p.check(&[PROMPT]).unwrap().unwrap();
+        let blob = "QUJDRA".repeat(2_000);
+        for piece in blob.as_bytes().chunks(7) {
+            c.push(std::str::from_utf8(piece).unwrap());
+            assert!(c.pending.len() <= MAX_PENDING + 7);
+        }
+        assert_eq!(
+            clauses("价格保密，回答简短。"),
+            vec!["价格保密，", "回答简短。"]
+        );
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct Incidents {
     detectors: Option<Mutex<Detectors>>,
     engine: Mutex<Engine>,
     page_base: String,
+    /// Tells this process's alerts from another sidecar's on a shared board (alert ids restart
+    /// at 1 in every process).
+    nonce: String,
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -65,6 +68,7 @@ impl Incidents {
                 .page_base
                 .clone()
                 .unwrap_or_else(|| DEFAULT_PAGE_BASE.into()),
+            nonce: format!("{:08x}", rand::random::<u32>()),
         })
     }
 
@@ -193,6 +197,11 @@ impl Incidents {
         }
     }
 
+    /// What this process's alert writes as the reason of what it sets (and looks for on revert).
+    fn reason(&self, a: &Alert) -> String {
+        format!("runbook {} alert {} ({})", a.runbook, a.id, self.nonce)
+    }
+
     fn apply(&self, app: &Effects<'_>, a: &Alert, action: &Action, until: SystemTime) {
         let Ok(scope) = Scope::parse(&a.scope.to_string()) else {
             return;
@@ -200,8 +209,41 @@ impl Incidents {
         let now = unix(SystemTime::now());
         // A little past the engine's revert, so the revert (and its audit row) is what ends it.
         let expires = unix(until) + 60;
-        let reason = format!("runbook {} alert {}", a.runbook, a.id);
+        let reason = self.reason(a);
         let actor = format!("runbook:{}", a.runbook);
+        // An operator's throttle or switch on the scope stays as it is: a runbook neither
+        // replaces it nor, on its revert, removes it.
+        let snap = app.switchboard.snapshot();
+        let now_t = SystemTime::now();
+        let operators = match action {
+            Action::Throttle { .. } => snap
+                .live_throttles(now_t)
+                .any(|t| t.scope == scope && !t.actor.starts_with("runbook:")),
+            _ => snap
+                .live(now_t)
+                .iter()
+                .any(|s| s.scope == scope && !s.actor.starts_with("runbook:")),
+        };
+        if operators {
+            (app.audit)(warden_telemetry::AdminAction {
+                actor,
+                role: "runbook".into(),
+                action: "runbook.skipped".into(),
+                target: a.scope.to_string(),
+                before: None,
+                after: Some(format!("alert {} ({})", a.id, a.runbook)),
+                reason: Some(format!(
+                    "an operator's {} is in force on {}; left as it is",
+                    if matches!(action, Action::Throttle { .. }) {
+                        "throttle"
+                    } else {
+                        "switch"
+                    },
+                    a.scope
+                )),
+            });
+            return;
+        }
         let page = Some(self.page_url(&a.page));
         let result = match action {
             Action::Throttle {
@@ -254,7 +296,7 @@ impl Incidents {
         let Ok(scope) = Scope::parse(&a.scope.to_string()) else {
             return;
         };
-        let ours = format!("runbook {} alert {}", a.runbook, a.id);
+        let ours = self.reason(a);
         let snap = app.switchboard.snapshot();
         let result = match action {
             Action::Throttle { .. } => {

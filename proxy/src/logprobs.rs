@@ -12,11 +12,11 @@ pub const TOP: u64 = 5;
 
 /// Asks for log-probabilities on a chat or completions body that did not; `true` when it did.
 pub fn ask(doc: &mut Map<String, Value>, chat: bool) -> bool {
-    let asked = match doc.get("logprobs") {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-        Some(Value::Number(n)) => n.as_u64().is_some_and(|n| n > 0) || chat,
-        Some(_) => true,
-    };
+    // Completions' `logprobs: 0` asks for the sampled tokens' log-probabilities alone.
+    let asked = !matches!(
+        doc.get("logprobs"),
+        None | Some(Value::Null) | Some(Value::Bool(false))
+    );
     if asked {
         return false;
     }

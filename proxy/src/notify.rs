@@ -15,7 +15,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub fn post(counter: prometheus::IntCounterVec, url: String, body: Value) {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         counter.with_label_values(&["failed"]).inc();
-        tracing::error!(webhook = %url, "runbook notification not sent: no runtime");
+        tracing::error!(
+            webhook = %warden_runbooks::book::webhook_host(&url),
+            "runbook notification not sent: no runtime"
+        );
         return;
     };
     handle.spawn(async move {
@@ -30,7 +33,11 @@ pub fn post(counter: prometheus::IntCounterVec, url: String, body: Value) {
             Ok(()) => counter.with_label_values(&["sent"]).inc(),
             Err(e) => {
                 counter.with_label_values(&["failed"]).inc();
-                tracing::warn!(webhook = %url, error = %e, "runbook notification failed");
+                tracing::warn!(
+                    webhook = %warden_runbooks::book::webhook_host(&url),
+                    error = %e,
+                    "runbook notification failed"
+                );
             }
         }
     });

@@ -841,13 +841,13 @@ impl WardenProxy {
             o.leak = out.leak.map(|k| k.name());
             o.canary_leak = out.canary_leak;
             o.hallucination = out.hallucination;
-            o.logprob_mean = ctx.logprob_summary.map(|l| l.mean);
-            o.logprob_min = ctx.logprob_summary.map(|l| l.min);
-            o.token_entropy = ctx.logprob_summary.and_then(|l| l.entropy);
             o.hallucination_flag = out
                 .hallucination
                 .map(|s| s >= app.config.detectors.hallucination_threshold);
         }
+        o.logprob_mean = ctx.logprob_summary.map(|l| l.mean);
+        o.logprob_min = ctx.logprob_summary.map(|l| l.min);
+        o.token_entropy = ctx.logprob_summary.and_then(|l| l.entropy);
         o
     }
 

@@ -628,6 +628,14 @@ impl ResponsePipeline {
         if let Some(c) = chunk {
             if !j.too_large && j.buf.len() + c.len() <= MAX_JSON_BYTES {
                 j.buf.extend_from_slice(c);
+            } else if j.holding && self.output.is_none() {
+                // Held only to take out log-probabilities Warden asked for, and too large to
+                // hold: the body goes on as it is (those log-probabilities included), never lost.
+                j.too_large = true;
+                j.holding = false;
+                let mut all = std::mem::take(&mut j.buf);
+                all.extend_from_slice(c);
+                return Some(Bytes::from(all));
             } else if j.holding {
                 // Too large to hold: scan what was held and the rest as raw text.
                 j.too_large = true;
@@ -672,6 +680,8 @@ impl ResponsePipeline {
         let buf = std::mem::take(&mut j.buf);
         let mut v = match serde_json::from_slice::<Value>(&buf) {
             Ok(v) if v.get("choices").is_some() => v,
+            // Not a completion, held only for log-probabilities: as it came.
+            _ if self.output.is_none() => return Some(Bytes::from(buf)),
             // Not a completion: scanned as raw text, masks in place.
             _ => {
                 let mut scanner = self
@@ -1104,6 +1114,40 @@ mod tests {
 
     fn shipped() -> Arc<Engine> {
         Arc::new(Engine::compile(RuleSet::embedded().unwrap()).unwrap())
+    }
+
+    /// Log-probabilities Warden asked for are taken out of a whole body, with the output guard
+    /// off too; a body it cannot parse, or one too large to hold, goes on as it came.
+    #[test]
+    fn injected_logprobs_are_stripped_and_no_body_is_lost() {
+        let run = |body: &[u8]| {
+            let mut p = ResponsePipeline::new("r", false, None);
+            p.watch_logprobs(true);
+            assert!(p.head(200, Some("application/json")).rechunk);
+            let mut out = Vec::new();
+            for part in body.chunks(1 << 20) {
+                if let Some(b) = p.body(Some(part), false) {
+                    out.extend_from_slice(&b);
+                }
+            }
+            if let Some(b) = p.body(None, true) {
+                out.extend_from_slice(&b);
+            }
+            (out, p.logprobs())
+        };
+        let body = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"logprobs":{"content":[{"token":"Hi","logprob":-0.5,"top_logprobs":[]}]},"finish_reason":"stop"}]}"#;
+        let (out, summary) = run(body);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["choices"][0]["logprobs"].is_null(), "{v}");
+        assert_eq!(summary.map(|s| s.mean), Some(-0.5));
+        let (out, _) = run(b"plain text, not JSON");
+        assert_eq!(out, b"plain text, not JSON");
+        let big = format!(
+            r#"{{"choices":[{{"index":0,"text":"{}","logprobs":null}}]}}"#,
+            "a".repeat(MAX_JSON_BYTES + 10)
+        );
+        let (out, _) = run(big.as_bytes());
+        assert_eq!(out, big.as_bytes());
     }
 
     /// The first choice's text is scored against the request's documents once the reply ends,

@@ -143,10 +143,19 @@ impl Action {
                 }
                 format!("degrade {}", parts.join(" "))
             }
-            Action::Notify { webhook } => format!("notify {webhook}"),
+            Action::Notify { webhook } => format!("notify {}", webhook_host(webhook)),
             Action::Annotate => "annotate".into(),
         }
     }
+}
+
+/// `http://host:port` of a webhook URL: what alerts and audit rows show (a path may carry a
+/// token).
+pub fn webhook_host(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let host = rest.split('/').next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host);
+    format!("http://{host}")
 }
 
 /// A parsed runbook.
@@ -215,6 +224,13 @@ pub fn parse(name: &str, src: &str) -> Result<Runbook, Vec<String>> {
     };
     let cooldown = secs(&mut root, &mut errs, "cooldown_s", 900);
     let revert_after = secs(&mut root, &mut errs, "revert_after_s", 600);
+    if revert_after.is_zero() {
+        errs.push(
+            "revert_after_s",
+            root.value_span("revert_after_s"),
+            "must be at least 1",
+        );
+    }
     let max_scopes = root.uint(&mut errs, "max_scopes", 10_000).unwrap_or(3) as usize;
     if max_scopes == 0 {
         errs.push(
@@ -302,12 +318,24 @@ pub fn parse(name: &str, src: &str) -> Result<Runbook, Vec<String>> {
                 })
             }
             Some("notify") => match t.string(&mut errs, "webhook") {
-                Some(w) if w.starts_with("http://") => Some(Action::Notify { webhook: w }),
+                Some(w)
+                    if w.starts_with("http://")
+                        && !w["http://".len()..]
+                            .split('/')
+                            .next()
+                            .unwrap_or("")
+                            .contains('@') =>
+                {
+                    Some(Action::Notify { webhook: w })
+                }
                 Some(w) => {
                     errs.push(
                         &t.child_path("webhook"),
                         t.value_span("webhook"),
-                        format!("{w:?}: an http:// URL (an Alertmanager, or a relay to one)"),
+                        format!(
+                            "{}: an http:// URL without credentials (an Alertmanager, or a relay to one)",
+                            webhook_host(&w)
+                        ),
                     );
                     None
                 }
@@ -430,7 +458,12 @@ pub enum Status {
     DryRun,
     /// Not acted on: the runbook's blast radius was full.
     Suppressed,
+    /// Waited for approval longer than [`PENDING_TTL`].
+    Expired,
 }
+
+/// How long an alert waits for approval.
+pub const PENDING_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl Status {
     pub fn name(self) -> &'static str {
@@ -440,6 +473,7 @@ impl Status {
             Status::Reverted => "reverted",
             Status::DryRun => "dry_run",
             Status::Suppressed => "suppressed",
+            Status::Expired => "expired",
         }
     }
 }
@@ -710,6 +744,25 @@ impl Engine {
                 alert.status.name()
             ));
         }
+        let runbook = alert.runbook.clone();
+        let limit = self
+            .books
+            .iter()
+            .find(|b| b.id == runbook)
+            .map_or(1, |b| b.max_scopes);
+        let acting = self
+            .alerts
+            .iter()
+            .filter(|a| a.runbook == runbook && a.status == Status::Acting)
+            .count();
+        if acting >= limit {
+            return Err(format!(
+                "runbook {runbook} already acts on {acting} scope(s), its max_scopes"
+            ));
+        }
+        let Some(alert) = self.alerts.iter_mut().find(|a| a.id == id) else {
+            return Err(format!("no alert {id}"));
+        };
         alert.status = Status::Acting;
         alert.approved_by = Some(actor.to_string());
         Ok(self.act(id, now, Some(actor)))
@@ -759,6 +812,18 @@ impl Engine {
     pub fn tick(&mut self, now: SystemTime) -> Vec<Step> {
         let mut steps = Vec::new();
         for a in self.alerts.iter_mut() {
+            if a.status == Status::Pending
+                && now.duration_since(a.fired_at).unwrap_or_default() >= PENDING_TTL
+            {
+                a.status = Status::Expired;
+                steps.push(Step::Audit {
+                    alert: a.id,
+                    action: "runbook.expired",
+                    actor: format!("runbook:{}", a.runbook),
+                    detail: format!("not approved within {} h", PENDING_TTL.as_secs() / 3600),
+                });
+                continue;
+            }
             if a.status != Status::Acting || a.revert_at.is_none_or(|t| t > now) {
                 continue;
             }
@@ -840,6 +905,9 @@ kind = "notify"
 webhook = "https://example.com"
 [[action]]
 kind = "launch"
+[[action]]
+kind = "notify"
+webhook = "http://user:secret@alerts.internal/hook"
 "#;
         let errs = parse("x.toml", src).unwrap_err().join("\n");
         for want in [
@@ -850,9 +918,11 @@ kind = "launch"
             "needs requests_per_minute or tokens_per_minute",
             "action[1].webhook",
             "action[2].kind: \"launch\"",
+            "action[3].webhook",
         ] {
             assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
         }
+        assert!(!errs.contains("secret"), "credentials echoed: {errs}");
     }
 
     fn detection(scope: &str, at: SystemTime) -> Detection {
@@ -933,6 +1003,19 @@ kind = "launch"
         assert!(applied.iter().any(|s| matches!(s, Step::Apply { .. })));
         assert!(e.approve(id, "alice", t0).is_err());
         assert_eq!(e.alert(id).unwrap().approved_by.as_deref(), Some("alice"));
+
+        // Unapproved alerts lapse after a day.
+        let mut e = Engine::new(vec![book(Mode::Approve)]);
+        e.on_detection(&detection("b", t0));
+        let steps = e.tick(t0 + PENDING_TTL);
+        assert!(steps.iter().any(|s| matches!(
+            s,
+            Step::Audit {
+                action: "runbook.expired",
+                ..
+            }
+        )));
+        assert_eq!(e.alerts().next().unwrap().status, Status::Expired);
 
         let mut e = Engine::new(vec![book(Mode::DryRun)]);
         let steps = e.on_detection(&detection("a", t0));

@@ -115,7 +115,15 @@ pub struct RateDetector {
     fixed: bool,
     /// An EWMA of the recent rate (for the alarm's text), window ~ 1 / (2·p0·...) trials.
     recent: f64,
+    /// Trials since the last alarm, and alarms that came soon after the one before: a level
+    /// that stays changed is learned as the new baseline after [`RELEARN_AFTER`] of them.
+    since_alarm: u64,
+    alarms_in_row: u32,
 }
+
+/// Alarms in a row (each within `500 / p0` trials of the one before) after which a learned
+/// baseline is learned again: the change has lasted, and is the new normal.
+pub const RELEARN_AFTER: u32 = 3;
 
 impl RateDetector {
     /// A detector that learns its baseline.
@@ -129,6 +137,8 @@ impl RateDetector {
             p0: 0.0,
             fixed: false,
             recent: 0.0,
+            since_alarm: 0,
+            alarms_in_row: 0,
         }
     }
 
@@ -193,18 +203,34 @@ impl RateDetector {
             let w = self.params.baseline_window;
             self.set_p0(self.p0 + (xf - self.p0) / w);
         }
+        self.since_alarm = self.since_alarm.saturating_add(1);
         let shift = fired?;
-        self.reset();
-        Some(Alarm {
+        let alarm = Alarm {
             baseline: self.p0,
             shift,
             observed: self.recent,
-        })
+        };
+        self.reset();
+        self.alarms_in_row = if (self.since_alarm as f64) < 500.0 / self.p0 {
+            self.alarms_in_row + 1
+        } else {
+            1
+        };
+        self.since_alarm = 0;
+        if !self.fixed && self.alarms_in_row >= RELEARN_AFTER {
+            // Learn the lasting level from scratch (a new warm-up).
+            self.n = 0;
+            self.k = 0.0;
+            self.alarms_in_row = 0;
+        }
+        Some(alarm)
     }
 }
 
 /// Window of the token-burn EWMA.
 pub const BURN_WINDOW: Duration = Duration::from_secs(60);
+/// Tokens per second below which no burn alarm is raised, whatever the baseline.
+pub const BURN_MIN_RATE: f64 = 20.0;
 
 /// Tokens per second of a scope against its learned baseline.
 #[derive(Debug, Clone)]
@@ -233,6 +259,14 @@ impl BurnDetector {
 
     /// `tokens` spent at `now`.
     pub fn observe(&mut self, tokens: u64, now: SystemTime) -> Option<Alarm> {
+        // After a long quiet spell the averages have decayed to nothing: start over, so a
+        // tenant's first requests of the morning are not a spike against a zero baseline.
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l).unwrap_or_default() > BURN_WINDOW * 10)
+        {
+            *self = BurnDetector::new(self.params.clone());
+        }
         let started = *self.started.get_or_insert(now);
         let last = self.last.replace(now).unwrap_or(now);
         let dt = now.duration_since(last).unwrap_or_default().as_secs_f64();
@@ -247,7 +281,11 @@ impl BurnDetector {
         let t = elapsed.as_secs_f64().max(1.0);
         let baseline = self.baseline / (1.0 - (-t / long).exp());
         let warmed = elapsed >= BURN_WINDOW * 10;
-        if !warmed || baseline <= 0.0 || self.rate < self.params.burn_factor * baseline {
+        if !warmed
+            || baseline <= 0.0
+            || self.rate < BURN_MIN_RATE
+            || self.rate < self.params.burn_factor * baseline
+        {
             self.above_since = None;
             return None;
         }
@@ -518,7 +556,14 @@ impl ScopeDetectors {
             }
         }
         for (kind, slot, slo, value) in [
-            (Kind::TtftSlo, &mut self.ttft, slos.ttft, o.ttft),
+            // Time to first token means something for streams only (a whole body's first byte
+            // comes at the end of generation).
+            (
+                Kind::TtftSlo,
+                &mut self.ttft,
+                slos.ttft,
+                o.ttft.filter(|_| o.stream),
+            ),
             (Kind::TpotSlo, &mut self.tpot, slos.tpot, o.tpot),
         ] {
             if let (Some((d, ewma)), Some(slo), Some(v)) = (slot.as_mut(), slo, value) {
@@ -529,7 +574,10 @@ impl ScopeDetectors {
                 }
             }
         }
-        let tokens = o.input_tokens.unwrap_or(0) + o.output_tokens.unwrap_or(0);
+        let tokens = o
+            .input_tokens
+            .unwrap_or(0)
+            .saturating_add(o.output_tokens.unwrap_or(0));
         if tokens > 0 {
             if let Some(a) = self.burn.observe(tokens, now) {
                 out.push((Kind::TokenBurn, a));
@@ -579,6 +627,51 @@ mod tests {
             assert!(n < 5_000, "no alarm");
         };
         assert!(alarm.shift >= 2.0 && n > 100, "{alarm:?} after {n}");
+    }
+
+    #[test]
+    fn a_lasting_change_becomes_the_new_baseline() {
+        let params = Arc::new(RateParams {
+            warmup: 5_000,
+            ..RateParams::default()
+        });
+        let mut d = RateDetector::learned(params);
+        let mut rng = Lcg(11);
+        for _ in 0..5_000 {
+            d.observe(rng.bern(0.02));
+        }
+        // The rate doubles for good: a few alarms, then a relearned baseline and quiet.
+        let mut alarms = 0;
+        for _ in 0..60_000 {
+            if d.observe(rng.bern(0.04)).is_some() {
+                alarms += 1;
+            }
+        }
+        assert!(
+            (1..=RELEARN_AFTER as usize + 1).contains(&alarms),
+            "{alarms}"
+        );
+        assert!(
+            d.baseline().is_some_and(|p| (p - 0.04).abs() < 0.01),
+            "{:?}",
+            d.baseline()
+        );
+    }
+
+    #[test]
+    fn token_burn_ignores_a_tenant_coming_back_after_a_quiet_night() {
+        let mut b = BurnDetector::new(Arc::new(RateParams::default()));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for s in 0..8 * 3600 {
+            b.observe(100, t0 + Duration::from_secs(s));
+        }
+        let back = t0 + Duration::from_secs(20 * 3600);
+        for s in 0..600 {
+            assert!(
+                b.observe(100, back + Duration::from_secs(s)).is_none(),
+                "{s}"
+            );
+        }
     }
 
     #[test]

@@ -75,6 +75,12 @@ fn detector(spec: &SimSpec) -> Result<RateDetector, String> {
 
 /// Runs the simulation.
 pub fn simulate(spec: &SimSpec) -> Result<SimReport, String> {
+    if !(spec.params.threshold > 0.0 && spec.params.threshold.is_finite()) {
+        return Err(format!(
+            "--threshold {}: must be above 0",
+            spec.params.threshold
+        ));
+    }
     if !(spec.baseline > 0.0 && spec.baseline < 0.5) {
         return Err(format!("--baseline {}: must be in (0, 0.5)", spec.baseline));
     }

@@ -66,7 +66,7 @@ pub fn decode_detectors(t: &mut Table<'_>, errs: &mut Errors<'_>) -> DetectorsCo
     };
     DetectorsConfig {
         enabled: t.boolean(errs, "enabled").unwrap_or(true),
-        warmup: t.uint(errs, "warmup", 1 << 40).unwrap_or(d.warmup),
+        warmup: super::positive(t, errs, "warmup", 1 << 40).unwrap_or(d.warmup),
         threshold: t
             .number(errs, "threshold", 1.0..=100.0, " (nats)")
             .unwrap_or(d.threshold),
