@@ -28,8 +28,13 @@ pub struct Example {
     pub target: Target,
 }
 
-/// Parse JSONL; every bad line is reported as `line N: problem`.
-pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
+/// Each non-empty line of `input` parsed as JSON and handed to `parse` with its 1-based
+/// number; every bad line (not JSON, or refused by `parse`) reported as `line N: problem`. The
+/// labelled-data readers of `rules eval` and `output eval` share it.
+pub fn parse_lines<T>(
+    input: &str,
+    mut parse: impl FnMut(usize, &Value) -> Result<T, String>,
+) -> Result<Vec<T>, Vec<String>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for (i, line) in input.lines().enumerate() {
@@ -37,13 +42,24 @@ pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(format!("line {n}: not JSON: {e}"));
-                continue;
-            }
-        };
+        let parsed = serde_json::from_str::<Value>(line)
+            .map_err(|e| format!("not JSON: {e}"))
+            .and_then(|v| parse(n, &v));
+        match parsed {
+            Ok(x) => out.push(x),
+            Err(e) => errors.push(format!("line {n}: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Parse JSONL; every bad line is reported as `line N: problem`.
+pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
+    parse_lines(input, |_, value| {
         let text = value.get("text").and_then(Value::as_str);
         let label = value.get("label").and_then(Value::as_u64);
         let source = match value.get("source") {
@@ -55,28 +71,22 @@ pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
             Some(v) => v.as_str().and_then(Target::parse),
         };
         let Some(target) = target else {
-            errors.push(format!(
-                "line {n}: \"role\" must be one of system, user, assistant, tool, tool_args"
-            ));
-            continue;
+            return Err(
+                "\"role\" must be one of system, user, assistant, tool, tool_args".to_string(),
+            );
         };
         match (text, label, source) {
-            (Some(text), Some(label @ 0..=1), Some(source)) => out.push(Example {
+            (Some(text), Some(label @ 0..=1), Some(source)) => Ok(Example {
                 text: text.to_string(),
                 attack: label == 1,
                 source: source.to_string(),
                 target,
             }),
-            (None, ..) => errors.push(format!("line {n}: \"text\" must be a string")),
-            (_, _, None) => errors.push(format!("line {n}: \"source\" must be a string")),
-            _ => errors.push(format!("line {n}: \"label\" must be 0 or 1")),
+            (None, ..) => Err("\"text\" must be a string".into()),
+            (_, _, None) => Err("\"source\" must be a string".into()),
+            _ => Err("\"label\" must be 0 or 1".into()),
         }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    })
 }
 
 /// Confusion counts.

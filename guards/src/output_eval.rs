@@ -55,50 +55,26 @@ impl Task {
 
 /// Parse JSONL; every bad line is reported as `line N: problem`.
 pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let n = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(format!("line {n}: not JSON: {e}"));
-                continue;
-            }
-        };
+    crate::eval::parse_lines(input, |n, v| {
         let task = match v.get("task").and_then(Value::as_str) {
             Some("refusal") => Task::Refusal,
             Some("leak") => Task::Leak,
             Some("grounding") => Task::Grounding,
-            _ => {
-                errors.push(format!(
-                    "line {n}: \"task\" must be \"refusal\", \"leak\" or \"grounding\""
-                ));
-                continue;
-            }
+            _ => return Err("\"task\" must be \"refusal\", \"leak\" or \"grounding\"".into()),
         };
-        let Some(text) = v.get("text").and_then(Value::as_str) else {
-            errors.push(format!("line {n}: \"text\" must be a string"));
-            continue;
-        };
+        let text = v
+            .get("text")
+            .and_then(Value::as_str)
+            .ok_or("\"text\" must be a string")?;
         let label = match v.get("label").and_then(Value::as_u64) {
             Some(0) => false,
             Some(1) => true,
-            _ => {
-                errors.push(format!("line {n}: \"label\" must be 0 or 1"));
-                continue;
-            }
+            _ => return Err("\"label\" must be 0 or 1".into()),
         };
         let secret = match (task, v.get("secret").and_then(Value::as_str)) {
             (Task::Leak, Some(s)) if !s.trim().is_empty() => s.to_string(),
             (Task::Leak, _) => {
-                errors.push(format!(
-                    "line {n}: a leak example needs \"secret\", a non-empty string"
-                ));
-                continue;
+                return Err("a leak example needs \"secret\", a non-empty string".into())
             }
             _ => String::new(),
         };
@@ -113,10 +89,9 @@ pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
                     .collect()
             }
             (Task::Grounding, _) => {
-                errors.push(format!(
-                    "line {n}: a grounding example needs \"context\", a string or an array of strings"
-                ));
-                continue;
+                return Err(
+                    "a grounding example needs \"context\", a string or an array of strings".into(),
+                )
             }
             _ => Vec::new(),
         };
@@ -128,12 +103,9 @@ pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
         let source = match v.get("source") {
             None | Some(Value::Null) => "unspecified".to_string(),
             Some(Value::String(s)) => s.clone(),
-            Some(_) => {
-                errors.push(format!("line {n}: \"source\" must be a string"));
-                continue;
-            }
+            Some(_) => return Err("\"source\" must be a string".into()),
         };
-        out.push(Example {
+        Ok(Example {
             task,
             text: text.to_string(),
             secret,
@@ -142,13 +114,8 @@ pub fn parse_jsonl(input: &str) -> Result<Vec<Example>, Vec<String>> {
             label,
             source,
             line: n,
-        });
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+        })
+    })
 }
 
 /// The result of an evaluation.
