@@ -50,13 +50,19 @@ fn failed(what: &str, lines: impl Iterator<Item = String>) -> Report {
     }
 }
 
-fn read_input(input: &Path) -> Result<String, Report> {
-    std::fs::read_to_string(input).map_err(|e| {
+/// The labelled examples of `input`, read and parsed by `parse`; every bad line listed.
+fn read_examples<T>(
+    input: &Path,
+    parse: fn(&str) -> Result<Vec<T>, Vec<String>>,
+) -> Result<Vec<T>, Report> {
+    let text = std::fs::read_to_string(input).map_err(|e| {
         failed(
             "cannot read the input",
             std::iter::once(format!("{}: {e}", input.display())),
         )
-    })
+    })?;
+    parse(&text)
+        .map_err(|errs| failed(&format!("{}: bad lines", input.display()), errs.into_iter()))
 }
 
 /// Writes `--errors` (when given) with what `lines` makes.
@@ -170,13 +176,9 @@ pub fn eval(input: &Path, dir: Option<&Path>, json: bool, errors: Option<&Path>)
         Ok(e) => e,
         Err(r) => return r,
     };
-    let text = match read_input(input) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let examples = match parse_jsonl(&text) {
+    let examples = match read_examples(input, parse_jsonl) {
         Ok(x) => x,
-        Err(errs) => return failed(&format!("{}: bad lines", input.display()), errs.into_iter()),
+        Err(r) => return r,
     };
     let report = evaluate(&engine, &Policy::default(), &examples);
     if let Err(r) = write_errors(errors, || report.errors_jsonl(&examples)) {
@@ -202,13 +204,9 @@ pub fn output_eval(
     (paraphrase, encoder_dir): (&str, Option<PathBuf>),
 ) -> Report {
     use warden_guards::output_eval;
-    let text = match read_input(input) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let examples = match output_eval::parse_jsonl(&text) {
+    let examples = match read_examples(input, output_eval::parse_jsonl) {
         Ok(x) => x,
-        Err(errs) => return failed(&format!("{}: bad lines", input.display()), errs.into_iter()),
+        Err(r) => return r,
     };
     let guard = crate::config::GuardConfig {
         paraphrase: match paraphrase {
