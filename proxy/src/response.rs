@@ -528,15 +528,11 @@ impl ResponsePipeline {
         let stripped = logprob_event && self.take_logprobs(&mut v);
         // The event as it goes out when the output guard does not rewrite it.
         let unguarded = |ev: &SseEvent, v: &Value| -> Bytes {
-            if !stripped {
-                return ev.raw.clone();
+            if stripped {
+                rewritten(ev, v)
+            } else {
+                ev.raw.clone()
             }
-            let mut raw = BytesMut::new();
-            if let Some(name) = &ev.event {
-                raw.extend_from_slice(format!("event: {name}\n").as_bytes());
-            }
-            raw.extend_from_slice(&sse_data(v));
-            raw.freeze()
         };
         if usage_event {
             if let Some(u) = usage_of(&v) {
@@ -563,14 +559,7 @@ impl ResponsePipeline {
         }
         match o.chunk(&mut v) {
             Err(()) if o.enforce => self.block(s, out),
-            _ if o.enforce => {
-                let mut raw = BytesMut::new();
-                if let Some(name) = &ev.event {
-                    raw.extend_from_slice(format!("event: {name}\n").as_bytes());
-                }
-                raw.extend_from_slice(&sse_data(&v));
-                out.push(raw.freeze());
-            }
+            _ if o.enforce => out.push(rewritten(&ev, &v)),
             _ => out.push(unguarded(&ev, &v)),
         }
     }
@@ -1081,6 +1070,16 @@ fn join(mut out: Vec<Bytes>) -> Option<Bytes> {
                 .freeze(),
         ),
     }
+}
+
+/// An event written again with the data `v`, under its `event:` name when it had one.
+fn rewritten(ev: &SseEvent, v: &Value) -> Bytes {
+    let mut raw = BytesMut::new();
+    if let Some(name) = &ev.event {
+        raw.extend_from_slice(format!("event: {name}\n").as_bytes());
+    }
+    raw.extend_from_slice(&sse_data(v));
+    raw.freeze()
 }
 
 pub fn usage_of(v: &Value) -> Option<Usage> {
