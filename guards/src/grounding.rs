@@ -16,8 +16,6 @@
 
 use std::collections::HashSet;
 
-use crate::normalize::fold;
-
 /// Replies flagged at this score by default.
 pub const DEFAULT_THRESHOLD: f32 = 0.25;
 /// The least score of a reply that cites a source it was not given.
@@ -178,12 +176,12 @@ const STOP: &[&str] = &[
     "much",
 ];
 
+/// The words of `text` ([`crate::leak`]'s normalised words) that can carry a claim.
 fn content_words(text: &str) -> Vec<String> {
-    let stop: HashSet<&str> = STOP.iter().copied().collect();
-    fold(text)
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
+    static STOP_SET: std::sync::OnceLock<HashSet<&'static str>> = std::sync::OnceLock::new();
+    let stop = STOP_SET.get_or_init(|| STOP.iter().copied().collect());
+    crate::leak::words(text)
+        .into_iter()
         .filter(|w| {
             (w.chars().count() >= 3 || w.chars().any(|c| c.is_ascii_digit()))
                 && !stop.contains(w.as_str())

@@ -147,8 +147,8 @@ fn unleet(c: char) -> char {
     }
 }
 
-/// The normalised words of `text` (folded, letters and digits only).
-fn words(text: &str) -> Vec<String> {
+/// The normalised words of `text` (folded, letters and digits only, lowercase).
+pub(crate) fn words(text: &str) -> Vec<String> {
     fold(text)
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
