@@ -96,6 +96,8 @@ pub struct RequestCtx {
     canary: bool,
     /// The request's documents and question, for the reply's hallucination signal.
     grounding: Option<(Vec<String>, String)>,
+    /// The reply's grounding score, taken from the pipeline in `logging`.
+    hallucination: Option<f32>,
     /// Sum up the reply's log-probabilities (`Some`); `Some(true)`: Warden asked for them and
     /// removes them from the reply.
     logprobs: Option<bool>,
@@ -168,6 +170,7 @@ impl ProxyHttp for WardenProxy {
             leak: None,
             canary: false,
             grounding: None,
+            hallucination: None,
             logprobs: None,
             logprob_summary: None,
             tools: None,
@@ -472,6 +475,7 @@ impl ProxyHttp for WardenProxy {
                 ctx.error = ctx.error.or(Some(stream_end.error()));
             }
             ctx.output = pipeline.output();
+            ctx.hallucination = pipeline.hallucination();
             ctx.logprob_summary = pipeline.logprobs();
         }
         // Once, for every sink below.
@@ -840,11 +844,11 @@ impl WardenProxy {
             o.refusal = out.refusal;
             o.leak = out.leak.map(|k| k.name());
             o.canary_leak = out.canary_leak;
-            o.hallucination = out.hallucination;
-            o.hallucination_flag = out
-                .hallucination
-                .map(|s| s >= app.config.detectors.hallucination_threshold);
         }
+        o.hallucination = ctx.hallucination;
+        o.hallucination_flag = ctx
+            .hallucination
+            .map(|s| s >= app.config.detectors.hallucination_threshold);
         o.logprob_mean = ctx.logprob_summary.map(|l| l.mean);
         o.logprob_min = ctx.logprob_summary.map(|l| l.min);
         o.token_entropy = ctx.logprob_summary.and_then(|l| l.entropy);

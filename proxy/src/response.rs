@@ -96,7 +96,7 @@ pub use warden_telemetry::OutputDecision;
 
 /// What the output guard saw in one response: for metrics, the log and the audit event. Never
 /// text.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputOutcome {
     pub decision: OutputDecision,
     /// Only recorded: the client got the reply unchanged.
@@ -111,9 +111,6 @@ pub struct OutputOutcome {
     pub refusal: Option<bool>,
     /// What leaked first, if anything did.
     pub leak: Option<LeakKind>,
-    /// How unsupported the reply is by the request's documents, 0–1 (`None`: no context, or
-    /// nothing to judge).
-    pub hallucination: Option<f32>,
     /// Whether the planted canary appeared; `None` when none was planted.
     pub canary_leak: Option<bool>,
     /// Why the paraphrase check did not read the whole reply (`encoder_error`, `clause_limit`);
@@ -380,6 +377,14 @@ impl ResponsePipeline {
         self.end
     }
 
+    /// How unsupported the first choice's text is by the request's documents, 0–1 (`None`: no
+    /// context, no output guard, or nothing to judge). Computed when asked: once, at the end.
+    pub fn hallucination(&self) -> Option<f32> {
+        let (docs, q, reply) = self.output.as_ref()?.grounding.as_ref()?;
+        let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+        warden_guards::grounding::grounding(&docs, q, reply).map(|g| g.score)
+    }
+
     /// The output guard's outcome; `None` when it did not run.
     pub fn output(&self) -> Option<OutputOutcome> {
         let o = self.output.as_ref()?;
@@ -430,10 +435,6 @@ impl ResponsePipeline {
             held_max,
             refusal: o.refusal.decided(),
             leak: o.leak.map(|l| l.kind),
-            hallucination: o.grounding.as_ref().and_then(|(docs, q, reply)| {
-                let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
-                warden_guards::grounding::grounding(&docs, q, reply).map(|g| g.score)
-            }),
             canary_leak: o
                 .canary
                 .then(|| o.leak.is_some_and(|l| l.kind == LeakKind::Canary)),
@@ -1163,7 +1164,7 @@ mod tests {
             let mut p = ResponsePipeline::new("r", false, Some(o));
             p.head(200, Some("text/event-stream"));
             p.body(Some(stream(pieces, true, true).as_bytes()), true);
-            p.output().and_then(|o| o.hallucination)
+            p.hallucination()
         };
         assert_eq!(score(&["The capital is ", "Paris."]), Some(0.0));
         assert!(score(&["Lyon, since ", "1850."]).is_some_and(|s| s > 0.5));
