@@ -104,10 +104,15 @@ async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
 }
 
 async fn admin(w: &Warden, method: &str, path: &str) -> Response {
+    admin_as(w, ADMIN_KEY, method, path).await
+}
+
+/// An admin request without a body, with `key`.
+async fn admin_as(w: &Warden, key: &str, method: &str, path: &str) -> Response {
     send(
         w.admin,
         format!(
-            "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN_KEY}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
         )
         .as_bytes(),
     )
@@ -326,14 +331,10 @@ async fn an_approve_mode_runbook_waits_for_warden_ctl_approve() {
         }
     }
     assert!(shed, "the approved throttle never shed a request");
-    let audit = send(
-        w.admin,
-        format!("GET /admin/audit HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {AUDITOR_KEY}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap()
-    .json()
-    .unwrap();
+    let audit = admin_as(&w, AUDITOR_KEY, "GET", "/admin/audit")
+        .await
+        .json()
+        .unwrap();
     assert!(
         audit["actions"]
             .as_array()
