@@ -158,7 +158,8 @@ enum CtlCommand {
     /// Approve an alert of a runbook in `approve` mode: its actions are applied now.
     Approve {
         id: u64,
-        #[arg(long)]
+        /// Recorded with the approval (default: "approved with warden ctl").
+        #[arg(long, default_value = "approved with warden ctl")]
         reason: String,
     },
 }
