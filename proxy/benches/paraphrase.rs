@@ -5,7 +5,7 @@
 //! Needs `tests/scripts/setup.sh` (the encoder and ONNX Runtime). Run:
 //! `cargo bench -p warden-proxy --bench paraphrase`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -78,6 +78,36 @@ fn main() {
             run(&mut LeakDetector::new(&[PROMPT], None).with_paraphrase(check))
         })
     });
+    // Replies that look like traffic: 4 KiB of model answers with code and markdown, Chinese,
+    // Russian, and jailbreak templates (the guards' benchmark corpus), against the same prompt.
+    for class in ["answers_md", "lang_zh", "lang_ru", "jailbreak"] {
+        let path = root.join(format!("guards/benches/corpus/{class}.txt"));
+        let full = std::fs::read_to_string(&path).unwrap();
+        let text = &full[..warden_guards::normalize::floor_boundary(&full, 4096)];
+        let stream = pieces(text);
+        let mut embedded = 0;
+        c.bench_function(&format!("leak/{class}_4k/lexical"), |b| {
+            b.iter(|| {
+                let mut d = LeakDetector::new(&[PROMPT], None);
+                for p in &stream {
+                    black_box(d.push(p));
+                }
+                black_box(d.finish(&normalizer))
+            })
+        });
+        c.bench_function(&format!("leak/{class}_4k/with_paraphrase"), |b| {
+            b.iter(|| {
+                let check = paraphraser.check(&[PROMPT]).unwrap();
+                let mut d = LeakDetector::new(&[PROMPT], None).with_paraphrase(check);
+                for p in &stream {
+                    black_box(d.push(p));
+                }
+                black_box(d.finish(&normalizer));
+                embedded = d.paraphrase().map_or(0, |p| p.embedded());
+            })
+        });
+        println!("{class}: {embedded} clauses embedded per reply");
+    }
     c.bench_function("encoder/prompt_first_sight", |b| {
         b.iter(|| {
             // A fresh cache each time: the prompt's five sentences embedded.
