@@ -360,6 +360,22 @@ impl FakeUpstream {
         lock(&self.shared.requests).clone()
     }
 
+    /// The proxied requests received so far: the POSTs, without the proxy's health probes, which
+    /// can land at any time.
+    pub fn posts(&self) -> Vec<RecordedRequest> {
+        let mut all = self.requests();
+        all.retain(|r| r.method == "POST");
+        all
+    }
+
+    /// The last proxied request (health probes excluded); panics if there was none, for tests.
+    #[allow(clippy::panic)]
+    pub fn last_post(&self) -> RecordedRequest {
+        self.posts()
+            .pop()
+            .unwrap_or_else(|| panic!("the upstream received no POST"))
+    }
+
     /// How many requests were received so far (counted even when recording is off).
     pub fn request_count(&self) -> usize {
         self.shared.count.load(Ordering::Relaxed)

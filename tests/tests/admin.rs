@@ -228,7 +228,7 @@ async fn switches_refuse_degrade_survive_a_restart_and_are_audited() {
         r.header("x-warden-degraded"),
         Some("route:chat_completions")
     );
-    let sent: Value = serde_json::from_slice(&up.requests().last().unwrap().body).unwrap();
+    let sent: Value = serde_json::from_slice(&up.last_post().body).unwrap();
     assert_eq!(sent["max_tokens"], 3);
     // Counted once for the request, though switches are checked before and after routing.
     w.metrics_with(&["warden_switched_off_total{effect=\"degraded\",kind=\"route\"} 1\n"])

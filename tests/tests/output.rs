@@ -280,7 +280,7 @@ async fn a_model_that_repeats_its_system_prompt_is_cut_off() {
     .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text());
     // The upstream got the pinned prompt with the canary line.
-    let sent: Value = serde_json::from_slice(&up.requests().last().unwrap().body).unwrap();
+    let sent: Value = serde_json::from_slice(&up.last_post().body).unwrap();
     let system = sent["messages"][0]["content"].as_str().unwrap().to_string();
     assert!(system.starts_with("Be brief."), "{system}");
     let canary = system

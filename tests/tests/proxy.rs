@@ -50,19 +50,6 @@ async fn warden_with_tenant(up: &FakeUpstream, tenant_toml: &str) -> Warden {
     w
 }
 
-/// The last request the upstream received from the proxy (health probes excluded).
-fn last_post(up: &FakeUpstream) -> warden_tests::upstream::RecordedRequest {
-    up.requests()
-        .into_iter()
-        .rev()
-        .find(|r| r.method == "POST")
-        .expect("the upstream received a POST")
-}
-
-fn posts(up: &FakeUpstream) -> usize {
-    up.requests().iter().filter(|r| r.method == "POST").count()
-}
-
 fn chat(content: &str, stream: bool, headers: &str) -> Vec<u8> {
     post(
         "/v1/chat/completions",
@@ -89,7 +76,7 @@ async fn non_streaming_passes_through_unchanged() {
     );
     assert!(proxied.header("x-request-id").is_some());
 
-    let seen = last_post(&up);
+    let seen = up.last_post();
     assert_eq!(
         seen.body,
         body.as_bytes(),
@@ -109,7 +96,7 @@ async fn request_id_is_accepted_passed_upstream_and_returned() {
         .await
         .unwrap();
     assert_eq!(r.header("x-request-id"), Some("my-id-123"));
-    assert_eq!(last_post(&up).header("x-request-id"), Some("my-id-123"));
+    assert_eq!(up.last_post().header("x-request-id"), Some("my-id-123"));
     // A hostile id is replaced, and errors carry the id too.
     let r = send(
         w.proxy,
@@ -137,10 +124,10 @@ async fn max_tokens_is_clamped_to_the_tenant_cap() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(last_post(&up).json().unwrap()["max_tokens"], 7);
+    assert_eq!(up.last_post().json().unwrap()["max_tokens"], 7);
     // Absent → set to the cap.
     send(w.proxy, &chat("x", false, "")).await.unwrap();
-    assert_eq!(last_post(&up).json().unwrap()["max_tokens"], 7);
+    assert_eq!(up.last_post().json().unwrap()["max_tokens"], 7);
 }
 
 /// The upstream sends one event, then waits 1 s: the client must have that event long before
@@ -225,7 +212,7 @@ async fn injected_usage_event_is_hidden_from_clients_that_did_not_ask() {
     let up = upstream().await;
     let w = warden(&up, "", "").await;
     let r = send(w.proxy, &chat("hello", true, "")).await.unwrap();
-    let forwarded = last_post(&up).json().unwrap();
+    let forwarded = up.last_post().json().unwrap();
     assert_eq!(forwarded["stream_options"]["include_usage"], true);
     assert!(
         sse_events(&r.body).iter().all(|e| !e.contains("\"usage\"")),
@@ -285,7 +272,7 @@ async fn validation_errors_are_openai_style_with_stable_codes() {
     raw.push_str("0\r\n\r\n");
     let r = send(w.proxy, raw.as_bytes()).await.unwrap();
     assert_eq!(r.status(), 413);
-    assert_eq!(posts(&up), 0, "nothing invalid reached the upstream");
+    assert_eq!(up.posts().len(), 0, "nothing invalid reached the upstream");
 }
 
 /// Requests Pingora cannot even parse still get an OpenAI-style body (vendored patch 2).
@@ -303,7 +290,7 @@ async fn malformed_http_gets_a_json_error() {
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert_eq!(error_of(&r)["code"], "malformed_request");
     }
-    assert_eq!(posts(&up), 0);
+    assert_eq!(up.posts().len(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,7 +341,7 @@ async fn large_body_is_forwarded() {
     .expect("no hang")
     .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text());
-    let seen = last_post(&up);
+    let seen = up.last_post();
     assert_eq!(
         seen.json().unwrap()["messages"][0]["content"]
             .as_str()
@@ -489,7 +476,7 @@ async fn connect_failure_fails_over_to_the_next_upstream() {
     drop(dying);
     let r = send(w.proxy, &chat("x", false, "")).await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text());
-    assert_eq!(posts(&up), 1);
+    assert_eq!(up.posts().len(), 1);
     w.metrics_with(&[
         "warden_upstream_errors_total{kind=\"upstream_unavailable\",upstream=\"dead\"} 1",
     ])
