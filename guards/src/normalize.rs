@@ -109,6 +109,19 @@ pub enum ViewKind {
     },
 }
 
+impl ViewKind {
+    /// The view this one is derived from, whose text it shares outside [`View::differs`]:
+    /// `Folded` for the despaced and leet views, `Despaced` for the despaced leet view (leet
+    /// folding keeps every offset, so it differs from the despaced view only at leet tokens).
+    pub fn base(self) -> Option<ViewKind> {
+        match self {
+            ViewKind::Despaced | ViewKind::Leet => Some(ViewKind::Folded),
+            ViewKind::DespacedLeet => Some(ViewKind::Despaced),
+            ViewKind::Folded | ViewKind::Decoded { .. } => None,
+        }
+    }
+}
+
 /// Encodings recognised for [`ViewKind::Decoded`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
@@ -129,10 +142,10 @@ pub struct View {
     pub kind: ViewKind,
     /// The text rule packs are matched against.
     pub text: String,
-    /// For a view derived from the folded one (despaced, leet), the ranges of `text` where it
-    /// differs from the folded view, in order; a deletion shows as an empty range where it was.
-    /// Everywhere else the view holds the folded view's text, so a scanner that has scanned the
-    /// folded view needs to scan a derived one only around these. `None`: scan the whole view.
+    /// For a derived view (despaced, leet), the ranges of `text` where it differs from its
+    /// [`ViewKind::base`] view, in order; a deletion shows as an empty range where it was.
+    /// Everywhere else the view holds its base view's text, so a scanner that has scanned the
+    /// base view needs to scan a derived one only around these. `None`: scan the whole view.
     pub differs: Option<Vec<Range<usize>>>,
     map: SpanMap,
 }
@@ -1674,36 +1687,15 @@ fn leet_view(src: &View, kind: ViewKind) -> Option<View> {
         }
     }
     // ASCII-for-ASCII replacement keeps UTF-8 validity and every offset, so the map is shared,
-    // and where the source differs from the folded view this view does too.
+    // and the view differs from its source (its base) at the folded tokens alone.
     let text = out?;
-    let differs = match &src.differs {
-        None => folded_tokens,
-        Some(before) => merge_ranges(before, &folded_tokens),
-    };
+    debug_assert_eq!(kind.base(), Some(src.kind));
     Some(View {
         kind,
         text,
-        differs: Some(differs),
+        differs: Some(folded_tokens),
         map: src.map.clone(),
     })
-}
-
-/// Two ordered lists of ranges as one, in order (ranges may touch or overlap; readers widen and
-/// merge them anyway).
-fn merge_ranges(a: &[Range<usize>], b: &[Range<usize>]) -> Vec<Range<usize>> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        let take_a = j == b.len() || (i < a.len() && a[i].start <= b[j].start);
-        if take_a {
-            out.push(a[i].clone());
-            i += 1;
-        } else {
-            out.push(b[j].clone());
-            j += 1;
-        }
-    }
-    out
 }
 
 // === Decoded ===
@@ -1893,6 +1885,64 @@ mod tests {
 
     fn views(text: &str) -> Views {
         Normalizer::default().views(text)
+    }
+
+    /// What the engine relies on to scan a derived view only around [`View::differs`]: outside
+    /// them it holds its base's text. Checked on every corpus class: a leet view byte for byte
+    /// against its base; a despaced view by putting the deleted separators back (the base with
+    /// the text between consecutive kept pieces removed must be the view).
+    #[test]
+    fn derived_views_hold_their_base_text_outside_differs() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/corpus");
+        let mut derived = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "txt") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let text = &text[..floor_boundary(&text, 16 * 1024)];
+            let all = views(text);
+            for v in &all.views {
+                let (Some(base_kind), Some(differs)) = (v.kind.base(), &v.differs) else {
+                    continue;
+                };
+                let base = all.views.iter().find(|b| b.kind == base_kind).unwrap();
+                derived += 1;
+                let (vb, bb) = (v.text.as_bytes(), base.text.as_bytes());
+                if vb.len() == bb.len() {
+                    let mut inside = vec![false; vb.len()];
+                    for d in differs {
+                        inside[d.clone()].iter_mut().for_each(|x| *x = true);
+                    }
+                    for i in 0..vb.len() {
+                        assert!(
+                            inside[i] || vb[i] == bb[i],
+                            "{:?} of {} differs at {i} outside its ranges",
+                            v.kind,
+                            path.display()
+                        );
+                    }
+                } else {
+                    // Deletions only: every piece between them is in the base, in order.
+                    let mut at = 0;
+                    let mut kept = 0;
+                    for d in differs.iter().chain(std::iter::once(&(vb.len()..vb.len()))) {
+                        assert!(d.is_empty(), "{:?}: a despaced view only deletes", v.kind);
+                        let piece = &vb[kept..d.start];
+                        let found = bb[at..]
+                            .windows(piece.len().max(1))
+                            .position(|w| piece.is_empty() || w == piece)
+                            .unwrap_or_else(|| {
+                                panic!("{:?} of {}: piece at {kept}", v.kind, path.display())
+                            });
+                        at += found + piece.len();
+                        kept = d.start;
+                    }
+                }
+            }
+        }
+        assert!(derived > 10, "{derived} derived views in the corpus");
     }
 
     /// `printable_text`'s early exits change when it decides, never what: the same answer as

@@ -119,9 +119,10 @@ pub struct Engine {
     unanchored_views: u8,
     unanchored_targets: u8,
     /// Per view bit ([`crate::pack::view_bit`]), how far around the places where a derived view
-    /// differs from the folded view its scan must look: the longest match of any rule that reads
-    /// it, and a character each side for the assertions. `None`: scan that view whole (a rule
-    /// reads it but not the folded view, so the folded scan does not stand in for the rest).
+    /// differs from its base view ([`ViewKind::base`]) its scan must look: the longest match of
+    /// any rule that reads it, and a character each side for the assertions. `None`: scan that
+    /// view whole (a rule reads it but not its base, so the base's scan does not stand in for
+    /// the rest).
     derived_context: [Option<usize>; 5],
     /// The output rules' hold bound and viability DFA; `None` when no rule reads an output.
     output: Option<OutputPlan>,
@@ -882,11 +883,12 @@ impl Engine {
         true
     }
 
-    /// The ranges of `view` to walk: all of it, or, for a view derived from the folded one, the
-    /// places where it differs widened by [`Engine::derived_context`] and merged. A match that
+    /// The ranges of `view` to walk: all of it, or, for a derived view, the places where it
+    /// differs from its base widened by [`Engine::derived_context`] and merged. A match that
     /// touches none of them (nor the character either side of it) lies in text the derived view
-    /// shares with the folded view, which every rule reads and which was scanned first: it has
-    /// been found there.
+    /// shares with its base, which every rule reading this view reads and which was scanned
+    /// first: it has been found there (in the base, or, by the same argument, in the base's
+    /// own base).
     fn segments(&self, view: &crate::normalize::View, out: &mut Vec<Range<usize>>) {
         let text = view.text.as_str();
         let n = text.len();
@@ -1040,30 +1042,35 @@ pub(crate) fn merge_mask_spans(
 /// [`Engine::derived_context`] of a rule set whose regex `pid` belongs to rule `regex_rule[pid]`
 /// and is looked for over `reach[pid]` bytes.
 fn derived_context(set: &RuleSet, regex_rule: &[usize], reach: &[usize]) -> [Option<usize>; 5] {
-    let folded = crate::pack::view_bit(ViewKind::Folded);
-    std::array::from_fn(|bit| {
-        let bit = 1u8 << bit;
-        if bit == folded {
-            return None;
-        }
-        let mut longest = 0usize;
+    const KINDS: [ViewKind; 3] = [ViewKind::Despaced, ViewKind::Leet, ViewKind::DespacedLeet];
+    let mut out = [None; 5];
+    // Whether the base itself is scanned whole or around its own differences, its scan finds
+    // every match of the rules that read it: all this view needs is that those are its rules.
+    for kind in KINDS {
+        let Some(base) = kind.base() else { continue };
+        let (bit, base_bit) = (crate::pack::view_bit(kind), crate::pack::view_bit(base));
+        let mut longest = Some(0usize);
         for (i, rule) in set.rules.iter().enumerate() {
             if rule.views & bit == 0 {
                 continue;
             }
-            if rule.views & folded == 0 {
-                return None;
+            if rule.views & base_bit == 0 {
+                longest = None;
+                break;
             }
+            let mut l = longest.unwrap_or(0);
             for lit in &rule.literals {
-                longest = longest.max(fold(lit).len());
+                l = l.max(fold(lit).len());
             }
             for (pid, _) in regex_rule.iter().enumerate().filter(|(_, &r)| r == i) {
-                longest = longest.max(reach[pid]);
+                l = l.max(reach[pid]);
             }
+            longest = Some(l);
         }
         // A character (up to 4 bytes) either side, for word boundaries and anchors.
-        Some(longest + 8)
-    })
+        out[bit.trailing_zeros() as usize] = longest.map(|l| l + 8);
+    }
+    out
 }
 
 /// An error and its causes, on one line ("error building NFA: ... exceeds size limit").
