@@ -1,6 +1,7 @@
 //! `warden rules eval`: the full input guard over a labelled JSONL file, exactly as the proxy runs
-//! it on a single user message under a policy, with precision, recall, false-positive rate
-//! overall and per source, and the guard's latency.
+//! it on a single user message under a policy (the rules, then the classifier when one is
+//! loaded, fused as [`crate::classifier`] says), with precision, recall, false-positive rate
+//! overall, per source and per layer, and the guard's latency.
 //!
 //! Input lines: `{"text": "...", "label": 0|1, "source"?: "...", "role"?: "..."}`. `role`
 //! (default `user`; also `system`, `assistant`, `tool`, `tool_args`) says which message role the
@@ -13,9 +14,39 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use crate::classifier::{classify_request, Classified, ClassifierPolicy, Classify};
 use crate::engine::Engine;
 use crate::pack::Target;
-use crate::policy::{Decision, Message, Policy};
+use crate::policy::{Decision, Message, Policy, Verdict};
+
+/// Which layers decide (`rules eval --layers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layers {
+    Rules,
+    Classifier,
+    /// Both, fused as the proxy fuses them.
+    #[default]
+    All,
+}
+
+impl Layers {
+    pub fn parse(s: &str) -> Option<Layers> {
+        match s {
+            "rules" => Some(Layers::Rules),
+            "classifier" => Some(Layers::Classifier),
+            "all" => Some(Layers::All),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Layers::Rules => "rules",
+            Layers::Classifier => "classifier",
+            Layers::All => "all",
+        }
+    }
+}
 
 /// One labelled example.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +182,13 @@ pub struct Report {
     pub latencies_us: Vec<f64>,
     /// Every example the guard got wrong, in input order: what a rule author reads next.
     pub errors: Vec<Misclassified>,
+    /// The layers that decided.
+    pub layers: Layers,
+    /// Each layer alone, when a classifier ran: `rules` and `classifier`.
+    pub by_layer: BTreeMap<&'static str, Counts>,
+    /// Examples the classifier could not score (counted as its own layer's misses or passes
+    /// as fail-open would decide: on the rules alone).
+    pub classifier_failures: u64,
 }
 
 /// An example the guard got wrong: a missed attack or a blocked benign text.
@@ -200,10 +238,18 @@ impl Report {
             .iter()
             .map(|(k, v)| (k.clone(), v.to_json()))
             .collect();
+        let by_layer: serde_json::Map<String, Value> = self
+            .by_layer
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.to_json()))
+            .collect();
         json!({
             "overall": self.overall.to_json(),
             "by_source": by_source,
             "latency_us": {"p50": self.percentile_us(50.0), "p99": self.percentile_us(99.0)},
+            "layers": self.layers.name(),
+            "by_layer": by_layer,
+            "classifier_failures": self.classifier_failures,
         })
     }
 
@@ -231,6 +277,15 @@ impl Report {
             row(name, c);
         }
         row("overall", &self.overall);
+        for (name, c) in &self.by_layer {
+            row(&format!("layer: {name} alone"), c);
+        }
+        if self.classifier_failures > 0 {
+            out.push_str(&format!(
+                "the classifier failed on {} example(s): decided on the rules alone\n",
+                self.classifier_failures
+            ));
+        }
         out.push_str(&format!(
             "guard latency per message: p50 {:.1} µs, p99 {:.1} µs ({} messages)\n",
             self.percentile_us(50.0),
@@ -241,19 +296,64 @@ impl Report {
     }
 }
 
-/// Run the guard over every example as one message of its role (`user` unless given).
-pub fn evaluate(engine: &Engine, policy: &Policy, examples: &[Example]) -> Report {
-    let mut report = Report::default();
+/// The classifier a run of `rules eval` uses, with the policy it is held to.
+pub type ClassifierRun<'a> = (&'a dyn Classify, &'a ClassifierPolicy);
+
+/// Run the guard over every example as one message of its role (`user` unless given): the rules
+/// alone, or with `classifier` as `layers` says.
+pub fn evaluate(
+    engine: &Engine,
+    policy: &Policy,
+    examples: &[Example],
+    classifier: Option<ClassifierRun<'_>>,
+    layers: Layers,
+) -> Report {
+    let mut report = Report {
+        layers,
+        ..Report::default()
+    };
     for (index, ex) in examples.iter().enumerate() {
         let started = Instant::now();
-        let verdict = policy.inspect(
-            engine,
-            &[Message {
-                target: ex.target,
-                text: &ex.text,
-            }],
-            None,
-        );
+        let msgs = [Message {
+            target: ex.target,
+            text: &ex.text,
+        }];
+        let rules = if layers == Layers::Classifier {
+            policy.inspect(engine, &[], None)
+        } else {
+            policy.inspect(engine, &msgs, None)
+        };
+        let mut verdict = rules.clone();
+        if let (Some((c, cp)), false) = (classifier, layers == Layers::Rules) {
+            let rules_blocked = rules.decision == Decision::Block;
+            // What the classifier alone says, and (as the proxy does) the fusion when the rules
+            // have not already blocked.
+            let texts = [(ex.target, folded(engine, &ex.text))];
+            let texts: Vec<(Target, &str)> = texts.iter().map(|(t, s)| (*t, s.as_str())).collect();
+            let mut alone = policy.inspect(engine, &[], None);
+            match classify_request(c, cp, &texts, started) {
+                Classified::Scored(found) => {
+                    policy.fuse(&mut alone, found);
+                    if !rules_blocked {
+                        policy.fuse(&mut verdict, found);
+                    }
+                }
+                Classified::Nothing => {}
+                Classified::Failed { .. } => report.classifier_failures += 1,
+            }
+            if layers == Layers::Classifier {
+                verdict = alone.clone();
+            }
+            let layers = &mut report.by_layer;
+            layers
+                .entry("rules")
+                .or_default()
+                .add(ex.attack, rules_blocked);
+            layers
+                .entry("classifier")
+                .or_default()
+                .add(ex.attack, alone.decision == Decision::Block);
+        }
         report
             .latencies_us
             .push(started.elapsed().as_secs_f64() * 1e6);
@@ -261,7 +361,7 @@ pub fn evaluate(engine: &Engine, policy: &Policy, examples: &[Example]) -> Repor
         if blocked != ex.attack {
             report.errors.push(Misclassified {
                 index,
-                rules: verdict.matches.iter().map(|m| m.id.clone()).collect(),
+                rules: matched_ids(&verdict),
             });
         }
         report.overall.add(ex.attack, blocked);
@@ -273,6 +373,28 @@ pub fn evaluate(engine: &Engine, policy: &Policy, examples: &[Example]) -> Repor
     }
     report.latencies_us.sort_by(f64::total_cmp);
     report
+}
+
+/// Every rule that matched, and `classifier` when it added points.
+fn matched_ids(v: &Verdict) -> Vec<String> {
+    let mut ids: Vec<String> = v.matches.iter().map(|m| m.id.clone()).collect();
+    if v.classifier.is_some_and(|c| c.points > 0) {
+        ids.push(crate::classifier::RULE_ID.to_string());
+    }
+    ids
+}
+
+/// The text the classifier reads: the folded view (case, width, homoglyphs and invisible
+/// characters undone), as the proxy gives it.
+pub fn folded(engine: &Engine, text: &str) -> String {
+    engine
+        .normalizer()
+        .folded_views(text)
+        .views
+        .into_iter()
+        .next()
+        .map(|v| v.text)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

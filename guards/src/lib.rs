@@ -8,7 +8,8 @@
 //! Pipeline for outputs ([`stream`]): the folded view of each piece of a reply, scanned with
 //! the rules that read an output, released as soon as no match could still cross it; leaks of
 //! the system prompt and protected strings ([`leak`], with a sentence encoder's help for
-//! paraphrases: [`paraphrase`]). The input classifier is still to come.
+//! paraphrases: [`paraphrase`]). The second input layer, a prompt-injection classifier whose
+//! probability joins the rules' score, is [`classifier`] (the model runs in the proxy).
 //!
 //! Modules:
 //! - [`normalize`]: the input normaliser; produces the folded, despaced, leet and decoded views
@@ -22,6 +23,7 @@
 //! - [`tools`]: the tenant's tool allowlist and the shape of the `tools` a request declares.
 //! - [`toml_reader`]: the strict, error-collecting TOML reader shared with the proxy's config.
 
+pub mod classifier;
 pub mod engine;
 pub mod eval;
 pub mod grounding;

@@ -248,17 +248,28 @@ pub struct Verdict {
     pub scanned_bytes: usize,
     /// Engine work spent, all texts together.
     pub work: Work,
+    /// The classifier's finding, once [`Policy::fuse`] added it.
+    pub classifier: Option<crate::classifier::Classification>,
 }
 
 impl Verdict {
-    /// Ids of the rules that made the decision: blocking matches for a block, all otherwise.
+    /// Ids of the rules that made the decision: blocking matches for a block, all otherwise;
+    /// `classifier` for the classifier's points.
     pub fn rule_ids(&self) -> Vec<&str> {
         let blocking = self.decision == Decision::Block;
-        self.matches
+        let mut ids: Vec<&str> = self
+            .matches
             .iter()
             .filter(|m| !blocking || m.blocking)
             .map(|m| m.id.as_str())
-            .collect()
+            .collect();
+        if self
+            .classifier
+            .is_some_and(|c| c.points > 0 && (!blocking || c.blocking))
+        {
+            ids.push(crate::classifier::RULE_ID);
+        }
+        ids
     }
 }
 
@@ -293,6 +304,7 @@ impl Policy {
                 oversize: true,
                 scanned_bytes: 0,
                 work: Work::default(),
+                classifier: None,
             };
         }
         let share_total: usize = shares.iter().sum::<usize>().max(1);
@@ -399,6 +411,7 @@ impl Policy {
             oversize,
             scanned_bytes,
             work,
+            classifier: None,
         }
     }
 }

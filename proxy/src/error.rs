@@ -22,6 +22,9 @@ pub enum ApiError {
     TooLargeToScan { limit: usize },
     /// Every guard worker is busy and the queue is full.
     GuardOverloaded,
+    /// The classifier could not score the request (failed, or its deadline passed) and the
+    /// tenant's `on_error` is `fail_closed`.
+    GuardUnavailable,
     /// `Content-Type` is not `application/json`.
     UnsupportedMediaType,
     /// The client stopped sending the body before it was complete.
@@ -106,6 +109,7 @@ impl ApiError {
             ApiError::MalformedRequest => "malformed_request",
             ApiError::BodyTooLarge { .. } | ApiError::TooLargeToScan { .. } => "request_too_large",
             ApiError::GuardOverloaded => "guard_overloaded",
+            ApiError::GuardUnavailable => "guard_unavailable",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::InvalidUtf8 => "invalid_utf8",
@@ -170,6 +174,7 @@ impl ApiError {
             ApiError::ShuttingDown
             | ApiError::TelemetryUnavailable
             | ApiError::GuardOverloaded
+            | ApiError::GuardUnavailable
             | ApiError::Internal => Warden,
         };
         warden_telemetry::ErrorCode::new(class, self.code())
@@ -201,6 +206,7 @@ impl ApiError {
             ApiError::ShuttingDown
             | ApiError::TelemetryUnavailable
             | ApiError::GuardOverloaded
+            | ApiError::GuardUnavailable
             | ApiError::SwitchedOff { .. }
             | ApiError::UpstreamUnavailable { .. } => 503,
             ApiError::UpstreamTimeout => 504,
@@ -239,6 +245,11 @@ impl ApiError {
             ),
             ApiError::GuardOverloaded => {
                 "the input guard is at capacity; retry shortly".into()
+            }
+            ApiError::GuardUnavailable => {
+                "the input guard's classifier could not score this request and this tenant \
+                 fails closed; retry shortly"
+                    .into()
             }
             ApiError::MalformedRequest => "malformed HTTP request".into(),
             ApiError::UnsupportedMediaType => "Content-Type must be application/json".into(),
@@ -301,9 +312,10 @@ impl ApiError {
             | ApiError::UpstreamUnavailable { retry_after } => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
-            ApiError::ShuttingDown | ApiError::TelemetryUnavailable | ApiError::GuardOverloaded => {
-                Some(1)
-            }
+            ApiError::ShuttingDown
+            | ApiError::TelemetryUnavailable
+            | ApiError::GuardOverloaded
+            | ApiError::GuardUnavailable => Some(1),
             ApiError::SwitchedOff { retry_after, .. } => {
                 retry_after.map(|d| d.as_secs_f64().ceil().max(1.0) as u64)
             }

@@ -13,6 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+use warden_guards::classifier::{
+    classifies, classify_request, Classified, Classify, ClassifyError, OnError, Scored,
+};
 use warden_guards::paraphrase::Paraphraser;
 use warden_guards::policy::{Decision, Message, Verdict};
 use warden_guards::tools::ToolErrorKind;
@@ -52,6 +55,93 @@ pub struct Guards {
     /// The output guard's paraphrase check; `None` when `[guard] paraphrase` is off or (on
     /// `auto`) the encoder was not found.
     pub paraphraser: Option<Arc<Paraphraser>>,
+    /// The input guard's classifier layer; `None` when `[guard] classifier` is off or (on
+    /// `auto`) the model or ONNX Runtime was not found.
+    pub classifier: Option<Arc<dyn Classify>>,
+}
+
+/// The prompt-injection classifier behind [`Classify`]: MiniLM fine-tuned by
+/// `guards/scripts/train_classifier.py`, on ONNX Runtime.
+#[derive(Debug)]
+pub struct OnnxClassifier {
+    inner: warden_inference::classifier::Classifier,
+    max_windows: usize,
+}
+
+impl Classify for OnnxClassifier {
+    fn threshold(&self, target: Target) -> f32 {
+        self.inner.threshold_for(target == Target::Tool)
+    }
+
+    fn classify(
+        &self,
+        text: &str,
+        target: Target,
+        deadline: Option<Instant>,
+    ) -> Result<Scored, ClassifyError> {
+        use warden_inference::classifier::ClassifyError as E;
+        // Tool output and retrieved documents carry the prefix the model was trained to see.
+        let retrieved = target == Target::Tool;
+        match self
+            .inner
+            .score(text, retrieved, self.max_windows, deadline)
+        {
+            Ok(s) => Ok(Scored {
+                score: s.score,
+                window: s.window,
+                scored: s.scored,
+                windows: s.windows,
+                deadline: s.deadline,
+            }),
+            Err(E::Deadline) => Err(ClassifyError::Deadline),
+            Err(E::Failed(e)) => Err(ClassifyError::Failed(e)),
+        }
+    }
+}
+
+/// Loads the classifier as `[guard] classifier` says (`auto`: a missing model or ONNX Runtime is
+/// a warning and the layer is off).
+pub fn load_classifier(config: &GuardConfig) -> Result<Option<Arc<dyn Classify>>, String> {
+    let loaded = optional_model(config.classifier, "the input guard's classifier", || {
+        let dir = config
+            .classifier_dir
+            .clone()
+            .or_else(warden_inference::classifier::default_dir)
+            .ok_or_else(|| {
+                "no classifier found (guards/models/classifier/: the repository ships it; or set \
+                 [guard] classifier_dir)"
+                    .to_string()
+            })?;
+        warden_inference::classifier::Classifier::load(&dir, None, config.classifier_threads)
+            .map_err(|e| format!("loading the classifier from {}: {e}", dir.display()))
+    })?;
+    Ok(loaded.map(|inner| {
+        Arc::new(OnnxClassifier {
+            inner,
+            max_windows: config.classifier_max_windows,
+        }) as Arc<dyn Classify>
+    }))
+}
+
+/// A model-backed check as its `auto | on | off` setting says: off, loaded, or (on `auto`) off
+/// with a warning when it cannot load; on `on`, that is an error.
+fn optional_model<T>(
+    mode: crate::config::Paraphrase,
+    what: &str,
+    load: impl FnOnce() -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    use crate::config::Paraphrase;
+    if mode == Paraphrase::Off {
+        return Ok(None);
+    }
+    match load() {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if mode == Paraphrase::Auto => {
+            tracing::warn!(error = %e, "{what} is off (\"auto\": not found)");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The sentence encoder behind [`Paraphraser`]: all-MiniLM-L6-v2 on ONNX Runtime.
@@ -103,36 +193,24 @@ pub fn paraphrase_check(
 /// Loads the sentence encoder as `[guard] paraphrase` says. On `auto`, a missing encoder or
 /// ONNX Runtime is a warning and the check is off; on `on`, an error.
 pub fn load_paraphraser(config: &GuardConfig) -> Result<Option<Arc<Paraphraser>>, String> {
-    use crate::config::Paraphrase;
-    if config.paraphrase == Paraphrase::Off {
-        return Ok(None);
-    }
-    let dir = config
-        .encoder_dir
-        .clone()
-        .or_else(warden_inference::encoder::default_dir);
-    let loaded = match dir {
-        Some(dir) => {
+    let loaded = optional_model(
+        config.paraphrase,
+        "the output guard's paraphrase check",
+        || {
+            let dir = config
+                .encoder_dir
+                .clone()
+                .or_else(warden_inference::encoder::default_dir)
+                .ok_or_else(|| {
+                    "no sentence encoder found (guards/models/minilm/model.onnx: run \
+                     tests/scripts/setup.sh, or set [guard] encoder_dir)"
+                        .to_string()
+                })?;
             warden_inference::encoder::SentenceEncoder::load(&dir, None, config.encoder_threads)
                 .map_err(|e| format!("loading the sentence encoder from {}: {e}", dir.display()))
-        }
-        None => Err(
-            "no sentence encoder found (guards/models/minilm/model.onnx: run \
-             tests/scripts/setup.sh, or set [guard] encoder_dir)"
-                .to_string(),
-        ),
-    };
-    match loaded {
-        Ok(enc) => Ok(Some(Arc::new(Paraphraser::new(Arc::new(Minilm(enc)))))),
-        Err(e) if config.paraphrase == Paraphrase::Auto => {
-            tracing::warn!(
-                error = %e,
-                "the output guard's paraphrase check is off ([guard] paraphrase = \"auto\")"
-            );
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
+        },
+    )?;
+    Ok(loaded.map(|enc| Arc::new(Paraphraser::new(Arc::new(Minilm(enc))))))
 }
 
 /// What a successful reload did.
@@ -166,12 +244,15 @@ impl Guards {
             .map_err(|e| vec![format!("starting the guard threads: {e}")])?;
         let paraphraser =
             load_paraphraser(config).map_err(|e| vec![format!("guard.paraphrase: {e}")])?;
+        let classifier =
+            load_classifier(config).map_err(|e| vec![format!("guard.classifier: {e}")])?;
         Ok(Guards {
             config: config.clone(),
             active: RwLock::new(Arc::new(active)),
             shadow: RwLock::new(shadow),
             pool,
             paraphraser,
+            classifier,
         })
     }
 
@@ -271,6 +352,11 @@ pub struct GuardOutcome {
     /// Engine work spent ([`warden_guards::Work::total`]).
     pub work: u64,
     pub elapsed: Duration,
+    /// The classifier's highest probability over the request's texts, when it ran.
+    pub classifier_score: Option<f32>,
+    /// Why the classifier could not decide and the request went on with the rules alone
+    /// (`classifier_deadline`, `classifier_error`): `x-warden-guard-degraded` on the response.
+    pub degraded: Option<&'static str>,
 }
 
 /// Where a scanned text lives in the body, so a mask can be written back.
@@ -685,6 +771,8 @@ pub struct GuardRun<'a> {
     pub canary: Option<&'a str>,
     /// Rules switched off (`rule:ID` kill switches): excluded like a route's exclusions.
     pub disabled_rules: &'a [String],
+    /// The classifier layer, when loaded (the tenant's policy says whether it runs).
+    pub classifier: Option<&'a dyn Classify>,
 }
 
 /// A per-request canary: a random token no model has a reason to repeat.
@@ -742,11 +830,12 @@ pub fn inspect_request(
         merged = e;
         Some(&merged)
     };
-    let verdict = run.policy.policy.inspect(run.engine, &messages, route);
+    let mut verdict = run.policy.policy.inspect(run.engine, &messages, route);
     if let Some(shadow) = run.shadow {
         let candidate = run.policy.policy.inspect(shadow, &messages, route);
         compare_shadow(run, &verdict, &candidate);
     }
+    let degraded = classify(run, &messages, &mut verdict, started)?;
     let masked: Vec<(Loc, String)> = verdict
         .masked
         .iter()
@@ -764,6 +853,8 @@ pub fn inspect_request(
         scanned_bytes: verdict.scanned_bytes,
         work: verdict.work.total(),
         elapsed: Duration::ZERO,
+        classifier_score: verdict.classifier.map(|c| c.score),
+        degraded,
     };
     for m in &verdict.matches {
         run.metrics
@@ -837,6 +928,73 @@ pub fn inspect_request(
         .with_label_values(&[label])
         .observe(elapsed.as_secs_f64());
     Ok(GuardOutcome { elapsed, ..outcome })
+}
+
+/// The classifier layer on a request the rules did not block: its finding joins the verdict.
+/// When it cannot score every text (a failure, or the tenant's deadline), what it did score
+/// still counts; then `fail_open` goes on with a degraded mark (returned) and `fail_closed`
+/// refuses the request, unless the verdict already blocks it.
+fn classify(
+    run: &GuardRun<'_>,
+    messages: &[Message<'_>],
+    verdict: &mut Verdict,
+    started: Instant,
+) -> Result<Option<&'static str>, Box<(ApiError, Option<GuardOutcome>)>> {
+    let policy = &run.policy.classifier;
+    let Some(classifier) = run.classifier.filter(|_| policy.enabled) else {
+        return Ok(None);
+    };
+    if verdict.decision == Decision::Block {
+        return Ok(None);
+    }
+    let t0 = Instant::now();
+    let folded: Vec<(Target, String)> = messages
+        .iter()
+        .map(|m| {
+            let text = if classifies(m.target) {
+                warden_guards::eval::folded(run.engine, m.text)
+            } else {
+                String::new()
+            };
+            (m.target, text)
+        })
+        .collect();
+    let texts: Vec<(Target, &str)> = folded.iter().map(|(t, s)| (*t, s.as_str())).collect();
+    let found = classify_request(classifier, policy, &texts, started);
+    run.metrics
+        .guard_classifier_seconds
+        .with_label_values(&[run.tenant])
+        .observe(t0.elapsed().as_secs_f64());
+    let (error, partial) = match found {
+        Classified::Scored(c) => {
+            run.policy.policy.fuse(verdict, c);
+            return Ok(None);
+        }
+        Classified::Nothing => return Ok(None),
+        Classified::Failed { error, partial } => (error, partial),
+    };
+    if let Some(c) = partial {
+        run.policy.policy.fuse(verdict, c);
+    }
+    let reason = match &error {
+        ClassifyError::Deadline => "classifier_deadline",
+        ClassifyError::Failed(e) => {
+            tracing::warn!(request_id = run.request_id, error = %e, "the classifier failed");
+            "classifier_error"
+        }
+    };
+    run.metrics
+        .guard_classifier_failures
+        .with_label_values(&[
+            run.tenant,
+            reason.trim_start_matches("classifier_"),
+            policy.on_error.name(),
+        ])
+        .inc();
+    if policy.on_error == OnError::FailClosed && verdict.decision != Decision::Block {
+        return Err(Box::new((ApiError::GuardUnavailable, None)));
+    }
+    Ok(Some(reason))
 }
 
 fn compare_shadow(run: &GuardRun<'_>, active: &Verdict, shadow: &Verdict) {

@@ -321,6 +321,21 @@ enum RulesCommand {
         /// JSONL file, with the ids of the rules that matched.
         #[arg(long)]
         errors: Option<PathBuf>,
+        /// Which layers decide: the rules, the classifier, or both fused as the proxy fuses
+        /// them (default; per-layer counts are printed beside).
+        #[arg(long, default_value = "all", value_parser = ["rules", "classifier", "all"])]
+        layers: String,
+        /// Load the classifier as `[guard] classifier` would: `auto` (when found), `on` (fail
+        /// without it) or `off`.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+        classifier: String,
+        /// The classifier's directory (default: the model the repository ships).
+        #[arg(long)]
+        classifier_dir: Option<PathBuf>,
+        /// The policy's blocking paranoia level, 1 to 4 (default 1; detection follows it up):
+        /// at 2 and above the classifier blocks on its own.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
+        blocking_paranoia: Option<u8>,
     },
 }
 
@@ -401,11 +416,22 @@ fn main() -> ExitCode {
                     rules,
                     format,
                     errors,
+                    layers,
+                    classifier,
+                    classifier_dir,
+                    blocking_paranoia,
                 } => rules_cmd::eval(
                     &input,
-                    rules.as_deref(),
-                    format == "json",
-                    errors.as_deref(),
+                    &rules_cmd::EvalOptions {
+                        rules: rules.as_deref(),
+                        json: format == "json",
+                        errors: errors.as_deref(),
+                        layers: warden_guards::eval::Layers::parse(&layers).unwrap_or_default(),
+                        classifier: warden_proxy::config::Paraphrase::parse(&classifier)
+                            .unwrap_or_default(),
+                        classifier_dir,
+                        blocking_paranoia,
+                    },
                 ),
             };
             report_exit(&report)

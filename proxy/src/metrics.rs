@@ -140,6 +140,9 @@ pub struct Metrics {
     pub hallucinations: IntCounterVec,
     pub runbook_notifications: IntCounterVec,
     pub guard_encoder_loaded: IntGauge,
+    pub guard_classifier_loaded: IntGauge,
+    pub guard_classifier_seconds: HistogramVec,
+    pub guard_classifier_failures: IntCounterVec,
     pub switches: IntGaugeVec,
     pub switchboard_version: IntGauge,
     pub switchboard_redis_connected: IntGauge,
@@ -296,6 +299,19 @@ impl Metrics {
                 "warden_guard_encoder_loaded",
                 "1 when the sentence encoder of the output guard's paraphrase check is loaded, 0 when that check is off",
             )?,
+            guard_classifier_loaded: IntGauge::new(
+                "warden_guard_classifier_loaded",
+                "1 when the input guard's prompt-injection classifier is loaded, 0 when that layer is off",
+            )?,
+            guard_classifier_seconds: HistogramVec::new(
+                HistogramOpts::new("warden_guard_classifier_seconds", "Time the classifier layer took per request it ran on (all its texts and windows), by tenant")
+                    .buckets(buckets::GUARD.to_vec()),
+                &["tenant"],
+            )?,
+            guard_classifier_failures: IntCounterVec::new(
+                Opts::new("warden_guard_classifier_failures_total", "Requests the classifier could not score, by tenant, reason (deadline/error) and what the tenant's on_error did (fail_open/fail_closed)"),
+                &["tenant", "reason", "on_error"],
+            )?,
             switches: IntGaugeVec::new(
                 Opts::new("warden_switches", "Kill switches in force, by state (off/degraded)"),
                 &["state"],
@@ -427,6 +443,12 @@ impl Metrics {
             .register(Box::new(m.output_paraphrase_incomplete.clone()))?;
         m.registry
             .register(Box::new(m.guard_encoder_loaded.clone()))?;
+        m.registry
+            .register(Box::new(m.guard_classifier_loaded.clone()))?;
+        m.registry
+            .register(Box::new(m.guard_classifier_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.guard_classifier_failures.clone()))?;
         m.registry.register(Box::new(m.detections.clone()))?;
         m.registry.register(Box::new(m.grounded_replies.clone()))?;
         m.registry.register(Box::new(m.hallucinations.clone()))?;
@@ -573,6 +595,7 @@ mod tests {
                 buckets::MAX_TIMEOUT_S,
             ),
             ("warden_guard_seconds", 60.0),
+            ("warden_guard_classifier_seconds", 60.0),
             (
                 "gen_ai_server_time_to_first_token_seconds",
                 buckets::MAX_TIMEOUT_S,
@@ -588,7 +611,12 @@ mod tests {
             ),
         ];
         let m = Metrics::new().unwrap();
-        for h in [&m.request_duration, &m.overhead, &m.guard_seconds] {
+        for h in [
+            &m.request_duration,
+            &m.overhead,
+            &m.guard_seconds,
+            &m.guard_classifier_seconds,
+        ] {
             h.with_label_values(&["x"]).observe(0.0);
         }
         m.time_to_first_byte

@@ -305,6 +305,9 @@ impl ProxyHttp for WardenProxy {
         if let Some(d) = &ctx.degraded {
             resp.insert_header("x-warden-degraded", d.as_str())?;
         }
+        if let Some(reason) = ctx.guard.as_ref().and_then(|g| g.degraded) {
+            resp.insert_header("x-warden-guard-degraded", reason)?;
+        }
         let setup = self.output_guard(ctx);
         let mut pipeline = ResponsePipeline::new(&ctx.request_id, ctx.injected_usage, setup);
         if let Some(strip) = ctx.logprobs {
@@ -666,8 +669,11 @@ impl WardenProxy {
             // more than the scan.
             // A body within `inline_bytes` cannot hold more text than that, so only larger
             // ones pay for counting their texts.
-            let pooled = guards.pool.wants(v.body_len())
-                && guards.pool.wants(guard::text_bytes(endpoint, v.doc()));
+            // The classifier costs milliseconds per window: never on an IO thread.
+            let classified = guards.classifier.is_some() && g.classifier.enabled;
+            let pooled = classified
+                || (guards.pool.wants(v.body_len())
+                    && guards.pool.wants(guard::text_bytes(endpoint, v.doc())));
             let disabled: Vec<String> = switches
                 .rules_off(std::time::SystemTime::now())
                 .map(str::to_string)
@@ -1050,7 +1056,7 @@ impl WardenProxy {
             },
             rule_pack_version: ctx.guard.as_ref().map(|g| g.pack_version.clone()),
             config_hash: app.labels.config_hash.clone(),
-            classifier_score: None,
+            classifier_score: ctx.guard.as_ref().and_then(|g| g.classifier_score),
             refusal: o.refusal,
             canary_leak: o.canary_leak,
             // Switches are checked once the model is known; before that, not evaluated.
@@ -1318,6 +1324,7 @@ fn inspect(
         request_id,
         canary,
         disabled_rules,
+        classifier: guards.classifier.as_deref(),
     };
     guard::inspect_request(&run, v)
 }

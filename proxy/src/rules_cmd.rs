@@ -5,8 +5,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use warden_guards::classifier::ClassifierPolicy;
 use warden_guards::engine::Engine;
-use warden_guards::eval::{evaluate, parse_jsonl};
+use warden_guards::eval::{evaluate, parse_jsonl, Layers};
 use warden_guards::lint::{lint, Finding, Level};
 use warden_guards::{Policy, RuleSet};
 
@@ -169,10 +170,30 @@ pub fn lint_cmd(dir: Option<&Path>) -> Report {
     }
 }
 
-/// `warden rules eval --input FILE.jsonl [--rules DIR] [--format json] [--errors OUT.jsonl]`,
-/// under the default policy.
-pub fn eval(input: &Path, dir: Option<&Path>, json: bool, errors: Option<&Path>) -> Report {
-    let engine = match load(dir) {
+/// `warden rules eval` options beside the input.
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions<'a> {
+    /// `--rules DIR`: the packs (default: the embedded packs).
+    pub rules: Option<&'a Path>,
+    /// `--format json`.
+    pub json: bool,
+    /// `--errors OUT.jsonl`.
+    pub errors: Option<&'a Path>,
+    /// `--layers rules|classifier|all`.
+    pub layers: Layers,
+    /// `--classifier auto|on|off` and `--classifier-dir DIR`, as `[guard]` reads them.
+    pub classifier: crate::config::Paraphrase,
+    pub classifier_dir: Option<PathBuf>,
+    /// `--blocking-paranoia N`: the policy's blocking level (detection follows it up, never
+    /// below the default 2); `None`: the default policy.
+    pub blocking_paranoia: Option<u8>,
+}
+
+/// `warden rules eval --input FILE.jsonl [--rules DIR] [--format json] [--errors OUT.jsonl]
+/// [--layers rules|classifier|all] [--classifier auto|on|off] [--classifier-dir DIR]`, under
+/// the default policy: the whole guard as the proxy runs it (the classifier when it loads).
+pub fn eval(input: &Path, opts: &EvalOptions<'_>) -> Report {
+    let engine = match load(opts.rules) {
         Ok(e) => e,
         Err(r) => return r,
     };
@@ -180,15 +201,59 @@ pub fn eval(input: &Path, dir: Option<&Path>, json: bool, errors: Option<&Path>)
         Ok(x) => x,
         Err(r) => return r,
     };
-    let report = evaluate(&engine, &Policy::default(), &examples);
-    if let Err(r) = write_errors(errors, || report.errors_jsonl(&examples)) {
+    let classifier = if opts.layers == Layers::Rules {
+        None
+    } else {
+        let mode = match (opts.layers, opts.classifier) {
+            (Layers::Classifier, crate::config::Paraphrase::Auto) => crate::config::Paraphrase::On,
+            (_, m) => m,
+        };
+        let config = crate::config::GuardConfig {
+            classifier: mode,
+            classifier_dir: opts.classifier_dir.clone(),
+            ..crate::config::GuardConfig::default()
+        };
+        match crate::guard::load_classifier(&config) {
+            Ok(c) => c,
+            Err(e) => return failed("cannot load the classifier", std::iter::once(e)),
+        }
+    };
+    if opts.layers == Layers::Classifier && classifier.is_none() {
+        return failed(
+            "--layers classifier",
+            std::iter::once("the classifier is off (--classifier off)".to_string()),
+        );
+    }
+    let policy = ClassifierPolicy {
+        // No deadline in an evaluation: every text is scored whole.
+        deadline: std::time::Duration::from_secs(3600),
+        ..ClassifierPolicy::default()
+    };
+    let run = classifier.as_deref().map(|c| (c, &policy));
+    let mut rules_policy = Policy::default();
+    if let Some(n) = opts.blocking_paranoia {
+        rules_policy.blocking_paranoia = n;
+        rules_policy.detection_paranoia = rules_policy.detection_paranoia.max(n);
+    }
+    let report = evaluate(&engine, &rules_policy, &examples, run, opts.layers);
+    if let Err(r) = write_errors(opts.errors, || report.errors_jsonl(&examples)) {
         return r;
     }
+    let layers = match (&classifier, opts.layers) {
+        (None, Layers::All) => "rules (the classifier is not loaded)",
+        _ => opts.layers.name(),
+    };
     Report {
-        stdout: if json {
-            format!("{}\n", report.to_json())
+        stdout: if opts.json {
+            let mut v = report.to_json();
+            v["classifier"] = serde_json::Value::Bool(classifier.is_some());
+            format!("{v}\n")
         } else {
-            format!("{}{}\n", report.to_table(), summary(&engine))
+            format!(
+                "{}{}\nlayers: {layers}\n",
+                report.to_table(),
+                summary(&engine)
+            )
         },
         stderr: String::new(),
         ok: true,
@@ -209,11 +274,7 @@ pub fn output_eval(
         Err(r) => return r,
     };
     let guard = crate::config::GuardConfig {
-        paraphrase: match paraphrase {
-            "on" => crate::config::Paraphrase::On,
-            "off" => crate::config::Paraphrase::Off,
-            _ => crate::config::Paraphrase::Auto,
-        },
+        paraphrase: crate::config::Paraphrase::parse(paraphrase).unwrap_or_default(),
         encoder_dir,
         ..Default::default()
     };

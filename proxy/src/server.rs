@@ -125,6 +125,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         app.metrics
             .guard_encoder_loaded
             .set(i64::from(g.paraphraser.is_some()));
+        app.metrics
+            .guard_classifier_loaded
+            .set(i64::from(g.classifier.is_some()));
         g.warm();
     }
     let cfg = &app.config;
@@ -294,6 +297,11 @@ pub fn preflight(config: &Config) -> Vec<String> {
         if config.guard.paraphrase == crate::config::Paraphrase::On {
             if let Err(e) = crate::guard::load_paraphraser(&config.guard) {
                 problems.push(format!("guard.paraphrase: {e}"));
+            }
+        }
+        if config.guard.classifier == crate::config::Paraphrase::On {
+            if let Err(e) = crate::guard::load_classifier(&config.guard) {
+                problems.push(format!("guard.classifier: {e}"));
             }
         }
     }

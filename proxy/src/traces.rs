@@ -296,6 +296,12 @@ impl RequestSpan {
                 "warden.rules.version",
                 g.pack_version.clone(),
             ));
+            if let Some(p) = g.classifier_score {
+                attrs.push(KeyValue::new("warden.guard.classifier_score", f64::from(p)));
+            }
+            if let Some(reason) = g.degraded {
+                attrs.push(KeyValue::new("warden.guard.degraded", reason));
+            }
         }
         attrs.push(KeyValue::new(
             "warden.config_hash",
@@ -558,6 +564,8 @@ mod tests {
             scanned_bytes: 0,
             work: 0,
             elapsed: Duration::ZERO,
+            classifier_score: None,
+            degraded: None,
         };
         t.begin(&http::HeaderMap::new(), SystemTime::now())
             .finish(&facts(Some(&guard), 200));
@@ -602,6 +610,8 @@ mod tests {
             scanned_bytes: 0,
             work: 0,
             elapsed: Duration::ZERO,
+            classifier_score: None,
+            degraded: None,
         };
         t.begin(&http::HeaderMap::new(), SystemTime::now())
             .finish(&facts(Some(&guard), 400));

@@ -70,7 +70,8 @@ pub struct Event {
     pub rule_pack_version: Option<Arc<str>>,
     /// Hash of the effective configuration that handled the request.
     pub config_hash: Arc<str>,
-    /// Classifier score; no classifier exists yet, so always `None` (never a fake value).
+    /// The input guard classifier's highest probability over the request's texts; `None` when
+    /// it did not run (off, not loaded, the rules blocked first, or it failed).
     pub classifier_score: Option<f32>,
     /// A refusal was detected in the response; `None` = not evaluated.
     pub refusal: Option<bool>,

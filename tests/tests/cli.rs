@@ -43,6 +43,20 @@ fn example_config_checks_ok() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
 
+/// `[guard] classifier = "on"` without a model is a config problem naming the key (on `auto`
+/// the layer is off with a warning instead).
+#[test]
+fn a_classifier_that_must_run_but_is_missing_fails_the_check() {
+    let (code, out, err) = check_config(&format!(
+        "[guard]\nclassifier = \"on\"\nclassifier_dir = \"/nonexistent/classifier\"\n\n\
+         [[upstreams]]\nname = \"w\"\naddress = \"127.0.0.1:8081\"\nmodels = [\"m\"]\n\n\
+         [[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\n",
+        key_hash("sk-test-classifier-0123456789")
+    ));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("guard.classifier"), "{err}");
+}
+
 #[test]
 fn bad_config_lists_every_problem_with_path_and_line_and_exits_1() {
     let (code, _, err) = check_config(

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde_json::Value;
+use warden_guards::classifier::{ClassifierPolicy, OnError};
 use warden_guards::policy::{
     Budget, Exclusions, OnOversize, Policy, DEFAULT_ROLE_WEIGHTS, DEFAULT_WORK_PER_BYTE,
 };
@@ -31,9 +32,20 @@ pub struct GuardConfig {
     pub encoder_dir: Option<PathBuf>,
     /// `encoder_threads`: replies whose clauses are embedded at once.
     pub encoder_threads: usize,
+    /// `classifier`: the input guard's prompt-injection classifier (same choices as
+    /// `paraphrase`).
+    pub classifier: Paraphrase,
+    /// `classifier_dir`: `model.onnx`, `tokenizer.json` and `manifest.json`; `None` = the model
+    /// the repository ships (`warden_inference::classifier::default_dir`).
+    pub classifier_dir: Option<PathBuf>,
+    /// `classifier_threads`: requests classified at once (ONNX sessions, one thread each).
+    pub classifier_threads: usize,
+    /// `classifier_max_windows`: windows scored per text at most (evenly spaced over a longer
+    /// one, first and last included; the outcome says the text was not read whole).
+    pub classifier_max_windows: usize,
 }
 
-/// `[guard] paraphrase`: whether replies are checked for restated system prompts.
+/// `[guard] paraphrase` and `[guard] classifier`: whether a model-backed check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Paraphrase {
     /// On when the encoder and ONNX Runtime are found; otherwise off, with a warning at start and
@@ -81,6 +93,10 @@ impl Default for GuardConfig {
             paraphrase: Paraphrase::default(),
             encoder_dir: None,
             encoder_threads: 1,
+            classifier: Paraphrase::default(),
+            classifier_dir: None,
+            classifier_threads: 2,
+            classifier_max_windows: 8,
         }
     }
 }
@@ -116,6 +132,9 @@ pub struct TenantGuard {
     /// `leak_paraphrase`: check replies for the system prompt restated in other words (default
     /// true; needs `[guard] paraphrase` on).
     pub leak_paraphrase: bool,
+    /// `classifier`, `on_error`, `classifier_deadline_ms`, `classifier_thresholds`: the
+    /// classifier layer for this tenant (needs `[guard] classifier` on).
+    pub classifier: ClassifierPolicy,
 }
 
 /// `on_leak`: what the output guard does when a reply reveals the system prompt, a protected
@@ -166,6 +185,7 @@ impl Default for TenantGuard {
             protected: Vec::new(),
             on_leak: LeakAction::default(),
             leak_paraphrase: true,
+            classifier: ClassifierPolicy::default(),
         }
     }
 }
@@ -191,22 +211,76 @@ pub fn decode_guard(t: &mut Table<'_>, errs: &mut Errors<'_>) -> GuardConfig {
                 .uint(errs, "workers_nice", 19)
                 .map_or(defaults.nice, |n| n as i32),
         },
-        paraphrase: match t.string(errs, "paraphrase").as_deref() {
-            None | Some("auto") => Paraphrase::Auto,
-            Some("on") => Paraphrase::On,
-            Some("off") => Paraphrase::Off,
-            Some(other) => {
+        paraphrase: auto_on_off(t, errs, "paraphrase"),
+        encoder_dir: t.string(errs, "encoder_dir").map(PathBuf::from),
+        encoder_threads: positive(t, errs, "encoder_threads", 64).map_or(1, |n| n as usize),
+        classifier: auto_on_off(t, errs, "classifier"),
+        classifier_dir: t.string(errs, "classifier_dir").map(PathBuf::from),
+        classifier_threads: positive(t, errs, "classifier_threads", 64).map_or(2, |n| n as usize),
+        classifier_max_windows: positive(t, errs, "classifier_max_windows", 4096)
+            .map_or(8, |n| n as usize),
+    }
+}
+
+impl Paraphrase {
+    /// `auto`, `on` or `off`.
+    pub fn parse(s: &str) -> Option<Paraphrase> {
+        match s {
+            "auto" => Some(Paraphrase::Auto),
+            "on" => Some(Paraphrase::On),
+            "off" => Some(Paraphrase::Off),
+            _ => None,
+        }
+    }
+}
+
+fn auto_on_off(t: &mut Table<'_>, errs: &mut Errors<'_>, key: &str) -> Paraphrase {
+    match t.string(errs, key).as_deref() {
+        None => Paraphrase::Auto,
+        Some(s) => match Paraphrase::parse(s) {
+            Some(p) => p,
+            None => {
                 errs.push(
-                    &t.child_path("paraphrase"),
-                    t.value_span("paraphrase"),
-                    format!("{other:?}: expected \"auto\", \"on\" or \"off\""),
+                    &t.child_path(key),
+                    t.value_span(key),
+                    format!("{s:?}: expected \"auto\", \"on\" or \"off\""),
                 );
                 Paraphrase::Auto
             }
         },
-        encoder_dir: t.string(errs, "encoder_dir").map(PathBuf::from),
-        encoder_threads: positive(t, errs, "encoder_threads", 64).map_or(1, |n| n as usize),
     }
+}
+
+/// `classifier`, `on_error`, `classifier_deadline_ms` and `classifier_thresholds` of a tenant.
+fn classifier_policy(t: &mut Table<'_>, errs: &mut Errors<'_>) -> ClassifierPolicy {
+    let mut c = ClassifierPolicy::default();
+    if let Some(b) = t.boolean(errs, "classifier") {
+        c.enabled = b;
+    }
+    match t.string(errs, "on_error") {
+        None => {}
+        Some(s) => match OnError::parse(&s) {
+            Some(o) => c.on_error = o,
+            None => errs.push(
+                &t.child_path("on_error"),
+                t.value_span("on_error"),
+                format!("{s:?}: expected {}", OnError::NAMES),
+            ),
+        },
+    }
+    if let Some(ms) = positive(t, errs, "classifier_deadline_ms", 600_000) {
+        c.deadline = std::time::Duration::from_millis(ms);
+    }
+    if let Some(mut w) = t.table(errs, "classifier_thresholds") {
+        for target in Target::ALL {
+            let hint = "a probability between 0.01 and 0.999";
+            if let Some(x) = w.number(errs, target.name(), 0.01..=0.999, hint) {
+                c.thresholds[target as usize] = Some(x as f32);
+            }
+        }
+        w.finish(errs);
+    }
+    c
 }
 
 /// `max_scan_bytes`, `max_scan_work`, `on_oversize`: the tenant's per-request guard budget.
@@ -354,6 +428,7 @@ pub fn decode_tenant_guard(t: &mut Table<'_>, errs: &mut Errors<'_>) -> TenantGu
     if let Some(b) = t.boolean(errs, "leak_paraphrase") {
         g.leak_paraphrase = b;
     }
+    g.classifier = classifier_policy(t, errs);
     match t.string(errs, "on_leak").as_deref() {
         None => {}
         Some("block") => g.on_leak = LeakAction::Block,

@@ -1,0 +1,343 @@
+//! The input guard's prompt-injection classifier: all-MiniLM-L6-v2 fine-tuned by
+//! `guards/scripts/train_classifier.py` (mean pooling and a linear head inside the ONNX graph,
+//! one logit per text), with the encoder's own WordPiece tokenizer and the training run's
+//! `manifest.json` (decision threshold, window length, the prefix retrieved text carries).
+//!
+//! Long texts are read in sliding windows (`max_tokens` with the special tokens, half a window
+//! apart); a text's score is the highest of its windows'. A caller bounds the windows per text
+//! (evenly spaced over the text, first and last always among them, when there are more) and may
+//! give a deadline, checked between batches of windows: what was not scored is reported, never
+//! silently dropped ([`Scored::complete`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::text_model::TextModel;
+
+/// Windows run through the model together (one session run); the deadline is checked between
+/// batches.
+const BATCH: usize = 4;
+
+/// Where the classifier's files are, when no directory is configured:
+/// `$WARDEN_CLASSIFIER_DIR`, `models/classifier` next to the executable, or
+/// `guards/models/classifier` under the working directory (where the repository ships it).
+pub fn default_dir() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("WARDEN_CLASSIFIER_DIR") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        candidates.push(dir.join("models/classifier"));
+    }
+    candidates.push(PathBuf::from("guards/models/classifier"));
+    candidates.into_iter().find(|d| {
+        ["model.onnx", "tokenizer.json", "manifest.json"]
+            .iter()
+            .all(|f| d.join(f).is_file())
+    })
+}
+
+/// What the runtime reads of the training run's `manifest.json`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Manifest {
+    /// Probability at or above which a text is an injection at the shipped operating point
+    /// (1% false positives on the training run's validation split).
+    pub threshold: f32,
+    /// Tokens per window, special tokens included.
+    pub max_tokens: usize,
+    /// Thresholds of roles held to their own operating point (`tool`: 1% false positives on
+    /// the validation split's retrieved content), over `threshold`.
+    #[serde(default)]
+    pub role_thresholds: std::collections::HashMap<String, f32>,
+    /// The prefix the model was trained to see before retrieved (tool) content.
+    #[serde(default)]
+    pub role_prefix: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    pub model_sha256: String,
+}
+
+/// A text's score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    /// The highest injection probability of the windows scored.
+    pub score: f32,
+    /// Which window gave it (0 = the first).
+    pub window: usize,
+    /// Windows scored.
+    pub scored: usize,
+    /// Windows the whole text has.
+    pub windows: usize,
+    /// Every window of the text was scored (not cut by the window bound or the deadline).
+    pub complete: bool,
+    /// The deadline stopped the scoring before every window meant to be scored was.
+    pub deadline: bool,
+}
+
+/// Why a text has no score.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClassifyError {
+    /// The deadline passed before any window was scored.
+    Deadline,
+    /// Tokenizing or running the model failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for ClassifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClassifyError::Deadline => f.write_str("the classifier's deadline passed"),
+            ClassifyError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// One window of a text: its index among the text's windows, and its tokens ready to run.
+pub type Window = (usize, Vec<u32>);
+
+/// The loaded classifier.
+pub struct Classifier {
+    model: TextModel,
+    manifest: Manifest,
+    cls: u32,
+    sep: u32,
+    retrieved_prefix: Vec<u32>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("dir", &self.dir)
+            .field("sessions", &self.model.sessions())
+            .field("threshold", &self.manifest.threshold)
+            .finish()
+    }
+}
+
+impl Classifier {
+    /// Loads `dir/{model.onnx,tokenizer.json,manifest.json}` with `sessions` single-threaded
+    /// sessions (at least one), and scores one text to prove the model runs.
+    pub fn load(dir: &Path, ort_lib: Option<&Path>, sessions: usize) -> Result<Classifier, String> {
+        let manifest_path = dir.join("manifest.json");
+        let manifest: Manifest = std::fs::read_to_string(&manifest_path)
+            .map_err(|e| format!("{}: {e}", manifest_path.display()))
+            .and_then(|s| {
+                serde_json::from_str(&s).map_err(|e| format!("{}: {e}", manifest_path.display()))
+            })?;
+        if !(manifest.threshold > 0.0 && manifest.threshold < 1.0) || manifest.max_tokens < 8 {
+            return Err(format!(
+                "{}: threshold must be in (0, 1) and max_tokens at least 8",
+                manifest_path.display()
+            ));
+        }
+        let mut model = TextModel::load(
+            dir,
+            ort_lib,
+            sessions,
+            "guards/scripts/train_classifier.py builds it; the repository ships it",
+        )?;
+        model
+            .tokenizer
+            .with_truncation(None)
+            .map_err(|e| e.to_string())?;
+        model.tokenizer.with_padding(None);
+        let id = |t: &str| {
+            model
+                .tokenizer
+                .token_to_id(t)
+                .ok_or_else(|| format!("the tokenizer has no {t} token"))
+        };
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+        let mut c = Classifier {
+            model,
+            manifest,
+            cls,
+            sep,
+            retrieved_prefix: Vec::new(),
+            dir: dir.to_path_buf(),
+        };
+        let prefix = c
+            .manifest
+            .role_prefix
+            .get("tool")
+            .cloned()
+            .unwrap_or_default();
+        c.retrieved_prefix = c.tokens(&prefix)?;
+        c.score("warden", false, 1, None)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(c)
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The shipped decision threshold.
+    pub fn threshold(&self) -> f32 {
+        self.manifest.threshold
+    }
+
+    /// The shipped threshold for user text, or for retrieved content (tool output, documents).
+    pub fn threshold_for(&self, retrieved: bool) -> f32 {
+        let role = if retrieved { "tool" } else { "user" };
+        self.manifest
+            .role_thresholds
+            .get(role)
+            .copied()
+            .filter(|t| *t > 0.0 && *t < 1.0)
+            .unwrap_or(self.manifest.threshold)
+    }
+
+    /// Tokens of `text`, without the special ones.
+    pub fn token_count(&self, text: &str) -> Result<usize, String> {
+        self.tokens(text).map(|t| t.len())
+    }
+
+    fn tokens(&self, text: &str) -> Result<Vec<u32>, String> {
+        self.model
+            .tokenizer
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| format!("tokenizing: {e}"))
+    }
+
+    /// The token windows of `text` (with the retrieved-content prefix when `retrieved`), each
+    /// ready to run (`[CLS] prefix window [SEP]`), and how many the whole text has; at most
+    /// `max_windows` are returned, evenly spaced.
+    pub fn windows(
+        &self,
+        text: &str,
+        retrieved: bool,
+        max_windows: usize,
+    ) -> Result<(Vec<Window>, usize), String> {
+        let ids = self.tokens(text)?;
+        let prefix: &[u32] = if retrieved {
+            &self.retrieved_prefix
+        } else {
+            &[]
+        };
+        let width = self
+            .manifest
+            .max_tokens
+            .saturating_sub(2 + prefix.len())
+            .max(4);
+        let stride = (width / 2).max(1);
+        // Starts 0, stride, 2·stride, ... until a window reaches the end.
+        let total = if ids.len() <= width {
+            1
+        } else {
+            (ids.len() - width).div_ceil(stride) + 1
+        };
+        let pick: Vec<usize> = if total <= max_windows.max(1) {
+            (0..total).collect()
+        } else {
+            let k = max_windows.max(1);
+            if k == 1 {
+                vec![0]
+            } else {
+                let mut p: Vec<usize> = (0..k).map(|i| i * (total - 1) / (k - 1)).collect();
+                p.dedup();
+                p
+            }
+        };
+        let rows = pick
+            .into_iter()
+            .map(|w| {
+                let start = (w * stride).min(ids.len());
+                let end = if w + 1 == total {
+                    ids.len()
+                } else {
+                    (start + width).min(ids.len())
+                };
+                // The last window ends at the text's end, a full window long where it can be.
+                let start = if w + 1 == total {
+                    end.saturating_sub(width)
+                } else {
+                    start
+                };
+                let mut row = Vec::with_capacity(end - start + prefix.len() + 2);
+                row.push(self.cls);
+                row.extend_from_slice(prefix);
+                row.extend_from_slice(&ids[start..end]);
+                row.push(self.sep);
+                (w, row)
+            })
+            .collect();
+        Ok((rows, total))
+    }
+
+    /// The injection probability of each token row (as [`Self::windows`] makes them).
+    pub fn score_rows(&self, rows: &[&[u32]]) -> Result<Vec<f32>, String> {
+        let t = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        if rows.is_empty() || t == 0 {
+            return Ok(Vec::new());
+        }
+        let mut ids = Vec::with_capacity(rows.len() * t);
+        let mut mask = Vec::with_capacity(rows.len() * t);
+        for r in rows {
+            ids.extend(r.iter().map(|&x| i64::from(x)));
+            ids.extend(std::iter::repeat_n(0, t - r.len()));
+            mask.extend(std::iter::repeat_n(1, r.len()));
+            mask.extend(std::iter::repeat_n(0, t - r.len()));
+        }
+        let out = self.model.run(ids, mask, t, "logits")?;
+        if out.values.len() != rows.len() {
+            return Err(format!(
+                "{}: {} logits for {} texts (shape {:?})",
+                self.model.model.display(),
+                out.values.len(),
+                rows.len(),
+                out.shape
+            ));
+        }
+        Ok(out
+            .values
+            .iter()
+            .map(|&l| 1.0 / (1.0 + (-l).exp()))
+            .collect())
+    }
+
+    /// The score of `text`: the highest of its windows' (at most `max_windows`), with the
+    /// windows run [`BATCH`] at a time and `deadline` checked before each batch.
+    pub fn score(
+        &self,
+        text: &str,
+        retrieved: bool,
+        max_windows: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Scored, ClassifyError> {
+        let (rows, total) = self
+            .windows(text, retrieved, max_windows)
+            .map_err(ClassifyError::Failed)?;
+        let mut best: Option<Scored> = None;
+        let mut scored = 0;
+        for batch in rows.chunks(BATCH) {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            let refs: Vec<&[u32]> = batch.iter().map(|(_, r)| r.as_slice()).collect();
+            let scores = self.score_rows(&refs).map_err(ClassifyError::Failed)?;
+            scored += batch.len();
+            for ((w, _), s) in batch.iter().zip(scores) {
+                if best.is_none_or(|b| s > b.score) {
+                    best = Some(Scored {
+                        score: s,
+                        window: *w,
+                        scored: 0,
+                        windows: total,
+                        complete: false,
+                        deadline: false,
+                    });
+                }
+            }
+        }
+        let mut best = best.ok_or(ClassifyError::Deadline)?;
+        best.scored = scored;
+        best.complete = scored == total;
+        best.deadline = scored < rows.len();
+        Ok(best)
+    }
+}
