@@ -22,22 +22,7 @@ const BATCH: usize = 4;
 /// `$WARDEN_CLASSIFIER_DIR`, `models/classifier` next to the executable, or
 /// `guards/models/classifier` under the working directory (where the repository ships it).
 pub fn default_dir() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("WARDEN_CLASSIFIER_DIR") {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        candidates.push(dir.join("models/classifier"));
-    }
-    candidates.push(PathBuf::from("guards/models/classifier"));
-    candidates.into_iter().find(|d| {
-        ["model.onnx", "tokenizer.json", "manifest.json"]
-            .iter()
-            .all(|f| d.join(f).is_file())
-    })
+    crate::text_model::find_dir("WARDEN_CLASSIFIER_DIR", "classifier", &["manifest.json"])
 }
 
 /// What the runtime reads of the training run's `manifest.json`.

@@ -15,20 +15,7 @@ pub const MAX_TOKENS: usize = 128;
 /// `models/minilm` next to the executable, or `guards/models/minilm` under the working directory
 /// (where `tests/scripts/setup.sh` puts `model.onnx`).
 pub fn default_dir() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("WARDEN_ENCODER_DIR") {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        candidates.push(dir.join("models/minilm"));
-    }
-    candidates.push(PathBuf::from("guards/models/minilm"));
-    candidates
-        .into_iter()
-        .find(|d| d.join("model.onnx").is_file() && d.join("tokenizer.json").is_file())
+    crate::text_model::find_dir("WARDEN_ENCODER_DIR", "minilm", &[])
 }
 
 /// The loaded encoder.

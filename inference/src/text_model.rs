@@ -11,6 +11,28 @@ use tokenizers::Tokenizer;
 
 use crate::{find_ort_library, ort_environment, probe_device, WorkerError};
 
+/// The first of `$env`, `models/<name>` next to the executable and `guards/models/<name>` under
+/// the working directory that holds `model.onnx`, `tokenizer.json` and `extra`.
+pub(crate) fn find_dir(env: &str, name: &str, extra: &[&str]) -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os(env) {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        candidates.push(dir.join("models").join(name));
+    }
+    candidates.push(Path::new("guards/models").join(name));
+    candidates.into_iter().find(|d| {
+        ["model.onnx", "tokenizer.json"]
+            .iter()
+            .chain(extra)
+            .all(|f| d.join(f).is_file())
+    })
+}
+
 /// A loaded model and its tokenizer.
 pub(crate) struct TextModel {
     sessions: Vec<Mutex<Session>>,
