@@ -29,7 +29,6 @@ use crate::pack::Target;
 
 /// How the classifier appears among rule ids (`rule_ids`, `prompt_blocked` errors, events).
 pub const RULE_ID: &str = "classifier";
-use crate::policy::{Decision, Policy, Verdict};
 
 /// What a classifier says about one text.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -256,41 +255,10 @@ pub fn classify_request(
     }
 }
 
-impl Policy {
-    /// Adds the classifier's finding to a verdict of the rules, as a rule of its band would
-    /// count (see the module documentation), and returns it with the points it added.
-    pub fn fuse(&self, verdict: &mut Verdict, mut c: Classification) -> Classification {
-        let Some((paranoia, severity)) = band(c.margin()) else {
-            verdict.classifier = Some(c);
-            return c;
-        };
-        if paranoia > self.detection_paranoia {
-            verdict.classifier = Some(c);
-            return c;
-        }
-        c.points = severity * self.role_weights[c.target as usize];
-        c.blocking = paranoia <= self.blocking_paranoia;
-        if c.blocking {
-            verdict.score = verdict.score.saturating_add(c.points);
-        }
-        let decision = if verdict.score >= self.threshold && verdict.score > 0 {
-            Decision::Block
-        } else {
-            Decision::Flag
-        };
-        verdict.decision = verdict.decision.max(decision);
-        if verdict.decision == Decision::Block {
-            verdict.masked.clear();
-        }
-        verdict.classifier = Some(c);
-        c
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Message;
+    use crate::policy::{Decision, Message, Policy, Verdict};
     use crate::{Engine, RuleSet};
 
     /// Scores by substring, failing or sleeping on demand.

@@ -14,6 +14,7 @@
 
 use std::collections::HashSet;
 
+use crate::classifier::{band, Classification, RULE_ID};
 use crate::engine::{Engine, Hit, TextScan, Work};
 use crate::normalize::{ceil_boundary, floor_boundary, ViewKind};
 use crate::pack::{Action, Rule, Target};
@@ -249,7 +250,7 @@ pub struct Verdict {
     /// Engine work spent, all texts together.
     pub work: Work,
     /// The classifier's finding, once [`Policy::fuse`] added it.
-    pub classifier: Option<crate::classifier::Classification>,
+    pub classifier: Option<Classification>,
 }
 
 impl Verdict {
@@ -267,7 +268,7 @@ impl Verdict {
             .classifier
             .is_some_and(|c| c.points > 0 && (!blocking || c.blocking))
         {
-            ids.push(crate::classifier::RULE_ID);
+            ids.push(RULE_ID);
         }
         ids
     }
@@ -436,6 +437,38 @@ fn scan_share(engine: &Engine, msg: &Message<'_>, share: usize, limit: u64) -> T
     scan.work_limited |= tail.work_limited;
     scan.work.add(&tail.work);
     scan
+}
+
+/// The classifier layer's finding in a verdict ([`crate::classifier`] has the bands).
+impl Policy {
+    /// Adds the classifier's finding to a verdict of the rules, as a rule of its band would
+    /// count (see the module documentation), and returns it with the points it added.
+    pub fn fuse(&self, verdict: &mut Verdict, mut c: Classification) -> Classification {
+        let Some((paranoia, severity)) = band(c.margin()) else {
+            verdict.classifier = Some(c);
+            return c;
+        };
+        if paranoia > self.detection_paranoia {
+            verdict.classifier = Some(c);
+            return c;
+        }
+        c.points = severity * self.role_weights[c.target as usize];
+        c.blocking = paranoia <= self.blocking_paranoia;
+        if c.blocking {
+            verdict.score = verdict.score.saturating_add(c.points);
+        }
+        let decision = if verdict.score >= self.threshold && verdict.score > 0 {
+            Decision::Block
+        } else {
+            Decision::Flag
+        };
+        verdict.decision = verdict.decision.max(decision);
+        if verdict.decision == Decision::Block {
+            verdict.masked.clear();
+        }
+        verdict.classifier = Some(c);
+        c
+    }
 }
 
 #[cfg(test)]
