@@ -5,6 +5,9 @@ Warden, in one run, alternating, repeated; reports medians and the added latency
     python3 tests/bench/overhead.py [--rate 1000] [--duration 10] [--rounds 3] [--warden-threads 2]
     python3 tests/bench/overhead.py --compare-guards [--prompt-bytes 4096] ...
 
+Every Warden here runs with `[guard] classifier = "off"`: these figures are the proxy and the rules;
+the classifier layer's own cost is `cargo bench -p warden-proxy --bench classifier`.
+
 With --compare-guards, two Wardens run side by side on the same upstream, one with the input guard
 (the shipped packs) and one with `guard.enabled = false`; each round measures direct, guards off and
 guards on, and the guard's added latency is reported against guards-off from the same round.
@@ -390,6 +393,7 @@ listen = "127.0.0.1:{admin}"
 level = "{log_level}"
 [guard]
 enabled = {"true" if guard_enabled else "false"}
+classifier = "off"
 {guard_extra}
 {f'[telemetry]{chr(10)}dir = "{lake}"' if lake else ""}
 {f'[tracing]{chr(10)}otlp_endpoint = "http://{otlp}"' if otlp else ""}
