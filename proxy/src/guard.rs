@@ -354,6 +354,9 @@ pub struct GuardOutcome {
     pub elapsed: Duration,
     /// The classifier's highest probability over the request's texts, when it ran.
     pub classifier_score: Option<f32>,
+    /// Where that score came from: the text (its index among the request's texts, in the order
+    /// of the README's field table) and the window of it (0 = the first 256 tokens).
+    pub classifier_at: Option<(usize, usize)>,
     /// Why the classifier could not decide and the request went on with the rules alone
     /// (`classifier_deadline`, `classifier_error`): `x-warden-guard-degraded` on the response.
     pub degraded: Option<&'static str>,
@@ -854,6 +857,7 @@ pub fn inspect_request(
         work: verdict.work.total(),
         elapsed: Duration::ZERO,
         classifier_score: verdict.classifier.map(|c| c.score),
+        classifier_at: verdict.classifier.map(|c| (c.message, c.window)),
         degraded,
     };
     for m in &verdict.matches {

@@ -299,6 +299,13 @@ impl RequestSpan {
             if let Some(p) = g.classifier_score {
                 attrs.push(KeyValue::new("warden.guard.classifier_score", f64::from(p)));
             }
+            if let Some((text, window)) = g.classifier_at {
+                attrs.push(KeyValue::new("warden.guard.classifier_text", text as i64));
+                attrs.push(KeyValue::new(
+                    "warden.guard.classifier_window",
+                    window as i64,
+                ));
+            }
             if let Some(reason) = g.degraded {
                 attrs.push(KeyValue::new("warden.guard.degraded", reason));
             }
@@ -565,6 +572,7 @@ mod tests {
             work: 0,
             elapsed: Duration::ZERO,
             classifier_score: None,
+            classifier_at: None,
             degraded: None,
         };
         t.begin(&http::HeaderMap::new(), SystemTime::now())
@@ -611,6 +619,7 @@ mod tests {
             work: 0,
             elapsed: Duration::ZERO,
             classifier_score: None,
+            classifier_at: None,
             degraded: None,
         };
         t.begin(&http::HeaderMap::new(), SystemTime::now())

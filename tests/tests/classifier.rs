@@ -87,8 +87,11 @@ async fn the_classifier_blocks_what_the_rules_miss_and_passes_ordinary_prompts()
         "warden_guard_decisions_total{decision=\"block\"",
     ])
     .await;
+    // The access log says where the score came from (the text and its window), never the text.
+    assert!(w.wait_log("classifier_window=0").await, "{}", w.logs());
+    assert!(w.logs().contains("classifier_score=0.99"), "{}", w.logs());
     assert!(
-        !w.logs().contains("hidden instructions"),
+        !w.logs().contains("confidential setup"),
         "prompt text in the log"
     );
 }
