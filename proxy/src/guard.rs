@@ -357,6 +357,8 @@ pub struct GuardOutcome {
     /// Where that score came from: the text (its index among the request's texts, in the order
     /// of the README's field table) and the window of it (0 = the first 256 tokens).
     pub classifier_at: Option<(usize, usize)>,
+    /// The part of `elapsed` the classifier layer took (`classifier_us` in the access log).
+    pub classifier_elapsed: Duration,
     /// Why the classifier could not decide and the request went on with the rules alone
     /// (`classifier_deadline`, `classifier_error`): `x-warden-guard-degraded` on the response.
     pub degraded: Option<&'static str>,
@@ -838,7 +840,9 @@ pub fn inspect_request(
         let candidate = run.policy.policy.inspect(shadow, &messages, route);
         compare_shadow(run, &verdict, &candidate);
     }
+    let classifying = Instant::now();
     let degraded = classify(run, &messages, &mut verdict, started)?;
+    let classifier_elapsed = classifying.elapsed();
     let masked: Vec<(Loc, String)> = verdict
         .masked
         .iter()
@@ -858,6 +862,7 @@ pub fn inspect_request(
         elapsed: Duration::ZERO,
         classifier_score: verdict.classifier.map(|c| c.score),
         classifier_at: verdict.classifier.map(|c| (c.message, c.window)),
+        classifier_elapsed,
         degraded,
     };
     for m in &verdict.matches {

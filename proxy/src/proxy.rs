@@ -1352,6 +1352,11 @@ fn log_request(ctx: &RequestCtx, o: &Outcome, upstream: Option<&crate::state::Up
         guard_rules = ctx.guard.as_ref().map(|g| g.rule_ids.join(",")),
         guard_us = ctx.guard.as_ref().map(|g| g.elapsed.as_micros() as u64),
         classifier_score = ctx.guard.as_ref().and_then(|g| g.classifier_score),
+        classifier_us = ctx
+            .guard
+            .as_ref()
+            .filter(|g| g.classifier_score.is_some() || g.degraded.is_some())
+            .map(|g| g.classifier_elapsed.as_micros() as u64),
         classifier_text = ctx.guard.as_ref().and_then(|g| g.classifier_at.map(|a| a.0)),
         classifier_window = ctx.guard.as_ref().and_then(|g| g.classifier_at.map(|a| a.1)),
         guard_degraded = ctx.guard.as_ref().and_then(|g| g.degraded),

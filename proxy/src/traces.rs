@@ -573,6 +573,7 @@ mod tests {
             elapsed: Duration::ZERO,
             classifier_score: None,
             classifier_at: None,
+            classifier_elapsed: Duration::ZERO,
             degraded: None,
         };
         t.begin(&http::HeaderMap::new(), SystemTime::now())
@@ -620,6 +621,7 @@ mod tests {
             elapsed: Duration::ZERO,
             classifier_score: None,
             classifier_at: None,
+            classifier_elapsed: Duration::ZERO,
             degraded: None,
         };
         t.begin(&http::HeaderMap::new(), SystemTime::now())

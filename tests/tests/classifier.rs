@@ -89,6 +89,7 @@ async fn the_classifier_blocks_what_the_rules_miss_and_passes_ordinary_prompts()
     .await;
     // The access log says where the score came from (the text and its window), never the text.
     assert!(w.wait_log("classifier_window=0").await, "{}", w.logs());
+    assert!(w.logs().contains("classifier_us="), "{}", w.logs());
     assert!(w.logs().contains("classifier_score=0.99"), "{}", w.logs());
     assert!(
         !w.logs().contains("confidential setup"),
