@@ -25,6 +25,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::normalize::Normalizer;
 use crate::pack::Target;
 
 /// How the classifier appears among rule ids (`rule_ids`, `prompt_blocked` errors, events).
@@ -195,12 +196,14 @@ pub enum Classified {
     },
 }
 
-/// Classifies `texts` (`(role, text)`, in the order given to [`Policy::inspect`]) under `policy`,
-/// stopping at the deadline; the text with the largest margin over its role's threshold is
-/// kept.
+/// Classifies `texts` (`(role, text)`, in the order given to [`crate::Policy::inspect`]) under
+/// `policy`, each as its folded text (case, width, homoglyphs and invisible characters undone by
+/// `normalizer`), stopping at the deadline; the text with the largest margin over its role's
+/// threshold is kept.
 pub fn classify_request(
     classifier: &dyn Classify,
     policy: &ClassifierPolicy,
+    normalizer: &Normalizer,
     texts: &[(Target, &str)],
     started: Instant,
 ) -> Classified {
@@ -215,7 +218,11 @@ pub fn classify_request(
         }),
     };
     for (i, (target, text)) in texts.iter().enumerate() {
-        if !classifies(*target) || text.trim().is_empty() {
+        if !classifies(*target) {
+            continue;
+        }
+        let folded = normalizer.folded_text(text);
+        if folded.trim().is_empty() {
             continue;
         }
         if Instant::now() >= deadline {
@@ -223,7 +230,7 @@ pub fn classify_request(
         }
         let threshold =
             policy.thresholds[*target as usize].unwrap_or_else(|| classifier.threshold(*target));
-        match classifier.classify(text, *target, Some(deadline)) {
+        match classifier.classify(&folded, *target, Some(deadline)) {
             Ok(s) => {
                 complete &= s.complete();
                 let c = Classification {
@@ -311,7 +318,9 @@ mod tests {
             })
             .collect();
         let mut v = policy.inspect(engine, &msgs, None);
-        if let Classified::Scored(c) = classify_request(&Fixed, cp, texts, Instant::now()) {
+        if let Classified::Scored(c) =
+            classify_request(&Fixed, cp, engine.normalizer(), texts, Instant::now())
+        {
             policy.fuse(&mut v, c);
         }
         v
@@ -377,7 +386,7 @@ mod tests {
             ..ClassifierPolicy::default()
         };
         let texts = [(Target::User, "high"), (Target::User, "fail")];
-        match classify_request(&Fixed, &cp, &texts, Instant::now()) {
+        match classify_request(&Fixed, &cp, &Normalizer::default(), &texts, Instant::now()) {
             Classified::Failed { error, partial } => {
                 assert_eq!(error, ClassifyError::Failed("boom".into()));
                 assert_eq!(partial.unwrap().score, 0.99);
@@ -387,14 +396,20 @@ mod tests {
         }
         let texts = [(Target::User, "slow"), (Target::User, "high")];
         assert!(matches!(
-            classify_request(&Fixed, &cp, &texts, Instant::now()),
+            classify_request(&Fixed, &cp, &Normalizer::default(), &texts, Instant::now()),
             Classified::Failed {
                 error: ClassifyError::Deadline,
                 ..
             }
         ));
         assert_eq!(
-            classify_request(&Fixed, &cp, &[(Target::Assistant, "x")], Instant::now()),
+            classify_request(
+                &Fixed,
+                &cp,
+                &Normalizer::default(),
+                &[(Target::Assistant, "x")],
+                Instant::now()
+            ),
             Classified::Nothing
         );
     }

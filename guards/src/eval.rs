@@ -318,20 +318,15 @@ pub fn evaluate(
             target: ex.target,
             text: &ex.text,
         }];
-        let rules = if layers == Layers::Classifier {
-            policy.inspect(engine, &[], None)
-        } else {
-            policy.inspect(engine, &msgs, None)
-        };
-        let mut verdict = rules.clone();
+        // The rules always run: `by_layer` reports them whatever decides.
+        let mut verdict = policy.inspect(engine, &msgs, None);
         if let (Some((c, cp)), false) = (classifier, layers == Layers::Rules) {
-            let rules_blocked = rules.decision == Decision::Block;
-            // What the classifier alone says, and (as the proxy does) the fusion when the rules
-            // have not already blocked.
-            let texts = [(ex.target, folded(engine, &ex.text))];
-            let texts: Vec<(Target, &str)> = texts.iter().map(|(t, s)| (*t, s.as_str())).collect();
+            let rules_blocked = verdict.decision == Decision::Block;
+            // What the classifier alone says (fused into an empty verdict), and (as the proxy
+            // does) the fusion when the rules have not already blocked.
             let mut alone = policy.inspect(engine, &[], None);
-            match classify_request(c, cp, &texts, started) {
+            let texts = [(ex.target, ex.text.as_str())];
+            match classify_request(c, cp, engine.normalizer(), &texts, started) {
                 Classified::Scored(found) => {
                     policy.fuse(&mut alone, found);
                     if !rules_blocked {
@@ -341,18 +336,18 @@ pub fn evaluate(
                 Classified::Nothing => {}
                 Classified::Failed { .. } => report.classifier_failures += 1,
             }
-            if layers == Layers::Classifier {
-                verdict = alone.clone();
-            }
-            let layers = &mut report.by_layer;
-            layers
+            let by_layer = &mut report.by_layer;
+            by_layer
                 .entry("rules")
                 .or_default()
                 .add(ex.attack, rules_blocked);
-            layers
+            by_layer
                 .entry("classifier")
                 .or_default()
                 .add(ex.attack, alone.decision == Decision::Block);
+            if layers == Layers::Classifier {
+                verdict = alone;
+            }
         }
         report
             .latencies_us
@@ -382,19 +377,6 @@ fn matched_ids(v: &Verdict) -> Vec<String> {
         ids.push(crate::classifier::RULE_ID.to_string());
     }
     ids
-}
-
-/// The text the classifier reads: the folded view (case, width, homoglyphs and invisible
-/// characters undone), as the proxy gives it.
-pub fn folded(engine: &Engine, text: &str) -> String {
-    engine
-        .normalizer()
-        .folded_views(text)
-        .views
-        .into_iter()
-        .next()
-        .map(|v| v.text)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

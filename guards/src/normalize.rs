@@ -226,6 +226,12 @@ impl Normalizer {
         out
     }
 
+    /// The folded text of `text` (what [`Self::folded_views`] holds, without the map back), cut
+    /// at the same bound: what the classifier layer reads.
+    pub fn folded_text(&self, text: &str) -> String {
+        fold(&text[..floor_boundary(text, self.limits.max_scan_bytes)])
+    }
+
     /// The [`ViewKind::Folded`] view of `text` alone, for the output guard: the derived and
     /// decoded views read a text's context (a blob, a despaced run) that a stream only ever has
     /// part of.

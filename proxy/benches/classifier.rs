@@ -144,11 +144,11 @@ fn main() {
             });
             let (g50, g99) = times(2.0, || {
                 let mut v = policy.inspect(&engine, &msgs, None);
-                let folded = warden_guards::eval::folded(&engine, &text);
                 if let Classified::Scored(found) = classify_request(
                     c.as_ref(),
                     &cp,
-                    &[(Target::User, folded.as_str())],
+                    engine.normalizer(),
+                    &[(Target::User, text.as_str())],
                     Instant::now(),
                 ) {
                     policy.fuse(&mut v, found);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use warden_guards::classifier::{
-    classifies, classify_request, Classified, Classify, ClassifyError, OnError, Scored,
+    classify_request, Classified, Classify, ClassifyError, OnError, Scored,
 };
 use warden_guards::paraphrase::Paraphraser;
 use warden_guards::policy::{Decision, Message, Verdict};
@@ -957,19 +957,8 @@ fn classify(
         return Ok(None);
     }
     let t0 = Instant::now();
-    let folded: Vec<(Target, String)> = messages
-        .iter()
-        .map(|m| {
-            let text = if classifies(m.target) {
-                warden_guards::eval::folded(run.engine, m.text)
-            } else {
-                String::new()
-            };
-            (m.target, text)
-        })
-        .collect();
-    let texts: Vec<(Target, &str)> = folded.iter().map(|(t, s)| (*t, s.as_str())).collect();
-    let found = classify_request(classifier, policy, &texts, started);
+    let texts: Vec<(Target, &str)> = messages.iter().map(|m| (m.target, m.text)).collect();
+    let found = classify_request(classifier, policy, run.engine.normalizer(), &texts, started);
     run.metrics
         .guard_classifier_seconds
         .with_label_values(&[run.tenant])
