@@ -55,10 +55,15 @@ pub struct Scored {
     pub scored: usize,
     /// Windows the whole text has.
     pub windows: usize,
-    /// Every window of the text was scored (not cut by the window bound or the deadline).
-    pub complete: bool,
     /// The deadline stopped the scoring before every window meant to be scored was.
     pub deadline: bool,
+}
+
+impl Scored {
+    /// Every window of the text was scored (not cut by the window bound or the deadline).
+    pub fn complete(&self) -> bool {
+        self.scored == self.windows
+    }
 }
 
 /// Why a text has no score.
@@ -231,17 +236,11 @@ impl Classifier {
         let rows = pick
             .into_iter()
             .map(|w| {
-                let start = (w * stride).min(ids.len());
-                let end = if w + 1 == total {
-                    ids.len()
-                } else {
-                    (start + width).min(ids.len())
-                };
                 // The last window ends at the text's end, a full window long where it can be.
-                let start = if w + 1 == total {
-                    end.saturating_sub(width)
+                let (start, end) = if w + 1 == total {
+                    (ids.len().saturating_sub(width), ids.len())
                 } else {
-                    start
+                    (w * stride, (w * stride + width).min(ids.len()))
                 };
                 let mut row = Vec::with_capacity(end - start + prefix.len() + 2);
                 row.push(self.cls);
@@ -313,7 +312,6 @@ impl Classifier {
                         window: *w,
                         scored: 0,
                         windows: total,
-                        complete: false,
                         deadline: false,
                     });
                 }
@@ -321,7 +319,6 @@ impl Classifier {
         }
         let mut best = best.ok_or(ClassifyError::Deadline)?;
         best.scored = scored;
-        best.complete = scored == total;
         best.deadline = scored < rows.len();
         Ok(best)
     }
