@@ -23,6 +23,8 @@
 //! detect at paranoia 3 and 4. `t` is the model's shipped threshold for the role unless the
 //! tenant sets one.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use crate::normalize::Normalizer;
@@ -62,18 +64,38 @@ pub enum ClassifyError {
     Failed(String),
 }
 
+/// Per text, in the order given to [`Classify::start`].
+pub type Results = Vec<Result<Scored, ClassifyError>>;
+
 /// A loaded classifier.
 pub trait Classify: Send + Sync {
     /// The model's own threshold for text of this role (its shipped operating point).
     fn threshold(&self, target: Target) -> f32;
-    /// Scores `text` read in the role `target` (retrieved content is marked as such for the
-    /// model), stopping at `deadline`.
-    fn classify(
-        &self,
-        text: &str,
-        target: Target,
-        deadline: Option<Instant>,
-    ) -> Result<Scored, ClassifyError>;
+    /// Starts scoring `texts`, each read in its role (retrieved content is marked as such for
+    /// the model), and returns at once; the scores are the [`Pending`]'s, by `deadline`.
+    fn start(&self, texts: &[(Target, &str)], deadline: Instant) -> Box<dyn Pending>;
+}
+
+/// Scores on their way.
+pub trait Pending: Send + Sync {
+    /// Blocks until every text is scored or the deadline passed; what was not scored by then
+    /// says so ([`ClassifyError::Deadline`], [`Scored::deadline`]).
+    fn wait(self: Box<Self>) -> Results;
+    /// [`Pending::wait`] without blocking the thread.
+    fn wait_async(self: Box<Self>) -> Pin<Box<dyn Future<Output = Results> + Send>>;
+}
+
+/// Scores known already (a classifier that scores on the caller's thread).
+pub struct Ready(pub Results);
+
+impl Pending for Ready {
+    fn wait(self: Box<Self>) -> Results {
+        self.0
+    }
+
+    fn wait_async(self: Box<Self>) -> Pin<Box<dyn Future<Output = Results> + Send>> {
+        Box::pin(std::future::ready(self.0))
+    }
 }
 
 /// What happens to a request whose texts the classifier could not score (failure or deadline).
@@ -196,10 +218,117 @@ pub enum Classified {
     },
 }
 
-/// Classifies `texts` (`(role, text)`, in the order given to [`crate::Policy::inspect`]) under
-/// `policy`, each as its folded text (case, width, homoglyphs and invisible characters undone by
-/// `normalizer`), stopping at the deadline; the text with the largest margin over its role's
-/// threshold is kept.
+/// A request's texts on their way through the classifier ([`start_request`]).
+pub struct Classifying {
+    /// `(message index, role, threshold)` of each text given to the classifier.
+    texts: Vec<(usize, Target, f32)>,
+    pending: Option<Box<dyn Pending>>,
+}
+
+/// Starts classifying `texts` (`(role, text)`, in the order given to [`crate::Policy::inspect`])
+/// under `policy`, each as its folded text (case, width, homoglyphs and invisible characters
+/// undone by `normalizer`), with the deadline `policy.deadline` after `started`. Returns once the
+/// texts are queued (the classifier cuts them into windows on this thread).
+pub fn start_request(
+    classifier: &dyn Classify,
+    policy: &ClassifierPolicy,
+    normalizer: &Normalizer,
+    texts: &[(Target, &str)],
+    started: Instant,
+) -> Classifying {
+    let mut meta = Vec::new();
+    let mut folded = Vec::new();
+    for (i, (target, text)) in texts.iter().enumerate() {
+        if !classifies(*target) {
+            continue;
+        }
+        let f = normalizer.folded_text(text);
+        if f.trim().is_empty() {
+            continue;
+        }
+        let threshold =
+            policy.thresholds[*target as usize].unwrap_or_else(|| classifier.threshold(*target));
+        meta.push((i, *target, threshold));
+        folded.push((*target, f));
+    }
+    let pending = (!folded.is_empty()).then(|| {
+        let refs: Vec<(Target, &str)> = folded.iter().map(|(t, f)| (*t, f.as_str())).collect();
+        classifier.start(&refs, started + policy.deadline)
+    });
+    Classifying {
+        texts: meta,
+        pending,
+    }
+}
+
+impl Classifying {
+    /// Blocks for the classifier's finding.
+    pub fn wait(self) -> Classified {
+        let results = self.pending.map(|p| p.wait()).unwrap_or_default();
+        conclude(&self.texts, results)
+    }
+
+    /// The classifier's finding, without blocking the thread.
+    pub async fn wait_async(self) -> Classified {
+        let results = match self.pending {
+            Some(p) => p.wait_async().await,
+            None => Vec::new(),
+        };
+        conclude(&self.texts, results)
+    }
+}
+
+/// The text with the largest margin over its role's threshold, with every failure reported.
+fn conclude(texts: &[(usize, Target, f32)], results: Results) -> Classified {
+    let mut best: Option<Classification> = None;
+    let mut complete = true;
+    let mut error: Option<ClassifyError> = None;
+    for (&(message, target, threshold), r) in texts.iter().zip(results) {
+        let s = match r {
+            Ok(s) => s,
+            Err(e) => {
+                // A model failure says more than a missed deadline.
+                if error.is_none() || matches!(e, ClassifyError::Failed(_)) {
+                    error = Some(e);
+                }
+                continue;
+            }
+        };
+        complete &= s.complete();
+        if s.deadline && error.is_none() {
+            error = Some(ClassifyError::Deadline);
+        }
+        let c = Classification {
+            score: s.score,
+            threshold,
+            message,
+            target,
+            window: s.window,
+            complete: true,
+            points: 0,
+            blocking: false,
+        };
+        if best.is_none_or(|b| c.margin() > b.margin()) {
+            best = Some(c);
+        }
+    }
+    match (error, best) {
+        (Some(error), best) => Classified::Failed {
+            error,
+            partial: best.map(|b| Classification {
+                complete: false,
+                ..b
+            }),
+        },
+        (None, Some(mut b)) => {
+            b.complete = complete;
+            Classified::Scored(b)
+        }
+        (None, None) => Classified::Nothing,
+    }
+}
+
+/// [`start_request`] and wait: the classifier's finding on `texts`.
 pub fn classify_request(
     classifier: &dyn Classify,
     policy: &ClassifierPolicy,
@@ -207,59 +336,7 @@ pub fn classify_request(
     texts: &[(Target, &str)],
     started: Instant,
 ) -> Classified {
-    let deadline = started + policy.deadline;
-    let mut best: Option<Classification> = None;
-    let mut complete = true;
-    let failed = |error, best: Option<Classification>| Classified::Failed {
-        error,
-        partial: best.map(|b| Classification {
-            complete: false,
-            ..b
-        }),
-    };
-    for (i, (target, text)) in texts.iter().enumerate() {
-        if !classifies(*target) {
-            continue;
-        }
-        let folded = normalizer.folded_text(text);
-        if folded.trim().is_empty() {
-            continue;
-        }
-        if Instant::now() >= deadline {
-            return failed(ClassifyError::Deadline, best);
-        }
-        let threshold =
-            policy.thresholds[*target as usize].unwrap_or_else(|| classifier.threshold(*target));
-        match classifier.classify(&folded, *target, Some(deadline)) {
-            Ok(s) => {
-                complete &= s.complete();
-                let c = Classification {
-                    score: s.score,
-                    threshold,
-                    message: i,
-                    target: *target,
-                    window: s.window,
-                    complete: true,
-                    points: 0,
-                    blocking: false,
-                };
-                if best.is_none_or(|b| c.margin() > b.margin()) {
-                    best = Some(c);
-                }
-                if s.deadline {
-                    return failed(ClassifyError::Deadline, best);
-                }
-            }
-            Err(error) => return failed(error, best),
-        }
-    }
-    match best {
-        Some(mut b) => {
-            b.complete = complete;
-            Classified::Scored(b)
-        }
-        None => Classified::Nothing,
-    }
+    start_request(classifier, policy, normalizer, texts, started).wait()
 }
 
 #[cfg(test)]
@@ -268,41 +345,36 @@ mod tests {
     use crate::policy::{Decision, Message, Policy, Verdict};
     use crate::{Engine, RuleSet};
 
-    /// Scores by substring, failing or sleeping on demand.
+    /// Scores by substring, failing or missing the deadline on demand.
     struct Fixed;
     impl Classify for Fixed {
         fn threshold(&self, _target: Target) -> f32 {
             0.9
         }
-        fn classify(
-            &self,
-            text: &str,
-            _target: Target,
-            deadline: Option<Instant>,
-        ) -> Result<Scored, ClassifyError> {
-            if text.contains("fail") {
-                return Err(ClassifyError::Failed("boom".into()));
-            }
-            if text.contains("slow") {
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(ClassifyError::Deadline);
-            }
-            let score = if text.contains("high") {
-                0.99
-            } else if text.contains("mid") {
-                0.8
-            } else {
-                0.01
+        fn start(&self, texts: &[(Target, &str)], _deadline: Instant) -> Box<dyn Pending> {
+            let score = |text: &str| {
+                if text.contains("fail") {
+                    return Err(ClassifyError::Failed("boom".into()));
+                }
+                if text.contains("slow") {
+                    return Err(ClassifyError::Deadline);
+                }
+                let score = if text.contains("high") {
+                    0.99
+                } else if text.contains("mid") {
+                    0.8
+                } else {
+                    0.01
+                };
+                Ok(Scored {
+                    score,
+                    window: 0,
+                    scored: 1,
+                    windows: 1,
+                    deadline: false,
+                })
             };
-            Ok(Scored {
-                score,
-                window: 0,
-                scored: 1,
-                windows: 1,
-                deadline: false,
-            })
+            Box::new(Ready(texts.iter().map(|(_, t)| score(t)).collect()))
         }
     }
 
@@ -394,12 +466,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // A missed deadline keeps what was scored; a failure says more than a deadline.
         let texts = [(Target::User, "slow"), (Target::User, "high")];
+        match classify_request(&Fixed, &cp, &Normalizer::default(), &texts, Instant::now()) {
+            Classified::Failed {
+                error: ClassifyError::Deadline,
+                partial: Some(p),
+            } => assert_eq!((p.score, p.message), (0.99, 1)),
+            other => panic!("{other:?}"),
+        }
+        let texts = [(Target::User, "slow"), (Target::User, "fail")];
         assert!(matches!(
             classify_request(&Fixed, &cp, &Normalizer::default(), &texts, Instant::now()),
             Classified::Failed {
-                error: ClassifyError::Deadline,
-                ..
+                error: ClassifyError::Failed(_),
+                partial: None
             }
         ));
         assert_eq!(

@@ -15,8 +15,9 @@ use std::time::Instant;
 use crate::text_model::TextModel;
 
 /// Windows run through the model together (one session run); the deadline is checked between
-/// batches.
-const BATCH: usize = 4;
+/// batches. One: the int8 model quantises a run's activations with one scale, so a window's
+/// score would depend on the windows run with it.
+const BATCH: usize = 1;
 
 /// Where the classifier's files are, when no directory is configured:
 /// `$WARDEN_CLASSIFIER_DIR`, `models/classifier` next to the executable, or

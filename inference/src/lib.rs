@@ -10,12 +10,14 @@
 //! - [`metrics`]: Prometheus, including vLLM-compatible gauge names;
 //! - [`encoder`]: the sentence encoder the output guard's paraphrase check runs on;
 //! - [`classifier`]: the input guard's prompt-injection classifier.
+//! - [`batching`]: the classifier's model threads, batching windows across requests.
 //!
 //! ONNX Runtime is loaded at run time (`ort` with `load-dynamic`) from `libonnxruntime.so` as
 //! shipped in the PyPI `onnxruntime` wheel; `tests/scripts/setup.sh` fetches it. CPU by default;
 //! the `cuda` feature adds the CUDA execution provider and sizes the KV budget from free GPU
 //! memory, falling back to CPU (and saying so) when no GPU driver is present.
 
+pub mod batching;
 pub mod classifier;
 pub mod encoder;
 pub mod engine;

@@ -7,10 +7,16 @@
 //!    most `[guard] classifier_max_windows` = 8 windows) on 1 and 4 KiB of several corpus
 //!    classes, against the rules alone on the same text;
 //! 3. throughput on 256-token texts: one thread, and two threads each with its own session
-//!    (what `classifier_threads = 2` gives), texts per second.
+//!    (what `classifier_threads = 2` gives), texts per second;
+//! 4. micro-batching across requests, as the proxy runs it (`warden_inference::batching`, two
+//!    model threads): 16 closed-loop clients each sending one text at a time (short prompts of
+//!    about 40 tokens, and full 256-token windows), with `classifier_batch` 1 (no batching) and
+//!    8 interleaved over three rounds: texts per second, p50 and p99 per text, and how far a
+//!    text's score moves with the company it is batched in (the int8 model quantises each run's
+//!    activations with one scale).
 //!
 //! Needs `tests/scripts/setup.sh` (ONNX Runtime). Run:
-//! `cargo bench -p warden-proxy --bench classifier`.
+//! `cargo bench -p warden-proxy --bench classifier` (`-- batching`: section 4 alone).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -82,6 +88,10 @@ fn main() {
         root().join("inference/.ort/libonnxruntime.so.1.31.1"),
     );
     let dir = root().join("guards/models/classifier");
+    if std::env::args().any(|a| a == "batching") {
+        batching(&dir);
+        return;
+    }
     let config = |threads| GuardConfig {
         classifier: Paraphrase::On,
         classifier_dir: Some(dir.clone()),
@@ -190,5 +200,93 @@ fn main() {
         });
         let total: usize = counts.iter().sum();
         println!("  {threads} thread(s): {:.1} texts/s", total as f64 / 5.0);
+    }
+}
+
+/// Section 4: see the module documentation.
+fn batching(dir: &std::path::Path) {
+    use std::sync::Arc;
+    use warden_inference::batching::Batcher;
+    use warden_inference::classifier::Classifier;
+
+    let alone = Classifier::load(dir, None, 1).unwrap();
+    let prose = corpus("prose_en", 256 * 1024);
+    // Distinct texts, as distinct clients send: consecutive pieces of the corpus.
+    let pieces = |tokens: usize, bytes: usize| -> Vec<String> {
+        (0..64)
+            .map(|i| {
+                let at = floor_boundary(&prose, i * bytes);
+                let end = floor_boundary(&prose, (at + bytes * 2).min(prose.len()));
+                cut_to_tokens(&alone, &prose[at..end], tokens).to_string()
+            })
+            .collect()
+    };
+    println!("4. micro-batching across requests: 2 model threads, 16 closed-loop clients");
+    for (label, texts) in [
+        ("short prompts (~40 tokens)", pieces(40, 200)),
+        ("full windows (256 tokens)", pieces(256, 1400)),
+    ] {
+        let want: Vec<f32> = texts
+            .iter()
+            .map(|t| alone.score(t, false, 1, None).unwrap().score)
+            .collect();
+        let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..3 {
+            for (k, rows) in [1usize, 8].into_iter().enumerate() {
+                let b = Arc::new(
+                    Batcher::start(
+                        Classifier::load(dir, None, 2).unwrap(),
+                        2,
+                        rows,
+                        8,
+                        Arc::new(|| {}),
+                    )
+                    .unwrap(),
+                );
+                let end = Instant::now() + Duration::from_secs(4);
+                let results: Vec<(Vec<Duration>, f64)> = std::thread::scope(|s| {
+                    let hs: Vec<_> = (0..16)
+                        .map(|client| {
+                            let (b, texts, want) = (Arc::clone(&b), &texts, &want);
+                            s.spawn(move || {
+                                let (mut lat, mut drift) = (Vec::new(), 0f64);
+                                let mut i = client;
+                                while Instant::now() < end {
+                                    let t = Instant::now();
+                                    let got = b.submit(&[(texts[i].as_str(), false)], None).wait();
+                                    lat.push(t.elapsed());
+                                    let p = got[0].as_ref().unwrap().score;
+                                    let logit = |p: f32| (p / (1.0 - p)).ln() as f64;
+                                    drift = drift.max((logit(p) - logit(want[i])).abs());
+                                    i = (i + 16) % texts.len();
+                                }
+                                (lat, drift)
+                            })
+                        })
+                        .collect();
+                    hs.into_iter().map(|h| h.join().unwrap()).collect()
+                });
+                let drift = results.iter().map(|r| r.1).fold(0.0, f64::max);
+                let mut lat: Vec<Duration> = results.into_iter().flat_map(|r| r.0).collect();
+                lat.sort();
+                let rate = lat.len() as f64 / 4.0;
+                rates[k].push(rate);
+                println!(
+                    "  {label}, round {}, classifier_batch {rows}: {rate:.1} texts/s, p50 {}, p99 {}, largest score change {drift:.2} in log-odds",
+                    round + 1,
+                    ms(lat[lat.len() / 2]),
+                    ms(lat[(lat.len() * 99 / 100).min(lat.len() - 1)])
+                );
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (one, eight) = (median(&mut rates[0]), median(&mut rates[1]));
+        println!(
+            "  {label}: median {one:.1} vs {eight:.1} texts/s, batching x{:.2}",
+            eight / one
+        );
     }
 }

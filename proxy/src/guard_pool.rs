@@ -161,9 +161,9 @@ impl Drop for GuardPool {
 /// Gives this thread the nice value `nice` (Linux; elsewhere nothing): on a machine the proxy
 /// shares with its load (a sidecar's two cores), the IO threads then get the CPU first, so a
 /// burst of long prompts delays the other requests less (measured: the added p99 of small
-/// requests under 64 KB prompts at 20/s went from +1.9 ms to +1.2 ms at nice 19). A failure is
-/// logged and the worker runs at normal priority.
-fn lower_priority(nice: i32) {
+/// requests under 64 KB prompts at 20/s went from +1.9 ms to +1.2 ms at nice 19). The
+/// classifier's threads get the same. A failure is logged and the thread runs at normal priority.
+pub(crate) fn lower_priority(nice: i32) {
     if nice == 0 {
         return;
     }
@@ -180,7 +180,7 @@ fn lower_priority(nice: i32) {
             tracing::warn!(
                 nice,
                 error = %std::io::Error::last_os_error(),
-                "could not lower the guard thread's priority"
+                "could not lower a guard thread's priority"
             );
         }
     }

@@ -143,6 +143,7 @@ pub struct Metrics {
     pub guard_classifier_loaded: IntGauge,
     pub guard_classifier_seconds: HistogramVec,
     pub guard_classifier_failures: IntCounterVec,
+    pub guard_classifier_hold: HistogramVec,
     pub switches: IntGaugeVec,
     pub switchboard_version: IntGauge,
     pub switchboard_redis_connected: IntGauge,
@@ -308,6 +309,11 @@ impl Metrics {
                     .buckets(buckets::GUARD.to_vec()),
                 &["tenant"],
             )?,
+            guard_classifier_hold: HistogramVec::new(
+                HistogramOpts::new("warden_guard_classifier_hold_seconds", "classifier_mode = \"overlap\": how long the upstream's response was held for the classifier's verdict, by tenant")
+                    .buckets(buckets::GUARD.to_vec()),
+                &["tenant"],
+            )?,
             guard_classifier_failures: IntCounterVec::new(
                 Opts::new("warden_guard_classifier_failures_total", "Requests the classifier could not score, by tenant, reason (deadline/error) and what the tenant's on_error did (fail_open/fail_closed)"),
                 &["tenant", "reason", "on_error"],
@@ -449,6 +455,8 @@ impl Metrics {
             .register(Box::new(m.guard_classifier_seconds.clone()))?;
         m.registry
             .register(Box::new(m.guard_classifier_failures.clone()))?;
+        m.registry
+            .register(Box::new(m.guard_classifier_hold.clone()))?;
         m.registry.register(Box::new(m.detections.clone()))?;
         m.registry.register(Box::new(m.grounded_replies.clone()))?;
         m.registry.register(Box::new(m.hallucinations.clone()))?;
@@ -596,6 +604,7 @@ mod tests {
             ),
             ("warden_guard_seconds", 60.0),
             ("warden_guard_classifier_seconds", 60.0),
+            ("warden_guard_classifier_hold_seconds", 60.0),
             (
                 "gen_ai_server_time_to_first_token_seconds",
                 buckets::MAX_TIMEOUT_S,
@@ -616,6 +625,7 @@ mod tests {
             &m.overhead,
             &m.guard_seconds,
             &m.guard_classifier_seconds,
+            &m.guard_classifier_hold,
         ] {
             h.with_label_values(&["x"]).observe(0.0);
         }

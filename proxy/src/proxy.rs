@@ -28,11 +28,10 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::Value;
 
-use crate::config::OnFull;
-use crate::config::OutputMode;
+use crate::config::{ClassifierMode, OnFull, OutputMode};
 use crate::error::ApiError;
 use crate::events::{self, Identities};
-use crate::guard::{self, GuardOutcome, GuardRun};
+use crate::guard::{self, GuardOutcome, GuardRun, Inspection, Refused};
 use crate::guard_pool::Overloaded;
 use crate::http1;
 use crate::keys;
@@ -41,6 +40,7 @@ use crate::response::{OutputOutcome, OutputSetup, ResponsePipeline, Usage};
 use crate::state::{App, InflightGuard, NoUpstream};
 use crate::traces::{RequestSpan, SpanFacts};
 use crate::validate::{self, Endpoint, Validated};
+use warden_guards::classifier::{Classified, ClassifyError};
 use warden_guards::leak::LeakDetector;
 use warden_guards::tool_calls::ToolCheck;
 use warden_telemetry::{ErrorClass, ErrorCode, Outcome};
@@ -117,6 +117,12 @@ pub struct RequestCtx {
     usage: Option<Usage>,
     /// The input guard's decision (rule ids, score, pack version), for logs and telemetry.
     pub guard: Option<GuardOutcome>,
+    /// With `classifier_mode = "overlap"`: the guard's decision still waiting for the
+    /// classifier, settled before any response byte goes out ([`WardenProxy::settle_guard`]).
+    pending_guard: Option<PendingGuard>,
+    /// A refusal decided after the request was forwarded (the classifier, in overlap mode):
+    /// what `fail_to_proxy` answers instead of an upstream error.
+    refusal: Option<ApiError>,
     /// Wall-clock start, for the audit event's `time`.
     started_at: SystemTime,
     /// `model` as the client sent it (bounded), even when it is refused.
@@ -180,6 +186,8 @@ impl ProxyHttp for WardenProxy {
             cut: false,
             usage: None,
             guard: None,
+            pending_guard: None,
+            refusal: None,
             started_at: SystemTime::now(),
             requested_model: None,
             client_ip: None,
@@ -299,6 +307,18 @@ impl ProxyHttp for WardenProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // Overlap mode: nothing of the response goes out before the classifier's verdict.
+        if let Some(pending) = ctx.pending_guard.take() {
+            if let Some(refused) = self.settle_guard(ctx, pending).await {
+                // Ends the upstream exchange (its connection is closed, so the worker drops
+                // the sequence); `fail_to_proxy` answers `ctx.refusal`.
+                ctx.refusal = Some(refused);
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    "the classifier refused the request after it was forwarded",
+                );
+            }
+        }
         ctx.status = resp.status.as_u16();
         ctx.upstream_status = Some(ctx.status);
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
@@ -423,10 +443,16 @@ impl ProxyHttp for WardenProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let api = classify(e);
+        // Overlap mode, the upstream failed before it answered: the classifier's verdict first
+        // (a blocked prompt is answered as such, whatever the upstream did).
+        if let Some(pending) = ctx.pending_guard.take() {
+            ctx.refusal = self.settle_guard(ctx, pending).await.or(ctx.refusal.take());
+        }
+        let refused = ctx.refusal.clone();
         // Connect failures were already counted in `fail_to_connect`; a stream a kill switch
-        // cut is not the upstream's failure.
-        let counted = is_connect_error(e) || ctx.cut;
+        // cut, or a refusal of ours, is not the upstream's failure.
+        let counted = is_connect_error(e) || ctx.cut || refused.is_some();
+        let api = refused.or_else(|| classify(e));
         if let (Some(api), Some(i), false) = (&api, ctx.upstream, counted) {
             self.count_upstream_error(i, api);
         }
@@ -461,7 +487,17 @@ impl ProxyHttp for WardenProxy {
         }
     }
 
+    /// A refusal of ours after the request was forwarded ends the exchange with an error, but
+    /// it is a decision, logged as a request like any other, not a proxy failure.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _e: &Error) -> bool {
+        ctx.refusal.is_some()
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // Overlap mode, nothing came back (the client left first): the verdict, for the record.
+        if let Some(pending) = ctx.pending_guard.take() {
+            self.settle_guard(ctx, pending).await;
+        }
         let end = Instant::now();
         if ctx.status == 0 {
             ctx.status = session
@@ -713,12 +749,40 @@ impl WardenProxy {
                     &mut v,
                 )
             };
-            match inspected {
-                Ok(outcome) => ctx.guard = Some(outcome),
+            let mut inspection = match inspected {
+                Ok(i) => i,
                 Err(refused) => {
                     let (e, outcome) = *refused;
                     ctx.guard = outcome;
                     return Err(e.into());
+                }
+            };
+            if g.classifier_mode == ClassifierMode::Overlap && inspection.classifying() {
+                // Forwarded now; the verdict is awaited before the response goes out.
+                let verdict = tokio::spawn(inspection.classified());
+                let forwarded_after = inspection.elapsed();
+                ctx.pending_guard = Some(PendingGuard {
+                    inspection,
+                    verdict,
+                    forwarded_after,
+                });
+            } else {
+                // Awaited here, off this thread: the classifier's threads score the windows.
+                let classified = inspection.classified().await;
+                match finish_inspection(
+                    app,
+                    tenant_idx,
+                    endpoint,
+                    &ctx.request_id,
+                    inspection,
+                    classified,
+                ) {
+                    Ok(outcome) => ctx.guard = Some(outcome),
+                    Err(refused) => {
+                        let (e, outcome) = *refused;
+                        ctx.guard = outcome;
+                        return Err(e.into());
+                    }
                 }
             }
         }
@@ -1253,6 +1317,54 @@ impl WardenProxy {
         })
     }
 
+    /// Waits for an overlapping classifier's verdict and records the guard's outcome; the
+    /// refusal to answer, when the verdict (or `fail_closed`) refuses the request.
+    async fn settle_guard(&self, ctx: &mut RequestCtx, pending: PendingGuard) -> Option<ApiError> {
+        let waiting = Instant::now();
+        let classified = match pending.verdict.await {
+            Ok(c) => c,
+            Err(e) => Some((
+                Classified::Failed {
+                    error: ClassifyError::Failed(format!("the classifier's task ended: {e}")),
+                    partial: None,
+                },
+                Instant::now(),
+            )),
+        };
+        let held = waiting.elapsed();
+        let (Some(tenant), Some(endpoint)) = (ctx.tenant, ctx.endpoint) else {
+            return Some(ApiError::Internal);
+        };
+        if let Some(t) = self.app.tenants.get(tenant) {
+            self.app
+                .metrics
+                .guard_classifier_hold
+                .with_label_values(&[&t.config.name])
+                .observe(held.as_secs_f64());
+        }
+        let decided = finish_inspection(
+            &self.app,
+            tenant,
+            endpoint,
+            &ctx.request_id,
+            pending.inspection,
+            classified,
+        );
+        let (outcome, refused) = match decided {
+            Ok(outcome) => (Some(outcome), None),
+            Err(refused) => {
+                let (e, outcome) = *refused;
+                (outcome, Some(e))
+            }
+        };
+        ctx.guard = outcome.map(|o| GuardOutcome {
+            elapsed: pending.forwarded_after,
+            held: Some(held),
+            ..o
+        });
+        refused
+    }
+
     async fn respond_error(
         &self,
         session: &mut Session,
@@ -1301,14 +1413,45 @@ fn switch_request<'a>(
     }
 }
 
-/// The input guard on a validated request of tenant `tenant`, with the packs loaded now.
+/// The input guard's first part ([`guard::begin`]) on a validated request of tenant `tenant`,
+/// with the packs loaded now.
 fn inspect(
     app: &App,
     tenant: usize,
     endpoint: Endpoint,
     (request_id, canary, disabled_rules): (&str, Option<&str>, &[String]),
     v: &mut Validated,
-) -> Result<GuardOutcome, Box<(ApiError, Option<GuardOutcome>)>> {
+) -> Result<Inspection, Refused> {
+    with_guard_run(
+        app,
+        tenant,
+        endpoint,
+        (request_id, canary, disabled_rules),
+        |run| guard::begin(run, v),
+    )
+}
+
+/// The input guard's decision ([`guard::finish`]) once the classifier's finding is in.
+fn finish_inspection(
+    app: &App,
+    tenant: usize,
+    endpoint: Endpoint,
+    request_id: &str,
+    inspection: Inspection,
+    classified: Option<(Classified, Instant)>,
+) -> Result<GuardOutcome, Refused> {
+    with_guard_run(app, tenant, endpoint, (request_id, None, &[]), |run| {
+        guard::finish(run, inspection, classified)
+    })
+}
+
+fn with_guard_run<T>(
+    app: &App,
+    tenant: usize,
+    endpoint: Endpoint,
+    (request_id, canary, disabled_rules): (&str, Option<&str>, &[String]),
+    f: impl FnOnce(&GuardRun<'_>) -> Result<T, Refused>,
+) -> Result<T, Refused> {
     let (Some(guards), Some(t)) = (&app.guards, app.tenants.get(tenant)) else {
         return Err(Box::new((ApiError::Internal, None)));
     };
@@ -1326,7 +1469,15 @@ fn inspect(
         disabled_rules,
         classifier: guards.classifier.as_deref(),
     };
-    guard::inspect_request(&run, v)
+    f(&run)
+}
+
+/// A request forwarded while the classifier runs (`classifier_mode = "overlap"`).
+struct PendingGuard {
+    inspection: Inspection,
+    verdict: tokio::task::JoinHandle<Option<(Classified, Instant)>>,
+    /// The guard's time before the request was forwarded (the outcome's `elapsed`).
+    forwarded_after: Duration,
 }
 
 /// The access-log line of a request: ids, names, sizes and timings, never text or keys.
@@ -1360,6 +1511,7 @@ fn log_request(ctx: &RequestCtx, o: &Outcome, upstream: Option<&crate::state::Up
         classifier_text = ctx.guard.as_ref().and_then(|g| g.classifier_at.map(|a| a.0)),
         classifier_window = ctx.guard.as_ref().and_then(|g| g.classifier_at.map(|a| a.1)),
         guard_degraded = ctx.guard.as_ref().and_then(|g| g.degraded),
+        guard_hold_us = ctx.guard.as_ref().and_then(|g| g.held.map(|h| h.as_micros() as u64)),
         output = o.output.map(|d| d.name()),
         output_rules = ctx.output.as_ref().map(|out| out.rule_ids.join(",")),
         output_masked = ctx.output.as_ref().map(|out| out.masked),

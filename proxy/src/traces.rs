@@ -575,6 +575,7 @@ mod tests {
             classifier_at: None,
             classifier_elapsed: Duration::ZERO,
             degraded: None,
+            held: None,
         };
         t.begin(&http::HeaderMap::new(), SystemTime::now())
             .finish(&facts(Some(&guard), 200));
@@ -623,6 +624,7 @@ mod tests {
             classifier_at: None,
             classifier_elapsed: Duration::ZERO,
             degraded: None,
+            held: None,
         };
         t.begin(&http::HeaderMap::new(), SystemTime::now())
             .finish(&facts(Some(&guard), 400));

@@ -3,16 +3,19 @@
 //! tenant that blocks at paranoia 2 it blocks an attack the rules let through and passes ordinary
 //! prompts; at the default paranoia it flags; when it cannot decide (a missed deadline, a failing
 //! model) the tenant's `on_error` applies: `fail_open` forwards with `x-warden-guard-degraded`,
-//! `fail_closed` answers 503 `guard_unavailable`.
+//! `fail_closed` answers 503 `guard_unavailable`. In `classifier_mode = "overlap"` the request
+//! goes upstream while the classifier runs and a block cancels it (the real worker frees the
+//! sequence).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use warden_tests::harness::{self, error_of, post, send, UpstreamSpec, Warden, KEY};
+use warden_tests::harness::{self, error_of, post, send, UpstreamSpec, Warden, Worker, KEY};
 use warden_tests::http1::Response;
-use warden_tests::upstream::FakeUpstream;
+use warden_tests::upstream::{sse_events, FakeUpstream};
 
 const MODEL: &str = "test-model";
 
@@ -217,4 +220,128 @@ async fn by_default_the_classifier_flags_and_a_tenant_can_turn_it_off() {
         !m.contains("warden_guard_classifier_seconds_count{tenant=\"t\"}"),
         "{m}"
     );
+}
+
+/// `classifier_mode = "overlap"` in front of the real worker: the request goes upstream while
+/// the classifier runs, nothing of the reply reaches the client before the verdict, and a block
+/// answers `prompt_blocked` and closes the upstream exchange, so the worker cancels the
+/// sequence and frees its KV cache. An allowed request streams as usual, its hold logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_mode_forwards_at_once_and_a_block_cancels_the_workers_sequence() {
+    let worker = Worker::start(&[]);
+    let server = format!(
+        "[guard]\nclassifier = \"on\"\nclassifier_dir = {:?}\n",
+        shipped().display().to_string()
+    );
+    let tenants = format!(
+        "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\nmax_tokens = 450\n[tenants.guard]\n\
+         blocking_paranoia = 2\nclassifier_mode = \"overlap\"\n",
+        harness::key_hash(KEY)
+    );
+    let w = Warden::start(
+        &[UpstreamSpec::new("worker", worker.addr, &["warden-tiny"])
+            .extra("health_path = \"/health\"")],
+        &server,
+        &tenants,
+    );
+    w.wait_ready().await;
+    let body = |content: &str| {
+        json!({
+            "model": "warden-tiny",
+            "messages": [{"role": "user", "content": content}],
+            "stream": true,
+            "max_tokens": 450,
+            "ignore_eos": true,
+            "temperature": 0,
+        })
+        .to_string()
+    };
+    let r = send(w.proxy, &post("/v1/chat/completions", &body(ATTACK), ""))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "{}", r.text());
+    let e = error_of(&r);
+    assert_eq!(e["code"], "prompt_blocked", "{e}");
+    assert!(
+        e["rule_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|id| id == "classifier"),
+        "{e}"
+    );
+    // It did reach the worker (that is the mode: the worker counts it cancelled), and the
+    // worker let it go.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cancelled = worker.metric("warden_worker_cancelled_total").await;
+        let kv = worker.metric("warden_worker_kv_cache_usage_ratio").await;
+        let running = worker.metric("warden_worker_requests_running").await;
+        if cancelled >= 1.0 && kv == 0.0 && running == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not cancelled: cancelled={cancelled} kv={kv} running={running}\n{}\n{}",
+            w.logs(),
+            worker.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // 450 tokens take the tiny model about half a second: the sequence was cut, not finished.
+    let generated = worker.metric("warden_worker_generation_tokens_total").await;
+    assert!(generated < 450.0, "{generated} tokens generated");
+
+    let mut short = json!({
+        "model": "warden-tiny",
+        "messages": [{"role": "user", "content": "What is the capital of Portugal?"}],
+        "stream": true,
+        "max_tokens": 8,
+        "temperature": 0,
+    });
+    let r = send(
+        w.proxy,
+        &post("/v1/chat/completions", &short.to_string(), ""),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text());
+    assert!(
+        sse_events(&r.body).iter().any(|e| e == "[DONE]"),
+        "{}",
+        r.text()
+    );
+    short["stream"] = json!(false);
+    let r = send(
+        w.proxy,
+        &post("/v1/chat/completions", &short.to_string(), ""),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text());
+    w.metrics_with(&["warden_guard_classifier_hold_seconds_count{tenant=\"t\"} 3"])
+        .await;
+    assert!(w.wait_log("guard_hold_us=").await, "{}", w.logs());
+    assert!(
+        !w.logs().contains("confidential setup"),
+        "prompt text in the log"
+    );
+}
+
+/// In overlap mode a classifier that cannot decide still follows `on_error`: with
+/// `fail_closed` the client gets 503 `guard_unavailable` although the upstream was asked.
+#[tokio::test]
+async fn overlap_mode_keeps_on_error() {
+    let up = harness::recording_upstream(MODEL).await;
+    let tenant =
+        "classifier_mode = \"overlap\"\nclassifier_deadline_ms = 30\non_error = \"fail_closed\"\n";
+    let w = warden(&up, &shipped(), tenant).await;
+    let r = chat(&w, json!([{"role": "user", "content": long_document()}])).await;
+    assert_eq!(r.status(), 503, "{}", r.text());
+    assert_eq!(error_of(&r)["code"], "guard_unavailable");
+    assert_eq!(up.posts().len(), 1, "overlap forwards before the verdict");
+    w.metrics_with(&[
+        "warden_guard_classifier_failures_total{on_error=\"fail_closed\",reason=\"deadline\",tenant=\"t\"} 1",
+    ])
+    .await;
 }

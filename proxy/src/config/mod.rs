@@ -22,7 +22,8 @@ use warden_guards::toml_reader::{Errors, Table};
 
 use crate::keys::KeyHash;
 pub use guard::{
-    GuardConfig, LeakAction, OutputMode, Paraphrase, PoolConfig, SystemPromptMode, TenantGuard,
+    ClassifierMode, GuardConfig, LeakAction, OutputMode, Paraphrase, PoolConfig, SystemPromptMode,
+    TenantGuard,
 };
 pub use incidents::{DetectorsConfig, RunbooksConfig};
 pub use telemetry::{OnFull, TelemetryConfig};
@@ -888,6 +889,34 @@ api_keys = ["{KEY}"]
         assert!(paths.contains(&"upstreams[0].max_eject_ms"), "{errors:?}");
         assert!(
             paths.contains(&"upstreams[0].first_byte_timeout_ms"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn classifier_settings_parse_and_bad_ones_name_their_key() {
+        let src = format!(
+            "[guard]\nclassifier_batch = 4\n{}[tenants.guard]\nclassifier_mode = \"overlap\"\n",
+            minimal()
+        );
+        let c = Config::parse(&src).unwrap();
+        assert_eq!(c.guard.classifier_batch, 4);
+        assert_eq!(c.tenants[0].guard.classifier_mode, ClassifierMode::Overlap);
+        assert_eq!(
+            Config::parse(&minimal()).unwrap().tenants[0]
+                .guard
+                .classifier_mode,
+            ClassifierMode::Before
+        );
+        let src = format!(
+            "[guard]\nclassifier_batch = 0\n{}[tenants.guard]\nclassifier_mode = \"after\"\n",
+            minimal()
+        );
+        let errors = Config::parse(&src).unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"guard.classifier_batch"), "{errors:?}");
+        assert!(
+            paths.contains(&"tenants[0].guard.classifier_mode"),
             "{errors:?}"
         );
     }
