@@ -5,8 +5,10 @@ Warden, in one run, alternating, repeated; reports medians and the added latency
     python3 tests/bench/overhead.py [--rate 1000] [--duration 10] [--rounds 3] [--warden-threads 2]
     python3 tests/bench/overhead.py --compare-guards [--prompt-bytes 4096] ...
 
-Every Warden here runs with `[guard] classifier = "off"`: these figures are the proxy and the rules;
-the classifier layer's own cost is `cargo bench -p warden-proxy --bench classifier`.
+Every Warden here runs with `[guard] classifier = "off"` (these figures are the proxy and the rules;
+the classifier layer's own cost is `cargo bench -p warden-proxy --bench classifier`), except with
+--compare-classifier: a Warden with the shipped classifier on (`classifier = "on"`, the tenant's
+default `classifier_mode = "before"`) beside one with it off, as --compare-guards does.
 
 With --compare-guards, two Wardens run side by side on the same upstream, one with the input guard
 (the shipped packs) and one with `guard.enabled = false`; each round measures direct, guards off and
@@ -333,6 +335,8 @@ def main():
                     help="run a Warden writing the audit lake beside one that does not, and compare them")
     ap.add_argument("--compare-output", action="store_true",
                     help="also run a Warden whose tenant has the output guard off, and compare")
+    ap.add_argument("--compare-classifier", action="store_true",
+                    help="run a Warden with the classifier layer on beside one with it off, and compare")
     ap.add_argument("--compare-tracing", action="store_true",
                     help="run a Warden exporting OTLP traces (to otlp-sink) beside one that does not, "
                          "and compare them")
@@ -357,7 +361,7 @@ def main():
                     help="seconds the background load runs before the small-request load starts")
     args = ap.parse_args()
     if args.background_prompt_bytes and (args.compare_guards or args.compare_telemetry or args.compare_tracing
-                                         or args.compare_output):
+                                         or args.compare_output or args.compare_classifier):
         sys.exit("--background-prompt-bytes runs its own pair of Wardens; drop the --compare-* flag")
     modes = tuple(args.modes.split(",")) if args.modes else (
         ("non-streaming",) if args.background_prompt_bytes else ("non-streaming", "streaming"))
@@ -380,7 +384,7 @@ def main():
                               check=True).stdout.decode().strip()
 
     def start_warden(name, guard_enabled, lake=None, otlp=None, guard_extra="", log_level="warn",
-                     tenant_extra=""):
+                     tenant_extra="", classifier='"off"'):
         proxy, admin = free_port(), free_port()
         cfg = tmp / f"{name}.toml"
         cfg.write_text(f"""
@@ -393,7 +397,7 @@ listen = "127.0.0.1:{admin}"
 level = "{log_level}"
 [guard]
 enabled = {"true" if guard_enabled else "false"}
-classifier = "off"
+classifier = {classifier}
 {guard_extra}
 {f'[telemetry]{chr(10)}dir = "{lake}"' if lake else ""}
 {f'[tracing]{chr(10)}otlp_endpoint = "http://{otlp}"' if otlp else ""}
@@ -407,8 +411,9 @@ api_keys = ["{key_hash}"]
 max_tokens = 16
 {tenant_extra}
 """)
+        env = dict(os.environ, ORT_DYLIB_PATH=str(ROOT / "inference" / ".ort" / "libonnxruntime.so.1.31.1"))
         proc = subprocess.Popen([bins["warden"], "serve", "--config", str(cfg)],
-                                stderr=open(tmp / f"{name}.log", "wb"))
+                                stderr=open(tmp / f"{name}.log", "wb"), env=env)
         wardens.append(proc)
         deadline = time.time() + 20
         while True:
@@ -447,6 +452,12 @@ max_tokens = 16
                                         tenant_extra='[tenants.guard]\noutput = "off"')
             paths = [("direct", f"http://{up_addr}"), ("output-off", f"http://127.0.0.1:{off_proxy}"),
                      ("output-on", f"http://127.0.0.1:{proxy}")]
+        elif args.compare_classifier:
+            model = ROOT / "guards" / "models" / "classifier"
+            on_proxy, _ = start_warden("warden-classifier", True,
+                                       classifier=f'"on"\nclassifier_dir = "{model}"')
+            paths = [("direct", f"http://{up_addr}"), ("classifier-off", f"http://127.0.0.1:{proxy}"),
+                     ("classifier-on", f"http://127.0.0.1:{on_proxy}")]
         elif args.compare_telemetry:
             on_proxy, _ = start_warden("warden-telemetry", True, lake=tmp / "lake")
             paths = [("direct", f"http://{up_addr}"), ("telemetry-off", f"http://127.0.0.1:{proxy}"),
@@ -519,6 +530,9 @@ max_tokens = 16
             with urllib.request.urlopen(f"http://127.0.0.1:{on_admin}/metrics", timeout=5) as r:
                 spans = [l for l in r.read().decode().splitlines() if l.startswith("warden_trace_spans_total")]
             print(f"\nspans: {', '.join(spans)}")
+        if args.compare_classifier:
+            print("\nClassifier on vs off (paired per round against the classifier-off Warden):\n")
+            paired_table("classifier", "classifier-off", "classifier-on")
         if args.compare_output:
             print("\nOutput guard on vs off (paired per round against the output-off Warden):\n")
             paired_table("output guard", "output-off", "output-on")
