@@ -842,51 +842,17 @@ impl Default for FoldCache {
 }
 
 impl FoldCache {
+    /// Inlined, with the miss out of line: returned through memory, the 16-byte `CharInfo` was
+    /// written in pieces and read back whole, a store-forwarding stall on every character.
+    #[inline(always)]
     fn info(&mut self, ch: char) -> CharInfo {
         let code = u32::from(ch);
         let slot =
             &mut self.chars[(code.wrapping_mul(0x9E37_79B1) >> 20) as usize % FOLD_CACHE_CHARS];
         if slot.ch != ch || slot.ch == '\0' {
-            let mut flags = 0;
-            if is_stripped(ch) {
-                flags |= STRIPPED;
-            }
-            if ch.is_whitespace() {
-                flags |= WHITESPACE;
-            }
-            if is_combining_mark(ch) {
-                flags |= COMBINING;
-            }
-            if cp1252_byte(ch).is_some() || ch == '€' {
-                flags |= MAY_DISGUISE;
-            }
-            let mut folded = String::new();
-            if flags & (STRIPPED | WHITESPACE) == 0 {
-                fold_char(ch.encode_utf8(&mut [0u8; 4]), &mut folded);
-            }
-            // A fold that produced a space depends on what precedes it: not used from here.
-            if folded.contains(' ') {
-                flags |= SPACED;
-            }
-            if folded.chars().eq(std::iter::once(ch)) {
-                flags |= SAME;
-            }
-            let mut chars = ['\0'; 3];
-            let mut len = 0u8;
-            for c in folded.chars() {
-                match chars.get_mut(usize::from(len)) {
-                    Some(slot) => *slot = c,
-                    None => flags |= LONG,
-                }
-                len = len.saturating_add(1);
-            }
             *slot = CharSlot {
                 ch,
-                info: CharInfo {
-                    flags,
-                    len: len.min(3),
-                    folded: chars,
-                },
+                info: char_info(ch),
             };
         }
         slot.info
@@ -918,6 +884,49 @@ impl FoldCache {
                 folded: folded.into(),
             };
         }
+    }
+}
+
+/// A character's [`CharInfo`], computed (a [`FoldCache`] miss).
+#[inline(never)]
+fn char_info(ch: char) -> CharInfo {
+    let mut flags = 0;
+    if is_stripped(ch) {
+        flags |= STRIPPED;
+    }
+    if ch.is_whitespace() {
+        flags |= WHITESPACE;
+    }
+    if is_combining_mark(ch) {
+        flags |= COMBINING;
+    }
+    if cp1252_byte(ch).is_some() || ch == '€' {
+        flags |= MAY_DISGUISE;
+    }
+    let mut folded = String::new();
+    if flags & (STRIPPED | WHITESPACE) == 0 {
+        fold_char(ch.encode_utf8(&mut [0u8; 4]), &mut folded);
+    }
+    // A fold that produced a space depends on what precedes it: not used from here.
+    if folded.contains(' ') {
+        flags |= SPACED;
+    }
+    if folded.chars().eq(std::iter::once(ch)) {
+        flags |= SAME;
+    }
+    let mut chars = ['\0'; 3];
+    let mut len = 0u8;
+    for c in folded.chars() {
+        match chars.get_mut(usize::from(len)) {
+            Some(slot) => *slot = c,
+            None => flags |= LONG,
+        }
+        len = len.saturating_add(1);
+    }
+    CharInfo {
+        flags,
+        len: len.min(3),
+        folded: chars,
     }
 }
 
