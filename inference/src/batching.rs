@@ -9,9 +9,13 @@
 //! caller waits on its [`Ticket`], blocking or async, until its windows are scored or its
 //! deadline passes; whatever was scored by then is reported with what was not.
 //!
-//! Guarantees: at most `threads` model runs at once; a request's windows are never scored after
-//! its deadline or after its ticket was dropped (they are taken off the queue unrun); a model
-//! failure fails the texts whose windows were in that run, not the others.
+//! Guarantees: at most `threads` model runs at once; at most [`MAX_WAITING_PER_THREAD`] windows
+//! per thread wait (a request that would queue more behind others is failed at once, and its
+//! tenant's `on_error` decides, instead of every request waiting out its deadline; one request
+//! alone is always taken); a request's windows
+//! are never scored after its deadline or after its ticket was dropped (they are taken off the
+//! queue unrun); a model failure, or a panic in a run, fails the texts whose windows were in
+//! that run, not the others, and the thread goes on.
 //!
 //! Non-goals: waiting to fill a batch. A thread runs what is there when it is free, so an idle
 //! classifier adds no delay and a busy one batches by itself.
@@ -21,6 +25,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use crate::classifier::{Classifier, ClassifyError, Scored};
+
+/// Windows that may wait per model thread: about two seconds of full windows on a CPU, past any
+/// sensible deadline.
+pub const MAX_WAITING_PER_THREAD: usize = 64;
 
 /// The classifier behind its model threads.
 pub struct Batcher {
@@ -125,13 +133,19 @@ impl Batcher {
             threads,
         });
         for i in 0..threads {
-            let (shared, setup) = (Arc::clone(&shared), Arc::clone(&setup));
-            std::thread::Builder::new()
+            let (s, setup) = (Arc::clone(&shared), Arc::clone(&setup));
+            let spawned = std::thread::Builder::new()
                 .name(format!("warden-classifier-{i}"))
                 .spawn(move || {
                     setup();
-                    work(&shared)
-                })?;
+                    work(&s)
+                });
+            if let Err(e) = spawned {
+                // The threads already started would wait for work forever.
+                lock(&shared.queue).closed = true;
+                shared.ready.notify_all();
+                return Err(e);
+            }
         }
         Ok(Batcher {
             shared,
@@ -174,10 +188,19 @@ impl Batcher {
         });
         if queued > 0 {
             let mut q = lock(&self.shared.queue);
-            if q.closed {
+            let refused = if q.closed {
+                Some("the classifier is shutting down")
+            } else if q.waiting > 0
+                && q.waiting + queued > MAX_WAITING_PER_THREAD * self.shared.threads
+            {
+                Some("the classifier is overloaded (its queue is full)")
+            } else {
+                None
+            };
+            if let Some(why) = refused {
                 let mut s = lock(&call.state);
                 for (t, _, _) in std::mem::take(&mut s.waiting) {
-                    s.texts[t].failed = Some("the classifier is shutting down".into());
+                    s.texts[t].failed = Some(why.into());
                 }
             } else {
                 q.waiting += queued;
@@ -311,7 +334,12 @@ fn work(shared: &Shared) {
             continue;
         }
         let rows: Vec<&[u32]> = batch.iter().map(|b| b.3.as_slice()).collect();
-        let scores = shared.classifier.score_rows(&rows);
+        // A panic in ONNX Runtime's bindings or the tokenizer fails this run's texts; the
+        // thread (and every request after) goes on.
+        let scores = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            shared.classifier.score_rows(&rows)
+        }))
+        .unwrap_or_else(|_| Err("the classifier panicked".to_string()));
         for (i, (call, text, window, _)) in batch.iter().enumerate() {
             let mut s = lock(&call.state);
             s.running -= 1;
@@ -356,10 +384,20 @@ fn take(shared: &Shared, q: &mut Queue) -> Taken {
             }
             continue;
         }
-        if let Some((text, window, row)) = s.waiting.pop_front() {
-            s.running += 1;
+        // The next window of a text that has not failed (a failed text's windows need no run).
+        while let Some((text, window, row)) = s.waiting.pop_front() {
             q.waiting -= 1;
-            batch.push((Arc::clone(&call), text, window, row));
+            if s.texts[text].failed.is_none() {
+                s.running += 1;
+                batch.push((Arc::clone(&call), text, window, row));
+                break;
+            }
+        }
+        if s.done() {
+            drop(s);
+            call.changed.notify_all();
+            call.notify.notify_one();
+            continue;
         }
         let more = !s.waiting.is_empty();
         drop(s);

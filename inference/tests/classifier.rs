@@ -252,3 +252,27 @@ fn the_batcher_keeps_deadlines_and_drops_abandoned_windows() {
     }
     assert_eq!(b.waiting(), 0);
 }
+
+/// One model thread: a request of twelve eight-window texts is taken whole (alone, a request
+/// is always taken), and while its 96 windows wait, a further request is failed at once (its
+/// tenant's `on_error` decides) instead of waiting out its deadline.
+#[test]
+fn a_full_batcher_queue_refuses_at_once() {
+    let b = Batcher::start(classifier(), 1, 1, 8, std::sync::Arc::new(|| {})).unwrap();
+    let long = "Revenue, costs and the outlook for the next year, in detail. ".repeat(400);
+    let tickets = b.submit(&vec![(long.as_str(), false); 12], None);
+    assert!(b.waiting() > 64, "{} waiting", b.waiting());
+    let refused = b.submit(&[(long.as_str(), false)], None).wait();
+    match &refused[0] {
+        Err(ClassifyError::Failed(e)) => assert!(e.contains("overloaded"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    drop(tickets);
+    for _ in 0..200 {
+        if b.waiting() == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(b.waiting(), 0, "the dropped request's windows were dropped");
+}

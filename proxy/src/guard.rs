@@ -870,7 +870,7 @@ pub fn inspect_request(run: &GuardRun<'_>, v: &mut Validated) -> Result<GuardOut
         .classifying
         .take()
         .map(|c| (c.wait(), Instant::now()));
-    finish(run, inspection, classified)
+    finish(run, inspection, classified, None)
 }
 
 /// The guard's first part, on a validated request: the tenant's tool policy, the rules (and the
@@ -931,7 +931,7 @@ pub fn begin(run: &GuardRun<'_>, v: &mut Validated) -> Result<Inspection, Refuse
     };
     if inspection.verdict.decision == Decision::Block {
         // `finish` refuses a blocking verdict.
-        return Err(finish(run, inspection, None)
+        return Err(finish(run, inspection, None, None)
             .err()
             .unwrap_or_else(|| Box::new((ApiError::Internal, None))));
     }
@@ -974,13 +974,14 @@ pub fn begin(run: &GuardRun<'_>, v: &mut Validated) -> Result<Inspection, Refuse
 }
 
 /// The guard's decision: the classifier's finding (`classified`, with when it came) fused into
-/// the rules' verdict, counted, and a block or a `fail_closed` failure refused. `elapsed` is the
-/// time from the start of the inspection to now (for a request whose classifier overlapped the
-/// upstream, [`GuardOutcome::elapsed`] is corrected by the caller).
+/// the rules' verdict, counted, and a block or a `fail_closed` failure refused. The guard's time
+/// ([`GuardOutcome::elapsed`], `warden_guard_seconds`) runs from the start of the inspection to
+/// now, or is `forwarded_after` for a request forwarded while the classifier ran.
 pub fn finish(
     run: &GuardRun<'_>,
     mut inspection: Inspection,
     classified: Option<(Classified, Instant)>,
+    forwarded_after: Option<Duration>,
 ) -> Result<GuardOutcome, Refused> {
     let label = run.endpoint.label();
     let verdict = &mut inspection.verdict;
@@ -1004,11 +1005,14 @@ pub fn finish(
         oversize: verdict.oversize,
         scanned_bytes: verdict.scanned_bytes,
         work: verdict.work.total(),
-        elapsed: inspection.started.elapsed(),
+        elapsed: forwarded_after.unwrap_or_else(|| inspection.started.elapsed()),
         classifier_score: verdict.classifier.map(|c| c.score),
         classifier_at: verdict.classifier.map(|c| (c.message, c.window)),
         classifier_elapsed,
-        degraded: degraded.as_ref().ok().copied().flatten(),
+        degraded: match &degraded {
+            Ok(reason) => *reason,
+            Err((_, reason)) => Some(reason),
+        },
         held: None,
     };
     for m in &verdict.matches {
@@ -1038,15 +1042,21 @@ pub fn finish(
         .guard_work
         .with_label_values(&[run.tenant])
         .inc_by(verdict.work.total());
+    // A `fail_closed` refusal is neither the rules' nor the classifier's decision.
+    let decision = if degraded.is_err() {
+        "unavailable"
+    } else {
+        verdict.decision.name()
+    };
     run.metrics
         .guard_decisions
-        .with_label_values(&[run.tenant, verdict.decision.name(), &outcome.pack_version])
+        .with_label_values(&[run.tenant, decision, &outcome.pack_version])
         .inc();
     run.metrics
         .guard_seconds
         .with_label_values(&[label])
         .observe(outcome.elapsed.as_secs_f64());
-    if let Err(unavailable) = degraded {
+    if let Err((unavailable, _)) = degraded {
         return Err(Box::new((unavailable, Some(outcome))));
     }
     if verdict.decision == Decision::Block {
@@ -1068,13 +1078,13 @@ pub fn finish(
 
 /// The classifier's finding joins the verdict. When it could not score every text (a failure,
 /// or the tenant's deadline), what it did score still counts; then `fail_open` goes on with a
-/// degraded mark (`Ok(Some(reason))`) and `fail_closed` refuses the request (`Err`), unless the
-/// verdict already blocks it.
+/// degraded mark (`Ok(Some(reason))`) and `fail_closed` refuses the request (`Err`, with the
+/// reason), unless the verdict already blocks it.
 fn fuse_classified(
     run: &GuardRun<'_>,
     verdict: &mut Verdict,
     found: Classified,
-) -> Result<Option<&'static str>, ApiError> {
+) -> Result<Option<&'static str>, (ApiError, &'static str)> {
     let policy = &run.policy.classifier;
     let (error, partial) = match found {
         Classified::Scored(c) => {
@@ -1103,7 +1113,7 @@ fn fuse_classified(
         ])
         .inc();
     if policy.on_error == OnError::FailClosed && verdict.decision != Decision::Block {
-        return Err(ApiError::GuardUnavailable);
+        return Err((ApiError::GuardUnavailable, reason));
     }
     Ok(Some(reason))
 }

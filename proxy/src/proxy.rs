@@ -213,7 +213,11 @@ impl ProxyHttp for WardenProxy {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip().to_string());
         }
-        match self.admit(session, ctx).await {
+        let admitted = self.admit(session, ctx).await;
+        if admitted.is_err() {
+            self.abandon_guard(ctx);
+        }
+        match admitted {
             Ok(Admission::Forward) => Ok(false),
             Ok(Admission::Local(body)) => {
                 ctx.status = 200;
@@ -775,7 +779,7 @@ impl WardenProxy {
                     endpoint,
                     &ctx.request_id,
                     inspection,
-                    classified,
+                    (classified, None),
                 ) {
                     Ok(outcome) => ctx.guard = Some(outcome),
                     Err(refused) => {
@@ -1348,7 +1352,7 @@ impl WardenProxy {
             endpoint,
             &ctx.request_id,
             pending.inspection,
-            classified,
+            (classified, Some(pending.forwarded_after)),
         );
         let (outcome, refused) = match decided {
             Ok(outcome) => (Some(outcome), None),
@@ -1358,11 +1362,34 @@ impl WardenProxy {
             }
         };
         ctx.guard = outcome.map(|o| GuardOutcome {
-            elapsed: pending.forwarded_after,
             held: Some(held),
             ..o
         });
         refused
+    }
+
+    /// A request refused after its classifier was started for overlap (a throttle, a switch, no
+    /// upstream): the classifier stops (its windows are dropped unrun) and the rules' decision
+    /// is recorded.
+    fn abandon_guard(&self, ctx: &mut RequestCtx) {
+        let (Some(pending), Some(tenant), Some(endpoint)) =
+            (ctx.pending_guard.take(), ctx.tenant, ctx.endpoint)
+        else {
+            return;
+        };
+        pending.verdict.abort();
+        let decided = finish_inspection(
+            &self.app,
+            tenant,
+            endpoint,
+            &ctx.request_id,
+            pending.inspection,
+            (None, None),
+        );
+        ctx.guard = match decided {
+            Ok(outcome) => Some(outcome),
+            Err(refused) => refused.1,
+        };
     }
 
     async fn respond_error(
@@ -1438,10 +1465,10 @@ fn finish_inspection(
     endpoint: Endpoint,
     request_id: &str,
     inspection: Inspection,
-    classified: Option<(Classified, Instant)>,
+    (classified, forwarded_after): (Option<(Classified, Instant)>, Option<Duration>),
 ) -> Result<GuardOutcome, Refused> {
     with_guard_run(app, tenant, endpoint, (request_id, None, &[]), |run| {
-        guard::finish(run, inspection, classified)
+        guard::finish(run, inspection, classified, forwarded_after)
     })
 }
 

@@ -136,10 +136,19 @@ async fn a_missed_deadline_fails_open_with_a_mark_or_closed_with_503() {
     assert_eq!(error_of(&r)["code"], "guard_unavailable");
     assert!(r.header("retry-after").is_some());
     assert!(up.posts().is_empty());
-    w.metrics_with(&[
-        "warden_guard_classifier_failures_total{on_error=\"fail_closed\",reason=\"deadline\",tenant=\"t\"} 1",
-    ])
-    .await;
+    // Counted as neither an allow nor a block, and the log says why.
+    let m = w
+        .metrics_with(&[
+            "warden_guard_classifier_failures_total{on_error=\"fail_closed\",reason=\"deadline\",tenant=\"t\"} 1",
+            "warden_guard_decisions_total{decision=\"unavailable\"",
+        ])
+        .await;
+    assert!(
+        !m.contains("warden_guard_decisions_total{decision=\"allow\""),
+        "{m}"
+    );
+    assert!(w.wait_log("guard_degraded=").await, "{}", w.logs());
+    assert!(w.logs().contains("classifier_deadline"), "{}", w.logs());
 }
 
 /// A broken model directory: the shipped model with a manifest that asks for windows longer
@@ -164,13 +173,17 @@ async fn a_failing_model_fails_open_with_a_mark_or_closed_with_503() {
     let broken = broken_model();
     for (on_error, status) in [("fail_open", 200), ("fail_closed", 503)] {
         let up = harness::recording_upstream(MODEL).await;
-        let w = warden(&up, &broken, &format!("on_error = \"{on_error}\"\n")).await;
+        // A long deadline: the failure, not a slow (debug, loaded) machine, decides.
+        let tenant = format!("on_error = \"{on_error}\"\nclassifier_deadline_ms = 60000\n");
+        let w = warden(&up, &broken, &tenant).await;
         let r = chat(&w, json!([{"role": "user", "content": long_document()}])).await;
         assert_eq!(r.status(), status, "{on_error}: {}", r.text());
         if status == 200 {
             assert_eq!(
                 r.header("x-warden-guard-degraded"),
-                Some("classifier_error")
+                Some("classifier_error"),
+                "{}",
+                w.logs()
             );
         } else {
             assert_eq!(error_of(&r)["code"], "guard_unavailable");
