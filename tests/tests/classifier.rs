@@ -358,3 +358,68 @@ async fn overlap_mode_keeps_on_error() {
     ])
     .await;
 }
+
+/// In overlap mode a request refused after its classifier started (here by an operator's
+/// throttle, checked once the upstream is chosen) stops the classifier and records the rules'
+/// decision; the classifier's verdict is not awaited for a request that will not be answered
+/// by the upstream.
+#[tokio::test]
+async fn overlap_mode_stops_the_classifier_of_a_refused_request() {
+    let up = harness::recording_upstream(MODEL).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let state = std::env::temp_dir().join(format!(
+        "warden-classifier-throttle-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(
+        &state,
+        json!({"version": 1, "switches": [], "throttles": [{
+            "scope": "tenant:t", "rpm": 1, "reason": "test", "actor": "test",
+            "set_at": now, "expires_at": now + 3600,
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    let server = format!(
+        "[guard]\nclassifier = \"on\"\nclassifier_dir = {:?}\n[switchboard]\nstate_file = {:?}\n",
+        shipped().display().to_string(),
+        state.display().to_string()
+    );
+    let tenants = format!(
+        "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\n[tenants.guard]\nclassifier_mode = \"overlap\"\n",
+        harness::key_hash(KEY)
+    );
+    let w = Warden::start(
+        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
+        &server,
+        &tenants,
+    );
+    w.wait_ready().await;
+    let r = chat(&w, json!([{"role": "user", "content": long_document()}])).await;
+    assert_eq!(r.status(), 200, "{}", r.text());
+    let r = chat(&w, json!([{"role": "user", "content": long_document()}])).await;
+    assert_eq!(r.status(), 429, "{}", r.text());
+    assert_eq!(error_of(&r)["code"], "throttled");
+    // Both requests' guard decisions are counted; only the forwarded one has a verdict.
+    let m = w
+        .metrics_with(&[
+            "warden_guard_classifier_seconds_count{tenant=\"t\"} 1",
+            "warden_guard_classifier_hold_seconds_count{tenant=\"t\"} 1",
+        ])
+        .await;
+    let decisions: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("warden_guard_decisions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(decisions, 2.0, "{m}");
+    // Past the classifier's deadline: the refused request's verdict never came.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    w.metrics_with(&["warden_guard_classifier_seconds_count{tenant=\"t\"} 1"])
+        .await;
+    assert_eq!(up.posts().len(), 1);
+    let _ = std::fs::remove_file(&state);
+}
