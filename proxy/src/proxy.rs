@@ -1354,18 +1354,7 @@ impl WardenProxy {
             pending.inspection,
             (classified, Some(pending.forwarded_after)),
         );
-        let (outcome, refused) = match decided {
-            Ok(outcome) => (Some(outcome), None),
-            Err(refused) => {
-                let (e, outcome) = *refused;
-                (outcome, Some(e))
-            }
-        };
-        ctx.guard = outcome.map(|o| GuardOutcome {
-            held: Some(held),
-            ..o
-        });
-        refused
+        record_guard(ctx, decided, Some(held))
     }
 
     /// A request refused after its classifier was started for overlap (a throttle, a switch, no
@@ -1386,10 +1375,7 @@ impl WardenProxy {
             pending.inspection,
             (None, None),
         );
-        ctx.guard = match decided {
-            Ok(outcome) => Some(outcome),
-            Err(refused) => refused.1,
-        };
+        record_guard(ctx, decided, None);
     }
 
     async fn respond_error(
@@ -1497,6 +1483,24 @@ fn with_guard_run<T>(
         classifier: guards.classifier.as_deref(),
     };
     f(&run)
+}
+
+/// The guard's outcome of a request decided after it was forwarded, into the context (with how
+/// long the response was held); the refusal to answer, if it is one.
+fn record_guard(
+    ctx: &mut RequestCtx,
+    decided: Result<GuardOutcome, Refused>,
+    held: Option<Duration>,
+) -> Option<ApiError> {
+    let (outcome, refused) = match decided {
+        Ok(outcome) => (Some(outcome), None),
+        Err(refused) => {
+            let (e, outcome) = *refused;
+            (outcome, Some(e))
+        }
+    };
+    ctx.guard = outcome.map(|o| GuardOutcome { held, ..o });
+    refused
 }
 
 /// A request forwarded while the classifier runs (`classifier_mode = "overlap"`).

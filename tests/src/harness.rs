@@ -378,6 +378,26 @@ impl Worker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (up to ten seconds) until the worker has cancelled a sequence and holds no KV cache
+    /// and no running sequence; panics with its logs (and `context`) otherwise.
+    pub async fn wait_cancelled(&self, context: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let cancelled = self.metric("warden_worker_cancelled_total").await;
+            let kv = self.metric("warden_worker_kv_cache_usage_ratio").await;
+            let running = self.metric("warden_worker_requests_running").await;
+            if cancelled >= 1.0 && kv == 0.0 && running == 0.0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not cancelled: cancelled={cancelled} kv={kv} running={running}\n{context}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// One metric's value from `/metrics` (first sample with that exact name).
     pub async fn metric(&self, name: &str) -> f64 {
         let text = get(self.addr, "/metrics")

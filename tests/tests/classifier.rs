@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use warden_tests::harness::{self, error_of, post, send, UpstreamSpec, Warden, Worker, KEY};
@@ -24,8 +24,18 @@ fn shipped() -> PathBuf {
 }
 
 async fn warden(up: &FakeUpstream, classifier_dir: &Path, tenant: &str) -> Warden {
+    warden_with(up, classifier_dir, "", tenant).await
+}
+
+/// [`warden`] with more server config after `[guard]`.
+async fn warden_with(
+    up: &FakeUpstream,
+    classifier_dir: &Path,
+    server: &str,
+    tenant: &str,
+) -> Warden {
     let server = format!(
-        "[guard]\nclassifier = \"on\"\nclassifier_dir = {:?}\nclassifier_max_windows = 8\n",
+        "[guard]\nclassifier = \"on\"\nclassifier_dir = {:?}\nclassifier_max_windows = 8\n{server}",
         classifier_dir.display().to_string()
     );
     let tenants = format!(
@@ -285,22 +295,7 @@ async fn overlap_mode_forwards_at_once_and_a_block_cancels_the_workers_sequence(
     );
     // It did reach the worker (that is the mode: the worker counts it cancelled), and the
     // worker let it go.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let cancelled = worker.metric("warden_worker_cancelled_total").await;
-        let kv = worker.metric("warden_worker_kv_cache_usage_ratio").await;
-        let running = worker.metric("warden_worker_requests_running").await;
-        if cancelled >= 1.0 && kv == 0.0 && running == 0.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not cancelled: cancelled={cancelled} kv={kv} running={running}\n{}\n{}",
-            w.logs(),
-            worker.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    worker.wait_cancelled(&w.logs()).await;
     // 450 tokens take the tiny model about half a second: the sequence was cut, not finished.
     let generated = worker.metric("warden_worker_generation_tokens_total").await;
     assert!(generated < 450.0, "{generated} tokens generated");
@@ -384,20 +379,10 @@ async fn overlap_mode_stops_the_classifier_of_a_refused_request() {
     )
     .unwrap();
     let server = format!(
-        "[guard]\nclassifier = \"on\"\nclassifier_dir = {:?}\n[switchboard]\nstate_file = {:?}\n",
-        shipped().display().to_string(),
+        "[switchboard]\nstate_file = {:?}\n",
         state.display().to_string()
     );
-    let tenants = format!(
-        "[[tenants]]\nname = \"t\"\napi_keys = [\"{}\"]\n[tenants.guard]\nclassifier_mode = \"overlap\"\n",
-        harness::key_hash(KEY)
-    );
-    let w = Warden::start(
-        &[UpstreamSpec::new("fake", up.addr(), &[MODEL])],
-        &server,
-        &tenants,
-    );
-    w.wait_ready().await;
+    let w = warden_with(&up, &shipped(), &server, "classifier_mode = \"overlap\"\n").await;
     let r = chat(&w, json!([{"role": "user", "content": long_document()}])).await;
     assert_eq!(r.status(), 200, "{}", r.text());
     let r = chat(&w, json!([{"role": "user", "content": long_document()}])).await;
