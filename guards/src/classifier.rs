@@ -74,6 +74,11 @@ pub trait Classify: Send + Sync {
     /// Starts scoring `texts`, each read in its role (retrieved content is marked as such for
     /// the model), and returns at once; the scores are the [`Pending`]'s, by `deadline`.
     fn start(&self, texts: &[(Target, &str)], deadline: Instant) -> Box<dyn Pending>;
+    /// Windows waiting for the classifier now, all requests together (0 where it does not
+    /// queue).
+    fn waiting(&self) -> usize {
+        0
+    }
 }
 
 /// Scores on their way.

@@ -118,6 +118,10 @@ impl Classify for OnnxClassifier {
             .collect();
         Box::new(Queued(self.batcher.submit(&texts, Some(deadline))))
     }
+
+    fn waiting(&self) -> usize {
+        self.batcher.waiting()
+    }
 }
 
 /// Loads the classifier as `[guard] classifier` says (`auto`: a missing model or ONNX Runtime is
@@ -945,6 +949,9 @@ pub fn begin(run: &GuardRun<'_>, v: &mut Validated) -> Result<Inspection, Refuse
             &texts,
             started,
         ));
+        run.metrics
+            .guard_classifier_queue
+            .set(classifier.waiting() as i64);
     }
     let masked: Vec<(Loc, String)> = inspection
         .verdict

@@ -156,6 +156,7 @@ pub struct Metrics {
     pub guard_scanned_bytes: IntCounterVec,
     pub guard_work: IntCounterVec,
     pub guard_pool_jobs: IntGauge,
+    pub guard_classifier_queue: IntGauge,
     pub guard_pool_workers: IntGauge,
     pub guard_pool_rejected: IntCounter,
     pub guard_shadow_disagreements: IntCounterVec,
@@ -364,6 +365,7 @@ impl Metrics {
                 &["tenant"],
             )?,
             guard_pool_jobs: IntGauge::new("warden_guard_pool_jobs", "Inspections queued or running on the guard pool")?,
+            guard_classifier_queue: IntGauge::new("warden_guard_classifier_queue_windows", "Windows waiting for the classifier's threads (all requests), just after the last request's were queued (its own included)")?,
             guard_pool_workers: IntGauge::new("warden_guard_pool_workers", "Threads of the guard pool")?,
             guard_pool_rejected: IntCounter::new("warden_guard_pool_rejected_total", "Requests refused with 503 guard_overloaded because the guard pool's queue was full")?,
             guard_shadow_disagreements: IntCounterVec::new(
@@ -478,6 +480,8 @@ impl Metrics {
             .register(Box::new(m.guard_scanned_bytes.clone()))?;
         m.registry.register(Box::new(m.guard_work.clone()))?;
         m.registry.register(Box::new(m.guard_pool_jobs.clone()))?;
+        m.registry
+            .register(Box::new(m.guard_classifier_queue.clone()))?;
         m.registry
             .register(Box::new(m.guard_pool_workers.clone()))?;
         m.registry

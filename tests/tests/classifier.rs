@@ -98,6 +98,7 @@ async fn the_classifier_blocks_what_the_rules_miss_and_passes_ordinary_prompts()
     w.metrics_with(&[
         "warden_guard_classifier_seconds_count{tenant=\"t\"} 4",
         "warden_guard_decisions_total{decision=\"block\"",
+        "warden_guard_classifier_queue_windows ",
     ])
     .await;
     // The access log says where the score came from (the text and its window), never the text.
