@@ -1,11 +1,12 @@
 //! The input guard in the proxy: which packs are loaded (active and shadow), reloading them, and
 //! applying a tenant's policy to a validated request.
 //!
-//! Per request ([`inspect_request`]): the tenant's tool policy is checked, every text of the
+//! Per request, in two parts. [`begin`]: the tenant's tool policy is checked, every text of the
 //! request that reaches the model is collected with the role it is read as (the field table is in
-//! the README, "The input guard"), the active engine scores them, masks are written back into the
-//! body, and a pinned system prompt is put in place (it is the operator's text and is not
-//! scanned). A block becomes `400 prompt_blocked` with rule ids only. Engines are `Arc`s: a reload
+//! the README, "The input guard"), the active engine scores them, the classifier is started,
+//! masks are written back into the body, and a pinned system prompt is put in place (it is the
+//! operator's text and is not scanned). [`finish`], once the classifier's finding is in: fusion,
+//! metrics, the decision. A block becomes `400 prompt_blocked` with rule ids only. Engines are `Arc`s: a reload
 //! swaps the pointer and requests in flight keep the engine they started with.
 
 use std::future::Future;
@@ -865,18 +866,6 @@ impl Inspection {
     }
 }
 
-/// Apply the tenant's guard policy to a validated request, waiting for the classifier on this
-/// thread: `Err` to refuse it (blocked, with the outcome for the logs; or tools not allowed),
-/// `Ok` with the outcome once masks and the pinned system prompt are in the body.
-pub fn inspect_request(run: &GuardRun<'_>, v: &mut Validated) -> Result<GuardOutcome, Refused> {
-    let mut inspection = begin(run, v)?;
-    let classified = inspection
-        .classifying
-        .take()
-        .map(|c| (c.wait(), Instant::now()));
-    finish(run, inspection, classified, None)
-}
-
 /// The guard's first part, on a validated request: the tenant's tool policy, the rules (and the
 /// shadow pack), and, unless the rules block, the classifier started and the masks and the
 /// pinned system prompt written into the body. A block by the rules or refused tools is an
@@ -1259,9 +1248,9 @@ mod tests {
         assert!(collect(Endpoint::Models, &d).is_empty());
     }
 
-    /// Every location takes a mask: rewrite each text in collection order (as `inspect_request`
-    /// does) and read them all again. A renamed property keeps its place, and the paths below it
-    /// still lead to its texts.
+    /// Every location takes a mask: rewrite each text in collection order (as `begin` does) and
+    /// read them all again. A renamed property keeps its place, and the paths below it still
+    /// lead to its texts.
     #[test]
     fn every_location_takes_a_mask() {
         let cases = [

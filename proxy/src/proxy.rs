@@ -450,7 +450,7 @@ impl ProxyHttp for WardenProxy {
         // Overlap mode, the upstream failed before it answered: the classifier's verdict first
         // (a blocked prompt is answered as such, whatever the upstream did).
         if let Some(pending) = ctx.pending_guard.take() {
-            ctx.refusal = self.settle_guard(ctx, pending).await.or(ctx.refusal.take());
+            ctx.refusal = self.settle_guard(ctx, pending).await;
         }
         let refused = ctx.refusal.clone();
         // Connect failures were already counted in `fail_to_connect`; a stream a kill switch
@@ -773,21 +773,7 @@ impl WardenProxy {
             } else {
                 // Awaited here, off this thread: the classifier's threads score the windows.
                 let classified = inspection.classified().await;
-                match finish_inspection(
-                    app,
-                    tenant_idx,
-                    endpoint,
-                    &ctx.request_id,
-                    inspection,
-                    (classified, None),
-                ) {
-                    Ok(outcome) => ctx.guard = Some(outcome),
-                    Err(refused) => {
-                        let (e, outcome) = *refused;
-                        ctx.guard = outcome;
-                        return Err(e.into());
-                    }
-                }
+                self.decide(ctx, inspection, classified, None)?;
             }
         }
 
@@ -1336,46 +1322,64 @@ impl WardenProxy {
             )),
         };
         let held = waiting.elapsed();
-        let (Some(tenant), Some(endpoint)) = (ctx.tenant, ctx.endpoint) else {
-            return Some(ApiError::Internal);
-        };
-        if let Some(t) = self.app.tenants.get(tenant) {
+        if let Some(t) = ctx.tenant.and_then(|i| self.app.tenants.get(i)) {
             self.app
                 .metrics
                 .guard_classifier_hold
                 .with_label_values(&[&t.config.name])
                 .observe(held.as_secs_f64());
         }
-        let decided = finish_inspection(
-            &self.app,
-            tenant,
-            endpoint,
-            &ctx.request_id,
-            pending.inspection,
-            (classified, Some(pending.forwarded_after)),
-        );
-        record_guard(ctx, decided, Some(held))
+        let overlap = Some((pending.forwarded_after, held));
+        self.decide(ctx, pending.inspection, classified, overlap)
+            .err()
     }
 
     /// A request refused after its classifier was started for overlap (a throttle, a switch, no
     /// upstream): the classifier stops (its windows are dropped unrun) and the rules' decision
     /// is recorded.
     fn abandon_guard(&self, ctx: &mut RequestCtx) {
-        let (Some(pending), Some(tenant), Some(endpoint)) =
-            (ctx.pending_guard.take(), ctx.tenant, ctx.endpoint)
-        else {
+        let Some(pending) = ctx.pending_guard.take() else {
             return;
         };
         pending.verdict.abort();
-        let decided = finish_inspection(
-            &self.app,
-            tenant,
-            endpoint,
-            &ctx.request_id,
-            pending.inspection,
-            (None, None),
-        );
-        record_guard(ctx, decided, None);
+        // The request is refused already: this only records what the guard decided.
+        let _recorded = self.decide(ctx, pending.inspection, None, None).is_ok();
+    }
+
+    /// The guard's decision once the classifier's finding is in ([`guard::finish`]), into
+    /// `ctx.guard`; `Err` with the refusal to answer. `overlap`: for a request forwarded while the
+    /// classifier ran, the guard's time before forwarding and how long the response was held.
+    fn decide(
+        &self,
+        ctx: &mut RequestCtx,
+        inspection: Inspection,
+        classified: Option<(Classified, Instant)>,
+        overlap: Option<(Duration, Duration)>,
+    ) -> Result<(), ApiError> {
+        let (Some(tenant), Some(endpoint)) = (ctx.tenant, ctx.endpoint) else {
+            return Err(ApiError::Internal);
+        };
+        let ids = (ctx.request_id.as_str(), None, &[][..]);
+        let decided = with_guard_run(&self.app, tenant, endpoint, ids, |run| {
+            guard::finish(
+                run,
+                inspection,
+                classified,
+                overlap.map(|(before, _)| before),
+            )
+        });
+        let (outcome, refused) = match decided {
+            Ok(outcome) => (Some(outcome), None),
+            Err(refused) => {
+                let (e, outcome) = *refused;
+                (outcome, Some(e))
+            }
+        };
+        ctx.guard = outcome.map(|o| GuardOutcome {
+            held: overlap.map(|(_, held)| held),
+            ..o
+        });
+        refused.map_or(Ok(()), Err)
     }
 
     async fn respond_error(
@@ -1444,20 +1448,8 @@ fn inspect(
     )
 }
 
-/// The input guard's decision ([`guard::finish`]) once the classifier's finding is in.
-fn finish_inspection(
-    app: &App,
-    tenant: usize,
-    endpoint: Endpoint,
-    request_id: &str,
-    inspection: Inspection,
-    (classified, forwarded_after): (Option<(Classified, Instant)>, Option<Duration>),
-) -> Result<GuardOutcome, Refused> {
-    with_guard_run(app, tenant, endpoint, (request_id, None, &[]), |run| {
-        guard::finish(run, inspection, classified, forwarded_after)
-    })
-}
-
+/// Runs `f` with what the guard needs for one request of tenant `tenant`: the packs loaded now,
+/// the tenant's policy, the classifier.
 fn with_guard_run<T>(
     app: &App,
     tenant: usize,
@@ -1483,24 +1475,6 @@ fn with_guard_run<T>(
         classifier: guards.classifier.as_deref(),
     };
     f(&run)
-}
-
-/// The guard's outcome of a request decided after it was forwarded, into the context (with how
-/// long the response was held); the refusal to answer, if it is one.
-fn record_guard(
-    ctx: &mut RequestCtx,
-    decided: Result<GuardOutcome, Refused>,
-    held: Option<Duration>,
-) -> Option<ApiError> {
-    let (outcome, refused) = match decided {
-        Ok(outcome) => (Some(outcome), None),
-        Err(refused) => {
-            let (e, outcome) = *refused;
-            (outcome, Some(e))
-        }
-    };
-    ctx.guard = outcome.map(|o| GuardOutcome { held, ..o });
-    refused
 }
 
 /// A request forwarded while the classifier runs (`classifier_mode = "overlap"`).
