@@ -58,6 +58,21 @@ async fn chat(w: &Warden, messages: Value) -> Response {
         .unwrap()
 }
 
+/// `400 prompt_blocked`, with the classifier among the rule ids.
+fn assert_blocked_by_classifier(r: &Response) {
+    assert_eq!(r.status(), 400, "{}", r.text());
+    let e = error_of(r);
+    assert_eq!(e["code"], "prompt_blocked", "{e}");
+    assert!(
+        e["rule_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|id| id == "classifier"),
+        "{e}"
+    );
+}
+
 /// Ordinary report text, long enough for many windows.
 fn long_document() -> String {
     "The quarterly report covers revenue, costs, hiring and the outlook for next year. ".repeat(400)
@@ -73,17 +88,7 @@ async fn the_classifier_blocks_what_the_rules_miss_and_passes_ordinary_prompts()
     let w = warden(&up, &shipped(), "blocking_paranoia = 2\n").await;
     w.metrics_with(&["warden_guard_classifier_loaded 1"]).await;
     let r = chat(&w, json!([{"role": "user", "content": ATTACK}])).await;
-    assert_eq!(r.status(), 400, "{}", r.text());
-    let e = error_of(&r);
-    assert_eq!(e["code"], "prompt_blocked");
-    assert!(
-        e["rule_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|id| id == "classifier"),
-        "{e}"
-    );
+    assert_blocked_by_classifier(&r);
     assert!(up.posts().is_empty(), "the attack reached the upstream");
 
     for benign in [
@@ -283,17 +288,7 @@ async fn overlap_mode_forwards_at_once_and_a_block_cancels_the_workers_sequence(
     let r = send(w.proxy, &post("/v1/chat/completions", &body(ATTACK), ""))
         .await
         .unwrap();
-    assert_eq!(r.status(), 400, "{}", r.text());
-    let e = error_of(&r);
-    assert_eq!(e["code"], "prompt_blocked", "{e}");
-    assert!(
-        e["rule_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|id| id == "classifier"),
-        "{e}"
-    );
+    assert_blocked_by_classifier(&r);
     // It did reach the worker (that is the mode: the worker counts it cancelled), and the
     // worker let it go.
     worker.wait_cancelled(&w.logs()).await;
