@@ -14,7 +14,8 @@ A flip is a blocked attack that a variant lets through. Prints one line per vari
 ``--json`` the same as JSON. Stdlib only; the guard is the ``warden`` binary given.
 
 Usage: ``python3 guards/scripts/guard_robustness.py --warden target/release/warden
---input target/guard-eval/dev.jsonl [--layers all|rules|classifier] [--blocking-paranoia 2]``
+--input target/guard-eval/dev.jsonl [--layers all|rules|classifier] [--blocking-paranoia 2]
+[--classifier-dir DIR]``
 """
 
 import argparse
@@ -70,11 +71,12 @@ def variants(rng):
     ]
 
 
-def run_eval(warden, path, layers, errors, paranoia):
-    out = subprocess.run([warden, "rules", "eval", "--input", path, "--format", "json",
-                          "--layers", layers, "--errors", errors,
-                          "--blocking-paranoia", str(paranoia)],
-                         check=True, capture_output=True, text=True)
+def run_eval(warden, path, layers, errors, paranoia, classifier_dir=None):
+    cmd = [warden, "rules", "eval", "--input", path, "--format", "json", "--layers", layers,
+           "--errors", errors, "--blocking-paranoia", str(paranoia)]
+    if classifier_dir:
+        cmd += ["--classifier-dir", classifier_dir]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     report = json.loads(out.stdout)
     with open(errors, encoding="utf-8") as fh:
         missed = [json.loads(l) for l in fh if l.strip()]
@@ -88,6 +90,7 @@ def main():
     ap.add_argument("--layers", default="all", choices=("all", "rules", "classifier"))
     ap.add_argument("--blocking-paranoia", type=int, default=2,
                     help="the policy's blocking level (2: the classifier blocks)")
+    ap.add_argument("--classifier-dir", help="the classifier to load (default: the shipped one)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -101,7 +104,7 @@ def main():
         for r in attacks:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
     _, missed = run_eval(args.warden, base, args.layers, os.path.join(work, "base-errors.jsonl"),
-                         args.blocking_paranoia)
+                         args.blocking_paranoia, args.classifier_dir)
     missed_texts = {m["text"] for m in missed}
     detected = [r for r in attacks if r["text"] not in missed_texts]
     result = {"layers": args.layers, "attacks": len(attacks), "detected": len(detected),
@@ -113,7 +116,7 @@ def main():
             for r in detected:
                 fh.write(json.dumps(dict(r, text=f(r["text"])), ensure_ascii=False) + "\n")
         _, flipped = run_eval(args.warden, path, args.layers, os.path.join(work, "v-errors.jsonl"),
-                              args.blocking_paranoia)
+                              args.blocking_paranoia, args.classifier_dir)
         result["variants"][name] = {"flipped": len(flipped),
                                     "share": len(flipped) / max(len(detected), 1)}
     if args.json:

@@ -199,11 +199,15 @@ pub struct Misclassified {
     /// Ids of every rule that matched (blocking or not), in rule order: for a missed attack,
     /// those that scored too little to block.
     pub rules: Vec<String>,
+    /// The classifier's probability for the example (its highest window), when it scored it:
+    /// how far a miss or a false positive sat from the threshold.
+    pub classifier_score: Option<f32>,
 }
 
 impl Report {
     /// The misclassified examples as JSONL: each input line's `text`, `label`, `source` and
-    /// `role`, plus `"rules"` (the ids that matched) and `"error"` (`missed` or `blocked`).
+    /// `role`, plus `"rules"` (the ids that matched), `"error"` (`missed` or `blocked`) and
+    /// `"classifier_score"` (the classifier's probability; `null` when it did not score it).
     pub fn errors_jsonl(&self, examples: &[Example]) -> String {
         let mut out = String::new();
         for e in &self.errors {
@@ -217,6 +221,7 @@ impl Report {
                 "source": ex.source,
                 "role": ex.target.name(),
                 "rules": e.rules,
+                "classifier_score": e.classifier_score,
             });
             out.push_str(&line.to_string());
             out.push('\n');
@@ -320,6 +325,7 @@ pub fn evaluate(
         }];
         // The rules always run: `by_layer` reports them whatever decides.
         let mut verdict = policy.inspect(engine, &msgs, None);
+        let mut classifier_score = None;
         if let (Some((c, cp)), false) = (classifier, layers == Layers::Rules) {
             let rules_blocked = verdict.decision == Decision::Block;
             // What the classifier alone says (fused into an empty verdict), and (as the proxy
@@ -328,7 +334,7 @@ pub fn evaluate(
             let texts = [(ex.target, ex.text.as_str())];
             match classify_request(c, cp, engine.normalizer(), &texts, started) {
                 Classified::Scored(found) => {
-                    policy.fuse(&mut alone, found);
+                    classifier_score = Some(policy.fuse(&mut alone, found).score);
                     if !rules_blocked {
                         policy.fuse(&mut verdict, found);
                     }
@@ -357,6 +363,7 @@ pub fn evaluate(
             report.errors.push(Misclassified {
                 index,
                 rules: matched_ids(&verdict),
+                classifier_score,
             });
         }
         report.overall.add(ex.attack, blocked);
