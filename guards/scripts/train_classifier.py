@@ -22,13 +22,17 @@ Data (all from ``../shared/data/dev``, never its evaluation rows; see ``build_ev
   role prefix the runtime adds to tool content (``ROLE_PREFIX``);
 * hard negatives generated from templates: questions about instructions, system prompts,
   security, jailbreaks and prompt injection that attempt none;
+* generated rows (``classifier_augment.py``): requests addressed to the assistant inside
+  e-mails, code pages, prose and tool output; instructions to include malicious code snippets;
+  tool calls requested by tool output; injections and ordinary requests in eight other
+  languages, written for this script;
 * augmentation, each on a seeded share: 2-50 benign words appended (attacks *and* benign texts,
   so the words carry no label), leet and spaced-letter disguises (the folded view the runtime
   classifies undoes case, width, homoglyphs and zero-width characters, not these), and
   paraphrase wrappers ("By the way, ...", "P.S. ...").
 
-No translation is produced: no offline translator ships in a registry package small enough to
-use here; the multilingual figures in the evaluation measure what the English encoder carries.
+No machine translation is used (no offline translator ships in a registry package small enough
+to use here): the other-language rows are written for this script from small grammars.
 
 Usage (its own venv; torch pulls ~3 GB and is never part of the product's setup)::
 
@@ -57,6 +61,7 @@ import zipfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import build_eval  # noqa: E402
+import classifier_augment  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 OUT_DIR = os.path.join(REPO, "guards", "models", "classifier")
@@ -336,9 +341,15 @@ def training_rows(data, rng):
                       else rng.choice(attacks))
             rows.append({"text": embed_snippet(email, attack, rng, width=900), "label": 1,
                          "source": "email-attack", "role": "tool"})
-    for _ in range(500):
-        rows.append({"text": synthetic_tool_output(rng, snippets), "label": 0,
-                     "source": "tool-output", "role": "tool"})
+    tool_outputs = [synthetic_tool_output(rng, snippets) for _ in range(500)]
+    for out in tool_outputs:
+        rows.append({"text": out, "label": 0, "source": "tool-output", "role": "tool"})
+    # Requests addressed to the assistant inside e-mails, code pages and tool output; code
+    # snippets to include; tool calls; other languages (see classifier_augment.py).
+    requests = [t for t in benign if 10 < len(t) < 200]
+    prose = [s for s in snippets if s and not s[0].isdigit()]
+    generated = classifier_augment.rows(rng, requests, prose, tool_outputs)
+    rows.extend(r for r in generated if build_eval.norm_key(r["text"]) not in used)
 
     # Augmentation.
     extra = []
@@ -439,14 +450,15 @@ def score(model, encoded, size=64):
     return out
 
 
-# The operating point, on the shipped model's validation scores: the lowest threshold that keeps
-# false positives at or under USER_FPR on user text (system and tool-call text use it too) and
-# under TOOL_FPR on retrieved content (fewer examples: 1% is the finest its count resolves). The
-# first model shipped at 1% on user text and blocked 4% of the benign texts of the development
-# evaluation set: validation (the training distribution) understates the false positives of
-# text from elsewhere several times over, hence 0.1%.
-USER_FPR = 0.001
-TOOL_FPR = 0.01
+# The operating point: the probability a window needs to count as a paranoia-2 finding, for user
+# text (system and tool-call text use it too) and for retrieved content. Fixed, not derived from
+# the validation split: validation is the training distribution and understates the false
+# positives of text from elsewhere several times over (the first model shipped at validation's
+# 1% point and blocked 4% of the evaluation set's benign texts). These were chosen on the
+# development evaluation set (`build_eval.py`) for this model, at its benign texts' 1% and
+# PIGuard's 5%, so the README's figures for it are development figures, not held-out ones.
+USER_THRESHOLD = 0.996
+TOOL_THRESHOLD = 0.998
 
 
 def threshold_at(scores, fpr):
@@ -456,12 +468,11 @@ def threshold_at(scores, fpr):
 
 
 def operating_point(val, scores):
-    """``(user threshold, tool threshold, figures per role)`` on validation rows and scores."""
+    """``(user threshold, tool threshold, validation figures per role at them)``."""
     by_role = {"user": [], "tool": []}
     for r, s in zip(val, scores):
         by_role["tool" if r.get("role") == "tool" else "user"].append((s, r["label"]))
-    user = threshold_at(by_role["user"], USER_FPR)
-    tool = max(user, threshold_at(by_role["tool"], TOOL_FPR))
+    user, tool = USER_THRESHOLD, TOOL_THRESHOLD
     figures = {role: metrics([s for s, _ in rs], [l for _, l in rs], user if role == "user" else tool)
                for role, rs in by_role.items()}
     return user, tool, figures
@@ -491,7 +502,7 @@ def set_operating_point(out_dir, val, val_ids):
         manifest = json.load(fh)
     manifest["threshold"] = user
     manifest["role_thresholds"] = {"tool": tool}
-    manifest["operating_point"] = {"user_fpr": USER_FPR, "tool_fpr": TOOL_FPR,
+    manifest["operating_point"] = {"chosen_on": "the development evaluation set",
                                    "validation": figures}
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(manifest, fh, indent=2)
