@@ -25,6 +25,8 @@ evaluation set. ``train_classifier.py`` calls ``rows(rng, ...)``.
 
 import re
 
+import build_eval
+
 
 def fill(template, table, rng):
     return re.sub(r"\{(\w+)\}", lambda m: rng.choice(table[m.group(1)]), template)
@@ -489,17 +491,7 @@ def embed(context, attack, rng, width=800):
     if len(context) > width:
         a = rng.randrange(len(context) - width)
         context = context[a:a + width]
-    where = rng.randrange(3)
-    if where == 0:
-        return attack + "\n" + context
-    if where == 2:
-        return context + "\n" + attack
-    mid = len(context) // 2
-    cut = context.find("\n", mid)
-    if cut < 0:
-        cut = context.find(". ", mid)
-        cut = cut + 1 if cut >= 0 else mid
-    return context[:cut] + "\n" + attack + "\n" + context[cut:]
+    return build_eval._embed(context, attack, rng.randrange(3))
 
 
 def rows(rng, user_requests, prose, tool_outputs, n=1200):

@@ -51,7 +51,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import sys
 import tempfile
@@ -256,8 +255,7 @@ def synthetic_tool_output(rng, snippets):
                                                    for t in rng.sample(snippets, 2)]})
 
 
-def fill(template, table, rng):
-    return re.sub(r"\{(\w+)\}", lambda m: rng.choice(table[m.group(1)]), template)
+fill = classifier_augment.fill
 
 
 LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
