@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,14 +50,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchlib import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-bench-0123456789abcdef"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def small_body(args):

@@ -22,7 +22,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,17 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import free_port, stop
+
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"off": "sk-bench-classifier-off-0001", "before": "sk-bench-classifier-before-01",
         "overlap": "sk-bench-classifier-overlap-1"}
 TENANT_GUARD = {"off": "classifier = false", "before": 'classifier_mode = "before"',
                 "overlap": 'classifier_mode = "overlap"'}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(port, path, what, log):
@@ -180,13 +175,7 @@ health_path = "/health"
                   f"{m['before'][0]:.1f} / {m['before'][1]:.1f} | {m['overlap'][0]:.1f} / {m['overlap'][1]:.1f} | "
                   f"{m['before'][0] - m['off'][0]:+.1f} | {m['overlap'][0] - m['off'][0]:+.1f} |")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Needs release builds of `warden` and `fake-upstream`
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,14 +26,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchlib import free_port, stop
+
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-bench-oncall-0123456789abcdef"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(admin, method, path, body=None):
@@ -134,13 +129,7 @@ api_keys = ["{key_hash}"]
         print(f"| p50 | p90 | p99 | max |\n|---|---|---|---|\n| {p(0.5):.1f} ms | {p(0.9):.1f} ms | {p(0.99):.1f} ms | {ms[-1]:.1f} ms |")
         print(f"mean {statistics.mean(ms):.1f} ms")
     finally:
-        for pr in procs:
-            pr.terminate()
-        for pr in procs:
-            try:
-                pr.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pr.kill()
+        stop(procs)
 
 
 if __name__ == "__main__":
