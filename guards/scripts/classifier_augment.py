@@ -159,8 +159,8 @@ ANSWER_LINES = [
 ]
 
 
-def code_context(rng, snippets):
-    """A Q&A-style code page: a question, a code block, an answer, maybe a traceback."""
+def code_context(rng):
+    """A Q&A-style code page: a question, a code block, an answer, maybe a second block and line."""
     parts = [fill(rng.choice(QUESTION_OPENERS), {"error": ERRORS}, rng),
              "```\n" + rng.choice(BENIGN_CODE) + "```",
              rng.choice(ANSWER_LINES)]
@@ -168,8 +168,6 @@ def code_context(rng, snippets):
         parts.append("```\n" + rng.choice(BENIGN_CODE) + "```")
     if rng.random() < 0.5:
         parts.append(rng.choice(ANSWER_LINES))
-    if snippets and rng.random() < 0.5:
-        parts.append(rng.choice(snippets))
     return "\n\n".join(parts)
 
 
@@ -519,7 +517,7 @@ def rows(rng, user_requests, prose, tool_outputs, n=1200):
         add(mail, 0, "gen-email", "tool")
         add(embed(mail, request(rng), rng), 1, "gen-email-request", "tool")
     for _ in range(n // 2):
-        page = code_context(rng, [])
+        page = code_context(rng)
         add(page, 0, "gen-code", "tool")
         if rng.random() < 0.6:
             add(embed(page, code_attack(rng), rng, width=1200), 1, "gen-code-attack", "tool")
