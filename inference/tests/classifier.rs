@@ -23,9 +23,14 @@ fn classifier() -> Classifier {
 
 /// `fixtures.jsonl` holds 40 validation texts across the score range with the probability
 /// onnxruntime 1.31.1 gave in Python at training time; Rust, through the same library, tokenizer
-/// and model, gives the same.
+/// and model, gives the same on any x86 CPU. Compared as logits: the model's integer products
+/// are exact everywhere (its weights are stored as uint8 so that CPUs without VNNI do not
+/// saturate them; as int8 they moved logits by up to 0.16 on such a CPU), while the float
+/// kernels around them (softmax, GELU, layer norm) differ in the last bits between instruction
+/// sets and, through the dynamic quantisation of activations, move a logit by up to 0.03.
 #[test]
 fn scores_match_the_training_runs_onnxruntime() {
+    let logit = |p: f32| (p / (1.0 - p)).ln();
     let c = classifier();
     let fixtures = std::fs::read_to_string(root().join("guards/models/classifier/fixtures.jsonl"))
         .expect("fixtures.jsonl");
@@ -38,7 +43,7 @@ fn scores_match_the_training_runs_onnxruntime() {
         // The fixture text already carries the retrieved-content prefix where it had one.
         let got = c.score(text, false, 1, None).unwrap();
         assert!(
-            (got.score - want).abs() < 2e-3,
+            (logit(got.score) - logit(want)).abs() < 0.06,
             "{text:?}: {} vs {want}",
             got.score
         );
