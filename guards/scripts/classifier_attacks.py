@@ -29,11 +29,9 @@ import base64
 import codecs
 import json
 import os
-import re
 
-
-def fill(template, table, rng):
-    return re.sub(r"\{(\w+)\}", lambda m: rng.choice(table[m.group(1)]), template)
+import classifier_augment
+from classifier_augment import embed, fill
 
 
 def harmful_goals(data):
@@ -414,16 +412,6 @@ def ml_order(rng, lang):
         "{follow}", rng.choice(follows))
 
 
-def embed(context, attack, rng, width=800):
-    if len(context) > width:
-        start = rng.randrange(0, len(context) - width)
-        context = context[start:start + width]
-    cut = rng.choice([0, len(context) // 2, len(context)])
-    while 0 < cut < len(context) and not context[cut].isspace():
-        cut += 1
-    return (context[:cut] + "\n" + attack + "\n" + context[cut:]).strip()
-
-
 def rows(rng, data, user_requests, tool_outputs, n=600):
     """About ``6 * n`` rows (``text``, ``label``, ``source``, ``role``)."""
     goals = harmful_goals(data)
@@ -479,10 +467,4 @@ def rows(rng, data, user_requests, tool_outputs, n=600):
     for lang in langs:
         for text in ML_LOOKALIKES[lang]:
             add(text, 0, "gen-ml-lookalike")
-    seen = set()
-    unique = []
-    for r in out:
-        if (r["text"], r["role"]) not in seen:
-            seen.add((r["text"], r["role"]))
-            unique.append(r)
-    return unique
+    return classifier_augment.unique(out)

@@ -540,11 +540,16 @@ def rows(rng, user_requests, prose, tool_outputs, n=1200):
     for lang in sorted(ML_BENIGN):
         for text in ML_BENIGN[lang]:
             add(text, 0, "gen-multilingual-benign", "user")
-    # One row per text: repeats would sit in both the training and the validation rows.
+    return unique(out)
+
+
+def unique(rows):
+    """One row per text and role: repeats would sit in both the training and the validation
+    rows."""
     seen = set()
-    unique = []
-    for r in out:
+    out = []
+    for r in rows:
         if (r["text"], r["role"]) not in seen:
             seen.add((r["text"], r["role"]))
-            unique.append(r)
-    return unique
+            out.append(r)
+    return out
