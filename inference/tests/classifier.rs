@@ -25,7 +25,7 @@ fn classifier() -> Classifier {
 /// onnxruntime 1.31.1 gave in Python at training time; Rust, through the same library, tokenizer
 /// and model, gives the same on any x86 CPU. Compared as logits: the model's integer products
 /// are exact everywhere (its weights are stored as uint8 so that CPUs without VNNI do not
-/// saturate them; as int8 they moved logits by up to 0.16 on such a CPU), while the float
+/// saturate them; as int8 they moved logits by up to 0.78 on such a CPU), while the float
 /// kernels around them (softmax, GELU, layer norm) differ in the last bits between instruction
 /// sets and, through the dynamic quantisation of activations, move a logit by up to 0.03.
 #[test]
