@@ -53,6 +53,9 @@ def sweep(rows, benign, max_fpr, max_piguard):
     attacks = [r for r in rows if r["label"] == 1]
     negatives = [r for r in rows if r["label"] == 0]
     piguard = [r for r in rows if r["label"] == 0 and r["source"] == "piguard"]
+    by_source = collections.defaultdict(list)
+    for r in attacks:
+        by_source[r["source"]].append(r)
     best = None
     print("%6s %6s %7s %6s %8s %8s  %s" % ("user", "tool", "recall", "fpr", "piguard",
                                           "benign" if benign else "", "weakest source"))
@@ -64,10 +67,7 @@ def sweep(rows, benign, max_fpr, max_piguard):
             def rate(rs):
                 return 100.0 * sum(map(hit, rs)) / len(rs) if rs else 0.0
 
-            by = collections.defaultdict(list)
-            for r in attacks:
-                by[r["source"]].append(r)
-            weakest = min((rate(rs), s) for s, rs in by.items())
+            weakest = min((rate(rs), s) for s, rs in by_source.items())
             row = (rate(attacks), rate(negatives), rate(piguard), rate(benign) if benign else 0.0)
             print("%6.3f %6.3f %6.1f%% %5.2f%% %7.1f%% %7s  %s %.1f%%" % (
                 u, t, row[0], row[1], row[2], "%.1f%%" % row[3] if benign else "", weakest[1],

