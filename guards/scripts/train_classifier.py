@@ -295,7 +295,7 @@ def embed_snippet(context, attack, rng, width=700):
 
 def training_rows(data, rng, styles=False):
     """The training rows. ``styles`` adds ``classifier_attacks.py``'s rows and appended words on
-    retrieved content (``--attack-styles``; the shipped model was trained without them)."""
+    retrieved content (``--attack-styles``, the default; ``--no-attack-styles`` leaves them out)."""
     base, _ = build_eval.build_tuning(data)
     rows = [dict(r, role="user") for r in base]
     attacks = [r["text"] for r in base if r["label"] == 1 and len(r["text"]) < 400]
@@ -479,7 +479,7 @@ def score(model, encoded, size=64):
 # PIGuard's 5%, so the README's figures for it are development figures, not held-out ones.
 # `classifier_thresholds.py` scores the set and sweeps the pairs; it picks these two for the
 # shipped model.
-USER_THRESHOLD = 0.996
+USER_THRESHOLD = 0.993
 TOOL_THRESHOLD = 0.998
 
 
@@ -631,8 +631,8 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="train on this many rows (a smoke run)")
     ap.add_argument("--thresholds-only", action="store_true",
                     help="keep the model in --out; set its manifest's operating point again")
-    ap.add_argument("--attack-styles", action="store_true",
-                    help="add classifier_attacks.py's rows (not in the shipped model's training)")
+    ap.add_argument("--attack-styles", action=argparse.BooleanOptionalAction, default=True,
+                    help="add classifier_attacks.py's rows (default; the shipped model has them)")
     ap.add_argument("--keep-fp32", metavar="PATH", help="also copy the fp32 ONNX export here")
     ap.add_argument("--requantize", metavar="FP32",
                     help="skip training: quantise this fp32 export (from --keep-fp32) into --out "
