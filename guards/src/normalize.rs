@@ -2373,16 +2373,8 @@ mod tests {
     /// spans, and every folded character other than a space maps back to original text.
     #[test]
     fn disguise_repairs_keep_spans_sound_on_random_text() {
-        let alphabet: Vec<char> = "ab z\u{c3}\u{a9}\u{e2}\u{20ac}\u{152}\u{8b}\u{a0}\u{bb}\u{f0}\u{178}\u{2dc}\u{df}\u{201c}\u{301}\u{200b}\u{cc}\u{81}\u{ef}\u{bf}\u{bd}\u{c2}\u{85}\u{d0}\u{b5}\u{4e2d}\u{9d}0|1"
-            .chars()
-            .collect();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            alphabet[(x >> 11) as usize % alphabet.len()]
-        };
+        let alphabet = "ab z\u{c3}\u{a9}\u{e2}\u{20ac}\u{152}\u{8b}\u{a0}\u{bb}\u{f0}\u{178}\u{2dc}\u{df}\u{201c}\u{301}\u{200b}\u{cc}\u{81}\u{ef}\u{bf}\u{bd}\u{c2}\u{85}\u{d0}\u{b5}\u{4e2d}\u{9d}0|1";
+        let mut next = random_chars(alphabet, 0x9e37_79b9_7f4a_7c15);
         for len in 0..40 {
             for _ in 0..200 {
                 let t: String = (0..len).map(|_| next()).collect();
@@ -2417,18 +2409,10 @@ mod tests {
             assert_eq!(fast, slow, "{t:?}");
             assert_eq!(fast_map, slow_map, "{t:?}");
         };
-        let alphabet: Vec<char> = "aB \u{a0}\u{e9}\u{c9}\u{301}\u{308}\u{200b}\u{ad}\u{20ac}\u{c3}\u{a9}\u{2019}\u{2014}\u{fb01}\u{2460}\u{ff21}\u{3000}\
+        let alphabet = "aB \u{a0}\u{e9}\u{c9}\u{301}\u{308}\u{200b}\u{ad}\u{20ac}\u{c3}\u{a9}\u{2019}\u{2014}\u{fb01}\u{2460}\u{ff21}\u{3000}\
              \u{43f}\u{41f}\u{440}\u{420}\u{451}\u{439}\u{3b1}\u{3a3}\u{3c2}\u{5d0}\u{5b8}\u{627}\u{644}\u{64e}\u{651}\
-             \u{915}\u{93f}\u{94d}\u{937}\u{4e2d}\u{6587}\u{3042}\u{30ab}\u{3099}\u{ac00}\u{1100}\u{1161}\u{1f600}\u{fe0f}\u{200d}"
-            .chars()
-            .collect();
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            alphabet[(x >> 11) as usize % alphabet.len()]
-        };
+             \u{915}\u{93f}\u{94d}\u{937}\u{4e2d}\u{6587}\u{3042}\u{30ab}\u{3099}\u{ac00}\u{1100}\u{1161}\u{1f600}\u{fe0f}\u{200d}";
+        let mut next = random_chars(alphabet, 0x2545_f491_4f6c_dd1d);
         for len in 0..48 {
             for _ in 0..300 {
                 let t: String = (0..len).map(|_| next()).collect();
@@ -2446,6 +2430,18 @@ mod tests {
             }
         }
         assert!(classes >= 20, "{classes} corpus classes");
+    }
+
+    /// Characters drawn from `alphabet` by a xorshift generator seeded with `seed`.
+    fn random_chars(alphabet: &str, seed: u64) -> impl FnMut() -> char {
+        let alphabet: Vec<char> = alphabet.chars().collect();
+        let mut x = seed;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            alphabet[(x >> 11) as usize % alphabet.len()]
+        }
     }
 
     /// Folding without the disguise repairs: each character folded on its own.
