@@ -1470,15 +1470,44 @@ fn unit_starts(b: &[u8]) -> Vec<u64> {
 /// separator of [`MAX_SEP`] bytes.
 const MAX_UNIT_GAP: u32 = 4 + MAX_SEP as u32;
 
-/// Bit `i` (of word `i / 64`) is set where byte `i` of `b` is URL-ish ([`URLISH`]).
+/// Bit `i` (of word `i / 64`) is set where byte `i` of `b` is URL-ish ([`URLISH`]). Eight
+/// bytes at a time (a table lookup per byte was a tenth of the normaliser on digit-heavy text).
 fn urlish_bits(b: &[u8]) -> Vec<u64> {
     b.chunks(64)
         .map(|chunk| {
-            chunk.iter().enumerate().fold(0u64, |w, (j, &c)| {
-                w | (u64::from(CLASS[usize::from(c)] & URLISH != 0) << j)
-            })
+            let mut eights = chunk.chunks_exact(8);
+            let mut w = 0u64;
+            let mut j = 0;
+            for e in &mut eights {
+                w |= urlish_byte_bits(word_at(e, 0).unwrap_or_default()) << j;
+                j += 8;
+            }
+            for (k, &c) in eights.remainder().iter().enumerate() {
+                w |= u64::from(CLASS[usize::from(c)] & URLISH != 0) << (j + k);
+            }
+            w
         })
         .collect()
+}
+
+/// Bit `i` set where byte `i` of `x` is URL-ish ([`URLISH`]): an ASCII letter or digit or one of
+/// `+ - . / = % _ ~`.
+const fn urlish_byte_bits(x: u64) -> u64 {
+    let ascii = !x & HIGH;
+    let low = x & LOW7;
+    let digit = at_least(low, b'0' as u64) & !at_least(low, b'9' as u64 + 1);
+    let folded = low | (ONES * 0x20);
+    let letter = at_least(folded, b'a' as u64) & !at_least(folded, b'z' as u64 + 1);
+    // `-`, `.` and `/` are 0x2d..=0x2f.
+    let dash_to_slash = at_least(low, b'-' as u64) & !at_least(low, b'0' as u64);
+    let mut symbols = 0;
+    let set = *b"+=%_~";
+    let mut k = 0;
+    while k < set.len() {
+        symbols |= zero_bytes(x ^ (ONES * set[k] as u64));
+        k += 1;
+    }
+    gather_high_bits(((digit | letter | dash_to_slash) & ascii) | symbols)
 }
 
 /// The first clear bit at or after `from` in `bits` (past the last word: the bit count).
@@ -2293,6 +2322,11 @@ mod tests {
                             .map(|(i, _)| 1u64 << i)
                             .sum()
                     };
+                    assert_eq!(
+                        urlish_byte_bits(u64::from_le_bytes(bytes)),
+                        bit(|b| CLASS[usize::from(b)] & URLISH != 0),
+                        "byte {v:#x} at {pos} among {fill:#x}"
+                    );
                     assert_eq!(
                         alnum_and_lead_bits(u64::from_le_bytes(bytes)),
                         (bit(|b| b.is_ascii_alphanumeric()), bit(|b| b >= 0xc0)),

@@ -750,7 +750,19 @@ impl<'a> Walk<'a> {
             self.at += 1;
             if self.sid.is_tagged() {
                 // Matches show one byte late: this one ended before the byte just read.
-                self.tagged(self.at - 1);
+                let end = self.at - 1;
+                // The run of ends in one match state goes on (most ends in a digit run): in
+                // line, without the call.
+                if let Some(run) = &mut self.run {
+                    if run.sid == self.sid
+                        && run.last + 1 == end
+                        && run.clears == self.cache.clear_count()
+                    {
+                        run.last = end;
+                        continue;
+                    }
+                }
+                self.tagged(end);
             }
         }
     }
