@@ -546,6 +546,7 @@ impl SpanMap {
     }
 
     /// `len` view bytes that are a byte-for-byte image of `orig_start..orig_start + len`.
+    #[inline]
     fn push_copy(&mut self, orig_start: usize, len: usize) {
         if len == 0 {
             return;
@@ -567,6 +568,7 @@ impl SpanMap {
     }
 
     /// `len` view bytes that replace `orig` as a whole.
+    #[inline]
     fn push_replace(&mut self, orig: Range<usize>, len: usize) {
         if len == 0 {
             return;
