@@ -1495,13 +1495,9 @@ fn urlish_bits(b: &[u8]) -> Vec<u64> {
 /// Bit `i` set where byte `i` of `x` is URL-ish ([`URLISH`]): an ASCII letter or digit or one of
 /// `+ - . / = % _ ~`.
 const fn urlish_byte_bits(x: u64) -> u64 {
-    let ascii = !x & HIGH;
-    let low = x & LOW7;
-    let digit = at_least(low, b'0' as u64) & !at_least(low, b'9' as u64 + 1);
-    let folded = low | (ONES * 0x20);
-    let letter = at_least(folded, b'a' as u64) & !at_least(folded, b'z' as u64 + 1);
     // `-`, `.` and `/` are 0x2d..=0x2f.
-    let dash_to_slash = at_least(low, b'-' as u64) & !at_least(low, b'0' as u64);
+    let low = x & LOW7;
+    let dash_to_slash = at_least(low, b'-' as u64) & !at_least(low, b'0' as u64) & !x & HIGH;
     let mut symbols = 0;
     let set = *b"+=%_~";
     let mut k = 0;
@@ -1509,7 +1505,7 @@ const fn urlish_byte_bits(x: u64) -> u64 {
         symbols |= zero_bytes(x ^ (ONES * set[k] as u64));
         k += 1;
     }
-    gather_high_bits(((digit | letter | dash_to_slash) & ascii) | symbols)
+    alnum_and_lead_bits(x).0 | gather_high_bits(dash_to_slash | symbols)
 }
 
 /// The first clear bit at or after `from` in `bits` (past the last word: the bit count).

@@ -750,55 +750,58 @@ impl<'a> Walk<'a> {
             self.at += 1;
             if self.sid.is_tagged() {
                 // Matches show one byte late: this one ended before the byte just read.
-                let end = self.at - 1;
-                // The run of ends in one match state goes on (most ends in a digit run): in
-                // line, without the call.
-                if let Some(run) = &mut self.run {
-                    if run.sid == self.sid
-                        && run.last + 1 == end
-                        && run.clears == self.cache.clear_count()
-                    {
-                        run.last = end;
-                        continue;
-                    }
-                }
-                self.tagged(end);
+                self.tagged(self.at - 1);
             }
         }
     }
 
+    /// A tagged state entered at `end`. In line in [`Self::advance`]: the common case, a run of
+    /// ends in one match state going on (byte after byte of a digit run), is three compares and
+    /// no call.
+    #[inline(always)]
     fn tagged(&mut self, end: usize) {
-        if self.sid.is_match() {
-            let (sid, clears) = (self.sid, self.cache.clear_count());
-            // Consecutive ends in one match state (a digit run under a card-number rule) make
-            // overlapping windows that merge into one: record them once, when the run ends.
-            if let Some(run) = &mut self.run {
-                if run.sid == sid && run.clears == clears && run.last + 1 == end {
-                    run.last = end;
-                    return;
-                }
+        // Consecutive ends in one match state (a digit run under a card-number rule) make
+        // overlapping windows that merge into one: record them once, when the run ends. (The
+        // run's state is a match state: no need to ask first.)
+        if let Some(run) = &mut self.run {
+            if run.sid == self.sid && run.last + 1 == end && run.clears == self.cache.clear_count()
+            {
+                run.last = end;
+                return;
             }
-            self.flush();
-            let (dfa, cache, pids, reach) = (self.dfa, &*self.cache, self.pids, self.reach);
-            let regexes = self.memo.get(sid, clears, |out| {
-                for k in 0..dfa.match_len(cache, sid) {
-                    let u = dfa.match_pattern(cache, sid, k).as_usize();
-                    if let Some(&pid) = pids.get(u) {
-                        let reach = reach.get(pid).copied().unwrap_or(MAX_MATCH_BYTES);
-                        out.push((pid, reach));
-                    }
-                }
-            });
-            self.run = Some(Run {
-                sid,
-                clears,
-                regexes,
-                first: end,
-                last: end,
-            });
-        } else if self.sid.is_quit() {
+        }
+        self.tagged_other(end);
+    }
+
+    /// Any other tagged state: a match state that starts a run (the pending one's windows are
+    /// recorded), or a quit state. Out of line: it would crowd the walk's loop.
+    #[inline(never)]
+    fn tagged_other(&mut self, end: usize) {
+        if self.sid.is_quit() {
             self.failed = true;
         }
+        if !self.sid.is_match() {
+            return;
+        }
+        let (sid, clears) = (self.sid, self.cache.clear_count());
+        self.flush();
+        let (dfa, cache, pids, reach) = (self.dfa, &*self.cache, self.pids, self.reach);
+        let regexes = self.memo.get(sid, clears, |out| {
+            for k in 0..dfa.match_len(cache, sid) {
+                let u = dfa.match_pattern(cache, sid, k).as_usize();
+                if let Some(&pid) = pids.get(u) {
+                    let reach = reach.get(pid).copied().unwrap_or(MAX_MATCH_BYTES);
+                    out.push((pid, reach));
+                }
+            }
+        });
+        self.run = Some(Run {
+            sid,
+            clears,
+            regexes,
+            first: end,
+            last: end,
+        });
     }
 
     /// Records the windows of the pending run of match ends.
