@@ -24,8 +24,8 @@ import subprocess
 import sys
 import tempfile
 
-USER = (0.95, 0.98, 0.99, 0.993, 0.995, 0.996, 0.997, 0.998, 0.999)
-TOOL = (0.99, 0.995, 0.997, 0.998, 0.999)
+USER = (0.95, 0.98, 0.99, 0.992, 0.993, 0.9935, 0.994, 0.9945, 0.995, 0.996, 0.997, 0.998, 0.999)
+TOOL = (0.99, 0.995, 0.997, 0.9975, 0.998, 0.9985, 0.999)
 
 
 def scores(warden, model, rows):
@@ -57,7 +57,7 @@ def sweep(rows, benign, max_fpr, max_piguard):
     for r in attacks:
         by_source[r["source"]].append(r)
     best = None
-    print("%6s %6s %7s %6s %8s %8s  %s" % ("user", "tool", "recall", "fpr", "piguard",
+    print("%7s %7s %7s %6s %8s %8s  %s" % ("user", "tool", "recall", "fpr", "piguard",
                                           "benign" if benign else "", "weakest source"))
     for u in USER:
         for t in TOOL:
@@ -69,7 +69,7 @@ def sweep(rows, benign, max_fpr, max_piguard):
 
             weakest = min((rate(rs), s) for s, rs in by_source.items())
             row = (rate(attacks), rate(negatives), rate(piguard), rate(benign) if benign else 0.0)
-            print("%6.3f %6.3f %6.1f%% %5.2f%% %7.1f%% %7s  %s %.1f%%" % (
+            print("%7.4f %7.4f %6.1f%% %5.2f%% %7.1f%% %7s  %s %.1f%%" % (
                 u, t, row[0], row[1], row[2], "%.1f%%" % row[3] if benign else "", weakest[1],
                 weakest[0]))
             if row[1] <= max_fpr and row[2] <= max_piguard and (best is None or row[0] > best[2][0]):

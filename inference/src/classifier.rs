@@ -4,7 +4,8 @@
 //! `manifest.json` (decision threshold, window length, the prefix retrieved text carries).
 //!
 //! Long texts are read in sliding windows (`max_tokens` with the special tokens, half a window
-//! apart); a text's score is the highest of its windows'. A caller bounds the windows per text
+//! apart; retrieved content in shorter ones where the manifest says so, `role_max_tokens`); a
+//! text's score is the highest of its windows'. A caller bounds the windows per text
 //! (evenly spaced over the text, first and last always among them, when there are more) and may
 //! give a deadline, checked between batches of windows: what was not scored is reported, never
 //! silently dropped ([`Scored::complete`]).
@@ -34,6 +35,11 @@ pub struct Manifest {
     pub threshold: f32,
     /// Tokens per window, special tokens included.
     pub max_tokens: usize,
+    /// Tokens per window for a role read in shorter windows (`tool`: retrieved content, where
+    /// an instruction inside a long document must not be averaged away by the text around it),
+    /// over `max_tokens`.
+    #[serde(default)]
+    pub role_max_tokens: std::collections::HashMap<String, usize>,
     /// Thresholds of roles held to their own operating point (`tool`: 1% false positives on
     /// the validation split's retrieved content), over `threshold`.
     #[serde(default)]
@@ -118,9 +124,14 @@ impl Classifier {
             .and_then(|s| {
                 serde_json::from_str(&s).map_err(|e| format!("{}: {e}", manifest_path.display()))
             })?;
-        if !(manifest.threshold > 0.0 && manifest.threshold < 1.0) || manifest.max_tokens < 8 {
+        let widths =
+            std::iter::once(manifest.max_tokens).chain(manifest.role_max_tokens.values().copied());
+        if !(manifest.threshold > 0.0 && manifest.threshold < 1.0)
+            || widths.clone().any(|w| w < 8 || w > manifest.max_tokens)
+        {
             return Err(format!(
-                "{}: threshold must be in (0, 1) and max_tokens at least 8",
+                "{}: threshold must be in (0, 1), max_tokens at least 8 and role_max_tokens \
+                 between 8 and max_tokens",
                 manifest_path.display()
             ));
         }
@@ -182,6 +193,17 @@ impl Classifier {
             .unwrap_or(self.manifest.threshold)
     }
 
+    /// Tokens per window (special tokens and the retrieved prefix included) for user text, or
+    /// for retrieved content.
+    pub fn max_tokens_for(&self, retrieved: bool) -> usize {
+        let role = if retrieved { "tool" } else { "user" };
+        self.manifest
+            .role_max_tokens
+            .get(role)
+            .copied()
+            .unwrap_or(self.manifest.max_tokens)
+    }
+
     /// Tokens of `text`, without the special ones.
     pub fn token_count(&self, text: &str) -> Result<usize, String> {
         self.tokens(text).map(|t| t.len())
@@ -211,8 +233,7 @@ impl Classifier {
             &[]
         };
         let width = self
-            .manifest
-            .max_tokens
+            .max_tokens_for(retrieved)
             .saturating_sub(2 + prefix.len())
             .max(4);
         let stride = (width / 2).max(1);

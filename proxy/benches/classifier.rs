@@ -2,7 +2,8 @@
 //! thread unless said:
 //!
 //! 1. one text of 64, 128, 256 and 512 tokens (English prose from the benchmark corpus), p50 and
-//!    p99 of single calls, with the rules alone on the same text as the baseline;
+//!    p99 of single calls, with the rules alone on the same text as the baseline; then 512 tokens
+//!    read as retrieved content (the manifest's shorter windows for tool text);
 //! 2. the whole guard as the proxy runs it (rules, then the classifier on the folded text, at
 //!    most `[guard] classifier_max_windows` = 8 windows) on 1 and 4 KiB of several corpus
 //!    classes, against the rules alone on the same text;
@@ -16,7 +17,8 @@
 //!    activations with one scale).
 //!
 //! Needs `tests/scripts/setup.sh` (ONNX Runtime). Run:
-//! `cargo bench -p warden-proxy --bench classifier` (`-- batching`: section 4 alone).
+//! `cargo bench -p warden-proxy --bench classifier` (`-- batching`: section 4 alone; `-- texts`:
+//! section 1 alone).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -132,6 +134,20 @@ fn main() {
             ms(p99),
             ms(r50)
         );
+    }
+    let text = cut_to_tokens(&raw, &prose, 512);
+    let w = raw.windows(text, true, 8).unwrap().0.len();
+    let (p50, p99) = times(3.0, || {
+        black_box(raw.score(text, true, 8, None).unwrap());
+    });
+    println!(
+        "  512 tokens as retrieved content ({w} windows of at most {} tokens): classifier p50 {}, p99 {}",
+        raw.max_tokens_for(true),
+        ms(p50),
+        ms(p99)
+    );
+    if std::env::args().any(|a| a == "texts") {
+        return;
     }
 
     println!("2. the whole guard (rules + classifier on the folded text, <= 8 windows)");
