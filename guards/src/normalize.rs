@@ -857,7 +857,7 @@ fn fold_with<const SIMPLE_RUNS: bool>(
             None => info,
         };
         let flags = info.flags;
-        if flags & STRIPPED != 0 {
+        if flags & STRIPPED != 0 || (flags & TAG != 0 && in_emoji_tag_sequence(text, i)) {
             i = end;
             continue;
         }
@@ -923,7 +923,7 @@ fn fold_simple_run(
     map: &mut SpanMap,
     cache: &mut FoldCache,
 ) -> usize {
-    const NOT_SIMPLE: u8 = STRIPPED | WHITESPACE | COMBINING | MAY_DISGUISE | SPACED | LONG;
+    const NOT_SIMPLE: u8 = STRIPPED | WHITESPACE | COMBINING | MAY_DISGUISE | SPACED | LONG | TAG;
     let b = text.as_bytes();
     let Some(mut ch) = text[start..].chars().next() else {
         return start;
@@ -992,7 +992,7 @@ struct CharSlot {
 #[derive(Clone, Copy, Default)]
 struct CharInfo {
     /// [`STRIPPED`], [`WHITESPACE`], [`COMBINING`], [`MAY_DISGUISE`], [`SPACED`], [`SAME`],
-    /// [`LONG`].
+    /// [`LONG`], [`TAG`].
     flags: u8,
     /// The character folded on its own ([`fold_char`]): `folded[..len]`, unless [`LONG`].
     len: u8,
@@ -1010,6 +1010,9 @@ const SPACED: u8 = 16;
 const SAME: u8 = 32;
 /// Its fold is more than three characters: folded afresh each time.
 const LONG: u8 = 64;
+/// A tag character with an ASCII reading: read as that ASCII, unless it belongs to an emoji tag
+/// sequence ([`in_emoji_tag_sequence`]).
+const TAG: u8 = 128;
 
 /// One cached segment (a character and its marks): its UTF-8 bytes, zero-padded, and the folded
 /// text (`key_len == 0` is an empty slot).
@@ -1097,6 +1100,9 @@ fn char_info(ch: char) -> CharInfo {
     }
     if cp1252_byte(ch).is_some() || ch == '€' {
         flags |= MAY_DISGUISE;
+    }
+    if untag(ch) != ch {
+        flags |= TAG;
     }
     let mut folded = String::new();
     if flags & (STRIPPED | WHITESPACE) == 0 {
@@ -1285,6 +1291,34 @@ fn push_space(out: &mut String, map: &mut SpanMap, orig: Range<usize>) {
         out.push(' ');
         map.push_replace(orig, 1);
     }
+}
+
+/// The tag character at `text[i..]` belongs to an emoji tag sequence: a subdivision flag (U+1F3F4
+/// WAVING BLACK FLAG, at most seven tags, the cancel tag U+E007F), a picture, not text. Looks at
+/// most eight tags either way.
+fn in_emoji_tag_sequence(text: &str, i: usize) -> bool {
+    const MAX_TAGS: usize = 8;
+    // U+E0000 to U+E007F: F3 A0 80 80 to F3 A0 81 BF.
+    let b = text.as_bytes();
+    let tag_at = |k: usize| matches!(b.get(k..k + 3), Some([0xF3, 0xA0, 0x80 | 0x81]));
+    let mut start = i;
+    let mut n = 0;
+    while n < MAX_TAGS && start >= 4 && tag_at(start - 4) {
+        start -= 4;
+        n += 1;
+    }
+    if !text[..start].ends_with('\u{1F3F4}') {
+        return false;
+    }
+    let mut at = i;
+    while n < MAX_TAGS && tag_at(at) {
+        if text[at..].starts_with('\u{E007F}') {
+            return true;
+        }
+        at += 4;
+        n += 1;
+    }
+    false
 }
 
 /// A tag character (U+E0020 to U+E007E) as the ASCII character it shadows; others unchanged.
@@ -2841,10 +2875,26 @@ mod tests {
         assert_eq!(find_back(&t, f, "previous"), &hidden[4 * 11..4 * 19]);
         assert_spans_sound(&t, &v);
         assert_eq!(fold("a\u{E0001}b\u{E007F}c"), "abc");
-        // A subdivision flag keeps its letters (harmless) and loses its cancel tag.
+        // A subdivision flag is a picture: its tags are not text. Without the flag before them
+        // or the cancel tag after them, or more than a flag holds, they are.
+        let tags = |s: &str| -> String {
+            s.chars()
+                .map(|c| char::from_u32(0xE0000 + u32::from(c)).unwrap())
+                .collect()
+        };
+        let flag = format!("\u{1F3F4}{}\u{E007F}", tags("gbeng"));
         assert_eq!(
-            fold("\u{1F3F4}\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}"),
-            "\u{1F3F4}gbeng"
+            fold(&format!("go {flag}{flag} team")),
+            "go \u{1F3F4}\u{1F3F4} team"
+        );
+        assert_eq!(fold(&format!("x{}\u{E007F}", tags("gbeng"))), "xgbeng");
+        assert_eq!(
+            fold(&format!("\u{1F3F4}{}", tags("ignore"))),
+            "\u{1F3F4}ignore"
+        );
+        assert_eq!(
+            fold(&format!("\u{1F3F4}{}\u{E007F}", tags("ignore all"))),
+            "\u{1F3F4}ignore all"
         );
     }
 
