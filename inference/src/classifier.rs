@@ -27,6 +27,16 @@ pub fn default_dir() -> Option<PathBuf> {
     crate::text_model::find_dir("WARDEN_CLASSIFIER_DIR", "classifier", &["manifest.json"])
 }
 
+/// The manifest's name for the role of a text: `tool` for retrieved content (tool output,
+/// documents), `user` for the rest.
+fn role(retrieved: bool) -> &'static str {
+    if retrieved {
+        "tool"
+    } else {
+        "user"
+    }
+}
+
 /// What the runtime reads of the training run's `manifest.json`.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Manifest {
@@ -164,7 +174,7 @@ impl Classifier {
         let prefix = c
             .manifest
             .role_prefix
-            .get("tool")
+            .get(role(true))
             .cloned()
             .unwrap_or_default();
         c.retrieved_prefix = c.tokens(&prefix)?;
@@ -184,10 +194,9 @@ impl Classifier {
 
     /// The shipped threshold for user text, or for retrieved content (tool output, documents).
     pub fn threshold_for(&self, retrieved: bool) -> f32 {
-        let role = if retrieved { "tool" } else { "user" };
         self.manifest
             .role_thresholds
-            .get(role)
+            .get(role(retrieved))
             .copied()
             .filter(|t| *t > 0.0 && *t < 1.0)
             .unwrap_or(self.manifest.threshold)
@@ -196,10 +205,9 @@ impl Classifier {
     /// Tokens per window (special tokens and the retrieved prefix included) for user text, or
     /// for retrieved content.
     pub fn max_tokens_for(&self, retrieved: bool) -> usize {
-        let role = if retrieved { "tool" } else { "user" };
         self.manifest
             .role_max_tokens
-            .get(role)
+            .get(role(retrieved))
             .copied()
             .unwrap_or(self.manifest.max_tokens)
     }
