@@ -254,6 +254,25 @@ impl Normalizer {
         fold(&text[..floor_boundary(text, self.limits.max_scan_bytes)])
     }
 
+    /// The folded texts of the blobs [`Self::views`] decodes in `text` (base64, hex, Morse, ...,
+    /// nested), in the order it finds them: what the classifier layer reads besides the folded
+    /// text, so an encoded instruction that no rule matches is still read as the model would
+    /// decode it.
+    pub fn decoded_texts(&self, text: &str) -> Vec<String> {
+        let text = &text[..floor_boundary(text, self.limits.max_scan_bytes)];
+        let mut views = Vec::new();
+        if self.limits.max_decode_depth > 0 {
+            let mut budget = Budget {
+                blobs_left: self.limits.max_blobs,
+                decoded_left: self.limits.max_decoded_bytes,
+                work_left: self.limits.max_decode_work,
+                limited: false,
+            };
+            self.decode_blobs(text, 1, None, &mut budget, &mut views);
+        }
+        views.into_iter().map(|v| v.text).collect()
+    }
+
     /// The [`ViewKind::Folded`] view of `text` alone, for the output guard: the derived and
     /// decoded views read a text's context (a blob, a despaced run) that a stream only ever has
     /// part of.

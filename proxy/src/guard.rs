@@ -392,6 +392,8 @@ pub struct GuardOutcome {
     /// Where that score came from: the text (its index among the request's texts, in the order
     /// of the README's field table) and the window of it (0 = the first 256 tokens).
     pub classifier_at: Option<(usize, usize)>,
+    /// When a decoded blob of that text gave the score: which (0 = the first decoded).
+    pub classifier_blob: Option<usize>,
     /// The part of `elapsed` the classifier layer took (`classifier_us` in the access log).
     pub classifier_elapsed: Duration,
     /// Why the classifier could not decide and the request went on with the rules alone
@@ -1004,6 +1006,7 @@ pub fn finish(
         elapsed: forwarded_after.unwrap_or_else(|| inspection.started.elapsed()),
         classifier_score: verdict.classifier.map(|c| c.score),
         classifier_at: verdict.classifier.map(|c| (c.message, c.window)),
+        classifier_blob: verdict.classifier.and_then(|c| c.blob),
         classifier_elapsed,
         degraded: match &degraded {
             Ok(reason) => *reason,

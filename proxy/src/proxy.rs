@@ -1515,6 +1515,7 @@ fn log_request(ctx: &RequestCtx, o: &Outcome, upstream: Option<&crate::state::Up
             .map(|g| g.classifier_elapsed.as_micros() as u64),
         classifier_text = ctx.guard.as_ref().and_then(|g| g.classifier_at.map(|a| a.0)),
         classifier_window = ctx.guard.as_ref().and_then(|g| g.classifier_at.map(|a| a.1)),
+        classifier_blob = ctx.guard.as_ref().and_then(|g| g.classifier_blob),
         guard_degraded = ctx.guard.as_ref().and_then(|g| g.degraded),
         guard_hold_us = ctx.guard.as_ref().and_then(|g| g.held.map(|h| h.as_micros() as u64)),
         output = o.output.map(|d| d.name()),

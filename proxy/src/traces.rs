@@ -306,6 +306,9 @@ impl RequestSpan {
                     window as i64,
                 ));
             }
+            if let Some(blob) = g.classifier_blob {
+                attrs.push(KeyValue::new("warden.guard.classifier_blob", blob as i64));
+            }
             if let Some(reason) = g.degraded {
                 attrs.push(KeyValue::new("warden.guard.degraded", reason));
             }
@@ -573,6 +576,7 @@ mod tests {
             elapsed: Duration::ZERO,
             classifier_score: None,
             classifier_at: None,
+            classifier_blob: None,
             classifier_elapsed: Duration::ZERO,
             degraded: None,
             held: None,
@@ -622,6 +626,7 @@ mod tests {
             elapsed: Duration::ZERO,
             classifier_score: None,
             classifier_at: None,
+            classifier_blob: None,
             classifier_elapsed: Duration::ZERO,
             degraded: None,
             held: None,
