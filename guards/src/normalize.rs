@@ -261,15 +261,7 @@ impl Normalizer {
     pub fn decoded_texts(&self, text: &str) -> Vec<String> {
         let text = &text[..floor_boundary(text, self.limits.max_scan_bytes)];
         let mut views = Vec::new();
-        if self.limits.max_decode_depth > 0 {
-            let mut budget = Budget {
-                blobs_left: self.limits.max_blobs,
-                decoded_left: self.limits.max_decoded_bytes,
-                work_left: self.limits.max_decode_work,
-                limited: false,
-            };
-            self.decode_blobs(text, 1, None, &mut budget, &mut views);
-        }
+        self.decode_into(text, &mut views);
         views.into_iter().map(|v| v.text).collect()
     }
 
@@ -343,33 +335,60 @@ impl Normalizer {
         views.extend(leet);
         views.extend(despaced_leet);
 
-        let mut budget = Budget {
-            blobs_left: self.limits.max_blobs,
-            decoded_left: self.limits.max_decoded_bytes,
-            work_left: self.limits.max_decode_work,
-            limited: false,
-        };
-        if self.limits.max_decode_depth > 0 {
-            self.decode_blobs(text, 1, None, &mut budget, &mut views);
-        }
+        let decode_limited = self.decode_into(text, &mut views);
         *out = Views {
             views,
             truncated,
-            decode_limited: budget.limited,
+            decode_limited,
         };
     }
 
-    /// Finds encoded blobs in `text` and pushes one `Decoded` view per blob that decodes to
-    /// mostly printable text, recursing into decoded text. `outer` is the original span of the
-    /// enclosing blob (nested blobs map to it).
-    fn decode_blobs(
-        &self,
-        text: &str,
-        depth: u8,
-        outer: Option<Range<usize>>,
-        budget: &mut Budget,
-        views: &mut Vec<View>,
-    ) {
+    /// Pushes a decoded view of each blob of `text` (and of blobs inside them) onto `views`;
+    /// whether a limit cut the decoding short.
+    fn decode_into(&self, text: &str, views: &mut Vec<View>) -> bool {
+        if self.limits.max_decode_depth == 0 {
+            return false;
+        }
+        let mut decoder = Decoder {
+            limits: &self.limits,
+            budget: Budget {
+                blobs_left: self.limits.max_blobs,
+                decoded_left: self.limits.max_decoded_bytes,
+                work_left: self.limits.max_decode_work,
+                limited: false,
+            },
+            views,
+        };
+        decoder.blobs(&Level {
+            text,
+            depth: 1,
+            outer: None,
+        });
+        decoder.budget.limited
+    }
+}
+
+/// Decodes the blobs of one input text: its limits, what is left of its budget and where its
+/// views go, shared by every level of nesting.
+struct Decoder<'a> {
+    limits: &'a Limits,
+    budget: Budget,
+    views: &'a mut Vec<View>,
+}
+
+/// A text searched for blobs: the input (depth 1) or the decoded text of a blob, whose views all
+/// map back to `outer`, the blob's span in the input.
+struct Level<'t> {
+    text: &'t str,
+    depth: u8,
+    outer: Option<Range<usize>>,
+}
+
+impl Decoder<'_> {
+    /// Finds encoded blobs in `at.text` and pushes one `Decoded` view per blob that decodes to
+    /// mostly printable text, recursing into decoded text one [`Level`] deeper.
+    fn blobs(&mut self, at: &Level<'_>) {
+        let text = at.text;
         let b = text.as_bytes();
         let encoded = self
             .limits
@@ -401,9 +420,7 @@ impl Normalizer {
             if (CLASS[usize::from(b[start])] & CODE_START) | (CLASS[usize::from(after)] & SYMBOL85)
                 != 0
             {
-                if let Some(blob_end) =
-                    self.rare_runs(text, start..end, &mut rare, depth, &outer, budget, views)
-                {
+                if let Some(blob_end) = self.rare_runs(at, start..end, &mut rare) {
                     i = blob_end;
                     continue;
                 }
@@ -411,8 +428,8 @@ impl Normalizer {
             if end - start < shortest {
                 continue;
             }
-            if budget.blobs_left == 0 || budget.work_left == 0 {
-                budget.limited = true;
+            if self.budget.blobs_left == 0 || self.budget.work_left == 0 {
+                self.budget.limited = true;
                 return;
             }
             let mut escapes = 0;
@@ -426,37 +443,25 @@ impl Normalizer {
                 }
             }
             if escapes >= self.limits.min_percent_escapes {
-                self.try_blob(
-                    text,
-                    start..end,
-                    Encoding::Percent,
-                    depth,
-                    &outer,
-                    budget,
-                    views,
-                );
+                self.try_blob(at, start..end, Encoding::Percent);
             } else if end - start >= encoded {
-                self.split_run(text, start..end, depth, &outer, budget, views);
+                self.split_run(at, start..end);
             }
         }
-        self.escape_runs(text, depth, &outer, budget, views);
+        self.escape_runs(at);
     }
 
     /// Looks for a run of base85 / Ascii85 around the URL-ish run `run` (which a symbol of their
     /// alphabets follows) or of binary octets or Morse code starting with it, and decodes it;
     /// the end of the decoded run, if any. Out of the loop over runs: it is rarely called.
     #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
     fn rare_runs(
-        &self,
-        text: &str,
+        &mut self,
+        at: &Level<'_>,
         run: Range<usize>,
         rare: &mut RareRuns,
-        depth: u8,
-        outer: &Option<Range<usize>>,
-        budget: &mut Budget,
-        views: &mut Vec<View>,
     ) -> Option<usize> {
+        let text = at.text;
         let b = text.as_bytes();
         let (start, end) = (run.start, run.end);
         if b.get(end).is_some_and(|&c| is_b85_symbol(c))
@@ -465,7 +470,7 @@ impl Normalizer {
         {
             let run = base85_run(b, start, end, rare.b85_to);
             rare.b85_to = run.end;
-            if self.try_base85(text, run.clone(), depth, outer, budget, views) {
+            if self.try_base85(at, run.clone()) {
                 return Some(run.end);
             }
         }
@@ -476,7 +481,7 @@ impl Normalizer {
             let (walked, run) = code_run(b, start);
             rare.code_to = walked;
             if let Some((run, encoding)) = run {
-                if self.try_blob(text, run.clone(), encoding, depth, outer, budget, views) {
+                if self.try_blob(at, run.clone(), encoding) {
                     return Some(run.end);
                 }
             }
@@ -486,15 +491,8 @@ impl Normalizer {
 
     /// Tries a run of printable ASCII found by [`base85_run`] as base85, then (without its
     /// `<~ ~>` if it has them) as Ascii85.
-    fn try_base85(
-        &self,
-        text: &str,
-        run: Range<usize>,
-        depth: u8,
-        outer: &Option<Range<usize>>,
-        budget: &mut Budget,
-        views: &mut Vec<View>,
-    ) -> bool {
+    fn try_base85(&mut self, at: &Level<'_>, run: Range<usize>) -> bool {
+        let text = at.text;
         let b = text.as_bytes();
         let min = self.limits.min_base64_len.max(1);
         if run.len() < min {
@@ -505,17 +503,7 @@ impl Normalizer {
                 .iter()
                 .all(|&c| CLASS[usize::from(c)] & bit != 0)
         };
-        if all(&run, B85)
-            && self.try_blob(
-                text,
-                run.clone(),
-                Encoding::Base85,
-                depth,
-                outer,
-                budget,
-                views,
-            )
-        {
+        if all(&run, B85) && self.try_blob(at, run.clone(), Encoding::Base85) {
             return true;
         }
         let mut inner = run.clone();
@@ -525,20 +513,12 @@ impl Normalizer {
         {
             inner = inner.start + 2..inner.end - 2;
         }
-        inner.len() >= min
-            && all(&inner, A85)
-            && self.try_blob(text, inner, Encoding::Ascii85, depth, outer, budget, views)
+        inner.len() >= min && all(&inner, A85) && self.try_blob(at, inner, Encoding::Ascii85)
     }
 
     /// Runs of at least `min_percent_escapes` `\uXXXX` / `\xXX` escapes (nothing between them).
-    fn escape_runs(
-        &self,
-        text: &str,
-        depth: u8,
-        outer: &Option<Range<usize>>,
-        budget: &mut Budget,
-        views: &mut Vec<View>,
-    ) {
+    fn escape_runs(&mut self, at: &Level<'_>) {
+        let text = at.text;
         let b = text.as_bytes();
         let escape_at = |i: usize| match b.get(i..i + 2) {
             Some(b"\\u")
@@ -585,33 +565,18 @@ impl Normalizer {
             }
             i = end;
             if n >= self.limits.min_percent_escapes.max(1) {
-                if budget.blobs_left == 0 || budget.work_left == 0 {
-                    budget.limited = true;
+                if self.budget.blobs_left == 0 || self.budget.work_left == 0 {
+                    self.budget.limited = true;
                     return;
                 }
-                self.try_blob(
-                    text,
-                    start..end,
-                    Encoding::Escapes,
-                    depth,
-                    outer,
-                    budget,
-                    views,
-                );
+                self.try_blob(at, start..end, Encoding::Escapes);
             }
         }
     }
 
     /// Splits a URL-ish run that is not percent-encoded into base64 / hex candidates.
-    fn split_run(
-        &self,
-        text: &str,
-        run: Range<usize>,
-        depth: u8,
-        outer: &Option<Range<usize>>,
-        budget: &mut Budget,
-        views: &mut Vec<View>,
-    ) {
+    fn split_run(&mut self, at: &Level<'_>, run: Range<usize>) {
+        let text = at.text;
         let b = text.as_bytes();
         let mut i = run.start;
         while i < run.end {
@@ -645,36 +610,16 @@ impl Normalizer {
                 && len >= 8 * MIN_CODE_TOKENS
                 && len.is_multiple_of(8)
                 && b[span.clone()].iter().all(|&c| matches!(c, b'0' | b'1'));
-            if bin
-                && self.try_blob(
-                    text,
-                    span.clone(),
-                    Encoding::Binary,
-                    depth,
-                    outer,
-                    budget,
-                    views,
-                )
-            {
+            if bin && self.try_blob(at, span.clone(), Encoding::Binary) {
                 continue;
             }
             let hex = all_hex && len >= self.limits.min_hex_len && len.is_multiple_of(2);
-            if hex
-                && self.try_blob(
-                    text,
-                    span.clone(),
-                    Encoding::Hex,
-                    depth,
-                    outer,
-                    budget,
-                    views,
-                )
-            {
+            if hex && self.try_blob(at, span.clone(), Encoding::Hex) {
                 continue;
             }
             // Upper-case letters and 2-7 only: base32 first (as base64 it decodes to noise).
             let b32 = all_b32 && len >= self.limits.min_base64_len;
-            if b32 && self.try_blob(text, span, Encoding::Base32, depth, outer, budget, views) {
+            if b32 && self.try_blob(at, span, Encoding::Base32) {
                 continue;
             }
             if len >= self.limits.min_base64_len && !(std_chars && url_chars) {
@@ -683,34 +628,25 @@ impl Normalizer {
                 } else {
                     Encoding::Base64
                 };
-                self.try_blob(text, start..i, encoding, depth, outer, budget, views);
+                self.try_blob(at, start..i, encoding);
             }
-            if budget.blobs_left == 0 || budget.work_left == 0 {
+            if self.budget.blobs_left == 0 || self.budget.work_left == 0 {
                 return;
             }
         }
     }
 
     /// Decodes one candidate; on success pushes its view (and nested ones) and returns true.
-    #[allow(clippy::too_many_arguments)]
-    fn try_blob(
-        &self,
-        text: &str,
-        span: Range<usize>,
-        encoding: Encoding,
-        depth: u8,
-        outer: &Option<Range<usize>>,
-        budget: &mut Budget,
-        views: &mut Vec<View>,
-    ) -> bool {
-        if budget.blobs_left == 0 {
-            budget.limited = true;
+    fn try_blob(&mut self, at: &Level<'_>, span: Range<usize>, encoding: Encoding) -> bool {
+        let (text, depth) = (at.text, at.depth);
+        if self.budget.blobs_left == 0 {
+            self.budget.limited = true;
             return false;
         }
         let mut input = &text.as_bytes()[span.clone()];
-        let cap = self.limits.max_blob_bytes.min(budget.work_left);
+        let cap = self.limits.max_blob_bytes.min(self.budget.work_left);
         if input.len() > cap {
-            budget.limited = true;
+            self.budget.limited = true;
             let align = match encoding {
                 Encoding::Base64 | Encoding::Base64Url => 4,
                 Encoding::Base32 => 8,
@@ -720,33 +656,37 @@ impl Normalizer {
             };
             input = &input[..cap - cap % align];
         }
-        budget.work_left -= input.len();
+        self.budget.work_left -= input.len();
         let Some(bytes) = decode(input, encoding) else {
             return false;
         };
         let Some(mut raw) = printable_text(bytes) else {
             return false;
         };
-        if raw.len() > budget.decoded_left {
-            budget.limited = true;
-            raw.truncate(floor_boundary(&raw, budget.decoded_left));
+        if raw.len() > self.budget.decoded_left {
+            self.budget.limited = true;
+            raw.truncate(floor_boundary(&raw, self.budget.decoded_left));
         }
         let mut folded = String::with_capacity(raw.len());
         fold_into(&raw, &mut folded, &mut SpanMap::default());
         if folded.trim().is_empty() {
             return false;
         }
-        budget.decoded_left -= raw.len();
-        budget.blobs_left -= 1;
-        let orig = outer.clone().unwrap_or(span);
-        views.push(View {
+        self.budget.decoded_left -= raw.len();
+        self.budget.blobs_left -= 1;
+        let orig = at.outer.clone().unwrap_or(span);
+        self.views.push(View {
             kind: ViewKind::Decoded { encoding, depth },
             map: Arc::new(SpanMap::whole(folded.len(), orig.clone())),
             text: folded,
             differs: None,
         });
         if depth < self.limits.max_decode_depth {
-            self.decode_blobs(&raw, depth + 1, Some(orig), budget, views);
+            self.blobs(&Level {
+                text: &raw,
+                depth: depth + 1,
+                outer: Some(orig),
+            });
         }
         true
     }
