@@ -3026,6 +3026,36 @@ mod tests {
         }
     }
 
+    /// Random text over the alphabets of the binary, Morse, Ascii85 and base85 finders (their
+    /// separators, delimiters and symbols, a few letters, Braille): no panic and every span
+    /// sound; and a long run of octets after them still decodes.
+    #[test]
+    fn code_and_base85_finders_hold_on_random_text() {
+        let alphabet = "0101010101.-.-.- / |\n<~>z!u{};%A9aé⠁⠠";
+        let mut next = random_chars(alphabet, 0x2545_f491_4f6c_dd1d);
+        for len in [0, 1, 7, 8, 9, 16, 17, 40, 120, 400] {
+            for _ in 0..300 {
+                let t: String = (0..len).map(|_| next()).collect();
+                let v = views(&t);
+                assert_spans_sound(&t, &v);
+            }
+        }
+        let noise: String = (0..400).map(|_| next()).collect();
+        let octets: String = (0..2000)
+            .map(|k| format!("{:08b} ", 0x61 + (k * 7) % 26))
+            .collect();
+        let t = format!("{noise} {octets}");
+        let v = views(&t);
+        assert_spans_sound(&t, &v);
+        let d = v
+            .get(ViewKind::Decoded {
+                encoding: Encoding::Binary,
+                depth: 1,
+            })
+            .unwrap();
+        assert!(d.text.starts_with("ahov"), "{:?}", &d.text[..20]);
+    }
+
     /// The fast path for simple non-ASCII runs writes exactly the text and span map that the
     /// general path alone writes: on random text built from letters that fold to themselves,
     /// to a homoglyph or to nothing, uppercase, marks before and after, stripped and spacing
