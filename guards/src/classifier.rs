@@ -264,15 +264,11 @@ pub fn start_request(
         }
         let threshold =
             policy.thresholds[*target as usize].unwrap_or_else(|| classifier.threshold(*target));
-        let decoded = normalizer.decoded_texts(text);
+        let decoded = normalizer.decoded_texts(text, MAX_DECODED_TEXTS);
         meta.push((i, None, *target, threshold));
         folded.push((*target, f));
-        for (k, d) in decoded
-            .into_iter()
-            .filter(|d| !d.trim().is_empty())
-            .take(MAX_DECODED_TEXTS)
-            .enumerate()
-        {
+        // (A decoded view is never blank: the normaliser drops a blob that folds to nothing.)
+        for (k, d) in decoded.into_iter().enumerate() {
             meta.push((i, Some(k), *target, threshold));
             folded.push((*target, d));
         }

@@ -254,14 +254,14 @@ impl Normalizer {
         fold(&text[..floor_boundary(text, self.limits.max_scan_bytes)])
     }
 
-    /// The folded texts of the blobs [`Self::views`] decodes in `text` (base64, hex, Morse, ...,
-    /// nested), in the order it finds them: what the classifier layer reads besides the folded
-    /// text, so an encoded instruction that no rule matches is still read as the model would
-    /// decode it.
-    pub fn decoded_texts(&self, text: &str) -> Vec<String> {
+    /// The folded texts of the first `max` blobs [`Self::views`] decodes in `text` (base64, hex,
+    /// Morse, ..., nested), in the order it finds them: what the classifier layer reads besides
+    /// the folded text, so an encoded instruction that no rule matches is still read as the
+    /// model would decode it. Stops decoding at the `max`th.
+    pub fn decoded_texts(&self, text: &str, max: usize) -> Vec<String> {
         let text = &text[..floor_boundary(text, self.limits.max_scan_bytes)];
         let mut views = Vec::new();
-        self.decode_into(text, &mut views);
+        self.decode_into(text, &mut views, max.min(self.limits.max_blobs));
         views.into_iter().map(|v| v.text).collect()
     }
 
@@ -335,7 +335,7 @@ impl Normalizer {
         views.extend(leet);
         views.extend(despaced_leet);
 
-        let decode_limited = self.decode_into(text, &mut views);
+        let decode_limited = self.decode_into(text, &mut views, self.limits.max_blobs);
         *out = Views {
             views,
             truncated,
@@ -343,16 +343,16 @@ impl Normalizer {
         };
     }
 
-    /// Pushes a decoded view of each blob of `text` (and of blobs inside them) onto `views`;
-    /// whether a limit cut the decoding short.
-    fn decode_into(&self, text: &str, views: &mut Vec<View>) -> bool {
+    /// Pushes a decoded view of each of the first `max_blobs` blobs of `text` (and of blobs
+    /// inside them) onto `views`; whether a limit cut the decoding short.
+    fn decode_into(&self, text: &str, views: &mut Vec<View>, max_blobs: usize) -> bool {
         if self.limits.max_decode_depth == 0 {
             return false;
         }
         let mut decoder = Decoder {
             limits: &self.limits,
             budget: Budget {
-                blobs_left: self.limits.max_blobs,
+                blobs_left: max_blobs,
                 decoded_left: self.limits.max_decoded_bytes,
                 work_left: self.limits.max_decode_work,
                 limited: false,
