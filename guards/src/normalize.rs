@@ -230,8 +230,10 @@ impl Default for Limits {
 impl Normalizer {
     /// A normaliser with the given bounds.
     pub fn new(limits: Limits) -> Self {
-        // Built here, not by the first request that needs it (about a millisecond).
+        // Built here, not by the first request that needs them (about a millisecond, and 14 ms
+        // for the fold table in a release build).
         alnum_bmp();
+        std::sync::LazyLock::force(&FOLD_TABLE);
         Self { limits }
     }
 
@@ -908,7 +910,13 @@ fn fold_with<const SIMPLE_RUNS: bool>(
             continue;
         }
         if SIMPLE_RUNS {
-            let j = fold_simple_run(text, i, out, map, cache);
+            // A character of the Basic Multilingual Plane that the table's run does not take
+            // is not one the cache's would.
+            let j = if c < 0xf0 {
+                fold_table_run(text, i, out, map, cache)
+            } else {
+                fold_simple_run(text, i, out, map, cache)
+            };
             if j > i {
                 i = j;
                 continue;
@@ -1018,7 +1026,6 @@ fn fold_simple_run(
     cache: &mut FoldCache,
 ) -> usize {
     const NOT_SIMPLE: u8 = STRIPPED | WHITESPACE | COMBINING | MAY_DISGUISE | SPACED | LONG | TAG;
-    let b = text.as_bytes();
     let Some(mut ch) = text[start..].chars().next() else {
         return start;
     };
@@ -1029,19 +1036,10 @@ fn fold_simple_run(
     while info.flags & NOT_SIMPLE == 0 {
         let end = i + ch.len_utf8();
         // A mark or a stripped character after this one joins its segment: the general path's.
-        let next = match b.get(end) {
-            Some(&c) if c >= 0x80 => match text[end..].chars().next() {
-                Some(n) => {
-                    let n_info = cache.info(n);
-                    if n_info.flags & (COMBINING | STRIPPED) != 0 {
-                        break;
-                    }
-                    Some((n, n_info))
-                }
-                None => break,
-            },
-            _ => None,
-        };
+        let next = peek(text, end, cache);
+        if next.is_some_and(|(_, n_info)| n_info.flags & (COMBINING | STRIPPED) != 0) {
+            break;
+        }
         if info.flags & SAME == 0 {
             if copied < i {
                 out.push_str(&text[copied..i]);
@@ -1067,6 +1065,203 @@ fn fold_simple_run(
     i
 }
 
+/// [`fold_simple_run`] for characters of the Basic Multilingual Plane, from [`FOLD_TABLE`]
+/// instead of the per-thread cache: a character is decoded and looked up in one step, and a
+/// run of characters that fold to themselves costs a few instructions each (Cyrillic, Arabic,
+/// Devanagari and CJK text is mostly such runs). It stops where a character needs the general
+/// path, or the one after it is outside the plane; returns where it stopped.
+#[inline]
+fn fold_table_run(
+    text: &str,
+    start: usize,
+    out: &mut String,
+    map: &mut SpanMap,
+    cache: &mut FoldCache,
+) -> usize {
+    let table = &*FOLD_TABLE;
+    let b = text.as_bytes();
+    let Some((cp, mut len)) = bmp_at(b, start) else {
+        return start;
+    };
+    let mut e = table.entries[cp as usize];
+    let mut i = start;
+    // `text[copied..i]` folds to itself and is not written yet.
+    let mut copied = start;
+    'run: while e & FT_SIMPLE != 0 {
+        let mut end = i + len;
+        // What follows: ASCII or the end (`None`), or a character of the plane; one outside it
+        // (an emoji, a supplementary mark) is the general path's.
+        let mut next = match b.get(end) {
+            Some(&c) if c >= 0xf0 => break,
+            _ => bmp_at(b, end),
+        };
+        if next.is_some_and(|(n, _)| table.entries[n as usize] & FT_JOINS != 0) {
+            // Marks (or stripped characters) join this character's segment, which the general
+            // path takes, unless it is this character and up to three marks that fold to
+            // themselves together (most syllables of the Indic scripts: a consonant, a vowel
+            // sign, a nasal sign).
+            if e & FT_SAME == 0 {
+                break;
+            }
+            let mut marks = 0;
+            while let Some((m, m_len)) = next {
+                let me = table.entries[m as usize];
+                if me & FT_JOINS == 0 {
+                    break;
+                }
+                if marks == MAX_FAST_MARKS || me & FT_PAIRABLE == 0 {
+                    break 'run;
+                }
+                marks += 1;
+                end += m_len;
+                next = match b.get(end) {
+                    Some(&c) if c >= 0xf0 => break 'run,
+                    _ => bmp_at(b, end),
+                };
+            }
+            if !cache.segment_folds_to_itself(&text[i..end]) {
+                break;
+            }
+        }
+        if e & FT_SAME == 0 {
+            if copied < i {
+                out.push_str(&text[copied..i]);
+                map.push_copy(copied, i - copied);
+            }
+            // Most folds are one character (a homoglyph, a lowercase letter), kept in the
+            // entry: pushed without a copy call.
+            let written = match char::from_u32((e >> 32) as u32) {
+                Some(c) if e & FT_ONE_CHAR != 0 => {
+                    out.push(c);
+                    c.len_utf8()
+                }
+                _ => {
+                    let from = ((e >> FT_OFFSET_SHIFT) & 0xff_ffff) as usize;
+                    let folded = table
+                        .folded
+                        .get(from..from + ((e >> FT_LEN_SHIFT) & FT_LEN_MASK) as usize)
+                        .unwrap_or_default();
+                    out.push_str(folded);
+                    folded.len()
+                }
+            };
+            map.push_replace(i..end, written);
+            copied = end;
+        }
+        i = end;
+        match next {
+            Some((n, n_len)) => {
+                len = n_len;
+                e = table.entries[n as usize];
+            }
+            None => break,
+        }
+    }
+    if copied < i {
+        out.push_str(&text[copied..i]);
+        map.push_copy(copied, i - copied);
+    }
+    i
+}
+
+/// The code point and length of the two- or three-byte character at `at` of valid UTF-8 `b`;
+/// `None` at ASCII, a four-byte character or the end.
+#[inline(always)]
+fn bmp_at(b: &[u8], at: usize) -> Option<(u32, usize)> {
+    let c0 = u32::from(*b.get(at)?);
+    match c0 {
+        0xc0..=0xdf => Some((((c0 & 0x1f) << 6) | (u32::from(*b.get(at + 1)?) & 0x3f), 2)),
+        0xe0..=0xef => {
+            let (c1, c2) = (u32::from(*b.get(at + 1)?), u32::from(*b.get(at + 2)?));
+            Some((((c0 & 0x0f) << 12) | ((c1 & 0x3f) << 6) | (c2 & 0x3f), 3))
+        }
+        _ => None,
+    }
+}
+
+/// [`CharInfo`] of every character of the Basic Multilingual Plane, for [`fold_table_run`]: an
+/// entry per code point (bits `FT_*`: whether the fast path may take it, whether it folds to
+/// itself, whether it joins the segment before it, and where its fold is in `folded`).
+/// Computed once per process (about 64K folds, tens of milliseconds).
+struct FoldTable {
+    entries: Vec<u64>,
+    folded: String,
+}
+
+/// Neither stripped, a space, a mark, a disguise, spaced, long nor a tag: [`fold_simple_run`]'s
+/// characters.
+const FT_SIMPLE: u64 = 1;
+/// It folds to itself.
+const FT_SAME: u64 = 2;
+/// A combining mark or a stripped character: it joins the segment of the character before it.
+const FT_JOINS: u64 = 4;
+/// A combining mark and nothing else the general path must see: it may join a segment
+/// [`fold_table_run`] takes.
+const FT_PAIRABLE: u64 = 8;
+/// It folds to one character, the entry's top 32 bits.
+const FT_ONE_CHAR: u64 = 16;
+/// Otherwise its fold is `folded[offset..offset + len]`: the length in bits 8 to 11, the offset
+/// in bits 12 to 35.
+const FT_LEN_SHIFT: u32 = 8;
+const FT_LEN_MASK: u64 = 0xf;
+const FT_OFFSET_SHIFT: u32 = 12;
+/// Most marks of a segment that [`fold_table_run`] takes.
+const MAX_FAST_MARKS: usize = 3;
+
+static FOLD_TABLE: std::sync::LazyLock<FoldTable> = std::sync::LazyLock::new(|| {
+    const NOT_SIMPLE: u8 = STRIPPED | WHITESPACE | COMBINING | MAY_DISGUISE | SPACED | LONG | TAG;
+    let mut entries = vec![0u64; 0x1_0000];
+    let mut folded = String::new();
+    for (cp, entry) in entries.iter_mut().enumerate().skip(0x80) {
+        let Some(ch) = u32::try_from(cp).ok().and_then(char::from_u32) else {
+            continue;
+        };
+        let info = char_info(ch);
+        let mut e = 0;
+        if info.flags & NOT_SIMPLE == 0 {
+            e |= FT_SIMPLE;
+        }
+        if info.flags & SAME != 0 {
+            e |= FT_SAME;
+        }
+        if info.flags & (COMBINING | STRIPPED) != 0 {
+            e |= FT_JOINS;
+        }
+        if info.flags & NOT_SIMPLE == COMBINING {
+            e |= FT_PAIRABLE;
+        }
+        if e & FT_SIMPLE != 0 && e & FT_SAME == 0 {
+            if info.len == 1 {
+                e |= FT_ONE_CHAR | u64::from(u32::from(info.folded[0])) << 32;
+            } else {
+                let from = folded.len();
+                folded.extend(&info.folded[..usize::from(info.len)]);
+                let len = (folded.len() - from) as u64;
+                if len <= FT_LEN_MASK && from < 1 << 24 {
+                    e |= len << FT_LEN_SHIFT | (from as u64) << FT_OFFSET_SHIFT;
+                } else {
+                    // Not representable: the general path's (never, for 64K short folds).
+                    e &= !FT_SIMPLE;
+                }
+            }
+        }
+        *entry = e;
+    }
+    FoldTable { entries, folded }
+});
+
+/// The non-ASCII character at `at` and its [`CharInfo`]; `None` at an ASCII byte or the end.
+#[inline(always)]
+fn peek(text: &str, at: usize, cache: &mut FoldCache) -> Option<(char, CharInfo)> {
+    match text.as_bytes().get(at) {
+        Some(&c) if c >= 0x80 => {
+            let n = text[at..].chars().next()?;
+            Some((n, cache.info(n)))
+        }
+        _ => None,
+    }
+}
+
 /// What the normaliser needs to know of a non-ASCII character, remembered per thread: folding
 /// one (NFKD, filtering, NFC, confusables, lowercase) costs about 150 ns and its Unicode property
 /// lookups tens more, and text in any script repeats a small set of characters, so direct-mapped
@@ -1074,6 +1269,9 @@ fn fold_simple_run(
 struct FoldCache {
     chars: Vec<CharSlot>,
     segments: Vec<FoldSlot>,
+    /// Whether a segment folds to itself, by its UTF-8 bytes zero-padded (0 is an empty slot:
+    /// a segment is never empty).
+    same_segments: Vec<(u128, bool)>,
 }
 
 /// A character's [`CharInfo`]; `ch == '\0'` marks an empty slot (NUL is ASCII, never looked up).
@@ -1129,6 +1327,7 @@ impl Default for FoldCache {
         FoldCache {
             chars: vec![CharSlot::default(); FOLD_CACHE_CHARS],
             segments: vec![FoldSlot::default(); FOLD_CACHE_SEGMENTS],
+            same_segments: vec![(0, false); FOLD_CACHE_SEGMENTS],
         }
     }
 }
@@ -1150,6 +1349,28 @@ impl FoldCache {
         slot.info
     }
 
+    /// Whether the segment `seg` (a character and its marks, at most 16 bytes) folds to itself
+    /// ([`fold_char`]; a mark can compose with the character, or be a diacritic that folding
+    /// drops), remembered.
+    #[inline(always)]
+    fn segment_folds_to_itself(&mut self, seg: &str) -> bool {
+        let bytes = seg.as_bytes();
+        let Some(head) = bytes.get(..bytes.len().min(16)) else {
+            return false;
+        };
+        let mut padded = [0u8; 16];
+        padded[..head.len()].copy_from_slice(head);
+        let key = u128::from_le_bytes(padded);
+        let h = (key as u64 ^ (key >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let slot = &mut self.same_segments[(h >> 54) as usize % FOLD_CACHE_SEGMENTS];
+        if slot.0 != key || bytes.len() > 16 {
+            let mut folded = String::new();
+            fold_char(seg, &mut folded);
+            *slot = (key, folded == seg);
+        }
+        slot.1
+    }
+
     /// [`fold_char`] of a segment (a character with its marks), remembered. Results that hold a
     /// space are not kept: whether that space is written depends on what precedes it.
     fn fold(&mut self, seg: &str, out: &mut String) {
@@ -1166,14 +1387,18 @@ impl FoldCache {
             out.push_str(&slot.folded);
             return;
         }
-        let before = out.len();
-        fold_char(seg, out);
-        let folded = &out[before..];
+        // Folded on its own: after a space, [`fold_char`] would leave out a space it begins
+        // with, and what it wrote would not be the segment's fold everywhere (a test that
+        // reuses one cache for every character found that).
+        let mut folded = String::new();
+        fold_char(seg, &mut folded);
+        let skip = usize::from(out.ends_with(' ') && folded.starts_with(' '));
+        out.push_str(&folded[skip..]);
         if !folded.contains(' ') {
             *slot = FoldSlot {
                 key,
                 key_len: bytes.len() as u8,
-                folded: folded.into(),
+                folded: folded.into_boxed_str(),
             };
         }
     }
@@ -1357,6 +1582,14 @@ const fn alnum_and_lead_bits(x: u64) -> (u64, u64) {
         gather_high_bits((digit | letter) & ascii),
         gather_high_bits(lead),
     )
+}
+
+/// Bits 0..8 set where a byte of `x` is at least `0xe0` (leads a three- or four-byte
+/// character) and where it is at least `0xf0` (leads a four-byte one).
+const fn long_lead_bits(x: u64) -> (u64, u64) {
+    let three = x & (x << 1) & (x << 2) & HIGH;
+    let four = three & (x << 3);
+    (gather_high_bits(three), gather_high_bits(four))
 }
 
 /// The high bit of each byte of `v` (all below 0x80) that is at least `lo`: `b + (0x80 - lo)`
@@ -1709,50 +1942,83 @@ fn run_starts(b: &[u8]) -> Vec<u64> {
 /// letters or digits, or a non-ASCII lead byte. A superset of where [`unit_at`] finds a unit
 /// (it decides, with Unicode's idea of a letter for non-ASCII neighbours such as `→` or `é`).
 fn unit_starts(b: &[u8]) -> Vec<u64> {
-    let mut word = Vec::with_capacity(b.len().div_ceil(64));
-    let mut lead = Vec::with_capacity(word.capacity());
-    for chunk in b.chunks(64) {
-        let (mut w, mut l) = (0u64, 0u64);
-        // Eight bytes at a time (this loop was a third of the normaliser's time byte by byte).
-        let mut eights = chunk.chunks_exact(8);
-        let mut j = 0;
-        for e in &mut eights {
-            let (alnum, leads) = alnum_and_lead_bits(word_at(e, 0).unwrap_or_default());
-            w |= alnum << j;
-            l |= leads << j;
-            j += 8;
-        }
-        for (k, &c) in eights.remainder().iter().enumerate() {
-            w |= u64::from(c.is_ascii_alphanumeric()) << (j + k);
-            l |= u64::from(c >= 0xc0) << (j + k);
-        }
-        word.push(w);
-        lead.push(l);
+    /// One 64-byte chunk: ASCII letters and digits, lead bytes, bytes that are not ASCII, and
+    /// lead bytes of three- and four-byte characters.
+    #[derive(Clone, Copy)]
+    struct Chunk {
+        alnum: u64,
+        lead: u64,
+        high: u64,
+        three: u64,
+        four: u64,
     }
-    // A non-ASCII character can be a unit of a run only next to an ASCII separator (runs are
-    // split by ASCII separators): in text of a script without spaces between letters, or in the
-    // middle of a word, none are, and this skips their Unicode lookups.
-    let ascii_gap = |i: Option<usize>| {
-        i.and_then(|i| b.get(i))
-            .is_none_or(|&c| c < 0x80 && !c.is_ascii_alphanumeric())
-    };
-    for (k, l) in lead.iter_mut().enumerate() {
-        let mut bits = *l;
-        while bits != 0 {
-            let at = k * 64 + bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            let len = b.get(at).map_or(1, |&c| utf8_len(c));
-            if !ascii_gap(at.checked_sub(1)) && !ascii_gap(Some(at + len)) {
-                *l &= !(1u64 << (at % 64));
+    let chunks: Vec<Chunk> = b
+        .chunks(64)
+        .map(|chunk| {
+            let mut c = Chunk {
+                alnum: 0,
+                lead: 0,
+                high: 0,
+                three: 0,
+                four: 0,
+            };
+            // Eight bytes at a time (this loop was a third of the normaliser's time byte by
+            // byte); ASCII text skips the lengths of characters.
+            let mut eights = chunk.chunks_exact(8);
+            let mut j = 0;
+            for e in &mut eights {
+                let x = word_at(e, 0).unwrap_or_default();
+                let (alnum, leads) = alnum_and_lead_bits(x);
+                c.alnum |= alnum << j;
+                if x & HIGH != 0 {
+                    let (three, four) = long_lead_bits(x);
+                    c.lead |= leads << j;
+                    c.high |= gather_high_bits(x & HIGH) << j;
+                    c.three |= three << j;
+                    c.four |= four << j;
+                }
+                j += 8;
             }
-        }
-    }
-    (0..word.len())
+            for (k, &byte) in eights.remainder().iter().enumerate() {
+                c.alnum |= u64::from(byte.is_ascii_alphanumeric()) << (j + k);
+                c.lead |= u64::from(byte >= 0xc0) << (j + k);
+                c.high |= u64::from(byte >= 0x80) << (j + k);
+                c.three |= u64::from(byte >= 0xe0) << (j + k);
+                c.four |= u64::from(byte >= 0xf0) << (j + k);
+            }
+            c
+        })
+        .collect();
+    // Bytes that are ASCII and not letters or digits, and the places before and after the text.
+    let gap = |k: usize| -> u64 {
+        chunks.get(k).map_or(!0, |c| {
+            let tail = b.len() - 64 * k;
+            let past = if tail < 64 { !0u64 << tail } else { 0 };
+            (!c.alnum & !c.high) | past
+        })
+    };
+    (0..chunks.len())
         .map(|k| {
-            let w = word[k];
-            let before = (w << 1) | k.checked_sub(1).map_or(0, |p| word[p] >> 63);
-            let after = (w >> 1) | word.get(k + 1).map_or(0, |n| n << 63);
-            (w & !before & !after) | lead[k]
+            let c = chunks[k];
+            let w = c.alnum;
+            let before = (w << 1) | k.checked_sub(1).map_or(0, |p| chunks[p].alnum >> 63);
+            let after = (w >> 1) | chunks.get(k + 1).map_or(0, |n| n.alnum << 63);
+            let mut lead = c.lead;
+            if lead != 0 {
+                // A non-ASCII character can be a unit of a run only next to an ASCII separator
+                // (runs are split by ASCII separators): in text of a script without spaces
+                // between letters, or in the middle of a word, none are, and this skips their
+                // Unicode lookups. The byte after a character depends on its length: bit `i`
+                // of `gap_after(d)` is whether byte `64 k + i + d` is a gap.
+                let (here, next) = (gap(k), gap(k + 1));
+                let gap_after = |d: u32| (here >> d) | (next << (64 - d));
+                let gap_before = (here << 1) | k.checked_sub(1).map_or(1, |p| gap(p) >> 63);
+                let ends_in_gap = (lead & !c.three & gap_after(2))
+                    | (c.three & !c.four & gap_after(3))
+                    | (c.four & gap_after(4));
+                lead &= gap_before | ends_in_gap;
+            }
+            (w & !before & !after) | lead
         })
         .collect()
 }
@@ -2909,6 +3175,11 @@ mod tests {
                         "byte {v:#x} at {pos} among {fill:#x}"
                     );
                     assert_eq!(
+                        long_lead_bits(u64::from_le_bytes(bytes)),
+                        (bit(|b| b >= 0xe0), bit(|b| b >= 0xf0)),
+                        "byte {v:#x} at {pos} among {fill:#x}"
+                    );
+                    assert_eq!(
                         alnum_and_lead_bits(u64::from_le_bytes(bytes)),
                         (bit(|b| b.is_ascii_alphanumeric()), bit(|b| b >= 0xc0)),
                         "byte {v:#x} at {pos} among {fill:#x}"
@@ -3056,6 +3327,43 @@ mod tests {
         assert!(d.text.starts_with("ahov"), "{:?}", &d.text[..20]);
     }
 
+    /// The same for every character of the Basic Multilingual Plane ([`FOLD_TABLE`]'s): alone,
+    /// doubled, before ASCII, before a diacritic that folding drops, and (for the scripts with
+    /// vowel signs, nuktas and composing marks) before each such mark.
+    #[test]
+    fn every_plane_character_folds_as_the_general_path_does() {
+        let (mut fast, mut fast_map) = (String::new(), SpanMap::default());
+        let (mut slow, mut slow_map) = (String::new(), SpanMap::default());
+        let mut cache = FoldCache::default();
+        let mut same = |t: &str| {
+            fast.clear();
+            slow.clear();
+            fast_map = SpanMap::default();
+            slow_map = SpanMap::default();
+            fold_with::<true>(t, &mut fast, &mut fast_map, &mut cache);
+            fold_with::<false>(t, &mut slow, &mut slow_map, &mut FoldCache::default());
+            assert_eq!(fast, slow, "{t:?}");
+            assert_eq!(fast_map, slow_map, "{t:?}");
+        };
+        let marks = [
+            '\u{301}', '\u{93c}', '\u{93e}', '\u{94d}', '\u{9be}', '\u{9d7}', '\u{b3e}', '\u{bbe}',
+            '\u{cd5}', '\u{d3e}', '\u{102e}', '\u{3099}', '\u{5b8}', '\u{64e}', '\u{e31}',
+        ];
+        let mut t = String::new();
+        for c in (0x80..0x1_0000u32).filter_map(char::from_u32) {
+            t.clear();
+            t.extend([c, c, 'y', c, '\u{308}', ' ', c]);
+            same(&t);
+            if matches!(u32::from(c), 0x900..=0xdff | 0x1000..=0x109f | 0x3040..=0x30ff) {
+                for m in marks {
+                    t.clear();
+                    t.extend([c, m, c, m, m, c]);
+                    same(&t);
+                }
+            }
+        }
+    }
+
     /// The fast path for simple non-ASCII runs writes exactly the text and span map that the
     /// general path alone writes: on random text built from letters that fold to themselves,
     /// to a homoglyph or to nothing, uppercase, marks before and after, stripped and spacing
@@ -3072,7 +3380,7 @@ mod tests {
         };
         let alphabet = "aB \u{a0}\u{e9}\u{c9}\u{301}\u{308}\u{200b}\u{ad}\u{20ac}\u{c3}\u{a9}\u{2019}\u{2014}\u{fb01}\u{2460}\u{ff21}\u{3000}\
              \u{43f}\u{41f}\u{440}\u{420}\u{451}\u{439}\u{3b1}\u{3a3}\u{3c2}\u{5d0}\u{5b8}\u{627}\u{644}\u{64e}\u{651}\
-             \u{915}\u{93f}\u{94d}\u{937}\u{4e2d}\u{6587}\u{3042}\u{30ab}\u{3099}\u{ac00}\u{1100}\u{1161}\u{1f600}\u{fe0f}\u{200d}";
+             \u{915}\u{93f}\u{94d}\u{937}\u{928}\u{93c}\u{9c7}\u{9be}\u{b47}\u{b3e}\u{4e2d}\u{6587}\u{3042}\u{30ab}\u{3099}\u{ac00}\u{1100}\u{1161}\u{1f600}\u{fe0f}\u{200d}";
         let mut next = random_chars(alphabet, 0x2545_f491_4f6c_dd1d);
         for len in 0..48 {
             for _ in 0..300 {
@@ -3094,6 +3402,43 @@ mod tests {
     }
 
     /// Characters drawn from `alphabet` by a xorshift generator seeded with `seed`.
+    /// [`unit_starts`] (a word at a time) sets the bits a byte-by-byte reading sets: ASCII
+    /// letters and digits alone between non-alphanumerics, and lead bytes of characters of any
+    /// length with an ASCII non-alphanumeric (or an end) on either side.
+    #[test]
+    fn unit_starts_agree_with_bytes() {
+        let reference = |b: &[u8]| -> Vec<u64> {
+            let gap = |i: Option<usize>| {
+                i.and_then(|i| b.get(i))
+                    .is_none_or(|&c| c < 0x80 && !c.is_ascii_alphanumeric())
+            };
+            let alnum = |i: Option<usize>| {
+                i.and_then(|i| b.get(i))
+                    .is_some_and(u8::is_ascii_alphanumeric)
+            };
+            let mut bits = vec![0u64; b.len().div_ceil(64)];
+            for (i, &c) in b.iter().enumerate() {
+                let unit = if c.is_ascii_alphanumeric() {
+                    !alnum(i.checked_sub(1)) && !alnum(Some(i + 1))
+                } else {
+                    c >= 0xc0 && (gap(i.checked_sub(1)) || gap(Some(i + utf8_len(c))))
+                };
+                bits[i / 64] |= u64::from(unit) << (i % 64);
+            }
+            bits
+        };
+        let mut next = random_chars(
+            "a1 ,.\n\u{e9}\u{436}\u{627}\u{915}\u{93e}\u{4e2d}\u{1f600}",
+            0x9e37_79b9,
+        );
+        for len in 0..140 {
+            for _ in 0..40 {
+                let t: String = (0..len).map(|_| next()).collect();
+                assert_eq!(unit_starts(t.as_bytes()), reference(t.as_bytes()), "{t:?}");
+            }
+        }
+    }
+
     fn random_chars(alphabet: &str, seed: u64) -> impl FnMut() -> char {
         let alphabet: Vec<char> = alphabet.chars().collect();
         let mut x = seed;
