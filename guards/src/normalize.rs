@@ -1920,15 +1920,26 @@ fn unit_at(text: &str, i: usize) -> Option<usize> {
 /// followed by two more such starts are kept: in ordinary prose ("a", "I", "s" of "it's")
 /// almost none. Built 64 bytes at a time without branches.
 fn run_starts(b: &[u8]) -> Vec<u64> {
-    let units = unit_starts(b);
-    // Bit i of the result: bit i of `bits` and some bit in i + 2 ..= i + 7 of `next`.
+    let (units, lens) = unit_starts_and_lengths(b);
+    // Bit i of the result: bit i of `bits` and some bit of `next` past the unit at i and a
+    // separator byte, up to i + 7: i + 2 on for an ASCII unit, i + 3, 4 or 5 on for one of two,
+    // three or four bytes (a syllable of Devanagari, a letter and its vowel sign, is not two
+    // units).
     let followed = |bits: &[u64], next: &[u64]| -> Vec<u64> {
         (0..bits.len())
             .map(|k| {
                 let (cur, after) = (next[k], next.get(k + 1).copied().unwrap_or(0));
-                let ahead =
-                    (2..=MAX_UNIT_GAP).fold(0u64, |acc, d| acc | (cur >> d) | (after << (64 - d)));
-                bits[k] & ahead
+                let at = |d: u32| (cur >> d) | (after << (64 - d));
+                let from5 = (5..=MAX_UNIT_GAP).fold(0u64, |acc, d| acc | at(d));
+                let from4 = from5 | at(4);
+                let from3 = from4 | at(3);
+                let from2 = from3 | at(2);
+                let [two, three, four] = lens[k];
+                bits[k]
+                    & ((!(two | three | four) & from2)
+                        | (two & from3)
+                        | (three & from4)
+                        | (four & from5))
             })
             .collect()
     };
@@ -1941,7 +1952,14 @@ fn run_starts(b: &[u8]) -> Vec<u64> {
 /// Bit `i` set where a unit may start: an ASCII letter or digit whose neighbours are not ASCII
 /// letters or digits, or a non-ASCII lead byte. A superset of where [`unit_at`] finds a unit
 /// (it decides, with Unicode's idea of a letter for non-ASCII neighbours such as `→` or `é`).
+#[cfg(test)]
 fn unit_starts(b: &[u8]) -> Vec<u64> {
+    unit_starts_and_lengths(b).0
+}
+
+/// [`unit_starts`], and per word which of them are lead bytes of two-, three- and four-byte
+/// characters.
+fn unit_starts_and_lengths(b: &[u8]) -> (Vec<u64>, Vec<[u64; 3]>) {
     /// One 64-byte chunk: ASCII letters and digits, lead bytes, bytes that are not ASCII, and
     /// lead bytes of three- and four-byte characters.
     #[derive(Clone, Copy)]
@@ -1997,7 +2015,7 @@ fn unit_starts(b: &[u8]) -> Vec<u64> {
             (!c.alnum & !c.high) | past
         })
     };
-    (0..chunks.len())
+    let units = (0..chunks.len())
         .map(|k| {
             let c = chunks[k];
             let w = c.alnum;
@@ -2020,7 +2038,12 @@ fn unit_starts(b: &[u8]) -> Vec<u64> {
             }
             (w & !before & !after) | lead
         })
-        .collect()
+        .collect();
+    let lengths = chunks
+        .iter()
+        .map(|c| [c.lead & !c.three, c.three & !c.four, c.four])
+        .collect();
+    (units, lengths)
 }
 
 /// Most bytes from the start of one despaced unit to the next: a 4-byte character and a
@@ -3084,6 +3107,9 @@ mod tests {
             "→",
             "—",
             "\u{20000}",
+            "\u{915}",
+            "\u{93f}",
+            "\u{4e2d}",
             "ab",
             "word",
             "\u{1d400}",
@@ -3098,6 +3124,8 @@ mod tests {
             "\u{2014}i.g.n.o.r.e",
             "a\u{2192}b c d",
             "\u{20000}---\u{20000}---\u{20000}",
+            "\u{915} \u{916} \u{917}\u{93f} \u{918}",
+            "\u{4e2d} \u{6587} \u{5b57}",
         ];
         let random = (0..3000).map(|round| {
             let len = 1 + round % 40;
