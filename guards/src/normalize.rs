@@ -854,7 +854,7 @@ fn fold_into(text: &str, out: &mut String, map: &mut SpanMap) {
     })
 }
 
-/// `SIMPLE_RUNS` turns on [`fold_simple_run`], the fast path for most non-ASCII text; the tests
+/// `SIMPLE_RUNS` turns on [`fold_table_run`], the fast path for most non-ASCII text; the tests
 /// check that it writes exactly what the general path alone writes.
 fn fold_with<const SIMPLE_RUNS: bool>(
     text: &str,
@@ -910,13 +910,7 @@ fn fold_with<const SIMPLE_RUNS: bool>(
             continue;
         }
         if SIMPLE_RUNS {
-            // A character of the Basic Multilingual Plane that the table's run does not take
-            // is not one the cache's would.
-            let j = if c < 0xf0 {
-                fold_table_run(text, i, out, map, cache)
-            } else {
-                fold_simple_run(text, i, out, map, cache)
-            };
+            let j = fold_table_run(text, i, out, map, cache);
             if j > i {
                 i = j;
                 continue;
@@ -1010,66 +1004,16 @@ fn fold_with<const SIMPLE_RUNS: bool>(
     out[lower_from..].make_ascii_lowercase();
 }
 
-/// The fast path of [`fold_with`] from `start` (a non-ASCII character): the run of non-ASCII
-/// characters that the general path would fold each on its own from its cached [`CharInfo`]
-/// (no disguise, not stripped, not a space, not a mark, not followed by a mark or a stripped
-/// character: most letters of most scripts). It writes what the general path writes, but
-/// copies the characters that fold to themselves a run at a time and decodes and looks up each
-/// character once. Returns where the run ends: `start` when the general path must take the
-/// character there.
-#[inline]
-fn fold_simple_run(
-    text: &str,
-    start: usize,
-    out: &mut String,
-    map: &mut SpanMap,
-    cache: &mut FoldCache,
-) -> usize {
-    const NOT_SIMPLE: u8 = STRIPPED | WHITESPACE | COMBINING | MAY_DISGUISE | SPACED | LONG | TAG;
-    let Some(mut ch) = text[start..].chars().next() else {
-        return start;
-    };
-    let mut info = cache.info(ch);
-    let mut i = start;
-    // `text[copied..i]` folds to itself and is not written yet.
-    let mut copied = start;
-    while info.flags & NOT_SIMPLE == 0 {
-        let end = i + ch.len_utf8();
-        // A mark or a stripped character after this one joins its segment: the general path's.
-        let next = peek(text, end, cache);
-        if next.is_some_and(|(_, n_info)| n_info.flags & (COMBINING | STRIPPED) != 0) {
-            break;
-        }
-        if info.flags & SAME == 0 {
-            if copied < i {
-                out.push_str(&text[copied..i]);
-                map.push_copy(copied, i - copied);
-            }
-            let before = out.len();
-            for &c in &info.folded[..usize::from(info.len)] {
-                out.push(c);
-            }
-            map.push_replace(i..end, out.len() - before);
-            copied = end;
-        }
-        i = end;
-        match next {
-            Some((n, n_info)) => (ch, info) = (n, n_info),
-            None => break,
-        }
-    }
-    if copied < i {
-        out.push_str(&text[copied..i]);
-        map.push_copy(copied, i - copied);
-    }
-    i
-}
-
-/// [`fold_simple_run`] for characters of the Basic Multilingual Plane, from [`FOLD_TABLE`]
-/// instead of the per-thread cache: a character is decoded and looked up in one step, and a
-/// run of characters that fold to themselves costs a few instructions each (Cyrillic, Arabic,
-/// Devanagari and CJK text is mostly such runs). It stops where a character needs the general
-/// path, or the one after it is outside the plane; returns where it stopped.
+/// The fast path of [`fold_with`] from `start` (a non-ASCII character): the run of characters
+/// of the Basic Multilingual Plane that the general path would fold each on its own from its
+/// [`CharInfo`] (no disguise, not stripped, not a space, not a mark, not followed by a mark or
+/// a stripped character: most letters of most scripts), and of characters with up to three
+/// marks that fold to themselves together. It writes what the general path writes, from
+/// [`FOLD_TABLE`]: a character is decoded and looked up in one step, and a run of characters
+/// that fold to themselves is copied at once (Cyrillic, Arabic, Devanagari and CJK text is
+/// mostly such runs). It stops where a character needs the general path, or the one after it
+/// is outside the plane; returns where it stopped (`start` when the general path must take
+/// the character there).
 #[inline]
 fn fold_table_run(
     text: &str,
@@ -1079,23 +1023,17 @@ fn fold_table_run(
     cache: &mut FoldCache,
 ) -> usize {
     let table = &*FOLD_TABLE;
-    let b = text.as_bytes();
-    let Some((cp, mut len)) = bmp_at(b, start) else {
+    let Some((mut e, mut len)) = entry_at(table, text, start, cache) else {
         return start;
     };
-    let mut e = table.entries[cp as usize];
     let mut i = start;
     // `text[copied..i]` folds to itself and is not written yet.
     let mut copied = start;
     'run: while e & FT_SIMPLE != 0 {
         let mut end = i + len;
-        // What follows: ASCII or the end (`None`), or a character of the plane; one outside it
-        // (an emoji, a supplementary mark) is the general path's.
-        let mut next = match b.get(end) {
-            Some(&c) if c >= 0xf0 => break,
-            _ => bmp_at(b, end),
-        };
-        if next.is_some_and(|(n, _)| table.entries[n as usize] & FT_JOINS != 0) {
+        // What follows: ASCII or the end (`None`), or another character.
+        let mut next = entry_at(table, text, end, cache);
+        if next.is_some_and(|(n, _)| n & FT_JOINS != 0) {
             // Marks (or stripped characters) join this character's segment, which the general
             // path takes, unless it is this character and up to three marks that fold to
             // themselves together (most syllables of the Indic scripts: a consonant, a vowel
@@ -1104,8 +1042,7 @@ fn fold_table_run(
                 break;
             }
             let mut marks = 0;
-            while let Some((m, m_len)) = next {
-                let me = table.entries[m as usize];
+            while let Some((me, m_len)) = next {
                 if me & FT_JOINS == 0 {
                     break;
                 }
@@ -1114,10 +1051,7 @@ fn fold_table_run(
                 }
                 marks += 1;
                 end += m_len;
-                next = match b.get(end) {
-                    Some(&c) if c >= 0xf0 => break 'run,
-                    _ => bmp_at(b, end),
-                };
+                next = entry_at(table, text, end, cache);
             }
             if !cache.segment_folds_to_itself(&text[i..end]) {
                 break;
@@ -1150,10 +1084,7 @@ fn fold_table_run(
         }
         i = end;
         match next {
-            Some((n, n_len)) => {
-                len = n_len;
-                e = table.entries[n as usize];
-            }
+            Some((n, n_len)) => (e, len) = (n, n_len),
             None => break,
         }
     }
@@ -1164,19 +1095,73 @@ fn fold_table_run(
     i
 }
 
-/// The code point and length of the two- or three-byte character at `at` of valid UTF-8 `b`;
-/// `None` at ASCII, a four-byte character or the end.
+/// The [`FOLD_TABLE`] entry and length of the non-ASCII character at `at` of `text`: read from
+/// the table in the Basic Multilingual Plane, made from the per-thread cache's [`CharInfo`]
+/// outside it (emoji, mathematical letters); `None` at ASCII or the end.
 #[inline(always)]
-fn bmp_at(b: &[u8], at: usize) -> Option<(u32, usize)> {
+fn entry_at(
+    table: &FoldTable,
+    text: &str,
+    at: usize,
+    cache: &mut FoldCache,
+) -> Option<(u64, usize)> {
+    let b = text.as_bytes();
     let c0 = u32::from(*b.get(at)?);
     match c0 {
-        0xc0..=0xdf => Some((((c0 & 0x1f) << 6) | (u32::from(*b.get(at + 1)?) & 0x3f), 2)),
+        0xc0..=0xdf => {
+            let cp = ((c0 & 0x1f) << 6) | (u32::from(*b.get(at + 1)?) & 0x3f);
+            Some((*table.entries.get(cp as usize)?, 2))
+        }
         0xe0..=0xef => {
             let (c1, c2) = (u32::from(*b.get(at + 1)?), u32::from(*b.get(at + 2)?));
-            Some((((c0 & 0x0f) << 12) | ((c1 & 0x3f) << 6) | (c2 & 0x3f), 3))
+            let cp = ((c0 & 0x0f) << 12) | ((c1 & 0x3f) << 6) | (c2 & 0x3f);
+            Some((*table.entries.get(cp as usize)?, 3))
+        }
+        0xf0.. => {
+            let ch = text.get(at..)?.chars().next()?;
+            // A fold of more than one character has no place in the arena: the general path.
+            Some((cache.entry(ch), 4))
         }
         _ => None,
     }
+}
+
+/// The [`FOLD_TABLE`] entry of a character with `info`; its fold, when that is longer than one
+/// character, is appended to `arena` (without one, the character is left to the general path).
+fn entry(info: &CharInfo, arena: Option<&mut String>) -> u64 {
+    const NOT_SIMPLE: u8 = STRIPPED | WHITESPACE | COMBINING | MAY_DISGUISE | SPACED | LONG | TAG;
+    let mut e = 0;
+    if info.flags & NOT_SIMPLE == 0 {
+        e |= FT_SIMPLE;
+    }
+    if info.flags & SAME != 0 {
+        e |= FT_SAME;
+    }
+    if info.flags & (COMBINING | STRIPPED) != 0 {
+        e |= FT_JOINS;
+    }
+    if info.flags & NOT_SIMPLE == COMBINING {
+        e |= FT_PAIRABLE;
+    }
+    if e & FT_SIMPLE != 0 && e & FT_SAME == 0 {
+        if info.len == 1 {
+            e |= FT_ONE_CHAR | u64::from(u32::from(info.folded[0])) << 32;
+        } else {
+            let Some(arena) = arena else {
+                return e & !FT_SIMPLE;
+            };
+            let from = arena.len();
+            arena.extend(&info.folded[..usize::from(info.len)]);
+            let len = (arena.len() - from) as u64;
+            if len <= FT_LEN_MASK && from < 1 << 24 {
+                e |= len << FT_LEN_SHIFT | (from as u64) << FT_OFFSET_SHIFT;
+            } else {
+                // Not representable: the general path's (never, for 64K short folds).
+                e &= !FT_SIMPLE;
+            }
+        }
+    }
+    e
 }
 
 /// [`CharInfo`] of every character of the Basic Multilingual Plane, for [`fold_table_run`]: an
@@ -1188,8 +1173,8 @@ struct FoldTable {
     folded: String,
 }
 
-/// Neither stripped, a space, a mark, a disguise, spaced, long nor a tag: [`fold_simple_run`]'s
-/// characters.
+/// Neither stripped, a space, a mark, a disguise, spaced, long nor a tag: a character
+/// [`fold_table_run`] takes on its own.
 const FT_SIMPLE: u64 = 1;
 /// It folds to itself.
 const FT_SAME: u64 = 2;
@@ -1209,58 +1194,15 @@ const FT_OFFSET_SHIFT: u32 = 12;
 const MAX_FAST_MARKS: usize = 3;
 
 static FOLD_TABLE: std::sync::LazyLock<FoldTable> = std::sync::LazyLock::new(|| {
-    const NOT_SIMPLE: u8 = STRIPPED | WHITESPACE | COMBINING | MAY_DISGUISE | SPACED | LONG | TAG;
     let mut entries = vec![0u64; 0x1_0000];
     let mut folded = String::new();
-    for (cp, entry) in entries.iter_mut().enumerate().skip(0x80) {
-        let Some(ch) = u32::try_from(cp).ok().and_then(char::from_u32) else {
-            continue;
-        };
-        let info = char_info(ch);
-        let mut e = 0;
-        if info.flags & NOT_SIMPLE == 0 {
-            e |= FT_SIMPLE;
+    for (cp, slot) in entries.iter_mut().enumerate().skip(0x80) {
+        if let Some(ch) = u32::try_from(cp).ok().and_then(char::from_u32) {
+            *slot = entry(&char_info(ch), Some(&mut folded));
         }
-        if info.flags & SAME != 0 {
-            e |= FT_SAME;
-        }
-        if info.flags & (COMBINING | STRIPPED) != 0 {
-            e |= FT_JOINS;
-        }
-        if info.flags & NOT_SIMPLE == COMBINING {
-            e |= FT_PAIRABLE;
-        }
-        if e & FT_SIMPLE != 0 && e & FT_SAME == 0 {
-            if info.len == 1 {
-                e |= FT_ONE_CHAR | u64::from(u32::from(info.folded[0])) << 32;
-            } else {
-                let from = folded.len();
-                folded.extend(&info.folded[..usize::from(info.len)]);
-                let len = (folded.len() - from) as u64;
-                if len <= FT_LEN_MASK && from < 1 << 24 {
-                    e |= len << FT_LEN_SHIFT | (from as u64) << FT_OFFSET_SHIFT;
-                } else {
-                    // Not representable: the general path's (never, for 64K short folds).
-                    e &= !FT_SIMPLE;
-                }
-            }
-        }
-        *entry = e;
     }
     FoldTable { entries, folded }
 });
-
-/// The non-ASCII character at `at` and its [`CharInfo`]; `None` at an ASCII byte or the end.
-#[inline(always)]
-fn peek(text: &str, at: usize, cache: &mut FoldCache) -> Option<(char, CharInfo)> {
-    match text.as_bytes().get(at) {
-        Some(&c) if c >= 0x80 => {
-            let n = text[at..].chars().next()?;
-            Some((n, cache.info(n)))
-        }
-        _ => None,
-    }
-}
 
 /// What the normaliser needs to know of a non-ASCII character, remembered per thread: folding
 /// one (NFKD, filtering, NFC, confusables, lowercase) costs about 150 ns and its Unicode property
@@ -1279,6 +1221,8 @@ struct FoldCache {
 struct CharSlot {
     ch: char,
     info: CharInfo,
+    /// Its [`FOLD_TABLE`]-style entry, for characters outside the table's plane.
+    entry: u64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -1337,16 +1281,29 @@ impl FoldCache {
     /// written in pieces and read back whole, a store-forwarding stall on every character.
     #[inline(always)]
     fn info(&mut self, ch: char) -> CharInfo {
+        self.slot(ch).info
+    }
+
+    /// The [`FOLD_TABLE`] entry of `ch` ([`entry`], without an arena).
+    #[inline(always)]
+    fn entry(&mut self, ch: char) -> u64 {
+        self.slot(ch).entry
+    }
+
+    #[inline(always)]
+    fn slot(&mut self, ch: char) -> &CharSlot {
         let code = u32::from(ch);
         let slot =
             &mut self.chars[(code.wrapping_mul(0x9E37_79B1) >> 20) as usize % FOLD_CACHE_CHARS];
         if slot.ch != ch || slot.ch == '\0' {
+            let info = char_info(ch);
             *slot = CharSlot {
                 ch,
-                info: char_info(ch),
+                info,
+                entry: entry(&info, None),
             };
         }
-        slot.info
+        slot
     }
 
     /// Whether the segment `seg` (a character and its marks, at most 16 bytes) folds to itself
@@ -3355,11 +3312,12 @@ mod tests {
         assert!(d.text.starts_with("ahov"), "{:?}", &d.text[..20]);
     }
 
-    /// The same for every character of the Basic Multilingual Plane ([`FOLD_TABLE`]'s): alone,
+    /// The same for every character of the Basic Multilingual Plane ([`FOLD_TABLE`]'s) and of
+    /// blocks outside it (mathematical letters, emoji, tags, variation selectors): alone,
     /// doubled, before ASCII, before a diacritic that folding drops, and (for the scripts with
     /// vowel signs, nuktas and composing marks) before each such mark.
     #[test]
-    fn every_plane_character_folds_as_the_general_path_does() {
+    fn every_character_folds_as_the_general_path_does() {
         let (mut fast, mut fast_map) = (String::new(), SpanMap::default());
         let (mut slow, mut slow_map) = (String::new(), SpanMap::default());
         let mut cache = FoldCache::default();
@@ -3378,7 +3336,18 @@ mod tests {
             '\u{cd5}', '\u{d3e}', '\u{102e}', '\u{3099}', '\u{5b8}', '\u{64e}', '\u{e31}',
         ];
         let mut t = String::new();
-        for c in (0x80..0x1_0000u32).filter_map(char::from_u32) {
+        // The plane, and blocks outside it that fold, are marks, are stripped or are emoji.
+        let outside = [
+            0x1_0000..0x1_0100u32,
+            0x1_d400..0x1_d800,
+            0x1_f000..0x1_f700,
+            0x2_0000..0x2_0100,
+            0xe_0000..0xe_0200,
+        ];
+        for c in (0x80..0x1_0000u32)
+            .chain(outside.into_iter().flatten())
+            .filter_map(char::from_u32)
+        {
             t.clear();
             t.extend([c, c, 'y', c, '\u{308}', ' ', c]);
             same(&t);
