@@ -1029,10 +1029,16 @@ fn fold_table_run(
     let mut i = start;
     // `text[copied..i]` folds to itself and is not written yet.
     let mut copied = start;
-    'run: while e & FT_SIMPLE != 0 {
+    'run: while e & (FT_SIMPLE | FT_SHOWN_ALONE) != 0 {
         let mut end = i + len;
         // What follows: ASCII or the end (`None`), or another character.
         let mut next = entry_at(table, text, end, cache);
+        // A character Windows-1252 shows (`é`, `’`) starts a mojibake disguise only before
+        // another such character: before anything else it is an ordinary one.
+        let alone = e & FT_SHOWN_ALONE != 0 && next.is_none_or(|(n, _)| n & FT_SHOWS_BYTE == 0);
+        if e & FT_SIMPLE == 0 && !alone {
+            break;
+        }
         if next.is_some_and(|(n, _)| n & FT_JOINS != 0) {
             // Marks (or stripped characters) join this character's segment, which the general
             // path takes, unless it is this character and up to three marks that fold to
@@ -1126,9 +1132,10 @@ fn entry_at(
     }
 }
 
-/// The [`FOLD_TABLE`] entry of a character with `info`; its fold, when that is longer than one
-/// character, is appended to `arena` (without one, the character is left to the general path).
-fn entry(info: &CharInfo, arena: Option<&mut String>) -> u64 {
+/// The [`FOLD_TABLE`] entry of a character with `info` (`euro`: it is `€`); its fold, when that
+/// is longer than one character, is appended to `arena` (without one, the character is left to
+/// the general path).
+fn entry(info: &CharInfo, euro: bool, arena: Option<&mut String>) -> u64 {
     const NOT_SIMPLE: u8 = STRIPPED | WHITESPACE | COMBINING | MAY_DISGUISE | SPACED | LONG | TAG;
     let mut e = 0;
     if info.flags & NOT_SIMPLE == 0 {
@@ -1143,12 +1150,18 @@ fn entry(info: &CharInfo, arena: Option<&mut String>) -> u64 {
     if info.flags & NOT_SIMPLE == COMBINING {
         e |= FT_PAIRABLE;
     }
-    if e & FT_SIMPLE != 0 && e & FT_SAME == 0 {
+    if info.flags & MAY_DISGUISE != 0 {
+        e |= FT_SHOWS_BYTE;
+    }
+    if info.flags & NOT_SIMPLE == MAY_DISGUISE && !euro {
+        e |= FT_SHOWN_ALONE;
+    }
+    if e & (FT_SIMPLE | FT_SHOWN_ALONE) != 0 && e & FT_SAME == 0 {
         if info.len == 1 {
             e |= FT_ONE_CHAR | u64::from(u32::from(info.folded[0])) << 32;
         } else {
             let Some(arena) = arena else {
-                return e & !FT_SIMPLE;
+                return e & !(FT_SIMPLE | FT_SHOWN_ALONE);
             };
             let from = arena.len();
             arena.extend(&info.folded[..usize::from(info.len)]);
@@ -1157,7 +1170,7 @@ fn entry(info: &CharInfo, arena: Option<&mut String>) -> u64 {
                 e |= len << FT_LEN_SHIFT | (from as u64) << FT_OFFSET_SHIFT;
             } else {
                 // Not representable: the general path's (never, for 64K short folds).
-                e &= !FT_SIMPLE;
+                e &= !(FT_SIMPLE | FT_SHOWN_ALONE);
             }
         }
     }
@@ -1185,6 +1198,11 @@ const FT_JOINS: u64 = 4;
 const FT_PAIRABLE: u64 = 8;
 /// It folds to one character, the entry's top 32 bits.
 const FT_ONE_CHAR: u64 = 16;
+/// Windows-1252 shows it for a byte: it may be part of a mojibake disguise.
+const FT_SHOWS_BYTE: u64 = 32;
+/// Simple but for that, and not `€` (whose reading depends on the letters around it): simple
+/// when the next character is not one such.
+const FT_SHOWN_ALONE: u64 = 64;
 /// Otherwise its fold is `folded[offset..offset + len]`: the length in bits 8 to 11, the offset
 /// in bits 12 to 35.
 const FT_LEN_SHIFT: u32 = 8;
@@ -1198,7 +1216,7 @@ static FOLD_TABLE: std::sync::LazyLock<FoldTable> = std::sync::LazyLock::new(|| 
     let mut folded = String::new();
     for (cp, slot) in entries.iter_mut().enumerate().skip(0x80) {
         if let Some(ch) = u32::try_from(cp).ok().and_then(char::from_u32) {
-            *slot = entry(&char_info(ch), Some(&mut folded));
+            *slot = entry(&char_info(ch), ch == '€', Some(&mut folded));
         }
     }
     FoldTable { entries, folded }
@@ -1300,7 +1318,7 @@ impl FoldCache {
             *slot = CharSlot {
                 ch,
                 info,
-                entry: entry(&info, None),
+                entry: entry(&info, ch == '€', None),
             };
         }
         slot
