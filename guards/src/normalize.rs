@@ -1034,9 +1034,9 @@ fn fold_table_run(
         // What follows: ASCII or the end (`None`), or another character.
         let mut next = entry_at(table, text, end, cache);
         // A character Windows-1252 shows (`é`, `’`) starts a mojibake disguise only before
-        // another such character: before anything else it is an ordinary one.
-        let alone = e & FT_SHOWN_ALONE != 0 && next.is_none_or(|(n, _)| n & FT_SHOWS_BYTE == 0);
-        if e & FT_SIMPLE == 0 && !alone {
+        // another such character: before anything else it is an ordinary one (the loop's
+        // condition let in only those and simple characters).
+        if e & FT_SIMPLE == 0 && next.is_some_and(|(n, _)| n & FT_SHOWS_BYTE != 0) {
             break;
         }
         if next.is_some_and(|(n, _)| n & FT_JOINS != 0) {
