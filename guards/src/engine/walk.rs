@@ -11,6 +11,10 @@ use super::*;
 /// one walk on English text (measured).
 pub(super) const LANES: usize = 4;
 
+/// Lock steps of the lanes between two advances of the unanchored walk: each advance has a
+/// fixed cost (its state in and out of registers), paid once per `BLOCK * LANES` bytes.
+const BLOCK: usize = 16;
+
 /// Texts shorter than this are walked in one lane: each extra lane re-reads up to
 /// `max_pattern_len - 1` bytes before its quarter.
 pub(super) const LANE_MIN_LEN: usize = 512;
@@ -32,8 +36,8 @@ pub(super) fn match_states(
     };
     let step = |sid: StateID, at: usize, out: &mut Vec<(usize, StateID)>| {
         let sid = dfa.next_state(AcAnchored::No, sid, text[at]);
-        if dfa.is_special(sid) && dfa.is_match(sid) {
-            out.push((at + 1, sid));
+        if dfa.is_special(sid) {
+            special(dfa, sid, at, out);
         }
         sid
     };
@@ -58,13 +62,27 @@ pub(super) fn match_states(
         lane.clear();
     }
     // Every lane is at least `q` bytes long: walk that much of all of them in lock step, and
-    // the unanchored regexes' relaxed DFA `LANES` bytes further each time.
-    for k in 0..q {
-        for l in 0..LANES {
-            sids[l] = step(sids[l], from[l] + k, &mut lanes[l]);
+    // after every `BLOCK` steps the unanchored regexes' relaxed DFA as many bytes as the lanes
+    // walked together. Each lane's bytes are a slice of exactly `q`, so reading them needs no
+    // bounds check.
+    let texts: [&[u8]; LANES] = std::array::from_fn(|l| &text[from[l]..from[l] + q]);
+    let mut k = 0;
+    while k < q {
+        let end = (k + BLOCK).min(q);
+        // `k` indexes four slices at once and places a match: no iterator says that better.
+        #[allow(clippy::needless_range_loop)]
+        for k in k..end {
+            for l in 0..LANES {
+                let sid = dfa.next_state(AcAnchored::No, sids[l], texts[l][k]);
+                sids[l] = sid;
+                if dfa.is_special(sid) {
+                    special(dfa, sid, from[l] + k, &mut lanes[l]);
+                }
+            }
         }
+        k = end;
         if let Some(w) = walk.as_deref_mut() {
-            w.advance(text, base + (k + 1) * LANES);
+            w.advance(text, base + k * LANES);
         }
     }
     for l in 0..LANES {
@@ -76,6 +94,17 @@ pub(super) fn match_states(
         out.extend(lane.iter().filter(|(end, _)| *end > base + l * q));
     }
     (0..LANES).map(|l| to[l] - from[l]).sum()
+}
+
+/// A special state entered after the byte at `at`: recorded if it is a match state. Out of line
+/// and cold: a match is rare next to the steps around it, and the lanes' loop needs every
+/// register it has.
+#[cold]
+#[inline(never)]
+fn special(dfa: &DFA, sid: StateID, at: usize, out: &mut Vec<(usize, StateID)>) {
+    if dfa.is_match(sid) {
+        out.push((at + 1, sid));
+    }
 }
 
 #[cfg(test)]
