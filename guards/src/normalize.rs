@@ -901,11 +901,30 @@ fn fold_with<const SIMPLE_RUNS: bool>(
                 map.push_copy(start, i - start);
                 continue;
             }
-            // Whitespace (or a second space) or a control character.
-            if c.is_ascii_whitespace() || c == 0x0b {
-                push_space(out, map, i..i + 1);
+            // Whitespace (or a second space) or a control character, and the run of them that
+            // follows (the indentation of code, JSON and HTML): at most one space is written,
+            // for the first whitespace byte; the rest are dropped. Stops at a space that would
+            // be written (the copy above takes it).
+            let mut space = out.ends_with(' ');
+            let mut j = i;
+            while let Some(&c) = b.get(j) {
+                if !(c < 0x21 || c == 0x7f) || (c == b' ' && !space) {
+                    break;
+                }
+                if !space && (c.is_ascii_whitespace() || c == 0x0b) {
+                    out.push(' ');
+                    map.push_replace(j..j + 1, 1);
+                    space = true;
+                }
+                j += 1;
             }
-            i += 1;
+            if j == i {
+                // Not reached (the copy above takes printable bytes and a single space); kept
+                // so the loop always moves on.
+                push_space(out, map, i..i + 1);
+                j += 1;
+            }
+            i = j;
             continue;
         }
         if SIMPLE_RUNS {
@@ -3456,6 +3475,44 @@ mod tests {
     /// [`unit_starts`] (a word at a time) sets the bits a byte-by-byte reading sets: ASCII
     /// letters and digits alone between non-alphanumerics, and lead bytes of characters of any
     /// length with an ASCII non-alphanumeric (or an end) on either side.
+    /// ASCII text folds byte by byte: printable bytes lowercased, a space for the first of a run
+    /// of whitespace (where the text so far does not end in one), control bytes dropped; each
+    /// byte written maps back to the byte it came from, whatever mix of spaces, tabs, newlines
+    /// and controls the runs hold.
+    #[test]
+    fn ascii_whitespace_runs_fold_byte_by_byte() {
+        let alphabet = b"ab {}\":,  \t\n\r\x0b\x0c\x01\x7f";
+        let mut x: u64 = 0x5851_f42d_4c95_7f2d;
+        for len in [0, 1, 2, 7, 8, 9, 17, 64, 200] {
+            for _ in 0..40 {
+                let text: String = (0..len)
+                    .map(|_| {
+                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        char::from(alphabet[(x >> 33) as usize % alphabet.len()])
+                    })
+                    .collect();
+                let (mut want, mut spans) = (String::new(), Vec::new());
+                for (i, c) in text.bytes().enumerate() {
+                    let space = c.is_ascii_whitespace() || c == 0x0b;
+                    if (0x21..0x7f).contains(&c) {
+                        want.push(char::from(c.to_ascii_lowercase()));
+                    } else if space && !want.ends_with(' ') {
+                        want.push(' ');
+                    } else {
+                        continue;
+                    }
+                    spans.push(i..i + 1);
+                }
+                let (mut out, mut map) = (String::new(), SpanMap::default());
+                fold_into(&text, &mut out, &mut map);
+                assert_eq!(out, want, "{text:?}");
+                for (k, span) in spans.iter().enumerate() {
+                    assert_eq!(map.original_span(k..k + 1), *span, "{text:?} byte {k}");
+                }
+            }
+        }
+    }
+
     /// `BitRuns` reports exactly the maximal runs of set bits a bit-by-bit reading finds, runs
     /// across word boundaries and up to the last bit included, and `seek` cuts a run where it
     /// lands.
