@@ -586,15 +586,22 @@ impl Decoder<'_> {
                 continue;
             }
             let start = i;
-            let (mut std_chars, mut url_chars, mut all_hex, mut all_b32) =
-                (false, false, true, true);
-            while i < run.end && is_b64(b[i]) {
-                std_chars |= matches!(b[i], b'+' | b'/');
-                url_chars |= matches!(b[i], b'-' | b'_');
-                all_hex &= is_hex(b[i]);
-                all_b32 &= CLASS[usize::from(b[i])] & B32 != 0;
+            // The classes some byte of the run has, and those every byte has: one table load a
+            // byte for all four questions below.
+            let (mut any, mut all) = (0, !0);
+            while i < run.end {
+                let k = CLASS[usize::from(b[i])];
+                if k & B64 == 0 {
+                    break;
+                }
+                any |= k;
+                all &= k;
                 i += 1;
             }
+            let std_chars = any & B64_STD_SYMBOL != 0;
+            let url_chars = any & B64_URL_SYMBOL != 0;
+            let all_hex = all & HEX != 0;
+            let all_b32 = all & B32 != 0;
             let body_end = i;
             let mut pad = 0;
             // Base32 pads to eight characters (up to six `=`), base64 to four (up to two).
@@ -2503,6 +2510,9 @@ const B85: u16 = 512;
 const SYMBOL85: u16 = 1024;
 /// Bytes that start a binary octet or a Morse letter.
 const CODE_START: u16 = 2048;
+/// The symbols only standard base64 has (`+ /`) and only URL-safe base64 has (`- _`).
+const B64_STD_SYMBOL: u16 = 4096;
+const B64_URL_SYMBOL: u16 = 8192;
 
 /// Per-byte classes, so the scanning loops are one load and one test per byte.
 static CLASS: [u16; 256] = {
@@ -2564,6 +2574,12 @@ static CLASS: [u16; 256] = {
         }
         if matches!(c, b'0' | b'1' | b'.' | b'-') {
             k |= CODE_START;
+        }
+        if matches!(c, b'+' | b'/') {
+            k |= B64_STD_SYMBOL;
+        }
+        if matches!(c, b'-' | b'_') {
+            k |= B64_URL_SYMBOL;
         }
         t[i] = k;
         i += 1;
