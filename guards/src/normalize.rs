@@ -909,29 +909,20 @@ fn fold_with<const SIMPLE_RUNS: bool>(
                 continue;
             }
             // Whitespace (or a second space) or a control character, and the run of them that
-            // follows (the indentation of code, JSON and HTML): at most one space is written,
-            // for the first whitespace byte; the rest are dropped. Stops at a space that would
-            // be written (the copy above takes it).
-            let mut space = out.ends_with(' ');
-            let mut j = i;
-            while let Some(&c) = b.get(j) {
-                if !(c < 0x21 || c == 0x7f) || (c == b' ' && !space) {
-                    break;
+            // follows (the indentation of code, JSON and HTML): `push_space` writes one space,
+            // for the first whitespace byte. The run stops at a space that would be written
+            // (the copy above takes it).
+            loop {
+                let c = b[i];
+                if c.is_ascii_whitespace() || c == 0x0b {
+                    push_space(out, map, i..i + 1);
                 }
-                if !space && (c.is_ascii_whitespace() || c == 0x0b) {
-                    out.push(' ');
-                    map.push_replace(j..j + 1, 1);
-                    space = true;
+                i += 1;
+                match b.get(i) {
+                    Some(&c) if (c < 0x21 || c == 0x7f) && (c != b' ' || out.ends_with(' ')) => {}
+                    _ => break,
                 }
-                j += 1;
             }
-            if j == i {
-                // Not reached (the copy above takes printable bytes and a single space); kept
-                // so the loop always moves on.
-                push_space(out, map, i..i + 1);
-                j += 1;
-            }
-            i = j;
             continue;
         }
         if SIMPLE_RUNS {

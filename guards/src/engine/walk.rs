@@ -34,8 +34,9 @@ pub(super) fn match_states(
     let Ok(start) = dfa.start_state(AcAnchored::No) else {
         return 0;
     };
-    let step = |sid: StateID, at: usize, out: &mut Vec<(usize, StateID)>| {
-        let sid = dfa.next_state(AcAnchored::No, sid, text[at]);
+    // One step on `byte`, the byte at `at`.
+    let step = |sid: StateID, byte: u8, at: usize, out: &mut Vec<(usize, StateID)>| {
+        let sid = dfa.next_state(AcAnchored::No, sid, byte);
         if dfa.is_special(sid) {
             special(dfa, sid, at, out);
         }
@@ -45,7 +46,7 @@ pub(super) fn match_states(
     if n < LANE_MIN_LEN {
         let mut sid = start;
         for at in range {
-            sid = step(sid, at, out);
+            sid = step(sid, text[at], at, out);
         }
         return n;
     }
@@ -73,11 +74,7 @@ pub(super) fn match_states(
         #[allow(clippy::needless_range_loop)]
         for k in k..end {
             for l in 0..LANES {
-                let sid = dfa.next_state(AcAnchored::No, sids[l], texts[l][k]);
-                sids[l] = sid;
-                if dfa.is_special(sid) {
-                    special(dfa, sid, from[l] + k, &mut lanes[l]);
-                }
+                sids[l] = step(sids[l], texts[l][k], from[l] + k, &mut lanes[l]);
             }
         }
         k = end;
@@ -86,8 +83,10 @@ pub(super) fn match_states(
         }
     }
     for l in 0..LANES {
+        // An index, not `zip`: the zipped form cost English 3% more instructions (measured).
+        #[allow(clippy::needless_range_loop)]
         for at in from[l] + q..to[l] {
-            sids[l] = step(sids[l], at, &mut lanes[l]);
+            sids[l] = step(sids[l], text[at], at, &mut lanes[l]);
         }
     }
     for (l, lane) in lanes.iter().enumerate() {
