@@ -898,13 +898,24 @@ impl Engine {
             out.push(0..n);
             return;
         };
+        // The segment being merged, its end not yet rounded to a character boundary: a run of
+        // spaced-out letters has a range per letter, and only where two ranges' context does not
+        // overlap are the boundaries looked up.
+        let mut open: Option<Range<usize>> = None;
         for d in differs {
-            let from = floor_boundary(text, d.start.saturating_sub(context));
-            let to = ceil_boundary(text, d.end.saturating_add(context));
-            match out.last_mut() {
-                Some(last) if from <= last.end => last.end = last.end.max(to),
-                _ => out.push(from..to),
+            let from = d.start.saturating_sub(context);
+            let to = d.end.saturating_add(context);
+            if let Some(seg) = &mut open {
+                if from <= seg.end || floor_boundary(text, from) <= ceil_boundary(text, seg.end) {
+                    seg.end = seg.end.max(to);
+                    continue;
+                }
+                out.push(seg.start..ceil_boundary(text, seg.end));
             }
+            open = Some(floor_boundary(text, from)..to);
+        }
+        if let Some(seg) = open {
+            out.push(seg.start..ceil_boundary(text, seg.end));
         }
     }
 
