@@ -113,8 +113,19 @@ pub struct Relaxed {
 #[derive(Debug)]
 pub struct Caches {
     pub anchored: LazyCache,
-    pub unanchored: Option<LazyCache>,
+    pub unanchored: Option<UnanchoredCache>,
     pub reverse: Option<LazyCache>,
+}
+
+/// The unanchored walk's lazy DFA cache and its memo of match states, which stays valid with
+/// the cache (until it is cleared) across walks and scans: a digit-heavy text moves among a
+/// few hundred match states, and looking each up afresh in every segment of every view was a
+/// third of its walk's match handling. The cache is never reset (a reset would start its clear
+/// count, which the memo is keyed by, from zero again).
+#[derive(Debug)]
+pub struct UnanchoredCache {
+    cache: LazyCache,
+    memo: MatchMemo,
 }
 
 impl Relaxed {
@@ -153,7 +164,10 @@ impl Relaxed {
     pub fn caches(&self) -> Caches {
         Caches {
             anchored: self.anchored.create_cache(),
-            unanchored: self.unanchored.as_ref().map(LazyDfa::create_cache),
+            unanchored: self.unanchored.as_ref().map(|dfa| UnanchoredCache {
+                cache: dfa.create_cache(),
+                memo: MatchMemo::default(),
+            }),
             reverse: self.reverse.as_ref().map(LazyDfa::create_cache),
         }
     }
@@ -564,16 +578,16 @@ fn edge(hir: &Hir, side: Side) -> Option<CharKind> {
 pub struct Walk<'a> {
     dfa: &'a LazyDfa,
     cache: &'a mut LazyCache,
+    /// Match states already looked up ([`UnanchoredCache`]): a run of text that keeps the DFA
+    /// among a few match states (a long digit run for a card-number rule) looks their patterns
+    /// up once, not per byte.
+    memo: &'a mut MatchMemo,
     windows: &'a mut Windows,
     /// Unanchored pattern → regex.
     pids: &'a [usize],
     /// How far each regex's matches are looked for ([`max_match`]), by regex.
     reach: &'a [usize],
     sid: LazyStateID,
-    /// Match states already looked up: a run of text that keeps the DFA among a few match
-    /// states (a long digit run for a card-number rule) looks their patterns up once, not per
-    /// byte.
-    memo: MatchMemo,
     /// Match ends in one state at consecutive bytes, not yet recorded.
     run: Option<Run>,
     /// Where the walk started and where it is.
@@ -629,11 +643,11 @@ struct Run {
 }
 
 /// Slots of a [`MatchMemo`].
-const MEMO_SLOTS: usize = 32;
+const MEMO_SLOTS: usize = 256;
 
 /// A direct-mapped memo of match states to their `(regex, reach)` list, valid for one cache
 /// clear count (a clear reuses state ids).
-#[derive(Default)]
+#[derive(Debug)]
 struct MatchMemo {
     clears: usize,
     /// Per slot: the state and its range in `regexes`.
@@ -660,7 +674,18 @@ fn slot_of(sid: LazyStateID) -> usize {
     }
     let mut id = Id(0);
     std::hash::Hash::hash(&sid, &mut id);
-    (id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as usize % MEMO_SLOTS
+    const BITS: u32 = MEMO_SLOTS.trailing_zeros();
+    (id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BITS)) as usize % MEMO_SLOTS
+}
+
+impl Default for MatchMemo {
+    fn default() -> Self {
+        Self {
+            clears: 0,
+            slots: [None; MEMO_SLOTS],
+            regexes: Vec::new(),
+        }
+    }
 }
 
 impl MatchMemo {
@@ -706,7 +731,7 @@ impl<'a> Walk<'a> {
     /// adding to `windows` (reset by the caller once per view).
     pub fn new(
         dfa: &'a LazyDfa,
-        cache: &'a mut LazyCache,
+        cache: &'a mut UnanchoredCache,
         windows: &'a mut Windows,
         pids: &'a [usize],
         reach: &'a [usize],
@@ -716,11 +741,12 @@ impl<'a> Walk<'a> {
         let config = start::Config::new()
             .anchored(Anchored::No)
             .look_behind(from.checked_sub(1).and_then(|i| text.get(i).copied()));
+        let UnanchoredCache { cache, memo } = cache;
         let start = dfa.start_state(cache, &config);
         Walk {
             failed: start.is_err(),
             sid: start.unwrap_or_default(),
-            memo: MatchMemo::default(),
+            memo,
             run: None,
             dfa,
             cache,
