@@ -360,6 +360,7 @@ impl Normalizer {
                 limited: false,
             },
             views,
+            bytes: Vec::new(),
         };
         decoder.blobs(&Level {
             text,
@@ -376,6 +377,9 @@ struct Decoder<'a> {
     limits: &'a Limits,
     budget: Budget,
     views: &'a mut Vec<View>,
+    /// The candidate being decoded: most are rejected (a digit run tried as hex and base64),
+    /// and one buffer for all of them allocates nothing per candidate.
+    bytes: Vec<u8>,
 }
 
 /// A text searched for blobs: the input (depth 1) or the decoded text of a blob, whose views all
@@ -665,10 +669,10 @@ impl Decoder<'_> {
             input = &input[..cap - cap % align];
         }
         self.budget.work_left -= input.len();
-        let Some(bytes) = decode(input, encoding) else {
+        if !decode_into(input, encoding, &mut self.bytes) {
             return false;
-        };
-        let Some(mut raw) = printable_text(bytes) else {
+        }
+        let Some(mut raw) = printable_text(&self.bytes) else {
             return false;
         };
         if raw.len() > self.budget.decoded_left {
@@ -2622,7 +2626,16 @@ fn hex_val(c: u8) -> u8 {
     }
 }
 
+#[cfg(test)]
 fn decode(input: &[u8], encoding: Encoding) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    decode_into(input, encoding, &mut out).then_some(out)
+}
+
+/// Decodes `input` into `out` (emptied first, its allocation kept: base64 and hex, the common
+/// candidates, write into it); whether it decoded.
+fn decode_into(input: &[u8], encoding: Encoding, out: &mut Vec<u8>) -> bool {
+    out.clear();
     match encoding {
         Encoding::Base64 | Encoding::Base64Url => {
             let body_len = input.iter().rposition(|&c| c != b'=').map_or(0, |p| p + 1);
@@ -2633,14 +2646,33 @@ fn decode(input: &[u8], encoding: Encoding) -> Option<Vec<u8>> {
             } else {
                 &B64_URL
             };
-            engine.decode(body).ok()
+            engine.decode_vec(body, out).is_ok()
         }
-        Encoding::Hex => Some(
-            input
-                .chunks_exact(2)
-                .map(|p| hex_val(p[0]) << 4 | hex_val(p[1]))
-                .collect(),
-        ),
+        Encoding::Hex => {
+            out.extend(
+                input
+                    .chunks_exact(2)
+                    .map(|p| hex_val(p[0]) << 4 | hex_val(p[1])),
+            );
+            true
+        }
+        _ => match decode_rare(input, encoding) {
+            Some(bytes) => {
+                *out = bytes;
+                true
+            }
+            None => false,
+        },
+    }
+}
+
+/// [`decode_into`] for the encodings other than base64 and hex.
+fn decode_rare(input: &[u8], encoding: Encoding) -> Option<Vec<u8>> {
+    match encoding {
+        Encoding::Base64 | Encoding::Base64Url | Encoding::Hex => {
+            let mut out = Vec::new();
+            decode_into(input, encoding, &mut out).then_some(out)
+        }
         Encoding::Base32 => {
             let mut out = Vec::with_capacity(input.len() * 5 / 8);
             let (mut acc, mut bits) = (0u32, 0u32);
@@ -2926,16 +2958,12 @@ fn is_base85_digit(c: u8) -> bool {
 
 /// Decoded bytes as text when they are mostly printable UTF-8 (at most 1 in 10 characters a
 /// control or replacement character) and contain a letter.
-fn printable_text(bytes: Vec<u8>) -> Option<String> {
+fn printable_text(bytes: &[u8]) -> Option<String> {
     // Most candidates (digit runs, identifiers, random tokens) decode to bytes that are not
     // text: reject them from the bytes before any character is decoded or anything allocated.
     // An ASCII control byte is a bad character and there are no more characters than bytes,
     // so more than a tenth of control bytes is more than a tenth of bad characters.
-    let controls = bytes
-        .iter()
-        .filter(|&&b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f)
-        .count();
-    if controls * 10 > bytes.len() {
+    if too_many_controls(bytes) {
         return None;
     }
     let (mut total, mut bad, mut letters) = (0usize, 0usize, 0usize);
@@ -2964,10 +2992,33 @@ fn printable_text(bytes: Vec<u8>) -> Option<String> {
     if total == 0 || bad * 10 > total || letters == 0 {
         return None;
     }
-    Some(match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    Some(String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// Whether more than a tenth of `bytes` are ASCII control bytes (below 0x20 but tab, newline
+/// and carriage return, or DEL). Eight bytes at a time, and it stops as soon as the count is
+/// past a tenth of them all (it only grows): a random digit run read as hex gets there about
+/// halfway.
+fn too_many_controls(bytes: &[u8]) -> bool {
+    let control = |b: u8| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f;
+    let limit = bytes.len() / 10;
+    let mut controls = 0;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let x = word_at(w, 0).unwrap_or_default();
+        let ascii = !x & HIGH;
+        let below = !at_least(x & LOW7, 0x20) & ascii;
+        let allowed = zero_bytes(x ^ (ONES * u64::from(b'\t')))
+            | zero_bytes(x ^ (ONES * u64::from(b'\n')))
+            | zero_bytes(x ^ (ONES * u64::from(b'\r')));
+        let del = zero_bytes(x ^ (ONES * 0x7f));
+        controls += ((below & !allowed) | del).count_ones() as usize;
+        if controls > limit {
+            return true;
+        }
+    }
+    controls += words.remainder().iter().filter(|&&b| control(b)).count();
+    controls > limit
 }
 
 #[cfg(test)]
@@ -3077,11 +3128,7 @@ mod tests {
                     pool[(next() % pool.len() as u64) as usize]
                 })
                 .collect();
-            assert_eq!(
-                printable_text(bytes.clone()),
-                full_count(&bytes),
-                "{bytes:?}"
-            );
+            assert_eq!(printable_text(&bytes), full_count(&bytes), "{bytes:?}");
         }
     }
 
@@ -3561,6 +3608,37 @@ mod tests {
     /// The hinted piece lookup finds what the binary search finds, from any hint: before the
     /// position, in its piece, past it, or past the end; and a span mapped with hints carried
     /// through ranges in order is the span mapped without.
+    /// The word-at-a-time control count against a byte-by-byte one, on bytes drawn from every
+    /// value and from the ones at its edges (tab, newline, CR, 0x1f, space, DEL, 0x80).
+    #[test]
+    fn control_counts_agree_with_a_byte_by_byte_count() {
+        let control = |b: &u8| (*b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || *b == 0x7f;
+        let edges = [
+            0x00, 0x09, 0x0a, 0x0b, 0x0d, 0x1f, 0x20, 0x41, 0x7e, 0x7f, 0x80, 0x8a, 0xff,
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 70) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|k| {
+                    let r = x.rotate_left(k as u32 * 7) ^ (k as u64).wrapping_mul(0x9e37_79b9);
+                    if round % 2 == 0 {
+                        edges[(r % edges.len() as u64) as usize]
+                    } else if r % 5 == 0 {
+                        r as u8 & 0x1f
+                    } else {
+                        b'a' + (r % 26) as u8
+                    }
+                })
+                .collect();
+            let want = bytes.iter().filter(|b| control(b)).count() * 10 > bytes.len();
+            assert_eq!(too_many_controls(&bytes), want, "{bytes:?}");
+        }
+    }
+
     #[test]
     fn hinted_piece_lookups_agree_with_the_binary_search() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
