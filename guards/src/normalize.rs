@@ -406,7 +406,8 @@ impl Decoder<'_> {
         // percent-encoded one. They are found from a bit per byte, so the words of ordinary text
         // cost a table lookup per byte and no branch.
         let percent = 3 * self.limits.min_percent_escapes.max(1);
-        let shortest = if b.contains(&b'%') {
+        let has_percent = b.contains(&b'%');
+        let shortest = if has_percent {
             encoded.min(percent)
         } else {
             encoded
@@ -437,8 +438,9 @@ impl Decoder<'_> {
                 self.budget.limited = true;
                 return;
             }
+            // Escapes are counted only in a text that has a `%` (a digit run is read once less).
             let mut escapes = 0;
-            let mut k = start;
+            let mut k = if has_percent { start } else { end };
             while k < end {
                 if b[k] == b'%' && k + 2 < end && is_hex(b[k + 1]) && is_hex(b[k + 2]) {
                     escapes += 1;
