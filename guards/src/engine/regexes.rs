@@ -632,7 +632,7 @@ impl Windows {
 /// Windows a regex keeps between views.
 const WINDOWS_KEEP: usize = 1 << 10;
 
-/// Consecutive match ends of the unanchored walk in one state.
+/// Consecutive match ends of the unanchored walk in match states of the same regexes.
 struct Run {
     sid: LazyStateID,
     clears: usize,
@@ -719,6 +719,14 @@ impl MatchMemo {
             }
         };
         (from as u32, to as u32)
+    }
+
+    /// Where the regexes of `sid` are, if it is in the memo.
+    fn peek(&self, sid: LazyStateID, clears: usize) -> Option<(u32, u32)> {
+        match self.slots[slot_of(sid)] {
+            Some((s, from, to)) if s == sid && clears == self.clears => Some((from, to)),
+            _ => None,
+        }
     }
 
     fn regexes(&self, (from, to): (u32, u32)) -> &[(usize, usize)] {
@@ -833,6 +841,22 @@ impl<'a> Walk<'a> {
             return;
         }
         let (sid, clears) = (self.sid, self.cache.clear_count());
+        // A match state of the same regexes right after the run (a digit run moves through
+        // a card-number rule's counting states, one a byte): the run goes on in it.
+        if let (Some(run), Some(regexes)) = (&self.run, self.memo.peek(sid, clears)) {
+            if run.last + 1 == end
+                && run.clears == clears
+                && self.memo.regexes(run.regexes) == self.memo.regexes(regexes)
+            {
+                self.run = Some(Run {
+                    sid,
+                    regexes,
+                    last: end,
+                    ..*run
+                });
+                return;
+            }
+        }
         self.flush();
         let (dfa, cache, pids, reach) = (self.dfa, &*self.cache, self.pids, self.reach);
         let regexes = self.memo.get(sid, clears, |out| {
