@@ -798,6 +798,13 @@ impl SpanMap {
     /// piece the copy ended in).
     fn copy_from(&mut self, src: &SpanMap, range: Range<usize>, hint: &mut usize) {
         let mut idx = src.piece_from(range.start, *hint);
+        // Most ranges (a letter of a spaced-out run) lie in one piece copied byte for byte.
+        if let Some(pc) = src.pieces.get(idx) {
+            if pc.affine && range.end <= src.piece_end(idx) {
+                *hint = idx;
+                return self.push_copy(pc.orig_start + (range.start - pc.view_start), range.len());
+            }
+        }
         while let Some(pc) = src.pieces.get(idx) {
             let pc_end = src.piece_end(idx);
             let (x, y) = (range.start.max(pc.view_start), range.end.min(pc_end));
