@@ -3636,7 +3636,7 @@ mod tests {
                     let r = x.rotate_left(k as u32 * 7) ^ (k as u64).wrapping_mul(0x9e37_79b9);
                     if round % 2 == 0 {
                         edges[(r % edges.len() as u64) as usize]
-                    } else if r % 5 == 0 {
+                    } else if r.is_multiple_of(5) {
                         r as u8 & 0x1f
                     } else {
                         b'a' + (r % 26) as u8

@@ -981,7 +981,7 @@ must_not_match = ["ignore the previous error"]
                     }
                 })
                 .sum();
-            (12..=19).contains(&digits.len()) && sum % 10 == 0
+            (12..=19).contains(&digits.len()) && sum.is_multiple_of(10)
         }
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let (mut accepted, mut rejected) = (0, 0);
