@@ -588,7 +588,7 @@ pub struct Walk<'a> {
     /// How far each regex's matches are looked for ([`max_match`]), by regex.
     reach: &'a [usize],
     sid: LazyStateID,
-    /// Match ends in one state at consecutive bytes, not yet recorded.
+    /// Match ends at consecutive bytes in states of the same regexes, not yet recorded.
     run: Option<Run>,
     /// Where the walk started and where it is.
     from: usize,
