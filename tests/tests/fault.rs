@@ -594,15 +594,26 @@ async fn connections_past_the_caps_are_closed_at_once() {
 
     // Per address: every test client is 127.0.0.1.
     let w = warden(&up, "max_connections_per_ip = 3", "").await;
-    let mut conns = Vec::new();
-    for _ in 0..5 {
-        conns.push(TcpStream::connect(w.proxy).await.unwrap());
-    }
+    // A client of another test that reaches this port (see below) and holds one of the three
+    // places while ours connect makes a third of ours refused: the five are tried again (up to
+    // three times), and a cap that admits two would refuse three every time.
     let mut closed = 0;
-    for c in conns.iter_mut() {
-        if closed_within(c, Duration::from_millis(500)).await.is_ok() {
-            closed += 1;
+    for _ in 0..3 {
+        let mut conns = Vec::new();
+        for _ in 0..5 {
+            conns.push(TcpStream::connect(w.proxy).await.unwrap());
         }
+        closed = 0;
+        for c in conns.iter_mut() {
+            if closed_within(c, Duration::from_millis(500)).await.is_ok() {
+                closed += 1;
+            }
+        }
+        if closed == 2 {
+            break;
+        }
+        drop(conns);
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(closed, 2);
     // Ours are two of the rejections counted. The test binary's other tests run beside this one,
