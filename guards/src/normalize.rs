@@ -671,7 +671,7 @@ impl Decoder<'_> {
             input = &input[..cap - cap % align];
         }
         self.budget.work_left -= input.len();
-        if !decode_into(input, encoding, &mut self.bytes) {
+        if decode_into(input, encoding, &mut self.bytes).is_none() {
             return false;
         }
         let Some(mut raw) = printable_text(&self.bytes) else {
@@ -2638,12 +2638,12 @@ fn hex_val(c: u8) -> u8 {
 #[cfg(test)]
 fn decode(input: &[u8], encoding: Encoding) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    decode_into(input, encoding, &mut out).then_some(out)
+    decode_into(input, encoding, &mut out).map(|()| out)
 }
 
-/// Decodes `input` into `out` (emptied first, its allocation kept: base64 and hex, the common
-/// candidates, write into it); whether it decoded.
-fn decode_into(input: &[u8], encoding: Encoding, out: &mut Vec<u8>) -> bool {
+/// Decodes `input` into `out` (emptied first, its allocation kept: every candidate of a text is
+/// decoded into one buffer); `None` if it does not decode.
+fn decode_into(input: &[u8], encoding: Encoding, out: &mut Vec<u8>) -> Option<()> {
     out.clear();
     match encoding {
         Encoding::Base64 | Encoding::Base64Url => {
@@ -2655,7 +2655,7 @@ fn decode_into(input: &[u8], encoding: Encoding, out: &mut Vec<u8>) -> bool {
             } else {
                 &B64_URL
             };
-            engine.decode_vec(body, out).is_ok()
+            engine.decode_vec(body, out).ok()
         }
         Encoding::Hex => {
             out.extend(
@@ -2663,27 +2663,10 @@ fn decode_into(input: &[u8], encoding: Encoding, out: &mut Vec<u8>) -> bool {
                     .chunks_exact(2)
                     .map(|p| hex_val(p[0]) << 4 | hex_val(p[1])),
             );
-            true
-        }
-        _ => match decode_rare(input, encoding) {
-            Some(bytes) => {
-                *out = bytes;
-                true
-            }
-            None => false,
-        },
-    }
-}
-
-/// [`decode_into`] for the encodings other than base64 and hex.
-fn decode_rare(input: &[u8], encoding: Encoding) -> Option<Vec<u8>> {
-    match encoding {
-        Encoding::Base64 | Encoding::Base64Url | Encoding::Hex => {
-            let mut out = Vec::new();
-            decode_into(input, encoding, &mut out).then_some(out)
+            Some(())
         }
         Encoding::Base32 => {
-            let mut out = Vec::with_capacity(input.len() * 5 / 8);
+            out.reserve(input.len() * 5 / 8);
             let (mut acc, mut bits) = (0u32, 0u32);
             for &c in input {
                 let v = match c {
@@ -2698,7 +2681,7 @@ fn decode_rare(input: &[u8], encoding: Encoding) -> Option<Vec<u8>> {
                     out.push((acc >> bits) as u8);
                 }
             }
-            Some(out)
+            Some(())
         }
         Encoding::Escapes => {
             // Code units as JSON writes them; a lone surrogate becomes U+FFFD.
@@ -2720,20 +2703,23 @@ fn decode_rare(input: &[u8], encoding: Encoding) -> Option<Vec<u8>> {
             let text: String = char::decode_utf16(units)
                 .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
                 .collect();
-            Some(text.into_bytes())
+            out.extend_from_slice(text.as_bytes());
+            Some(())
         }
-        Encoding::Binary => Some(
-            input
+        Encoding::Binary => {
+            let bits: Vec<u8> = input
                 .iter()
                 .filter(|&&c| matches!(c, b'0' | b'1'))
                 .copied()
-                .collect::<Vec<u8>>()
-                .chunks_exact(8)
-                .map(|o| o.iter().fold(0u8, |v, &c| v << 1 | (c - b'0')))
-                .collect(),
-        ),
+                .collect();
+            out.extend(
+                bits.chunks_exact(8)
+                    .map(|o| o.iter().fold(0u8, |v, &c| v << 1 | (c - b'0'))),
+            );
+            Some(())
+        }
         Encoding::Morse => {
-            let mut out = Vec::with_capacity(input.len() / 3);
+            out.reserve(input.len() / 3);
             let mut i = 0;
             while i < input.len() {
                 let start = i;
@@ -2751,7 +2737,7 @@ fn decode_rare(input: &[u8], encoding: Encoding) -> Option<Vec<u8>> {
                     out.push(b' ');
                 }
             }
-            Some(out)
+            Some(())
         }
         Encoding::Ascii85 | Encoding::Base85 => {
             let digit = |c: u8| -> Option<u32> {
@@ -2761,7 +2747,7 @@ fn decode_rare(input: &[u8], encoding: Encoding) -> Option<Vec<u8>> {
                     B85_DIGITS.iter().position(|&d| d == c).map(|p| p as u32)
                 }
             };
-            let mut out = Vec::with_capacity(input.len() * 4 / 5);
+            out.reserve(input.len() * 4 / 5);
             let mut group = [0u32; 5];
             let mut n = 0;
             for &c in input {
@@ -2788,10 +2774,10 @@ fn decode_rare(input: &[u8], encoding: Encoding) -> Option<Vec<u8>> {
                     .try_fold(0u32, |v, &d| v.checked_mul(85)?.checked_add(d))?;
                 out.extend_from_slice(&v.to_be_bytes()[..n - 1]);
             }
-            Some(out)
+            Some(())
         }
         Encoding::Percent => {
-            let mut out = Vec::with_capacity(input.len());
+            out.reserve(input.len());
             let mut i = 0;
             while i < input.len() {
                 match input.get(i..i + 3) {
@@ -2805,7 +2791,7 @@ fn decode_rare(input: &[u8], encoding: Encoding) -> Option<Vec<u8>> {
                     }
                 }
             }
-            Some(out)
+            Some(())
         }
     }
 }
