@@ -238,13 +238,13 @@ pub fn luhn(s: &str) -> bool {
     let (mut count, mut from_first, mut from_second) = (0usize, 0u32, 0u32);
     for b in s.bytes().filter(u8::is_ascii_digit) {
         let d = usize::from(b - b'0');
-        let (even, odd) = (DOUBLED[d], d as u32);
+        let (doubled, plain) = (DOUBLED[d], d as u32);
         if count % 2 == 0 {
-            from_first += even;
-            from_second += odd;
+            from_first += doubled;
+            from_second += plain;
         } else {
-            from_first += odd;
-            from_second += even;
+            from_first += plain;
+            from_second += doubled;
         }
         count += 1;
     }

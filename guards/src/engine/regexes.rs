@@ -702,23 +702,19 @@ impl MatchMemo {
             self.slots = [None; MEMO_SLOTS];
             self.regexes.clear();
         }
-        let slot = slot_of(sid);
-        let (from, to) = match self.slots[slot] {
-            Some((s, from, to)) if s == sid => (from as usize, to as usize),
-            _ => {
-                // A long walk through many states never grows this past a bound.
-                if self.regexes.len() > 1 << 12 {
-                    self.slots = [None; MEMO_SLOTS];
-                    self.regexes.clear();
-                }
-                let from = self.regexes.len();
-                fill(&mut self.regexes);
-                let to = self.regexes.len();
-                self.slots[slot] = Some((sid, from as u32, to as u32));
-                (from, to)
-            }
-        };
-        (from as u32, to as u32)
+        if let Some(found) = self.peek(sid, clears) {
+            return found;
+        }
+        // A long walk through many states never grows this past a bound.
+        if self.regexes.len() > 1 << 12 {
+            self.slots = [None; MEMO_SLOTS];
+            self.regexes.clear();
+        }
+        let from = self.regexes.len() as u32;
+        fill(&mut self.regexes);
+        let found = (from, self.regexes.len() as u32);
+        self.slots[slot_of(sid)] = Some((sid, found.0, found.1));
+        found
     }
 
     /// Where the regexes of `sid` are, if it is in the memo.
