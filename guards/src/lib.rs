@@ -23,6 +23,7 @@
 //! - [`tools`]: the tenant's tool allowlist and the shape of the `tools` a request declares.
 //! - [`toml_reader`]: the strict, error-collecting TOML reader shared with the proxy's config.
 
+mod bitmap;
 pub mod classifier;
 pub mod engine;
 pub mod eval;

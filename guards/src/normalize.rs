@@ -412,7 +412,7 @@ impl Decoder<'_> {
         } else {
             encoded
         };
-        let urlish = urlish_bits(b);
+        let urlish = crate::bitmap::urlish_bits(b);
         let mut runs = BitRuns::new(&urlish);
         // Where the last run of base85 characters and the last run of binary or Morse tokens
         // looked at end: each byte is walked by each at most once.
@@ -1606,39 +1606,10 @@ const fn zero_bytes(x: u64) -> u64 {
     !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
 }
 
-/// Bit `i` of the first result: byte `i` of `x` is an ASCII letter or digit; of the second: it is
-/// a UTF-8 lead byte of a multi-byte character (`>= 0xc0`).
-const fn alnum_and_lead_bits(x: u64) -> (u64, u64) {
-    let ascii = !x & HIGH;
-    let low = x & LOW7;
-    let digit = at_least(low, b'0' as u64) & !at_least(low, b'9' as u64 + 1);
-    let folded = low | (ONES * 0x20);
-    let letter = at_least(folded, b'a' as u64) & !at_least(folded, b'z' as u64 + 1);
-    let lead = x & (x << 1) & HIGH;
-    (
-        gather_high_bits((digit | letter) & ascii),
-        gather_high_bits(lead),
-    )
-}
-
-/// Bits 0..8 set where a byte of `x` is at least `0xe0` (leads a three- or four-byte
-/// character) and where it is at least `0xf0` (leads a four-byte one).
-const fn long_lead_bits(x: u64) -> (u64, u64) {
-    let three = x & (x << 1) & (x << 2) & HIGH;
-    let four = three & (x << 3);
-    (gather_high_bits(three), gather_high_bits(four))
-}
-
 /// The high bit of each byte of `v` (all below 0x80) that is at least `lo`: `b + (0x80 - lo)`
 /// has its high bit set iff `b >= lo`, and no byte carries into the next (at most 0x7f + 0x50).
 const fn at_least(v: u64, lo: u64) -> u64 {
     v.wrapping_add(ONES * (0x80 - lo)) & HIGH
-}
-
-/// The high bits of the eight bytes of `m` (no other bit set) as bits 0..8.
-const fn gather_high_bits(m: u64) -> u64 {
-    // Byte i's bit lands on bit 56 + i of the product, and no two terms share a bit.
-    ((m >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
 }
 
 /// Whether a byte of `x` is below `0x20` or above `0x7e` (control, DEL or non-ASCII).
@@ -1997,53 +1968,7 @@ fn unit_starts(b: &[u8]) -> Vec<u64> {
 /// [`unit_starts`], and per word which of them are lead bytes of two-, three- and four-byte
 /// characters.
 fn unit_starts_and_lengths(b: &[u8]) -> (Vec<u64>, Vec<[u64; 3]>) {
-    /// One 64-byte chunk: ASCII letters and digits, lead bytes, bytes that are not ASCII, and
-    /// lead bytes of three- and four-byte characters.
-    #[derive(Clone, Copy)]
-    struct Chunk {
-        alnum: u64,
-        lead: u64,
-        high: u64,
-        three: u64,
-        four: u64,
-    }
-    let chunks: Vec<Chunk> = b
-        .chunks(64)
-        .map(|chunk| {
-            let mut c = Chunk {
-                alnum: 0,
-                lead: 0,
-                high: 0,
-                three: 0,
-                four: 0,
-            };
-            // Eight bytes at a time (this loop was a third of the normaliser's time byte by
-            // byte); ASCII text skips the lengths of characters.
-            let mut eights = chunk.chunks_exact(8);
-            let mut j = 0;
-            for e in &mut eights {
-                let x = word_at(e, 0).unwrap_or_default();
-                let (alnum, leads) = alnum_and_lead_bits(x);
-                c.alnum |= alnum << j;
-                if x & HIGH != 0 {
-                    let (three, four) = long_lead_bits(x);
-                    c.lead |= leads << j;
-                    c.high |= gather_high_bits(x & HIGH) << j;
-                    c.three |= three << j;
-                    c.four |= four << j;
-                }
-                j += 8;
-            }
-            for (k, &byte) in eights.remainder().iter().enumerate() {
-                c.alnum |= u64::from(byte.is_ascii_alphanumeric()) << (j + k);
-                c.lead |= u64::from(byte >= 0xc0) << (j + k);
-                c.high |= u64::from(byte >= 0x80) << (j + k);
-                c.three |= u64::from(byte >= 0xe0) << (j + k);
-                c.four |= u64::from(byte >= 0xf0) << (j + k);
-            }
-            c
-        })
-        .collect();
+    let chunks = crate::bitmap::letter_bits(b);
     // Bytes that are ASCII and not letters or digits, and the places before and after the text.
     let gap = |k: usize| -> u64 {
         chunks.get(k).map_or(!0, |c| {
@@ -2086,42 +2011,6 @@ fn unit_starts_and_lengths(b: &[u8]) -> (Vec<u64>, Vec<[u64; 3]>) {
 /// Most bytes from the start of one despaced unit to the next: a 4-byte character and a
 /// separator of [`MAX_SEP`] bytes.
 const MAX_UNIT_GAP: u32 = 4 + MAX_SEP as u32;
-
-/// Bit `i` (of word `i / 64`) is set where byte `i` of `b` is URL-ish ([`URLISH`]). Eight
-/// bytes at a time (a table lookup per byte was a tenth of the normaliser on digit-heavy text).
-fn urlish_bits(b: &[u8]) -> Vec<u64> {
-    b.chunks(64)
-        .map(|chunk| {
-            let mut eights = chunk.chunks_exact(8);
-            let mut w = 0u64;
-            let mut j = 0;
-            for e in &mut eights {
-                w |= urlish_byte_bits(word_at(e, 0).unwrap_or_default()) << j;
-                j += 8;
-            }
-            for (k, &c) in eights.remainder().iter().enumerate() {
-                w |= u64::from(CLASS[usize::from(c)] & URLISH != 0) << (j + k);
-            }
-            w
-        })
-        .collect()
-}
-
-/// Bit `i` set where byte `i` of `x` is URL-ish ([`URLISH`]): an ASCII letter or digit or one of
-/// `+ - . / = % _ ~`.
-const fn urlish_byte_bits(x: u64) -> u64 {
-    // `-`, `.` and `/` are 0x2d..=0x2f.
-    let low = x & LOW7;
-    let dash_to_slash = at_least(low, b'-' as u64) & !at_least(low, b'0' as u64) & !x & HIGH;
-    let mut symbols = 0;
-    let set = *b"+=%_~";
-    let mut k = 0;
-    while k < set.len() {
-        symbols |= zero_bytes(x ^ (ONES * set[k] as u64));
-        k += 1;
-    }
-    alnum_and_lead_bits(x).0 | gather_high_bits(dash_to_slash | symbols)
-}
 
 /// The maximal runs of set bits of a bitmap, in order, as `(start, end)`: a word and a trailing
 /// zero count per run, where looking up each start and end afresh cost the blob finder about a
@@ -2561,9 +2450,9 @@ static CLASS: [u16; 256] = {
         let c = i as u8;
         let mut k = 0;
         if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_') {
-            k |= B64 | URLISH;
+            k |= B64;
         }
-        if matches!(c, b'=' | b'%' | b'.' | b'~') {
+        if crate::bitmap::is_urlish(c) {
             k |= URLISH;
         }
         if c.is_ascii_hexdigit() {
@@ -3300,33 +3189,6 @@ mod tests {
                     leet_char(v).is_some() || v == b'2',
                     "byte {v:#x} at {pos}"
                 );
-                for fill in [b'a', b' ', 0xc3, 0x80] {
-                    let mut bytes = [fill; 8];
-                    bytes[pos] = v;
-                    let bit = |f: fn(u8) -> bool| -> u64 {
-                        bytes
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, &b)| f(b))
-                            .map(|(i, _)| 1u64 << i)
-                            .sum()
-                    };
-                    assert_eq!(
-                        urlish_byte_bits(u64::from_le_bytes(bytes)),
-                        bit(|b| CLASS[usize::from(b)] & URLISH != 0),
-                        "byte {v:#x} at {pos} among {fill:#x}"
-                    );
-                    assert_eq!(
-                        long_lead_bits(u64::from_le_bytes(bytes)),
-                        (bit(|b| b >= 0xe0), bit(|b| b >= 0xf0)),
-                        "byte {v:#x} at {pos} among {fill:#x}"
-                    );
-                    assert_eq!(
-                        alnum_and_lead_bits(u64::from_le_bytes(bytes)),
-                        (bit(|b| b.is_ascii_alphanumeric()), bit(|b| b >= 0xc0)),
-                        "byte {v:#x} at {pos} among {fill:#x}"
-                    );
-                }
             }
         }
         for text in [

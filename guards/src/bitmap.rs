@@ -1,0 +1,225 @@
+//! Byte classes of a text as bitmaps: bit `i` of word `k` is byte `64 k + i`. The normaliser's
+//! blob and despace finders walk runs of set bits instead of bytes, so ordinary text costs them
+//! a few instructions per 64 bytes.
+//!
+//! On x86-64 a class is computed sixteen bytes per instruction with SSE2 (part of every x86-64
+//! CPU; called through `safe_arch`'s safe wrappers, so this crate has no `unsafe`); elsewhere
+//! byte by byte. Both give the same bits (`bitmaps_agree_with_the_byte_rules` compares them).
+
+/// ASCII letters and digits, and the lead bytes of multi-byte UTF-8 characters by length, of
+/// 64 bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Letters {
+    /// ASCII letters and digits.
+    pub alnum: u64,
+    /// Bytes that are not ASCII (`>= 0x80`).
+    pub high: u64,
+    /// Lead bytes of characters of two or more bytes (`>= 0xc0`).
+    pub lead: u64,
+    /// Lead bytes of characters of three or four bytes (`>= 0xe0`).
+    pub three: u64,
+    /// Lead bytes of four-byte characters (`>= 0xf0`).
+    pub four: u64,
+}
+
+/// Bit per byte of `b`: URL-ish ([`is_urlish`]).
+pub(crate) fn urlish_bits(b: &[u8]) -> Vec<u64> {
+    per_chunk(b, imp::urlish)
+}
+
+/// [`Letters`] per 64 bytes of `b`.
+pub(crate) fn letter_bits(b: &[u8]) -> Vec<Letters> {
+    per_chunk(b, imp::letters)
+}
+
+/// Whether `c` may be part of a URL, a blob or an escape run: an ASCII letter or digit or one
+/// of `+ - . / = % _ ~`.
+pub(crate) const fn is_urlish(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.' | b'/' | b'=' | b'%' | b'_' | b'~')
+}
+
+/// `f` of each 64 bytes of `b`, the last chunk padded with zero bytes (in none of the classes).
+fn per_chunk<T>(b: &[u8], f: impl Fn(&[u8; 64]) -> T) -> Vec<T> {
+    let (full, tail) = b.as_chunks::<64>();
+    let mut out = Vec::with_capacity(full.len() + 1);
+    out.extend(full.iter().map(&f));
+    if !tail.is_empty() {
+        let mut last = [0u8; 64];
+        last[..tail.len()].copy_from_slice(tail);
+        out.push(f(&last));
+    }
+    out
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+use sse2 as imp;
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+use bytewise as imp;
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod sse2 {
+    use super::Letters;
+    use safe_arch::{
+        bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, m128i, max_u8_m128i, min_u8_m128i,
+        move_mask_i8_m128i, set_splat_i8_m128i, sub_i8_m128i,
+    };
+
+    pub(super) fn urlish(chunk: &[u8; 64]) -> u64 {
+        each16(chunk, |x| {
+            let symbols = [b'+', b'=', b'%', b'_', b'~']
+                .into_iter()
+                .fold(within(x, b'-', b'/'), |acc, c| or(acc, eq(x, c)));
+            bits(or(alnum(x), symbols))
+        })
+    }
+
+    pub(super) fn letters(chunk: &[u8; 64]) -> Letters {
+        let alnum = each16(chunk, |x| bits(alnum(x)));
+        let high = each16(chunk, bits);
+        if high == 0 {
+            return Letters {
+                alnum,
+                ..Letters::default()
+            };
+        }
+        Letters {
+            alnum,
+            high,
+            lead: each16(chunk, |x| bits(at_least(x, 0xc0))),
+            three: each16(chunk, |x| bits(at_least(x, 0xe0))),
+            four: each16(chunk, |x| bits(at_least(x, 0xf0))),
+        }
+    }
+
+    /// The four 16-bit masks `f` makes of the four sixteen-byte parts of `chunk`, as one word.
+    #[inline(always)]
+    fn each16(chunk: &[u8; 64], f: impl Fn(m128i) -> u64) -> u64 {
+        let (parts, _) = chunk.as_chunks::<16>();
+        parts
+            .iter()
+            .enumerate()
+            .fold(0, |m, (k, p)| m | f(load_unaligned_m128i(p)) << (16 * k))
+    }
+
+    /// The high bit of each byte as a bit.
+    #[inline(always)]
+    fn bits(v: m128i) -> u64 {
+        u64::from(move_mask_i8_m128i(v).cast_unsigned())
+    }
+
+    #[inline(always)]
+    fn splat(c: u8) -> m128i {
+        set_splat_i8_m128i(c.cast_signed())
+    }
+
+    #[inline(always)]
+    fn or(a: m128i, b: m128i) -> m128i {
+        bitor_m128i(a, b)
+    }
+
+    #[inline(always)]
+    fn eq(x: m128i, c: u8) -> m128i {
+        cmp_eq_mask_i8_m128i(x, splat(c))
+    }
+
+    /// Bytes from `lo` to `hi`: `x - lo` (wrapping) is at most `hi - lo`.
+    #[inline(always)]
+    fn within(x: m128i, lo: u8, hi: u8) -> m128i {
+        let d = sub_i8_m128i(x, splat(lo));
+        cmp_eq_mask_i8_m128i(min_u8_m128i(d, splat(hi - lo)), d)
+    }
+
+    #[inline(always)]
+    fn at_least(x: m128i, lo: u8) -> m128i {
+        cmp_eq_mask_i8_m128i(max_u8_m128i(x, splat(lo)), x)
+    }
+
+    /// ASCII letters (either case: `| 0x20` lowercases them and moves no other byte into
+    /// `a..=z`) and digits.
+    #[inline(always)]
+    fn alnum(x: m128i) -> m128i {
+        or(
+            within(x, b'0', b'9'),
+            within(or(x, splat(0x20)), b'a', b'z'),
+        )
+    }
+}
+
+/// The same classes a byte at a time: the reference for the SSE2 code, and the code on other
+/// targets.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+mod bytewise {
+    use super::{is_urlish, Letters};
+
+    pub(super) fn urlish(chunk: &[u8; 64]) -> u64 {
+        bits(chunk, is_urlish)
+    }
+
+    pub(super) fn letters(chunk: &[u8; 64]) -> Letters {
+        Letters {
+            alnum: bits(chunk, |c| c.is_ascii_alphanumeric()),
+            high: bits(chunk, |c| c >= 0x80),
+            lead: bits(chunk, |c| c >= 0xc0),
+            three: bits(chunk, |c| c >= 0xe0),
+            four: bits(chunk, |c| c >= 0xf0),
+        }
+    }
+
+    fn bits(chunk: &[u8; 64], f: impl Fn(u8) -> bool) -> u64 {
+        chunk
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, &c)| m | u64::from(f(c)) << i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte value at every position among fillers of each class, random texts of every
+    /// length up to three chunks: the bitmaps are what the byte rules give.
+    #[test]
+    fn bitmaps_agree_with_the_byte_rules() {
+        let mut texts: Vec<Vec<u8>> = Vec::new();
+        for v in 0..=255u8 {
+            for fill in [b'a', b' ', b'-', 0xc3, 0x80, 0xe2, 0xf0, 0] {
+                for pos in [0, 1, 15, 16, 17, 31, 32, 47, 48, 62, 63] {
+                    let mut t = vec![fill; 64];
+                    t[pos] = v;
+                    texts.push(t);
+                }
+            }
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..=192 {
+            texts.push(
+                (0..len)
+                    .map(|_| {
+                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        (x >> 56) as u8
+                    })
+                    .collect(),
+            );
+        }
+        for t in &texts {
+            let bit = |i: usize, f: fn(u8) -> bool| -> u64 { u64::from(f(t[i])) << (i % 64) };
+            let mut want_url = vec![0u64; t.len().div_ceil(64)];
+            let mut want_letters = vec![Letters::default(); t.len().div_ceil(64)];
+            for i in 0..t.len() {
+                want_url[i / 64] |= bit(i, is_urlish);
+                let w = &mut want_letters[i / 64];
+                w.alnum |= bit(i, |c| c.is_ascii_alphanumeric());
+                w.high |= bit(i, |c| c >= 0x80);
+                w.lead |= bit(i, |c| c >= 0xc0);
+                w.three |= bit(i, |c| c >= 0xe0);
+                w.four |= bit(i, |c| c >= 0xf0);
+            }
+            assert_eq!(urlish_bits(t), want_url, "{t:?}");
+            assert_eq!(letter_bits(t), want_letters, "{t:?}");
+            assert_eq!(per_chunk(t, bytewise::urlish), want_url, "{t:?}");
+            assert_eq!(per_chunk(t, bytewise::letters), want_letters, "{t:?}");
+        }
+    }
+}
