@@ -22,8 +22,19 @@ pub(crate) struct Letters {
     pub four: u64,
 }
 
-/// Bit per byte of `b`: URL-ish ([`is_urlish`]).
-pub(crate) fn urlish_bits(b: &[u8]) -> Vec<u64> {
+/// URL-ish bytes, and two classes the blob finder tells runs of them by, of 64 bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Urlish {
+    /// URL-ish bytes ([`is_urlish`]).
+    pub bits: u64,
+    /// Bytes that may start a binary or Morse token ([`is_code_start`]).
+    pub code_start: u64,
+    /// Symbols of the base85 alphabets that prose does not put after a word ([`is_symbol85`]).
+    pub symbol85: u64,
+}
+
+/// [`Urlish`] per 64 bytes of `b`.
+pub(crate) fn urlish_bits(b: &[u8]) -> Vec<Urlish> {
     per_chunk(b, imp::urlish)
 }
 
@@ -36,6 +47,18 @@ pub(crate) fn letter_bits(b: &[u8]) -> Vec<Letters> {
 /// of `+ - . / = % _ ~`.
 pub(crate) const fn is_urlish(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.' | b'/' | b'=' | b'%' | b'_' | b'~')
+}
+
+/// `0`, `1`, `.` and `-`: the bytes a binary octet or a Morse letter starts with.
+pub(crate) const fn is_code_start(c: u8) -> bool {
+    matches!(c, b'0' | b'1' | b'.' | b'-')
+}
+
+/// Printable ASCII that is not URL-ish and not `"` `'` `,` `:`: `! # $ & ( ) * ; < > ? @ [ \ ]
+/// ^ \` { | }`, the symbols of Ascii85 and base85 (RFC 1924) that are not URL-ish, less the
+/// punctuation prose puts after a word.
+pub(crate) const fn is_symbol85(c: u8) -> bool {
+    matches!(c, b'!'..=b'~') && !is_urlish(c) && !matches!(c, b'"' | b'\'' | b',' | b':')
 }
 
 /// `f` of each 64 bytes of `b`, the last chunk padded with zero bytes (in none of the classes).
@@ -59,19 +82,31 @@ use bytewise as imp;
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod sse2 {
-    use super::Letters;
+    use super::{Letters, Urlish};
     use safe_arch::{
-        bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, m128i, max_u8_m128i, min_u8_m128i,
-        move_mask_i8_m128i, set_splat_i8_m128i, sub_i8_m128i,
+        bitandnot_m128i, bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, m128i,
+        max_u8_m128i, min_u8_m128i, move_mask_i8_m128i, set_splat_i8_m128i, sub_i8_m128i,
     };
 
-    pub(super) fn urlish(chunk: &[u8; 64]) -> u64 {
-        each16(chunk, |x| {
+    pub(super) fn urlish(chunk: &[u8; 64]) -> Urlish {
+        let (parts, _) = chunk.as_chunks::<16>();
+        let mut u = Urlish::default();
+        for (k, p) in parts.iter().enumerate() {
+            let x = load_unaligned_m128i(p);
             let symbols = [b'+', b'=', b'%', b'_', b'~']
                 .into_iter()
                 .fold(within(x, b'-', b'/'), |acc, c| or(acc, eq(x, c)));
-            bits(or(alnum(x), symbols))
-        })
+            let urlish = or(alnum(x), symbols);
+            let prose = [b'"', b'\'', b',', b':']
+                .into_iter()
+                .fold(urlish, |acc, c| or(acc, eq(x, c)));
+            let symbol85 = bitandnot_m128i(prose, within(x, b'!', b'~'));
+            let code_start = or(within(x, b'0', b'1'), within(x, b'-', b'.'));
+            u.bits |= bits(urlish) << (16 * k);
+            u.code_start |= bits(code_start) << (16 * k);
+            u.symbol85 |= bits(symbol85) << (16 * k);
+        }
+        u
     }
 
     pub(super) fn letters(chunk: &[u8; 64]) -> Letters {
@@ -150,10 +185,14 @@ mod sse2 {
 /// targets.
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 mod bytewise {
-    use super::{is_urlish, Letters};
+    use super::{is_code_start, is_symbol85, is_urlish, Letters, Urlish};
 
-    pub(super) fn urlish(chunk: &[u8; 64]) -> u64 {
-        bits(chunk, is_urlish)
+    pub(super) fn urlish(chunk: &[u8; 64]) -> Urlish {
+        Urlish {
+            bits: bits(chunk, is_urlish),
+            code_start: bits(chunk, is_code_start),
+            symbol85: bits(chunk, is_symbol85),
+        }
     }
 
     pub(super) fn letters(chunk: &[u8; 64]) -> Letters {
@@ -205,10 +244,13 @@ mod tests {
         }
         for t in &texts {
             let bit = |i: usize, f: fn(u8) -> bool| -> u64 { u64::from(f(t[i])) << (i % 64) };
-            let mut want_url = vec![0u64; t.len().div_ceil(64)];
+            let mut want_url = vec![Urlish::default(); t.len().div_ceil(64)];
             let mut want_letters = vec![Letters::default(); t.len().div_ceil(64)];
             for i in 0..t.len() {
-                want_url[i / 64] |= bit(i, is_urlish);
+                let u = &mut want_url[i / 64];
+                u.bits |= bit(i, is_urlish);
+                u.code_start |= bit(i, is_code_start);
+                u.symbol85 |= bit(i, is_symbol85);
                 let w = &mut want_letters[i / 64];
                 w.alnum |= bit(i, |c| c.is_ascii_alphanumeric());
                 w.high |= bit(i, |c| c >= 0x80);

@@ -403,8 +403,10 @@ impl Decoder<'_> {
             .max(1);
         // Only maximal runs of URL-ish bytes long enough to hold a blob matter: `encoded` bytes
         // of base64 or hex, or (where the text has a `%` at all) the escapes of a
-        // percent-encoded one. They are found from a bit per byte, so the words of ordinary text
-        // cost a table lookup per byte and no branch.
+        // percent-encoded one. Binary, Morse, Ascii85 and base85 runs are told by one byte of the
+        // URL-ish run around them: its first (`0`, `1`, `.`, `-`) or the one after it (a symbol
+        // of the base85 alphabets). `BlobRuns` reports only such runs, from bitmaps, so the
+        // words of ordinary text cost nothing here.
         let percent = 3 * self.limits.min_percent_escapes.max(1);
         let has_percent = b.contains(&b'%');
         let shortest = if has_percent {
@@ -412,16 +414,12 @@ impl Decoder<'_> {
         } else {
             encoded
         };
-        let urlish = crate::bitmap::urlish_bits(b);
-        let mut runs = BitRuns::new(&urlish);
+        let mut runs = BlobRuns::new(&crate::bitmap::urlish_bits(b), shortest);
         // Where the last run of base85 characters and the last run of binary or Morse tokens
         // looked at end: each byte is walked by each at most once.
         let mut rare = RareRuns::default();
         while let Some((start, end)) = runs.next() {
             let end = end.min(b.len());
-            // Binary, Morse, Ascii85 and base85 runs are told by one byte of the URL-ish run
-            // around them: its first (`0`, `1`, `.`, `-`) or the one after it (a symbol of
-            // the base85 alphabets). Ordinary words have neither, at one test.
             let after = b.get(end).copied().unwrap_or(b' ');
             if (CLASS[usize::from(b[start])] & CODE_START) | (CLASS[usize::from(after)] & SYMBOL85)
                 != 0
@@ -2012,59 +2010,131 @@ fn unit_starts_and_lengths(b: &[u8]) -> (Vec<u64>, Vec<[u64; 3]>) {
 /// separator of [`MAX_SEP`] bytes.
 const MAX_UNIT_GAP: u32 = 4 + MAX_SEP as u32;
 
-/// The maximal runs of set bits of a bitmap, in order, as `(start, end)`: a word and a trailing
-/// zero count per run, where looking up each start and end afresh cost the blob finder about a
-/// tenth of English prose's inspection (a run per word of text).
-struct BitRuns<'a> {
-    bits: &'a [u64],
-    /// The word being read, and its bits not yet reported.
-    k: usize,
-    w: u64,
+/// The runs of URL-ish bytes the blob finder looks at, in order, as `(start, end)`: those that
+/// start with a byte of binary or Morse ([`crate::bitmap::is_code_start`]), those followed by
+/// a base85 symbol, and those at least `shortest` bytes long. Ordinary words are none of them,
+/// and are passed over 64 at a time (reading every run cost English prose about a tenth of
+/// its inspection).
+struct BlobRuns {
+    /// URL-ish bytes.
+    bits: Vec<u64>,
+    /// A bit in each run to report, or at the byte just past it.
+    marks: Vec<u64>,
+    /// Where reading goes on.
+    from: usize,
+    /// Whether the run covering `from` is reported from there, marked or not (after a seek).
+    cut: bool,
 }
 
-impl<'a> BitRuns<'a> {
-    fn new(bits: &'a [u64]) -> Self {
-        BitRuns {
+impl BlobRuns {
+    fn new(classes: &[crate::bitmap::Urlish], shortest: usize) -> Self {
+        let bits: Vec<u64> = classes.iter().map(|c| c.bits).collect();
+        let mut marks = ones_from(&bits, shortest);
+        for (k, (m, c)) in marks.iter_mut().zip(classes).enumerate() {
+            let before = (c.bits << 1) | k.checked_sub(1).map_or(0, |p| bits[p] >> 63);
+            *m |= (c.bits & !before & c.code_start) | (!c.bits & before & c.symbol85);
+        }
+        BlobRuns {
             bits,
-            k: 0,
-            w: bits.first().copied().unwrap_or(0),
+            marks,
+            from: 0,
+            cut: false,
         }
     }
 
-    /// Goes on from bit `from`: a run that covers it is reported from there.
+    /// Goes on from byte `from`: a run that covers it is reported from there, marked or not.
     fn seek(&mut self, from: usize) {
-        self.k = from / 64;
-        self.w = self
-            .bits
-            .get(self.k)
-            .map_or(0, |&x| x & (!0u64 << (from % 64)));
+        self.from = from;
+        self.cut = true;
+    }
+
+    fn on(&self, i: usize) -> bool {
+        self.bits
+            .get(i / 64)
+            .is_some_and(|w| w >> (i % 64) & 1 != 0)
     }
 }
 
-impl Iterator for BitRuns<'_> {
+impl Iterator for BlobRuns {
     type Item = (usize, usize);
 
     fn next(&mut self) -> Option<(usize, usize)> {
-        while self.w == 0 {
-            self.k += 1;
-            self.w = *self.bits.get(self.k)?;
+        if std::mem::take(&mut self.cut) && self.on(self.from) {
+            let start = self.from;
+            let end = next_clear(&self.bits, start);
+            self.from = end + 1;
+            return Some((start, end));
         }
-        let from = self.w.trailing_zeros();
-        let start = self.k * 64 + from as usize;
-        // The first clear bit above the start, in this word or a later one.
-        let mut zeros = !self.w & (!0u64 << from);
-        while zeros == 0 {
-            self.k += 1;
-            let Some(&x) = self.bits.get(self.k) else {
-                self.w = 0;
-                return Some((start, self.k * 64));
+        loop {
+            let mark = next_bit(&self.marks, self.from)?;
+            // A mark past a run's end stands for the run before it.
+            let last = if self.on(mark) { mark } else { mark - 1 };
+            if last < self.from || !self.on(last) {
+                self.from = mark + 1;
+                continue;
+            }
+            let start = last_zero_before(&self.bits, last).map_or(0, |z| z + 1);
+            let end = next_clear(&self.bits, last);
+            let start = start.max(self.from);
+            self.from = end + 1;
+            return Some((start, end));
+        }
+    }
+}
+
+/// Bit `i` set where bits `i .. i + len` of `bits` are all set (every set bit for `len` 0 or 1):
+/// the bitmap ANDed with itself shifted by doubling steps.
+fn ones_from(bits: &[u64], len: usize) -> Vec<u64> {
+    let mut r = bits.to_vec();
+    let mut covered = 1;
+    while covered < len {
+        let s = covered.min(len - covered);
+        // In place from the first word: word k reads words k and later, not yet changed.
+        for k in 0..r.len() {
+            let (q, b) = (s / 64, s % 64);
+            let lo = r.get(k + q).copied().unwrap_or(0);
+            let hi = r.get(k + q + 1).copied().unwrap_or(0);
+            let shifted = if b == 0 {
+                lo
+            } else {
+                (lo >> b) | (hi << (64 - b))
             };
-            self.w = x;
-            zeros = !x;
+            r[k] &= shifted;
         }
-        let to = zeros.trailing_zeros();
-        self.w &= !0u64 << to;
-        Some((start, self.k * 64 + to as usize))
+        covered += s;
+    }
+    r
+}
+
+/// The first clear bit of `bits` at or after `from`, or the number of bits if none is.
+fn next_clear(bits: &[u64], from: usize) -> usize {
+    let mut k = from / 64;
+    let Some(&first) = bits.get(k) else {
+        return bits.len() * 64;
+    };
+    let mut w = !first & (!0u64 << (from % 64));
+    loop {
+        if w != 0 {
+            return k * 64 + w.trailing_zeros() as usize;
+        }
+        k += 1;
+        match bits.get(k) {
+            Some(&x) => w = !x,
+            None => return bits.len() * 64,
+        }
+    }
+}
+
+/// The last clear bit of `bits` before bit `i`, if any.
+fn last_zero_before(bits: &[u64], i: usize) -> Option<usize> {
+    let mut k = i / 64;
+    let mut w = !*bits.get(k)? & ((1u64 << (i % 64)) - 1);
+    loop {
+        if w != 0 {
+            return Some(k * 64 + 63 - w.leading_zeros() as usize);
+        }
+        k = k.checked_sub(1)?;
+        w = !bits[k];
     }
 }
 
@@ -2497,10 +2567,10 @@ static CLASS: [u16; 256] = {
             }
             d += 1;
         }
-        if k & (A85 | B85) != 0 && k & URLISH == 0 && !matches!(c, b',' | b':' | b'\'' | b'"') {
+        if crate::bitmap::is_symbol85(c) {
             k |= SYMBOL85;
         }
-        if matches!(c, b'0' | b'1' | b'.' | b'-') {
+        if crate::bitmap::is_code_start(c) {
             k |= CODE_START;
         }
         if matches!(c, b'+' | b'/') {
@@ -3459,12 +3529,6 @@ mod tests {
         }
     }
 
-    /// `BitRuns` reports exactly the maximal runs of set bits a bit-by-bit reading finds, runs
-    /// across word boundaries and up to the last bit included, and `seek` cuts a run where it
-    /// lands.
-    /// The hinted piece lookup finds what the binary search finds, from any hint: before the
-    /// position, in its piece, past it, or past the end; and a span mapped with hints carried
-    /// through ranges in order is the span mapped without.
     /// The word-at-a-time control count against a byte-by-byte one, on bytes drawn from every
     /// value and from the ones at its edges (tab, newline, CR, 0x1f, space, DEL, 0x80).
     #[test]
@@ -3496,6 +3560,9 @@ mod tests {
         }
     }
 
+    /// The hinted piece lookup finds what the binary search finds, from any hint: before the
+    /// position, in its piece, past it, or past the end; and a span mapped with hints carried
+    /// through ranges in order is the span mapped without.
     #[test]
     fn hinted_piece_lookups_agree_with_the_binary_search() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -3536,54 +3603,81 @@ mod tests {
         }
     }
 
+    /// `BlobRuns` reports the maximal runs of URL-ish bytes a byte-by-byte reading finds that
+    /// start with `0 1 . -`, are followed by a base85 symbol or are at least `shortest` long, in
+    /// order, across word boundaries and up to the last byte; after `seek`, first the run that
+    /// covers the place, from there, whatever it is.
     #[test]
-    fn bit_runs_agree_with_bits() {
-        let naive = |bits: &[u64], from: usize| -> Vec<(usize, usize)> {
-            let n = bits.len() * 64;
-            let on = |i: usize| bits[i / 64] >> (i % 64) & 1 == 1;
+    fn blob_runs_are_the_runs_worth_a_look() {
+        let naive = |b: &[u8], from: usize, shortest: usize| -> Vec<(usize, usize)> {
+            let on = |i: usize| b.get(i).is_some_and(|&c| crate::bitmap::is_urlish(c));
             let mut runs = Vec::new();
             let mut i = from;
-            while i < n {
-                if on(i) {
-                    let start = i;
-                    while i < n && on(i) {
-                        i += 1;
-                    }
-                    runs.push((start, i));
-                } else {
+            while i < b.len() {
+                if !on(i) {
                     i += 1;
+                    continue;
+                }
+                let start = i;
+                while on(i) {
+                    i += 1;
+                }
+                let wanted = (start == from && from > 0)
+                    || crate::bitmap::is_code_start(b[start])
+                    || b.get(i).is_some_and(|&c| crate::bitmap::is_symbol85(c))
+                    || i - start >= shortest;
+                if wanted {
+                    runs.push((start, i));
                 }
             }
             runs
         };
+        let alphabet = b"aZ9x0.-1 ;!,\n/+";
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for len in 0..6 {
-            for density in [1u32, 2, 3, 6] {
-                // Bits on with probability 1 - 2^-density: runs of every length, words all on.
-                let bits: Vec<u64> = (0..len)
+        for len in [0, 1, 5, 63, 64, 65, 127, 128, 200, 300] {
+            for long in [1usize, 3, 9] {
+                let text: Vec<u8> = (0..len)
                     .map(|_| {
-                        (0..density).fold(0u64, |acc, _| {
-                            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                            acc | x
-                        })
+                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        // Mostly letters, so runs of every length up to and past `shortest`.
+                        let r = (x >> 33) as usize;
+                        if r.is_multiple_of(long) {
+                            alphabet[(r / 7) % alphabet.len()]
+                        } else {
+                            b"abc"[(r / 7) % 3]
+                        }
                     })
                     .collect();
-                let got: Vec<(usize, usize)> = BitRuns::new(&bits).collect();
-                assert_eq!(got, naive(&bits, 0), "{bits:x?}");
-                for from in (0..len * 64).step_by(7) {
-                    let mut runs = BitRuns::new(&bits);
-                    runs.seek(from);
-                    assert_eq!(
-                        runs.collect::<Vec<_>>(),
-                        naive(&bits, from),
-                        "{bits:x?} from {from}"
-                    );
+                for shortest in [0, 1, 2, 9, 16, 64, 70, 130] {
+                    let classes = crate::bitmap::urlish_bits(&text);
+                    let got: Vec<_> = BlobRuns::new(&classes, shortest).collect();
+                    let s = String::from_utf8_lossy(&text);
+                    assert_eq!(got, naive(&text, 0, shortest), "{s:?} {shortest}");
+                    for from in (1..len).step_by(5) {
+                        let mut runs = BlobRuns::new(&classes, shortest);
+                        runs.seek(from);
+                        assert_eq!(
+                            runs.collect::<Vec<_>>(),
+                            naive(&text, from, shortest),
+                            "{s:?} {shortest} from {from}"
+                        );
+                    }
                 }
             }
         }
-        let full = [!0u64, !0u64];
-        assert_eq!(BitRuns::new(&full).collect::<Vec<_>>(), [(0, 128)]);
-        assert_eq!(BitRuns::new(&[]).next(), None);
+    }
+
+    /// The classes the blob finder's bitmaps test are CLASS's: SYMBOL85 is a symbol of
+    /// Ascii85 or base85 that is not URL-ish and not `, : ' "`.
+    #[test]
+    fn bitmap_classes_are_the_table_classes() {
+        for c in 0..=255u8 {
+            let k = CLASS[usize::from(c)];
+            assert_eq!(k & URLISH != 0, crate::bitmap::is_urlish(c), "{c:#x}");
+            let symbol85 =
+                k & (A85 | B85) != 0 && k & URLISH == 0 && !matches!(c, b',' | b':' | b'\'' | b'"');
+            assert_eq!(crate::bitmap::is_symbol85(c), symbol85, "{c:#x}");
+        }
     }
 
     #[test]
