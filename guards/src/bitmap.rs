@@ -1,6 +1,6 @@
 //! Byte classes of a text as bitmaps: bit `i` of word `k` is byte `64 k + i`. The normaliser's
-//! blob and despace finders walk runs of set bits instead of bytes, so ordinary text costs them
-//! a few instructions per 64 bytes.
+//! blob, leet and despace finders go from set bit to set bit instead of byte to byte, so
+//! ordinary text costs them a few instructions per 64 bytes.
 //!
 //! On x86-64 a class is computed sixteen bytes per instruction with SSE2 (part of every x86-64
 //! CPU; called through `safe_arch`'s safe wrappers, so this crate has no `unsafe`); elsewhere
@@ -38,6 +38,11 @@ pub(crate) fn urlish_bits(b: &[u8]) -> Vec<Urlish> {
     per_chunk(b, imp::urlish)
 }
 
+/// Bit per byte of `b`: a leet byte ([`is_leet`]).
+pub(crate) fn leet_bits(b: &[u8]) -> Vec<u64> {
+    per_chunk(b, imp::leet)
+}
+
 /// [`Letters`] per 64 bytes of `b`.
 pub(crate) fn letter_bits(b: &[u8]) -> Vec<Letters> {
     per_chunk(b, imp::letters)
@@ -47,6 +52,11 @@ pub(crate) fn letter_bits(b: &[u8]) -> Vec<Letters> {
 /// of `+ - . / = % _ ~`.
 pub(crate) const fn is_urlish(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.' | b'/' | b'=' | b'%' | b'_' | b'~')
+}
+
+/// The bytes leetspeak writes for letters: the digits but `2`, and `! $ + @ |`.
+pub(crate) const fn is_leet(c: u8) -> bool {
+    matches!(c, b'0'..=b'9' | b'!' | b'$' | b'+' | b'@' | b'|') && c != b'2'
 }
 
 /// `0`, `1`, `.` and `-`: the bytes a binary octet or a Morse letter starts with.
@@ -107,6 +117,16 @@ mod sse2 {
             u.symbol85 |= bits(symbol85) << (16 * k);
         }
         u
+    }
+
+    pub(super) fn leet(chunk: &[u8; 64]) -> u64 {
+        each16(chunk, |x| {
+            let digits = bitandnot_m128i(eq(x, b'2'), within(x, b'0', b'9'));
+            let leet = [b'!', b'$', b'+', b'@', b'|']
+                .into_iter()
+                .fold(digits, |acc, c| or(acc, eq(x, c)));
+            bits(leet)
+        })
     }
 
     pub(super) fn letters(chunk: &[u8; 64]) -> Letters {
@@ -185,7 +205,11 @@ mod sse2 {
 /// targets.
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 mod bytewise {
-    use super::{is_code_start, is_symbol85, is_urlish, Letters, Urlish};
+    use super::{is_code_start, is_leet, is_symbol85, is_urlish, Letters, Urlish};
+
+    pub(super) fn leet(chunk: &[u8; 64]) -> u64 {
+        bits(chunk, is_leet)
+    }
 
     pub(super) fn urlish(chunk: &[u8; 64]) -> Urlish {
         Urlish {
@@ -245,12 +269,14 @@ mod tests {
         for t in &texts {
             let bit = |i: usize, f: fn(u8) -> bool| -> u64 { u64::from(f(t[i])) << (i % 64) };
             let mut want_url = vec![Urlish::default(); t.len().div_ceil(64)];
+            let mut want_leet = vec![0u64; t.len().div_ceil(64)];
             let mut want_letters = vec![Letters::default(); t.len().div_ceil(64)];
             for i in 0..t.len() {
                 let u = &mut want_url[i / 64];
                 u.bits |= bit(i, is_urlish);
                 u.code_start |= bit(i, is_code_start);
                 u.symbol85 |= bit(i, is_symbol85);
+                want_leet[i / 64] |= bit(i, is_leet);
                 let w = &mut want_letters[i / 64];
                 w.alnum |= bit(i, |c| c.is_ascii_alphanumeric());
                 w.high |= bit(i, |c| c >= 0x80);
@@ -261,6 +287,8 @@ mod tests {
             assert_eq!(urlish_bits(t), want_url, "{t:?}");
             assert_eq!(letter_bits(t), want_letters, "{t:?}");
             assert_eq!(per_chunk(t, bytewise::urlish), want_url, "{t:?}");
+            assert_eq!(leet_bits(t), want_leet, "{t:?}");
+            assert_eq!(per_chunk(t, bytewise::leet), want_leet, "{t:?}");
             assert_eq!(per_chunk(t, bytewise::letters), want_letters, "{t:?}");
         }
     }

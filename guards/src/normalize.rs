@@ -2275,40 +2275,6 @@ const fn leet_char(c: u8) -> Option<u8> {
     })
 }
 
-/// The first leet byte ([`leet_char`]) at or after `from`. Eight bytes at a time where none can
-/// be (ordinary words: most of any text).
-fn next_leet(b: &[u8], mut from: usize) -> Option<usize> {
-    while let Some(chunk) = b.get(from..from + 8) {
-        if may_hold_leet(word_at(chunk, 0).unwrap_or_default()) {
-            if let Some(off) = chunk
-                .iter()
-                .position(|&c| CLASS[usize::from(c)] & LEET != 0)
-            {
-                return Some(from + off);
-            }
-        }
-        from += 8;
-    }
-    let tail = b.get(from..)?;
-    tail.iter()
-        .position(|&c| CLASS[usize::from(c)] & LEET != 0)
-        .map(|off| from + off)
-}
-
-/// Whether a byte of `x` may be a leet byte: a digit or one of `! $ + @ |` (a superset: `2`).
-const fn may_hold_leet(x: u64) -> bool {
-    let low = x & LOW7;
-    let digit = at_least(low, b'0' as u64) & !at_least(low, b'9' as u64 + 1) & !x;
-    let mut symbols = 0;
-    let mut k = 0;
-    let set = *b"!$+@|";
-    while k < set.len() {
-        symbols |= zero_bytes(x ^ (ONES * set[k] as u64));
-        k += 1;
-    }
-    (digit & HIGH) | symbols != 0
-}
-
 /// Tokens longer than this are identifiers, hashes or blobs rather than words: not leet-folded.
 const MAX_LEET_TOKEN: usize = 24;
 
@@ -2398,10 +2364,12 @@ fn leet_view(src: &View, kind: ViewKind) -> Option<View> {
     let b = src.text.as_bytes();
     let mut out: Option<String> = None;
     let mut folded_tokens: Vec<Range<usize>> = Vec::new();
+    // Leet bytes from a bitmap: most of a text has none, and is passed over 64 bytes at a time.
+    let leet = crate::bitmap::leet_bits(b);
     let mut i = 0;
     while i < b.len() {
         // Jump to the next leet byte, then widen to its token; `i` is never inside a token here.
-        let Some(at) = next_leet(b, i) else {
+        let Some(at) = next_bit(&leet, i) else {
             break;
         };
         let mut token_start = at;
@@ -3122,9 +3090,9 @@ mod tests {
         &original[view.original_span(at..at + needle.len())]
     }
 
-    /// The word-at-a-time search for leet bytes stops exactly where a byte-by-byte one does,
-    /// from every starting point of random texts with leet bytes, the `2` it over-approximates,
-    /// and non-ASCII.
+    /// The search for leet bytes in their bitmap stops exactly where a byte-by-byte one does,
+    /// from every starting point of random texts with leet bytes, the `2` that is not one, and
+    /// non-ASCII.
     #[test]
     fn next_leet_agrees_with_a_plain_search() {
         let alphabet = b"ab z2!0|@$+.9\xc3\xa9 ";
@@ -3143,12 +3111,13 @@ mod tests {
                     }
                 })
                 .collect();
+            let leet = crate::bitmap::leet_bits(&text);
             for from in 0..=text.len() {
                 let want = text[from..]
                     .iter()
                     .position(|&c| leet_char(c).is_some())
                     .map(|o| from + o);
-                assert_eq!(next_leet(&text, from), want, "{text:?} from {from}");
+                assert_eq!(next_bit(&leet, from), want, "{text:?} from {from}");
             }
         }
     }
@@ -3252,13 +3221,6 @@ mod tests {
                     .map(|(i, _)| 0x80u64 << (8 * i))
                     .sum();
                 assert_eq!(zeros, want, "byte {v:#x} at {pos}");
-                let mut bytes = [b'a'; 8];
-                bytes[pos] = v;
-                assert_eq!(
-                    may_hold_leet(u64::from_le_bytes(bytes)),
-                    leet_char(v).is_some() || v == b'2',
-                    "byte {v:#x} at {pos}"
-                );
             }
         }
         for text in [
@@ -3677,6 +3639,7 @@ mod tests {
             let symbol85 =
                 k & (A85 | B85) != 0 && k & URLISH == 0 && !matches!(c, b',' | b':' | b'\'' | b'"');
             assert_eq!(crate::bitmap::is_symbol85(c), symbol85, "{c:#x}");
+            assert_eq!(crate::bitmap::is_leet(c), leet_char(c).is_some(), "{c:#x}");
         }
     }
 
