@@ -71,6 +71,74 @@ pub(crate) const fn is_symbol85(c: u8) -> bool {
     matches!(c, b'!'..=b'~') && !is_urlish(c) && !matches!(c, b'"' | b'\'' | b',' | b':')
 }
 
+/// Bit `i` set where bits `i .. i + len` of `bits` are all set (every set bit for `len` 0 or 1):
+/// the bitmap ANDed with itself shifted by doubling steps.
+pub(crate) fn ones_from(bits: &[u64], len: usize) -> Vec<u64> {
+    let mut r = bits.to_vec();
+    let mut covered = 1;
+    while covered < len {
+        let s = covered.min(len - covered);
+        // In place from the first word: word k reads words k and later, not yet changed.
+        for k in 0..r.len() {
+            let (q, b) = (s / 64, s % 64);
+            let lo = r.get(k + q).copied().unwrap_or(0);
+            let hi = r.get(k + q + 1).copied().unwrap_or(0);
+            let shifted = if b == 0 {
+                lo
+            } else {
+                (lo >> b) | (hi << (64 - b))
+            };
+            r[k] &= shifted;
+        }
+        covered += s;
+    }
+    r
+}
+
+/// The first clear bit of `bits` at or after `from`, or the number of bits if none is.
+pub(crate) fn next_clear(bits: &[u64], from: usize) -> usize {
+    let mut k = from / 64;
+    let Some(&first) = bits.get(k) else {
+        return bits.len() * 64;
+    };
+    let mut w = !first & (!0u64 << (from % 64));
+    loop {
+        if w != 0 {
+            return k * 64 + w.trailing_zeros() as usize;
+        }
+        k += 1;
+        match bits.get(k) {
+            Some(&x) => w = !x,
+            None => return bits.len() * 64,
+        }
+    }
+}
+
+/// The last clear bit of `bits` before bit `i`, if any.
+pub(crate) fn last_zero_before(bits: &[u64], i: usize) -> Option<usize> {
+    let mut k = i / 64;
+    let mut w = !*bits.get(k)? & ((1u64 << (i % 64)) - 1);
+    loop {
+        if w != 0 {
+            return Some(k * 64 + 63 - w.leading_zeros() as usize);
+        }
+        k = k.checked_sub(1)?;
+        w = !bits[k];
+    }
+}
+
+/// The first set bit at or after `from` in `bits`.
+pub(crate) fn next_bit(bits: &[u64], from: usize) -> Option<usize> {
+    let mut k = from / 64;
+    let mut w = *bits.get(k)? & (!0u64 << (from % 64));
+    loop {
+        if w != 0 {
+            return Some(k * 64 + w.trailing_zeros() as usize);
+        }
+        k += 1;
+        w = *bits.get(k)?;
+    }
+}
 /// `f` of each 64 bytes of `b`, the last chunk padded with zero bytes (in none of the classes).
 fn per_chunk<T>(b: &[u8], f: impl Fn(&[u8; 64]) -> T) -> Vec<T> {
     let (full, tail) = b.as_chunks::<64>();
