@@ -43,6 +43,13 @@ pub(crate) fn leet_bits(b: &[u8]) -> Vec<u64> {
     per_chunk(b, imp::leet)
 }
 
+/// How many bytes `b` starts with, counted in whole blocks of sixteen, that are printable ASCII
+/// with no space after a space (nor first, after `prev_space`): where the fold's copy of plain
+/// text stops, or the start of its last partial block, which the fold reads a byte at a time.
+pub(crate) fn plain_ascii_len(b: &[u8], prev_space: bool) -> usize {
+    imp::plain_ascii_len(b, prev_space)
+}
+
 /// [`Letters`] per 64 bytes of `b`.
 pub(crate) fn letter_bits(b: &[u8]) -> Vec<Letters> {
     per_chunk(b, imp::letters)
@@ -197,6 +204,21 @@ mod sse2 {
         })
     }
 
+    pub(super) fn plain_ascii_len(b: &[u8], prev_space: bool) -> usize {
+        let (blocks, _) = b.as_chunks::<16>();
+        let mut carry = u64::from(prev_space);
+        for (k, p) in blocks.iter().enumerate() {
+            let x = load_unaligned_m128i(p);
+            let space = bits(eq(x, b' '));
+            let stop = (!bits(within(x, b' ', b'~')) & 0xffff) | (space & ((space << 1) | carry));
+            if stop != 0 {
+                return 16 * k + stop.trailing_zeros() as usize;
+            }
+            carry = space >> 15;
+        }
+        16 * blocks.len()
+    }
+
     pub(super) fn letters(chunk: &[u8; 64]) -> Letters {
         let alnum = each16(chunk, |x| bits(alnum(x)));
         let high = each16(chunk, bits);
@@ -279,6 +301,18 @@ mod bytewise {
         bits(chunk, is_leet)
     }
 
+    pub(super) fn plain_ascii_len(b: &[u8], prev_space: bool) -> usize {
+        let whole = b.len() / 16 * 16;
+        let mut prev = prev_space;
+        for (i, &c) in b[..whole].iter().enumerate() {
+            if !(b' '..=b'~').contains(&c) || (c == b' ' && prev) {
+                return i;
+            }
+            prev = c == b' ';
+        }
+        whole
+    }
+
     pub(super) fn urlish(chunk: &[u8; 64]) -> Urlish {
         Urlish {
             bits: bits(chunk, is_urlish),
@@ -308,6 +342,39 @@ mod bytewise {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plain-ASCII prefix is the byte rule's, from every offset of random texts of spaces,
+    /// letters, tildes, DEL, controls and non-ASCII, after a space and not.
+    #[test]
+    fn plain_ascii_prefix_agrees_with_the_byte_rule() {
+        let alphabet = b"a  ~ \x7f\n\x1f\xc3!z";
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for len in [0, 1, 15, 16, 17, 31, 32, 33, 64, 100] {
+            for sparse in [1u64, 4, 40] {
+                let text: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        let r = x >> 33;
+                        if r.is_multiple_of(sparse) {
+                            alphabet[(r / 64) as usize % alphabet.len()]
+                        } else {
+                            b"ab c"[(r / 64) as usize % 4]
+                        }
+                    })
+                    .collect();
+                for from in 0..=text.len() {
+                    for prev_space in [false, true] {
+                        let t = &text[from..];
+                        assert_eq!(
+                            plain_ascii_len(t, prev_space),
+                            bytewise::plain_ascii_len(t, prev_space),
+                            "{t:?} {prev_space}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     /// Every byte value at every position among fillers of each class, random texts of every
     /// length up to three chunks: the bitmaps are what the byte rules give.

@@ -925,15 +925,11 @@ fn fold_with<const SIMPLE_RUNS: bool>(
             // lowercase happens once at the end.
             let start = i;
             let mut prev_space = out.ends_with(' ');
-            // Eight bytes at a time while they are all printable ASCII or single spaces.
-            while let Some(x) = word_at(b, i) {
-                let spaces = zero_bytes(x ^ (ONES * u64::from(b' ')));
-                let carry = if prev_space { 0x80 } else { 0 };
-                if has_byte_outside_printable(x) || spaces & ((spaces << 8) | carry) != 0 {
-                    break;
-                }
-                prev_space = spaces >> 63 != 0;
-                i += 8;
+            // Sixteen bytes at a time while they are all printable ASCII or single spaces.
+            let plain = crate::bitmap::plain_ascii_len(&b[i..], prev_space);
+            if plain > 0 {
+                i += plain;
+                prev_space = b[i - 1] == b' ';
             }
             while i < b.len() {
                 let c = b[i];
@@ -1610,15 +1606,6 @@ const fn zero_bytes(x: u64) -> u64 {
 /// has its high bit set iff `b >= lo`, and no byte carries into the next (at most 0x7f + 0x50).
 const fn at_least(v: u64, lo: u64) -> u64 {
     v.wrapping_add(ONES * (0x80 - lo)) & HIGH
-}
-
-/// Whether a byte of `x` is below `0x20` or above `0x7e` (control, DEL or non-ASCII).
-const fn has_byte_outside_printable(x: u64) -> bool {
-    let below = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-    // Adding 1 to each byte sets its high bit where it was 0x7f; bytes from 0x80 have it already
-    // (`| x`), and a carry out of a 0xff byte only disturbs bytes after one that counts.
-    let above = (x.wrapping_add(ONES) | x) & HIGH;
-    below | above != 0
 }
 
 fn push_space(out: &mut String, map: &mut SpanMap, orig: Range<usize>) {
@@ -3141,11 +3128,6 @@ mod tests {
                 let mut bytes = [b'a'; 8];
                 bytes[pos] = v;
                 let x = u64::from_le_bytes(bytes);
-                assert_eq!(
-                    has_byte_outside_printable(x),
-                    !(0x20..=0x7e).contains(&v),
-                    "byte {v:#x} at {pos}"
-                );
                 let zeros = zero_bytes(x);
                 let want: u64 = bytes
                     .iter()
