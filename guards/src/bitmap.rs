@@ -50,6 +50,25 @@ pub(crate) fn plain_ascii_len(b: &[u8], prev_space: bool) -> usize {
     imp::plain_ascii_len(b, prev_space)
 }
 
+/// Whether more than `limit` bytes of `b` are ASCII control bytes other than tab, newline and
+/// carriage return, or DEL. It stops as soon as the count is past the limit (it only grows).
+pub(crate) fn controls_over(b: &[u8], limit: usize) -> bool {
+    let (blocks, tail) = b.as_chunks::<16>();
+    let mut count = 0;
+    for p in blocks {
+        count += imp::controls16(p) as usize;
+        if count > limit {
+            return true;
+        }
+    }
+    count + tail.iter().filter(|&&c| is_control(c)).count() > limit
+}
+
+/// An ASCII control byte other than tab, newline and carriage return, or DEL.
+const fn is_control(c: u8) -> bool {
+    (c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r')) || c == 0x7f
+}
+
 /// [`Letters`] per 64 bytes of `b`.
 pub(crate) fn letter_bits(b: &[u8]) -> Vec<Letters> {
     per_chunk(b, imp::letters)
@@ -219,6 +238,15 @@ mod sse2 {
         16 * blocks.len()
     }
 
+    /// How many of sixteen bytes are [`super::is_control`].
+    pub(super) fn controls16(p: &[u8; 16]) -> u32 {
+        let x = load_unaligned_m128i(p);
+        let allowed = or(or(eq(x, b'\t'), eq(x, b'\n')), eq(x, b'\r'));
+        let below = cmp_eq_mask_i8_m128i(min_u8_m128i(x, splat(0x1f)), x);
+        let control = or(bitandnot_m128i(allowed, below), eq(x, 0x7f));
+        bits(control).count_ones()
+    }
+
     pub(super) fn letters(chunk: &[u8; 64]) -> Letters {
         let alnum = each16(chunk, |x| bits(alnum(x)));
         let high = each16(chunk, bits);
@@ -295,7 +323,11 @@ mod sse2 {
 /// targets.
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 mod bytewise {
-    use super::{is_code_start, is_leet, is_symbol85, is_urlish, Letters, Urlish};
+    use super::{is_code_start, is_control, is_leet, is_symbol85, is_urlish, Letters, Urlish};
+
+    pub(super) fn controls16(p: &[u8; 16]) -> u32 {
+        p.iter().filter(|&&c| is_control(c)).count() as u32
+    }
 
     pub(super) fn leet(chunk: &[u8; 64]) -> u64 {
         bits(chunk, is_leet)
@@ -424,6 +456,9 @@ mod tests {
             assert_eq!(per_chunk(t, bytewise::urlish), want_url, "{t:?}");
             assert_eq!(leet_bits(t), want_leet, "{t:?}");
             assert_eq!(per_chunk(t, bytewise::leet), want_leet, "{t:?}");
+            for p in t.as_chunks::<16>().0 {
+                assert_eq!(imp::controls16(p), bytewise::controls16(p), "{p:?}");
+            }
             assert_eq!(per_chunk(t, bytewise::letters), want_letters, "{t:?}");
         }
     }
