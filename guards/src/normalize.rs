@@ -2243,16 +2243,24 @@ fn ordinary_token(token: &[u8], before: Option<u8>, after: &[u8]) -> bool {
     }
     // name@domain followed by the rest of a domain (".com", "-lumiere.pt"): an address, not
     // "h@ck".
-    let at = token.iter().position(|&c| c == b'@');
-    let domain_rest = after
+    let Some(at) = token.iter().position(|&c| c == b'@') else {
+        return false;
+    };
+    if at == 0 || at + 1 == token.len() {
+        return false;
+    }
+    let mut dot = false;
+    for &c in after
         .iter()
         .take(64)
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.'))
-        .collect::<Vec<_>>();
-    let domain_follows = domain_rest
-        .windows(2)
-        .any(|w| *w[0] == b'.' && w[1].is_ascii_alphabetic());
-    at.is_some_and(|i| i > 0 && i + 1 < token.len()) && domain_follows
+    {
+        if dot && c.is_ascii_alphabetic() {
+            return true;
+        }
+        dot = c == b'.';
+    }
+    false
 }
 
 /// Folds leetspeak inside tokens that contain at least one ASCII letter and one leet character;
@@ -2261,6 +2269,8 @@ fn ordinary_token(token: &[u8], before: Option<u8>, after: &[u8]) -> bool {
 fn leet_view(src: &View, kind: ViewKind) -> Option<View> {
     let b = src.text.as_bytes();
     let mut out: Option<String> = None;
+    // How much of the source `out` holds.
+    let mut copied = 0;
     let mut folded_tokens: Vec<Range<usize>> = Vec::new();
     // Leet bytes from a bitmap: most of a text has none, and is passed over 64 bytes at a time.
     let leet = crate::bitmap::leet_bits(b);
@@ -2301,22 +2311,23 @@ fn leet_view(src: &View, kind: ViewKind) -> Option<View> {
             && !ordinary_token(token, s.checked_sub(1).map(|k| b[k]), &b[e..])
         {
             // Leet characters are ASCII and become ASCII letters: every offset and char
-            // boundary stays.
-            let plain: String = src.text[s..e]
-                .chars()
-                .map(|c| match u8::try_from(c).ok().and_then(leet_char) {
+            // boundary stays. The view is written as it goes, up to the end of this token.
+            let out = out.get_or_insert_with(|| String::with_capacity(b.len()));
+            out.push_str(&src.text[copied..s]);
+            out.extend(src.text[s..e].chars().map(
+                |c| match u8::try_from(c).ok().and_then(leet_char) {
                     Some(l) => char::from(l),
                     None => c,
-                })
-                .collect();
-            out.get_or_insert_with(|| src.text.clone())
-                .replace_range(s..e, &plain);
+                },
+            ));
+            copied = e;
             folded_tokens.push(s..e);
         }
     }
     // ASCII-for-ASCII replacement keeps UTF-8 validity and every offset, so the map is shared,
     // and the view differs from its source (its base) at the folded tokens alone.
-    let text = out?;
+    let mut text = out?;
+    text.push_str(&src.text[copied..]);
     debug_assert_eq!(kind.base(), Some(src.kind));
     Some(View {
         kind,
