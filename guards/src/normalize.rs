@@ -1149,6 +1149,22 @@ fn fold_table_run(
         i = end;
         match next {
             Some((n, n_len)) => (e, len) = (n, n_len),
+            // One space between two words of the plane (most text in scripts other than
+            // Latin) folds to itself unless a space was just written (this character folded
+            // to one, or to nothing after one; a character that folds to itself is not
+            // written yet, and is no space): the run takes it and goes on, rather than a copy
+            // of the word, one of the space and a new run.
+            None if text.as_bytes().get(end) == Some(&b' ')
+                && (e & FT_SAME != 0 || !out.ends_with(' ')) =>
+            {
+                match entry_at(table, text, end + 1, cache) {
+                    Some((n, n_len)) if n & (FT_SIMPLE | FT_SHOWN_ALONE) != 0 => {
+                        i = end + 1;
+                        (e, len) = (n, n_len);
+                    }
+                    _ => break,
+                }
+            }
             None => break,
         }
     }
@@ -3303,6 +3319,19 @@ mod tests {
         let alphabet = "aB \u{a0}\u{e9}\u{c9}\u{301}\u{308}\u{200b}\u{ad}\u{20ac}\u{c3}\u{a9}\u{2019}\u{2014}\u{fb01}\u{2460}\u{ff21}\u{3000}\
              \u{43f}\u{41f}\u{440}\u{420}\u{451}\u{439}\u{3b1}\u{3a3}\u{3c2}\u{5d0}\u{5b8}\u{627}\u{644}\u{64e}\u{651}\
              \u{915}\u{93f}\u{94d}\u{937}\u{928}\u{93c}\u{9c7}\u{9be}\u{b47}\u{b3e}\u{4e2d}\u{6587}\u{3042}\u{30ab}\u{3099}\u{ac00}\u{1100}\u{1161}\u{1f600}\u{fe0f}\u{200d}";
+        // Spaces between words of the plane, which the run goes on across: single, double,
+        // before a mark, a no-break space or an ideographic one, after a homoglyph, at the end.
+        for t in [
+            "\u{43f}\u{440}\u{438} \u{43c}\u{438}\u{440} \u{627}\u{644}",
+            "\u{43f}  \u{440}",
+            "\u{43f} \u{301}\u{440}",
+            "\u{43f} \u{a0}\u{440} \u{3000} \u{440}",
+            "\u{43e} \u{43e} \u{41e} \u{3b1} \u{3b1}",
+            "\u{43f} ",
+            "\u{43f} a \u{43f}",
+        ] {
+            same(t);
+        }
         let mut next = random_chars(alphabet, 0x2545_f491_4f6c_dd1d);
         for len in 0..48 {
             for _ in 0..300 {
