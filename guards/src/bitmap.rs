@@ -371,6 +371,30 @@ mod bytewise {
     }
 }
 
+/// Random bytes for tests: from `common`, but one in `sparse` (on average) from `rare`; `x`
+/// is the generator's state.
+#[cfg(test)]
+pub(crate) fn sparse_text(
+    len: usize,
+    common: &[u8],
+    rare: &[u8],
+    sparse: u64,
+    x: &mut u64,
+) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let r = *x >> 33;
+            let pool = if r.is_multiple_of(sparse) {
+                rare
+            } else {
+                common
+            };
+            pool[(r / 64) as usize % pool.len()]
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,21 +403,10 @@ mod tests {
     /// letters, tildes, DEL, controls and non-ASCII, after a space and not.
     #[test]
     fn plain_ascii_prefix_agrees_with_the_byte_rule() {
-        let alphabet = b"a  ~ \x7f\n\x1f\xc3!z";
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         for len in [0, 1, 15, 16, 17, 31, 32, 33, 64, 100] {
             for sparse in [1u64, 4, 40] {
-                let text: Vec<u8> = (0..len)
-                    .map(|_| {
-                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                        let r = x >> 33;
-                        if r.is_multiple_of(sparse) {
-                            alphabet[(r / 64) as usize % alphabet.len()]
-                        } else {
-                            b"ab c"[(r / 64) as usize % 4]
-                        }
-                    })
-                    .collect();
+                let text = sparse_text(len, b"ab c", b"a  ~ \x7f\n\x1f\xc3!z", sparse, &mut x);
                 for from in 0..=text.len() {
                     for prev_space in [false, true] {
                         let t = &text[from..];

@@ -3497,22 +3497,12 @@ mod tests {
             }
             runs
         };
-        let alphabet = b"aZ9x0.-1 ;!,\n/+";
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for len in [0, 1, 5, 63, 64, 65, 127, 128, 200, 300] {
-            for long in [1usize, 3, 9] {
-                let text: Vec<u8> = (0..len)
-                    .map(|_| {
-                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                        // Mostly letters, so runs of every length up to and past `shortest`.
-                        let r = (x >> 33) as usize;
-                        if r.is_multiple_of(long) {
-                            alphabet[(r / 7) % alphabet.len()]
-                        } else {
-                            b"abc"[(r / 7) % 3]
-                        }
-                    })
-                    .collect();
+            for long in [1u64, 3, 9] {
+                // Mostly letters, so runs of every length up to and past `shortest`.
+                let rare = b"aZ9x0.-1 ;!,\n/+";
+                let text = crate::bitmap::sparse_text(len, b"abc", rare, long, &mut x);
                 for shortest in [0, 1, 2, 9, 16, 64, 70, 130] {
                     let classes = crate::bitmap::urlish_bits(&text);
                     let got: Vec<_> = BlobRuns::new(&classes, shortest).collect();
