@@ -1,6 +1,7 @@
 //! Byte classes of a text as bitmaps: bit `i` of word `k` is byte `64 k + i`. The normaliser's
 //! blob, leet and despace finders go from set bit to set bit instead of byte to byte, so
-//! ordinary text costs them a few instructions per 64 bytes.
+//! ordinary text costs them a few instructions per 64 bytes. The fold's run of plain ASCII and
+//! the blob decoder's count of control bytes are read sixteen bytes at a time here too.
 //!
 //! On x86-64 a class is computed sixteen bytes per instruction with SSE2 (part of every x86-64
 //! CPU; called through `safe_arch`'s safe wrappers, so this crate has no `unsafe`); elsewhere
@@ -38,6 +39,11 @@ pub(crate) fn urlish_bits(b: &[u8]) -> Vec<Urlish> {
     per_chunk(b, imp::urlish)
 }
 
+/// [`Letters`] per 64 bytes of `b`.
+pub(crate) fn letter_bits(b: &[u8]) -> Vec<Letters> {
+    per_chunk(b, imp::letters)
+}
+
 /// Bit per byte of `b`: a leet byte ([`is_leet`]).
 pub(crate) fn leet_bits(b: &[u8]) -> Vec<u64> {
     per_chunk(b, imp::leet)
@@ -64,16 +70,6 @@ pub(crate) fn controls_over(b: &[u8], limit: usize) -> bool {
     count + tail.iter().filter(|&&c| is_control(c)).count() > limit
 }
 
-/// An ASCII control byte other than tab, newline and carriage return, or DEL.
-const fn is_control(c: u8) -> bool {
-    (c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r')) || c == 0x7f
-}
-
-/// [`Letters`] per 64 bytes of `b`.
-pub(crate) fn letter_bits(b: &[u8]) -> Vec<Letters> {
-    per_chunk(b, imp::letters)
-}
-
 /// Whether `c` may be part of a URL, a blob or an escape run: an ASCII letter or digit or one
 /// of `+ - . / = % _ ~`.
 pub(crate) const fn is_urlish(c: u8) -> bool {
@@ -95,6 +91,11 @@ pub(crate) const fn is_code_start(c: u8) -> bool {
 /// punctuation prose puts after a word.
 pub(crate) const fn is_symbol85(c: u8) -> bool {
     matches!(c, b'!'..=b'~') && !is_urlish(c) && !matches!(c, b'"' | b'\'' | b',' | b':')
+}
+
+/// An ASCII control byte other than tab, newline and carriage return, or DEL.
+const fn is_control(c: u8) -> bool {
+    (c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r')) || c == 0x7f
 }
 
 /// Bit `i` set where bits `i .. i + len` of `bits` are all set (every set bit for `len` 0 or 1):
