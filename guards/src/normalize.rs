@@ -3394,7 +3394,7 @@ mod tests {
         }
     }
 
-    /// The word-at-a-time control count against a byte-by-byte one, on bytes drawn from every
+    /// The sixteen-byte control count against a byte-by-byte one, on bytes drawn from every
     /// value and from the ones at its edges (tab, newline, CR, 0x1f, space, DEL, 0x80).
     #[test]
     fn control_counts_agree_with_a_byte_by_byte_count() {
