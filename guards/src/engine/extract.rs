@@ -11,6 +11,14 @@ pub(super) const MAX_LITERAL_LEN: usize = 8;
 /// Most literal prefixes taken from one regex; more and the regex is scanned unanchored.
 pub(super) const MAX_PREFIXES: usize = 256;
 
+/// Most literals in a set a regex without prefixes is searched back from: a short word and
+/// what follows it ("your" and forty nouns) is selective where the word alone is not.
+pub(super) const MAX_FACTORS: usize = 1024;
+
+/// Longest literal of such a set: "ur underlying" cut at 8 bytes is "ur under", which "our
+/// understanding" holds too.
+pub(super) const MAX_FACTOR_LEN: usize = 12;
+
 /// Shortest literal prefix worth triggering on; a regex with a shorter one (it would fire on
 /// every "at" or "u") is scanned unanchored instead.
 pub(super) const MIN_PREFIX_LEN: usize = 3;
@@ -53,14 +61,24 @@ pub(super) fn factor_literals(
     hir: &regex_syntax::hir::Hir,
     factor: Factor,
 ) -> Option<Vec<Vec<u8>>> {
+    factor_literals_up_to(hir, factor, MAX_PREFIXES, MAX_LITERAL_LEN)
+}
+
+/// [`factor_literals`] with at most `limit` literals of at most `len` bytes.
+pub(super) fn factor_literals_up_to(
+    hir: &regex_syntax::hir::Hir,
+    factor: Factor,
+    limit: usize,
+    len: usize,
+) -> Option<Vec<Vec<u8>>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let seq = Extractor::new()
         .kind(match factor {
             Factor::Prefix => ExtractKind::Prefix,
             Factor::Suffix => ExtractKind::Suffix,
         })
-        .limit_total(MAX_PREFIXES)
-        .limit_literal_len(MAX_LITERAL_LEN)
+        .limit_total(limit)
+        .limit_literal_len(len)
         .extract(hir);
     let lits = seq.literals()?;
     if lits.is_empty() || lits.iter().any(|l| l.as_bytes().len() < MIN_PREFIX_LEN) {
@@ -139,9 +157,12 @@ pub(super) enum FactorAt {
 /// Literals, and where in the regex they come from.
 pub(super) type Located = (Vec<Vec<u8>>, FactorAt);
 
-/// [`required_factor`] of a regex as parsed (not view-shaped), and where it sits, so the part
-/// of the regex before it ([`before_factor`]) can be searched backwards from a hit. Each piece is
-/// view-shaped on its own, so piece indices are the regex's own.
+/// For a regex with no usable prefixes: a set of literals every match holds, and where it sits,
+/// so the part of the regex before it ([`before_factor`]) can be searched backwards from a hit;
+/// the rarest usable one of its suffix set and, from each top-level piece on, the prefixes of
+/// the rest of the regex. `None` sends the regex to the unanchored walk, which steps a DFA over
+/// every byte of every view it reads. Pieces are view-shaped on their own, so piece indices are
+/// the regex's own.
 pub(super) fn required_factor_at(hir: &regex_syntax::hir::Hir) -> Option<(Vec<Vec<u8>>, FactorAt)> {
     use regex_syntax::hir::HirKind;
     let pieces: &[regex_syntax::hir::Hir] = match hir.kind() {
@@ -154,16 +175,30 @@ pub(super) fn required_factor_at(hir: &regex_syntax::hir::Hir) -> Option<(Vec<Ve
         .unwrap_or(pieces.len());
     let suffix = factor_literals(&as_seen_in_views(hir.clone()), Factor::Suffix)
         .map(|l| (l, FactorAt::Suffix));
-    let later = pieces
-        .iter()
-        .enumerate()
-        .skip(first + 1)
-        .filter_map(|(k, p)| {
-            factor_literals(&as_seen_in_views(p.clone()), Factor::Prefix)
-                .map(|l| (l, FactorAt::Piece(k)))
-        });
+    // From each piece on, the literals the rest of the regex starts with: longer (so rarer)
+    // than the piece's own when it is a short word ("your" + what follows it). The first piece
+    // that consumes text is a candidate too: the regex as a whole has no usable prefix when
+    // what comes before that piece can match punctuation or nothing (`(?:^|[.!?]\s*)verb`).
+    let later = (first..pieces.len()).filter_map(|k| {
+        let rest = regex_syntax::hir::Hir::concat(pieces.get(k..).unwrap_or_default().to_vec());
+        factor_literals_up_to(
+            &as_seen_in_views(rest),
+            Factor::Prefix,
+            MAX_FACTORS,
+            MAX_FACTOR_LEN,
+        )
+        .map(|l| (l, FactorAt::Piece(k)))
+    });
     let mut best: Option<(usize, Located)> = None;
-    for (lits, at) in suffix.into_iter().chain(later) {
+    // A set holding a common literal selects nothing, however rare the others are. Three
+    // symbols ("\x27\x27\x27", "](//") or ten bytes of common words ("your content") are rare
+    // enough to search back from, though `is_common` counts them as common: what they cost
+    // is a short backwards search per hit, against a DFA step per byte of every text.
+    let selects = |l: &[u8]| {
+        !is_common(l) || l.len() >= 10 || l.iter().filter(|c| c.is_ascii_punctuation()).count() >= 3
+    };
+    let usable = |(lits, _): &Located| lits.iter().all(|l| selects(l));
+    for (lits, at) in suffix.into_iter().chain(later).filter(usable) {
         let score = lits.iter().map(|l| rarity(l)).min().unwrap_or(0);
         // Ties keep the earlier set: the suffix, then pieces in order.
         if best.as_ref().is_none_or(|(b, _)| score > *b) {
@@ -344,6 +379,61 @@ mod tests {
         );
         assert_eq!(view_max_len(r"ignore\s+(?:all\s+)?previous"), Some(19));
         assert_eq!(view_max_len(r"ignore\s+\w+"), None);
+    }
+
+    /// Where a regex has no usable prefix, the literals it is searched back from.
+    #[test]
+    fn factors_without_prefixes_are_rare_literals() {
+        let at = |re: &str| -> Option<(Vec<String>, FactorAt)> {
+            let (lits, at) = required_factor_at(&parse_pattern(re)?)?;
+            Some((
+                lits.into_iter()
+                    .map(|l| String::from_utf8(l).unwrap())
+                    .collect(),
+                at,
+            ))
+        };
+        // The first piece that consumes text, behind a sentence start.
+        assert_eq!(
+            at(r"(?:^|[.!?]\s*)(?:deaktiviere|desactive)\b\W+\w+"),
+            Some((
+                vec!["deaktiviere".into(), "desactive".into()],
+                FactorAt::Piece(1)
+            ))
+        );
+        // Common words and the rare words after them: the rest of the regex from that piece.
+        assert_eq!(
+            at(r"(?:^|[.!?]\s*)(?:tell|give)\s+(?:your|ur)\s+(?:hidden|secret)\s+(?:rules|notes)"),
+            Some((
+                [
+                    "give ur hidd",
+                    "give ur secr",
+                    "give your hi",
+                    "give your se",
+                    "tell ur hidd",
+                    "tell ur secr",
+                    "tell your hi",
+                    "tell your se"
+                ]
+                .map(String::from)
+                .to_vec(),
+                FactorAt::Piece(1)
+            ))
+        );
+        // Three symbols are rare; so are ten bytes of common words.
+        assert_eq!(
+            at(r"p\W{0,2}w\W{0,2}n\W{0,2}e\W{0,2}d\W{0,2}\s*\x27{3}|\x27{3}\s*\+\s*\x27{3}"),
+            Some((vec!["\x27\x27\x27".into()], FactorAt::Suffix))
+        );
+        assert_eq!(
+            at(r"(?:^|\.\s*)(?:your|our)\s+content\s+(?:is|was)\s+\w"),
+            Some((
+                vec!["our content ".into(), "your content".into()],
+                FactorAt::Piece(1)
+            ))
+        );
+        // Nothing but common words and short ones: the unanchored walk.
+        assert_eq!(at(r"(?:^|\.\s*)(?:you|it)\s+(?:is|are)\s+\w+"), None);
     }
 
     #[test]

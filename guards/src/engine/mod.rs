@@ -414,9 +414,7 @@ impl Engine {
                         // No usable prefix ("tu", "ai", a class): a hit of a rare required piece,
                         // where there is one, is where to search backwards for a start.
                         // Otherwise the regex joins the unanchored pass.
-                        match required_factor_at(&hir)
-                            .filter(|(lits, _)| !lits.iter().any(|l| is_common(l)))
-                        {
+                        match required_factor_at(&hir) {
                             Some((factor, at)) => {
                                 for p in factor {
                                     add(p, Trigger::FromFactor(pid));
@@ -1557,6 +1555,24 @@ regexes = ['\b\d(?:[ -]?\d){12,18}\b']
             assert!(rule_ids(&e, text, Target::User).is_empty(), "{text:?}");
             assert!(brute_force(&e, text, Target::User).is_empty(), "{text:?}");
         }
+    }
+
+    /// The shipped regexes that have neither prefixes nor a factor to search back from (the
+    /// PII ones: digits, an address) read the folded view alone, so no derived view (despaced,
+    /// leet, decoded) is walked by the unanchored DFA. A rule change that sends an injection
+    /// regex to the unanchored walk fails here: it would cost every view of every text a DFA
+    /// step per byte.
+    #[test]
+    fn only_folded_view_regexes_are_walked_unanchored() {
+        let e = Engine::compile(RuleSet::embedded().unwrap()).unwrap();
+        let folded = crate::pack::view_bit(ViewKind::Folded);
+        let other: Vec<String> = e
+            .unanchored_regexes()
+            .filter(|(rule, _)| rule.views != folded)
+            .map(|(rule, re)| format!("{}: {re}", rule.id))
+            .collect();
+        assert!(other.is_empty(), "{}", other.join("\n"));
+        assert!(e.unanchored_regexes().count() > 0);
     }
 
     #[test]
