@@ -49,6 +49,19 @@ pub(crate) fn leet_bits(b: &[u8]) -> Vec<u64> {
     per_chunk(b, imp::leet)
 }
 
+/// Bit per byte of `b`, a word per 64 bytes as they are read: a byte that may start a required
+/// piece of a regex walked unanchored ([`is_anchor`]).
+pub(crate) fn anchor_words(b: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    let (full, tail) = b.as_chunks::<64>();
+    full.iter()
+        .map(imp::anchor)
+        .chain((!tail.is_empty()).then(|| {
+            let mut last = [0u8; 64];
+            last[..tail.len()].copy_from_slice(tail);
+            imp::anchor(&last)
+        }))
+}
+
 /// How many bytes `b` starts with, counted in whole blocks of sixteen, that are printable ASCII
 /// with no space after a space (nor first, after `prev_space`): where the fold's copy of plain
 /// text stops, or the start of its last partial block, which the fold reads a byte at a time.
@@ -79,6 +92,14 @@ pub(crate) const fn is_urlish(c: u8) -> bool {
 /// The bytes leetspeak writes for letters: the digits but `2`, and `! $ + @ |`.
 pub(crate) const fn is_leet(c: u8) -> bool {
     matches!(c, b'0'..=b'9' | b'!' | b'$' | b'+' | b'@' | b'|') && c != b'2'
+}
+
+/// ASCII digits and symbols (printable, not a letter nor a space) and the lead bytes of
+/// characters of two or more bytes: the bytes the unanchored walk may be confined around
+/// (the PII regexes need a digit, `+` or `@`). Letters and spaces are in every text; a
+/// regex that needs one is walked over every byte.
+pub(crate) const fn is_anchor(c: u8) -> bool {
+    matches!(c, b'!'..=b'@' | b'['..=b'`' | b'{'..=b'~' | 0xc0..=0xff)
 }
 
 /// `0`, `1`, `.` and `-`: the bytes a binary octet or a Morse letter starts with.
@@ -224,6 +245,15 @@ mod sse2 {
         })
     }
 
+    pub(super) fn anchor(chunk: &[u8; 64]) -> u64 {
+        each16(chunk, |x| {
+            let lower = or(x, splat(0x20));
+            let letter = within(lower, b'a', b'z');
+            let printable = within(x, b'!', b'~');
+            bits(or(bitandnot_m128i(letter, printable), at_least(x, 0xc0)))
+        })
+    }
+
     pub(super) fn plain_ascii_len(b: &[u8], prev_space: bool) -> usize {
         let (blocks, _) = b.as_chunks::<16>();
         let mut carry = u64::from(prev_space);
@@ -324,7 +354,9 @@ mod sse2 {
 /// targets.
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 mod bytewise {
-    use super::{is_code_start, is_control, is_leet, is_symbol85, is_urlish, Letters, Urlish};
+    use super::{
+        is_anchor, is_code_start, is_control, is_leet, is_symbol85, is_urlish, Letters, Urlish,
+    };
 
     pub(super) fn controls16(p: &[u8; 16]) -> u32 {
         p.iter().filter(|&&c| is_control(c)).count() as u32
@@ -344,6 +376,10 @@ mod bytewise {
             prev = c == b' ';
         }
         whole
+    }
+
+    pub(super) fn anchor(chunk: &[u8; 64]) -> u64 {
+        bits(chunk, is_anchor)
     }
 
     pub(super) fn urlish(chunk: &[u8; 64]) -> Urlish {
@@ -451,6 +487,7 @@ mod tests {
             let bit = |i: usize, f: fn(u8) -> bool| -> u64 { u64::from(f(t[i])) << (i % 64) };
             let mut want_url = vec![Urlish::default(); t.len().div_ceil(64)];
             let mut want_leet = vec![0u64; t.len().div_ceil(64)];
+            let mut want_anchor = vec![0u64; t.len().div_ceil(64)];
             let mut want_letters = vec![Letters::default(); t.len().div_ceil(64)];
             for i in 0..t.len() {
                 let u = &mut want_url[i / 64];
@@ -458,6 +495,7 @@ mod tests {
                 u.code_start |= bit(i, is_code_start);
                 u.symbol85 |= bit(i, is_symbol85);
                 want_leet[i / 64] |= bit(i, is_leet);
+                want_anchor[i / 64] |= bit(i, is_anchor);
                 let w = &mut want_letters[i / 64];
                 w.alnum |= bit(i, |c| c.is_ascii_alphanumeric());
                 w.high |= bit(i, |c| c >= 0x80);
@@ -470,6 +508,8 @@ mod tests {
             assert_eq!(per_chunk(t, bytewise::urlish), want_url, "{t:?}");
             assert_eq!(leet_bits(t), want_leet, "{t:?}");
             assert_eq!(per_chunk(t, bytewise::leet), want_leet, "{t:?}");
+            assert_eq!(anchor_words(t).collect::<Vec<_>>(), want_anchor, "{t:?}");
+            assert_eq!(per_chunk(t, bytewise::anchor), want_anchor, "{t:?}");
             for p in t.as_chunks::<16>().0 {
                 assert_eq!(imp::controls16(p), bytewise::controls16(p), "{p:?}");
             }

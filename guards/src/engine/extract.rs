@@ -208,6 +208,81 @@ pub(super) fn required_factor_at(hir: &regex_syntax::hir::Hir) -> Option<(Vec<Ve
     best.map(|(_, found)| found)
 }
 
+/// Bytes one of which every match of `hir` holds: the first bytes of the characters of one of
+/// its required pieces (the one whose bytes ordinary text holds least, by [`byte_weight`]), or
+/// `None` when no piece is required. A match lies within its longest match's length of such a
+/// byte, so a regex walked unanchored need only be walked there: the PII regexes each need a
+/// digit, a `+` or an `@`, which most text has few of.
+pub(super) fn required_bytes(hir: &regex_syntax::hir::Hir) -> Option<[bool; 256]> {
+    use regex_syntax::hir::{Class, HirKind};
+    let count = |s: &[bool; 256]| {
+        (0..=255u8)
+            .filter(|&b| s[usize::from(b)])
+            .map(byte_weight)
+            .sum::<u32>()
+    };
+    let mut set = [false; 256];
+    match hir.kind() {
+        HirKind::Literal(l) => set[usize::from(*l.0.first()?)] = true,
+        HirKind::Class(Class::Bytes(c)) => {
+            for r in c.iter() {
+                for b in r.start()..=r.end() {
+                    set[usize::from(b)] = true;
+                }
+            }
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            // Per UTF-8 length, the first byte grows with the code point: a range's characters
+            // of one length start with the bytes from its first's to its last's.
+            const LENGTHS: [(u32, u32, u32, u32); 4] = [
+                (0, 0x7f, 0, 0),
+                (0x80, 0x7ff, 0xc0, 6),
+                (0x800, 0xffff, 0xe0, 12),
+                (0x1_0000, 0x10_ffff, 0xf0, 18),
+            ];
+            for r in c.iter() {
+                for (lo, hi, tag, shift) in LENGTHS {
+                    let (a, b) = (u32::from(r.start()).max(lo), u32::from(r.end()).min(hi));
+                    if a > b {
+                        continue;
+                    }
+                    for lead in (tag | (a >> shift))..=(tag | (b >> shift)) {
+                        set[lead as usize & 0xff] = true;
+                    }
+                }
+            }
+        }
+        HirKind::Repetition(r) if r.min >= 1 => return required_bytes(&r.sub),
+        HirKind::Capture(c) => return required_bytes(&c.sub),
+        HirKind::Concat(pieces) => {
+            return pieces.iter().filter_map(required_bytes).min_by_key(count)
+        }
+        HirKind::Alternation(branches) => {
+            for branch in branches {
+                for (b, on) in required_bytes(branch)?.into_iter().enumerate() {
+                    set[b] |= on;
+                }
+            }
+        }
+        _ => return None,
+    }
+    set.contains(&true).then_some(set)
+}
+
+/// How often ordinary text holds byte `b`, roughly, in relative units: letters and spaces all
+/// the time, the punctuation of prose often, the lead bytes of other scripts in their texts,
+/// digits now and then, other symbols rarely.
+fn byte_weight(b: u8) -> u32 {
+    match b {
+        b' ' | b'\t' | b'\n' | b'\r' => 100,
+        _ if b.is_ascii_alphabetic() => 100,
+        b'.' | b',' | b'-' | b'\'' | b'"' | b'(' | b')' | b':' | b';' => 30,
+        0x80..=0xff => 20,
+        b'0'..=b'9' => 3,
+        _ => 2,
+    }
+}
+
 /// The part of `hir` that precedes its required factor: all of it for a suffix factor, else the
 /// pieces before piece `k`. A match holding a factor hit ends (suffix) or continues (piece) where
 /// that hit ends (starts), so running this part backwards from there finds where it can start.
@@ -434,6 +509,52 @@ mod tests {
         );
         // Nothing but common words and short ones: the unanchored walk.
         assert_eq!(at(r"(?:^|\.\s*)(?:you|it)\s+(?:is|are)\s+\w+"), None);
+    }
+
+    /// The bytes a match must hold, for regexes walked unanchored.
+    #[test]
+    fn required_bytes_are_those_of_a_required_piece() {
+        let bytes = |re: &str| -> Option<String> {
+            let set = required_bytes(&parse_pattern(re)?)?;
+            Some(
+                (0..=255u8)
+                    .filter(|&b| set[usize::from(b)])
+                    .map(|b| {
+                        if b.is_ascii() {
+                            char::from(b).to_string()
+                        } else {
+                            format!("<{b:x}>")
+                        }
+                    })
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            bytes(r"\b[a-z0-9][a-z0-9.]{0,63}@[a-z]+\.[a-z]{2,}").as_deref(),
+            Some("@")
+        );
+        // The rarest piece: digits, not the hyphen or the letters prose is full of.
+        assert_eq!(
+            bytes(r"\b[0-9]{3}-[0-9]{4}\b").as_deref(),
+            Some("0123456789")
+        );
+        assert_eq!(bytes(r"[a-d] ?[0-5]").as_deref(), Some("012345"));
+        assert_eq!(bytes(r"[a-d] ?\+").as_deref(), Some("+"));
+        assert_eq!(bytes(r"(?:\+|\b00)[1-9]").as_deref(), Some("+0"));
+        assert_eq!(bytes(r"x?[2-9]{2,}").as_deref(), Some("23456789"));
+        // Unicode digits: ASCII ones and the lead bytes of the others (Arabic-Indic,
+        // Devanagari, fullwidth, ...).
+        let digits = bytes(r"\d").unwrap();
+        assert!(digits.starts_with("0123456789<d9>"), "{digits}");
+        assert!(digits.contains("<e0>") && digits.contains("<ef>") && digits.contains("<f0>"));
+        assert!(
+            !digits.contains("<d0>"),
+            "Cyrillic letters start with d0: {digits}"
+        );
+        assert_eq!(bytes(r"é|ж").as_deref(), Some("<c3><d0>"));
+        // Nothing required: an optional piece, an alternation with a branch that needs nothing.
+        assert_eq!(bytes(r"a?b*"), None);
+        assert_eq!(bytes(r"a|\b"), None);
     }
 
     #[test]

@@ -118,6 +118,10 @@ pub struct Engine {
     /// behind the unanchored regexes: views and targets none of them reads skip that pass.
     unanchored_views: u8,
     unanchored_targets: u8,
+    /// Per byte value, how far around it the unanchored walk must look when every unanchored
+    /// regex needs a byte of a known set ([`required_bytes`]): the longest match of those
+    /// that need it. `None` when one of them needs none (the walk then covers every view).
+    near: Option<Box<[usize; 256]>>,
     /// Per view bit ([`crate::pack::view_bit`]), how far around the places where a derived view
     /// differs from its base view ([`ViewKind::base`]) its scan must look: the longest match of
     /// any rule that reads it, and a character each side for the assertions. `None`: scan that
@@ -176,6 +180,8 @@ struct Scratch {
     walk_windows: Windows,
     /// The parts of the current view to walk.
     segments: Vec<Range<usize>>,
+    /// The parts of the current segment the unanchored walk must cover.
+    near: Vec<Range<usize>>,
     /// Caches of the relaxed DFAs of the engine with this id.
     caches: Option<(u64, Caches)>,
 }
@@ -472,6 +478,7 @@ impl Engine {
             unanchored_views |= rule.views;
             unanchored_targets |= rule.targets;
         }
+        let near = near_context(&hirs, &unanchored_pid, &reach);
         let derived_context = derived_context(&set, &regex_rule, &reach);
         let output = output_plan(&set, &regex_rule, &reach, &hirs).map_err(|e| {
             vec![PackError::new(
@@ -505,6 +512,7 @@ impl Engine {
             unanchored_pid,
             unanchored_views,
             unanchored_targets,
+            near,
             derived_context,
             output,
             compile_time: started.elapsed(),
@@ -632,6 +640,7 @@ impl Engine {
             starts,
             walk_windows,
             segments,
+            near,
             caches: cache_slot,
         } = scratch;
         let mut caches = match cache_slot.take() {
@@ -664,16 +673,27 @@ impl Engine {
             segments.clear();
             self.segments(view, segments);
             for seg in segments.iter() {
+                // Where the unanchored regexes can match at all: around the bytes they need. A
+                // walk of its own over those parts unless they are most of the segment; then
+                // in the automaton's loop over all of it, overlapping their memory waits.
+                let near_only = match &self.near {
+                    Some(context) if unanchored_wanted => {
+                        near_segments(text, seg.clone(), context, near)
+                    }
+                    _ => false,
+                };
                 let mut walk = match (&self.relaxed.unanchored, caches.unanchored.as_mut()) {
-                    (Some(dfa), Some(cache)) if unanchored_wanted => Some(regexes::Walk::new(
-                        dfa,
-                        cache,
-                        walk_windows,
-                        &self.unanchored_pid,
-                        &self.reach,
-                        bytes,
-                        seg.start,
-                    )),
+                    (Some(dfa), Some(cache)) if unanchored_wanted && !near_only => {
+                        Some(regexes::Walk::new(
+                            dfa,
+                            cache,
+                            walk_windows,
+                            &self.unanchored_pid,
+                            &self.reach,
+                            bytes,
+                            seg.start,
+                        ))
+                    }
                     _ => None,
                 };
                 if let Some(dfa) = &self.literals {
@@ -726,16 +746,26 @@ impl Engine {
                         }
                     }
                 }
-                // If the walk could not finish (it should not: no quit bytes, never gives up),
-                // every unanchored regex is confirmed on the whole segment instead.
-                match walk.map(|w| w.finish(bytes, seg.end)) {
-                    Some(Some(n)) => work.unanchored += n as u64,
-                    Some(None) => {
-                        for &pid in &self.unanchored_pid {
-                            walk_windows.record(pid, seg.start, seg.end);
-                        }
+                if let Some(walk) = walk {
+                    work.unanchored += walk.finish(bytes, seg.end) as u64;
+                }
+                if let (true, Some(dfa), Some(cache)) = (
+                    near_only,
+                    &self.relaxed.unanchored,
+                    caches.unanchored.as_mut(),
+                ) {
+                    for part in near.iter() {
+                        let walk = regexes::Walk::new(
+                            dfa,
+                            cache,
+                            walk_windows,
+                            &self.unanchored_pid,
+                            &self.reach,
+                            bytes,
+                            part.start,
+                        );
+                        work.unanchored += walk.finish(bytes, part.end) as u64;
                     }
-                    None => {}
                 }
             }
             // Try each regex anchored where one of its prefixes starts, if a literal of its
@@ -1046,6 +1076,88 @@ pub(crate) fn merge_mask_spans(
         }
     }
     out
+}
+
+/// [`Engine::near`]: per byte value, the longest match of the unanchored regexes that need it;
+/// `None` if one of them needs no byte of a known set, or one that is in every text (a letter,
+/// a space: [`crate::bitmap::is_anchor`]).
+fn near_context(
+    hirs: &[regex_syntax::hir::Hir],
+    unanchored: &[usize],
+    reach: &[usize],
+) -> Option<Box<[usize; 256]>> {
+    let mut context = Box::new([0; 256]);
+    for &pid in unanchored {
+        let set = required_bytes(hirs.get(pid)?)?;
+        for (b, &on) in (0..=255u8).zip(set.iter()) {
+            if on {
+                if !crate::bitmap::is_anchor(b) {
+                    return None;
+                }
+                let c = &mut context[usize::from(b)];
+                *c = (*c).max(reach[pid]);
+            }
+        }
+    }
+    Some(context)
+}
+
+/// The parts of `text[seg]` within `context[b]` bytes of a byte `b` (a match of a regex that
+/// needs `b` and holds this one lies inside), merged, on character boundaries, in order, in
+/// `out`. `false` (and `out` unfinished) as soon as they look like most of the segment: nine
+/// tenths of its first 256 bytes (or of all of it, if shorter), or nine tenths of all of it.
+fn near_segments(
+    text: &str,
+    seg: Range<usize>,
+    context: &[usize; 256],
+    out: &mut Vec<Range<usize>>,
+) -> bool {
+    out.clear();
+    let bytes = text.as_bytes();
+    let (mut open, mut covered): (Option<Range<usize>>, usize) = (None, 0);
+    let mut read = 0;
+    for mut w in crate::bitmap::anchor_words(&bytes[seg.clone()]) {
+        while w != 0 {
+            let at = seg.start + read + w.trailing_zeros() as usize;
+            w &= w - 1;
+            let c = context[usize::from(bytes[at])];
+            if c == 0 {
+                continue;
+            }
+            let (from, to) = (
+                at.saturating_sub(c).max(seg.start),
+                (at + c + 1).min(seg.end),
+            );
+            match &mut open {
+                Some(part) if from <= part.end => part.end = part.end.max(to),
+                _ => {
+                    if let Some(part) = open.replace(from..to) {
+                        covered += part.len();
+                        out.push(part);
+                    }
+                }
+            }
+        }
+        read = (read + 64).min(seg.len());
+        if read == 256 {
+            let so_far = covered
+                + open
+                    .as_ref()
+                    .map_or(0, |p| p.end.min(seg.start + read) - p.start);
+            if 10 * so_far > 9 * read {
+                return false;
+            }
+        }
+    }
+    covered += open.as_ref().map_or(0, |p| p.len());
+    out.extend(open);
+    if 10 * covered > 9 * seg.len() {
+        return false;
+    }
+    for part in out.iter_mut() {
+        *part = floor_boundary(text, part.start)..ceil_boundary(text, part.end);
+    }
+    true
 }
 
 /// [`Engine::derived_context`] of a rule set whose regex `pid` belongs to rule `regex_rule[pid]`
@@ -1408,10 +1520,40 @@ regexes = ['\b\d(?:[ -]?\d){12,18}\b']
         }
     }
 
-    /// Mask rules report every span brute force finds in the folded view (each regex run over
-    /// the whole view, validated) and no other, on every class of the benchmark corpus: long
-    /// digit runs, where the unanchored walk stays in match states for many bytes in a row,
-    /// included.
+    /// The mask rules' spans in the folded view of `text`: as the scan reports them, and by
+    /// brute force (each regex run over the whole view, validated).
+    type Spans = BTreeSet<(usize, usize, usize)>;
+    fn mask_spans(e: &Engine, text: &str) -> (Spans, Spans) {
+        let views = e.normalizer().views(text);
+        let folded = views.folded().unwrap();
+        let t = folded.text.as_str();
+        let mut want = BTreeSet::new();
+        for (i, rule) in e.rules().iter().enumerate() {
+            if rule.action != Action::Mask || !rule.reads(Target::User) {
+                continue;
+            }
+            for pid in (0..e.singles.len()).filter(|&pid| e.regex_rule[pid] == i) {
+                for m in e.singles[pid].find_iter(t) {
+                    if rule.validate.is_none_or(|v| v.check(&t[m.range()])) {
+                        let span = folded.original_span(m.range());
+                        want.insert((i, span.start, span.end));
+                    }
+                }
+            }
+        }
+        let got = e
+            .scan(text, Target::User)
+            .hits
+            .into_iter()
+            .filter(|h| h.view == ViewKind::Folded && e.rules()[h.rule].action == Action::Mask)
+            .map(|h| (h.rule, h.span.start, h.span.end))
+            .collect();
+        (got, want)
+    }
+
+    /// Mask rules report every span brute force finds in the folded view and no other, on every
+    /// class of the benchmark corpus: long digit runs, where the unanchored walk stays in match
+    /// states for many bytes in a row, included.
     #[test]
     fn mask_spans_are_what_brute_force_finds_on_the_corpus() {
         let e = Engine::compile(RuleSet::embedded().unwrap()).unwrap();
@@ -1423,35 +1565,73 @@ regexes = ['\b\d(?:[ -]?\d){12,18}\b']
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            let slice = &text[..floor_boundary(&text, 16 * 1024)];
-            let views = e.normalizer().views(slice);
-            let folded = views.folded().unwrap();
-            let t = folded.text.as_str();
-            let mut want = BTreeSet::new();
-            for (i, rule) in e.rules().iter().enumerate() {
-                if rule.action != Action::Mask || !rule.reads(Target::User) {
-                    continue;
-                }
-                for pid in (0..e.singles.len()).filter(|&pid| e.regex_rule[pid] == i) {
-                    for m in e.singles[pid].find_iter(t) {
-                        if rule.validate.is_none_or(|v| v.check(&t[m.range()])) {
-                            let span = folded.original_span(m.range());
-                            want.insert((i, span.start, span.end));
-                        }
-                    }
-                }
-            }
-            let got: BTreeSet<(usize, usize, usize)> = e
-                .scan(slice, Target::User)
-                .hits
-                .into_iter()
-                .filter(|h| h.view == ViewKind::Folded && e.rules()[h.rule].action == Action::Mask)
-                .map(|h| (h.rule, h.span.start, h.span.end))
-                .collect();
+            let (got, want) = mask_spans(&e, &text[..floor_boundary(&text, 16 * 1024)]);
             spans_seen += want.len();
             assert_eq!(got, want, "{}", path.display());
         }
         assert!(spans_seen > 100, "{spans_seen} mask spans in the corpus");
+    }
+
+    /// The PII regexes are walked only around the digits, `+` and `@` they need when those are
+    /// few: their matches are still all found, whether the parts around them merge or stand
+    /// alone, at the start and end of a text, in non-ASCII digits, next to other scripts, and
+    /// when the walk goes back to the whole view (dense digits, or a dense start).
+    #[test]
+    fn pii_is_found_around_the_bytes_it_needs() {
+        let e = Engine::compile(RuleSet::embedded().unwrap()).unwrap();
+        assert!(
+            e.near.is_some(),
+            "the PII regexes each need a byte of a known set"
+        );
+        let samples = [
+            "+44 20 7946 0958",
+            "(415) 555-0132",
+            "4111 1111 1111 1111",
+            "123-45-6789",
+            "jane.doe+tag@example.co.uk",
+            "firstname.lastname.department.of.examples@mail.example.org",
+            "DE89 3704 0044 0532 0130 00",
+            "AB 12 34 56 C",
+            "٤١١١ ١١١١ ١١١١ ١١١١",
+            "0044 20 7946 0958",
+        ];
+        let fillers = [
+            "",
+            " ",
+            " the ",
+            " born in 1986, ",
+            " Привет мир ",
+            " 東京 ",
+            " नमस्ते ",
+        ];
+        let mut x: u64 = 0x853c_49e6_748f_ea9b;
+        let mut next = |n: usize| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (x >> 33) as usize % n
+        };
+        let mut spans_seen = 0;
+        for round in 0..120 {
+            let mut text = String::new();
+            for _ in 0..1 + next(6) {
+                // Ordinary words between the samples: none, a few, or enough that the parts
+                // around them stand apart.
+                let words = [0, 3, 30, 80][next(4)];
+                for _ in 0..words {
+                    text.push_str(["lorem ", "ipsum ", "dolor ", "sit ", "amet, "][next(5)]);
+                }
+                text.push_str(fillers[next(fillers.len())]);
+                text.push_str(samples[next(samples.len())]);
+                text.push_str(fillers[next(fillers.len())]);
+            }
+            if round % 10 == 0 {
+                // Digits dense enough that the walk covers the whole view.
+                text.insert_str(0, &"7 ".repeat(200));
+            }
+            let (got, want) = mask_spans(&e, &text);
+            spans_seen += want.len();
+            assert_eq!(got, want, "{text:?}");
+        }
+        assert!(spans_seen > 200, "{spans_seen} spans");
     }
 
     /// The same on text that looks like traffic: slices of every class of the benchmark corpus

@@ -884,12 +884,16 @@ impl<'a> Walk<'a> {
     }
 
     /// Walks on to `end` and sees the matches that end there (one more byte, or the end of the
-    /// text); the bytes walked, or `None` if the walk failed.
-    pub fn finish(mut self, text: &[u8], end: usize) -> Option<usize> {
+    /// text); the bytes walked. If the walk failed, every regex gets a window over all of
+    /// `from..end` instead (the exact regexes confirm it), and 0.
+    pub fn finish(mut self, text: &[u8], end: usize) -> usize {
         let from = self.from;
         self.advance(text, end);
         if self.failed {
-            return None;
+            for &pid in self.pids {
+                self.windows.record(pid, from, end);
+            }
+            return 0;
         }
         let last = match text.get(end) {
             Some(&b) => self.dfa.next_state(self.cache, self.sid, b),
@@ -903,7 +907,13 @@ impl<'a> Walk<'a> {
             Err(_) => self.failed = true,
         }
         self.flush();
-        (!self.failed).then_some(end.saturating_sub(from) + 1)
+        if self.failed {
+            for &pid in self.pids {
+                self.windows.record(pid, from, end);
+            }
+            return 0;
+        }
+        end.saturating_sub(from) + 1
     }
 }
 
@@ -952,7 +962,7 @@ mod tests {
             );
             assert_eq!(
                 walk.finish(text.as_bytes(), text.len()),
-                Some(text.len() + 1),
+                text.len() + 1,
                 "{text}"
             );
             for (p, re) in exact.iter().enumerate() {
