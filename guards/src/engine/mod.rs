@@ -684,15 +684,7 @@ impl Engine {
                 };
                 let mut walk = match (&self.relaxed.unanchored, caches.unanchored.as_mut()) {
                     (Some(dfa), Some(cache)) if unanchored_wanted && !near_only => {
-                        Some(regexes::Walk::new(
-                            dfa,
-                            cache,
-                            walk_windows,
-                            &self.unanchored_pid,
-                            &self.reach,
-                            bytes,
-                            seg.start,
-                        ))
+                        Some(self.walk(dfa, cache, walk_windows, bytes, seg.start))
                     }
                     _ => None,
                 };
@@ -755,15 +747,7 @@ impl Engine {
                     caches.unanchored.as_mut(),
                 ) {
                     for part in near.iter() {
-                        let walk = regexes::Walk::new(
-                            dfa,
-                            cache,
-                            walk_windows,
-                            &self.unanchored_pid,
-                            &self.reach,
-                            bytes,
-                            part.start,
-                        );
+                        let walk = self.walk(dfa, cache, walk_windows, bytes, part.start);
                         work.unanchored += walk.finish(bytes, part.end) as u64;
                     }
                 }
@@ -869,6 +853,26 @@ impl Engine {
             work_limited: limited,
             work,
         }
+    }
+
+    /// A walk of the unanchored regexes' relaxed DFA over `bytes` from `from`.
+    fn walk<'a>(
+        &'a self,
+        dfa: &'a regex_automata::hybrid::dfa::DFA,
+        cache: &'a mut regexes::UnanchoredCache,
+        windows: &'a mut regexes::Windows,
+        bytes: &[u8],
+        from: usize,
+    ) -> regexes::Walk<'a> {
+        regexes::Walk::new(
+            dfa,
+            cache,
+            windows,
+            &self.unanchored_pid,
+            &self.reach,
+            bytes,
+            from,
+        )
     }
 
     /// One anchored attempt of regex `pid` at `start` of `view`: the relaxed DFA first, for at
