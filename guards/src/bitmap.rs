@@ -62,6 +62,12 @@ pub(crate) fn anchor_words(b: &[u8]) -> impl Iterator<Item = u64> + '_ {
         }))
 }
 
+/// How many bytes `b` starts with that are [`is_token`]: where a run of them ends, sixteen
+/// bytes at a time.
+pub(crate) fn token_len(b: &[u8]) -> usize {
+    imp::token_len(b)
+}
+
 /// How many bytes `b` starts with, counted in whole blocks of sixteen, that are printable ASCII
 /// with no space after a space (nor first, after `prev_space`): where the fold's copy of plain
 /// text stops, or the start of its last partial block, which the fold reads a byte at a time.
@@ -100,6 +106,12 @@ pub(crate) const fn is_leet(c: u8) -> bool {
 /// regex that needs one is walked over every byte.
 pub(crate) const fn is_anchor(c: u8) -> bool {
     matches!(c, b'!'..=b'@' | b'['..=b'`' | b'{'..=b'~' | 0xc0..=0xff)
+}
+
+/// A byte of a word as the leet finder reads it: an ASCII letter or digit, a leet symbol
+/// (`! $ + @ |`) or any non-ASCII byte.
+pub(crate) const fn is_token(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'!' | b'$' | b'+' | b'@' | b'|') || c >= 0x80
 }
 
 /// `0`, `1`, `.` and `-`: the bytes a binary octet or a Morse letter starts with.
@@ -254,6 +266,22 @@ mod sse2 {
         })
     }
 
+    pub(super) fn token_len(b: &[u8]) -> usize {
+        let (blocks, tail) = b.as_chunks::<16>();
+        for (k, p) in blocks.iter().enumerate() {
+            let x = load_unaligned_m128i(p);
+            let token = [b'!', b'$', b'+', b'@', b'|']
+                .into_iter()
+                .fold(alnum(x), |acc, c| or(acc, eq(x, c)));
+            // The high bit of `x` itself marks the non-ASCII bytes.
+            let stop = !(bits(token) | bits(x)) & 0xffff;
+            if stop != 0 {
+                return 16 * k + stop.trailing_zeros() as usize;
+            }
+        }
+        16 * blocks.len() + tail.iter().take_while(|&&c| super::is_token(c)).count()
+    }
+
     pub(super) fn plain_ascii_len(b: &[u8], prev_space: bool) -> usize {
         let (blocks, _) = b.as_chunks::<16>();
         let mut carry = u64::from(prev_space);
@@ -355,7 +383,8 @@ mod sse2 {
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 mod bytewise {
     use super::{
-        is_anchor, is_code_start, is_control, is_leet, is_symbol85, is_urlish, Letters, Urlish,
+        is_anchor, is_code_start, is_control, is_leet, is_symbol85, is_token, is_urlish, Letters,
+        Urlish,
     };
 
     pub(super) fn controls16(p: &[u8; 16]) -> u32 {
@@ -380,6 +409,10 @@ mod bytewise {
 
     pub(super) fn anchor(chunk: &[u8; 64]) -> u64 {
         bits(chunk, is_anchor)
+    }
+
+    pub(super) fn token_len(b: &[u8]) -> usize {
+        b.iter().take_while(|&&c| is_token(c)).count()
     }
 
     pub(super) fn urlish(chunk: &[u8; 64]) -> Urlish {
@@ -512,6 +545,10 @@ mod tests {
             assert_eq!(per_chunk(t, bytewise::anchor), want_anchor, "{t:?}");
             for p in t.as_chunks::<16>().0 {
                 assert_eq!(imp::controls16(p), bytewise::controls16(p), "{p:?}");
+            }
+            for from in [0, 1, 17, 40].into_iter().filter(|&f| f <= t.len()) {
+                let b = &t[from..];
+                assert_eq!(token_len(b), bytewise::token_len(b), "{b:?}");
             }
             assert_eq!(per_chunk(t, bytewise::letters), want_letters, "{t:?}");
         }

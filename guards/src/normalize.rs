@@ -2302,13 +2302,19 @@ fn leet_view(src: &View, kind: ViewKind) -> Option<View> {
         }
         i = token_start;
         let mut seen = 0;
-        while let Some(&c) = b.get(i) {
+        let limit = b.len().min(token_start + MAX_LEET_TOKEN + 3);
+        while let Some(&c) = b.get(i..limit).and_then(<[u8]>::first) {
             let k = CLASS[usize::from(c)];
             if k & TOKEN == 0 {
                 break;
             }
             seen |= k;
             i += 1;
+        }
+        if i == limit {
+            // Too long for a word (an identifier, a hash, a blob): where it ends, sixteen bytes
+            // at a time.
+            i += crate::bitmap::token_len(&b[i..]);
         }
         if seen & (ALPHA | LEET) != ALPHA | LEET || i - token_start > MAX_LEET_TOKEN + 2 {
             continue;
@@ -3533,6 +3539,7 @@ mod tests {
                 k & (A85 | B85) != 0 && k & URLISH == 0 && !matches!(c, b',' | b':' | b'\'' | b'"');
             assert_eq!(crate::bitmap::is_symbol85(c), symbol85, "{c:#x}");
             assert_eq!(crate::bitmap::is_leet(c), leet_char(c).is_some(), "{c:#x}");
+            assert_eq!(crate::bitmap::is_token(c), k & TOKEN != 0, "{c:#x}");
         }
     }
 
@@ -3682,6 +3689,34 @@ mod tests {
             text_of(&views("h@ck th3 $y$tem"), ViewKind::Leet),
             Some("hack the system")
         );
+    }
+
+    /// Tokens longer than a word (identifiers, hashes, blobs) are not leet-folded, whatever
+    /// their length and wherever in them their run of token bytes ends; the word after one
+    /// still is.
+    #[test]
+    fn long_tokens_are_not_leet_but_the_next_word_is() {
+        for len in [
+            MAX_LEET_TOKEN + 1,
+            MAX_LEET_TOKEN + 3,
+            31,
+            32,
+            33,
+            47,
+            48,
+            49,
+            200,
+        ] {
+            for tail in ["", "é", "+x", "|"] {
+                let long: String = "a1b".chars().cycle().take(len).collect::<String>() + tail;
+                for after in [" h4ck", "/h4ck", "\nh4ck"] {
+                    let text = format!("{long}{after} done");
+                    let v = views(&text);
+                    let want = fold(&text).replace("h4ck", "hack");
+                    assert_eq!(text_of(&v, ViewKind::Leet), Some(want.as_str()), "{text:?}");
+                }
+            }
+        }
     }
 
     /// Ordinals, decades, versions, identifiers, times, addresses, variables and key chords are
