@@ -682,11 +682,10 @@ impl Engine {
                     }
                     _ => false,
                 };
-                let mut walk = match (&self.relaxed.unanchored, caches.unanchored.as_mut()) {
-                    (Some(dfa), Some(cache)) if unanchored_wanted && !near_only => {
-                        Some(self.walk(dfa, cache, walk_windows, bytes, seg.start))
-                    }
-                    _ => None,
+                let mut walk = if unanchored_wanted && !near_only {
+                    self.walk(&mut caches, walk_windows, bytes, seg.start)
+                } else {
+                    None
                 };
                 if let Some(dfa) = &self.literals {
                     work.automaton +=
@@ -741,14 +740,12 @@ impl Engine {
                 if let Some(walk) = walk {
                     work.unanchored += walk.finish(bytes, seg.end) as u64;
                 }
-                if let (true, Some(dfa), Some(cache)) = (
-                    near_only,
-                    &self.relaxed.unanchored,
-                    caches.unanchored.as_mut(),
-                ) {
+                if near_only {
                     for part in near.iter() {
-                        let walk = self.walk(dfa, cache, walk_windows, bytes, part.start);
-                        work.unanchored += walk.finish(bytes, part.end) as u64;
+                        if let Some(walk) = self.walk(&mut caches, walk_windows, bytes, part.start)
+                        {
+                            work.unanchored += walk.finish(bytes, part.end) as u64;
+                        }
                     }
                 }
             }
@@ -855,24 +852,23 @@ impl Engine {
         }
     }
 
-    /// A walk of the unanchored regexes' relaxed DFA over `bytes` from `from`.
+    /// A walk of the unanchored regexes' relaxed DFA over `bytes` from `from`, if there are any.
     fn walk<'a>(
         &'a self,
-        dfa: &'a regex_automata::hybrid::dfa::DFA,
-        cache: &'a mut regexes::UnanchoredCache,
+        caches: &'a mut regexes::Caches,
         windows: &'a mut regexes::Windows,
         bytes: &[u8],
         from: usize,
-    ) -> regexes::Walk<'a> {
-        regexes::Walk::new(
-            dfa,
-            cache,
+    ) -> Option<regexes::Walk<'a>> {
+        Some(regexes::Walk::new(
+            self.relaxed.unanchored.as_ref()?,
+            caches.unanchored.as_mut()?,
             windows,
             &self.unanchored_pid,
             &self.reach,
             bytes,
             from,
-        )
+        ))
     }
 
     /// One anchored attempt of regex `pid` at `start` of `view`: the relaxed DFA first, for at

@@ -593,8 +593,8 @@ pub struct Walk<'a> {
     /// Where the walk started and where it is.
     from: usize,
     at: usize,
-    /// The DFA could not go on (it should not happen: no quit bytes, never gives up); the scan
-    /// then confirms every unanchored regex on the whole segment.
+    /// The DFA could not go on (it should not happen: no quit bytes, never gives up); `finish`
+    /// then gives every unanchored regex a window over the whole walk.
     pub failed: bool,
 }
 
@@ -889,24 +889,20 @@ impl<'a> Walk<'a> {
     pub fn finish(mut self, text: &[u8], end: usize) -> usize {
         let from = self.from;
         self.advance(text, end);
-        if self.failed {
-            for &pid in self.pids {
-                self.windows.record(pid, from, end);
+        if !self.failed {
+            let last = match text.get(end) {
+                Some(&b) => self.dfa.next_state(self.cache, self.sid, b),
+                None => self.dfa.next_eoi_state(self.cache, self.sid),
+            };
+            match last {
+                Ok(sid) => {
+                    self.sid = sid;
+                    self.tagged(end);
+                }
+                Err(_) => self.failed = true,
             }
-            return 0;
+            self.flush();
         }
-        let last = match text.get(end) {
-            Some(&b) => self.dfa.next_state(self.cache, self.sid, b),
-            None => self.dfa.next_eoi_state(self.cache, self.sid),
-        };
-        match last {
-            Ok(sid) => {
-                self.sid = sid;
-                self.tagged(end);
-            }
-            Err(_) => self.failed = true,
-        }
-        self.flush();
         if self.failed {
             for &pid in self.pids {
                 self.windows.record(pid, from, end);
