@@ -52,14 +52,7 @@ pub(crate) fn leet_bits(b: &[u8]) -> Vec<u64> {
 /// Bit per byte of `b`, a word per 64 bytes as they are read: a byte that may start a required
 /// piece of a regex walked unanchored ([`is_anchor`]).
 pub(crate) fn anchor_words(b: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    let (full, tail) = b.as_chunks::<64>();
-    full.iter()
-        .map(imp::anchor)
-        .chain((!tail.is_empty()).then(|| {
-            let mut last = [0u8; 64];
-            last[..tail.len()].copy_from_slice(tail);
-            imp::anchor(&last)
-        }))
+    each_chunk(b, imp::anchor)
 }
 
 /// How many bytes `b` starts with that are [`is_token`]: where a run of them ends, sixteen
@@ -111,7 +104,7 @@ pub(crate) const fn is_anchor(c: u8) -> bool {
 /// A byte of a word as the leet finder reads it: an ASCII letter or digit, a leet symbol
 /// (`! $ + @ |`) or any non-ASCII byte.
 pub(crate) const fn is_token(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'!' | b'$' | b'+' | b'@' | b'|') || c >= 0x80
+    c.is_ascii_alphanumeric() || is_leet(c) || c >= 0x80
 }
 
 /// `0`, `1`, `.` and `-`: the bytes a binary octet or a Morse letter starts with.
@@ -201,15 +194,18 @@ pub(crate) fn next_bit(bits: &[u64], from: usize) -> Option<usize> {
 }
 /// `f` of each 64 bytes of `b`, the last chunk padded with zero bytes (in none of the classes).
 fn per_chunk<T>(b: &[u8], f: impl Fn(&[u8; 64]) -> T) -> Vec<T> {
+    each_chunk(b, f).collect()
+}
+
+/// [`per_chunk`], a chunk at a time as it is read.
+fn each_chunk<'b, T>(b: &'b [u8], f: impl Fn(&[u8; 64]) -> T + 'b) -> impl Iterator<Item = T> + 'b {
     let (full, tail) = b.as_chunks::<64>();
-    let mut out = Vec::with_capacity(full.len() + 1);
-    out.extend(full.iter().map(&f));
-    if !tail.is_empty() {
+    let last = (!tail.is_empty()).then(|| {
         let mut last = [0u8; 64];
         last[..tail.len()].copy_from_slice(tail);
-        out.push(f(&last));
-    }
-    out
+        last
+    });
+    full.iter().copied().chain(last).map(move |chunk| f(&chunk))
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
@@ -250,10 +246,7 @@ mod sse2 {
     pub(super) fn leet(chunk: &[u8; 64]) -> u64 {
         each16(chunk, |x| {
             let digits = bitandnot_m128i(eq(x, b'2'), within(x, b'0', b'9'));
-            let leet = [b'!', b'$', b'+', b'@', b'|']
-                .into_iter()
-                .fold(digits, |acc, c| or(acc, eq(x, c)));
-            bits(leet)
+            bits(or(digits, leet_symbols(x)))
         })
     }
 
@@ -270,9 +263,7 @@ mod sse2 {
         let (blocks, tail) = b.as_chunks::<16>();
         for (k, p) in blocks.iter().enumerate() {
             let x = load_unaligned_m128i(p);
-            let token = [b'!', b'$', b'+', b'@', b'|']
-                .into_iter()
-                .fold(alnum(x), |acc, c| or(acc, eq(x, c)));
+            let token = or(alnum(x), leet_symbols(x));
             // The high bit of `x` itself marks the non-ASCII bytes.
             let stop = !(bits(token) | bits(x)) & 0xffff;
             if stop != 0 {
@@ -332,6 +323,15 @@ mod sse2 {
             .iter()
             .enumerate()
             .fold(0, |m, (k, p)| m | f(load_unaligned_m128i(p)) << (16 * k))
+    }
+
+    /// The leet symbols `! $ + @ |` ([`super::is_leet`] less the digits).
+    #[inline(always)]
+    fn leet_symbols(x: m128i) -> m128i {
+        [b'!', b'$', b'+', b'@', b'|']
+            .into_iter()
+            .map(|c| eq(x, c))
+            .fold(splat(0), or)
     }
 
     /// The high bit of each byte as a bit.
